@@ -1,0 +1,142 @@
+#pragma once
+// The arithmetic of the Gated Convolutional Layer (paper eq. 1-2), written once for the CPU and
+// the CUDA kernels. Everything here works on one pixel (or one reduction entry) at a time, in the
+// accumulation type acc_t (float for float/half/bfloat16 inputs, double for double).
+//
+//   x      = [s || r]                         (D = C + Cr channels at one pixel)
+//   z      = gate logit of x                  (linear: w_g . x + b_g; mlp: see MlpGate)
+//   alpha  = sigmoid(z)
+//   out_o  = b_o + sum_c W_oc * s_c * (1 + alpha) = b_o + (1 + alpha) * (W s)_o
+//
+// Backward, for g_o = dL/dout_o and g_alpha = dL/dalpha at the pixel:
+//   gu_c   = sum_o W_oc g_o                   (gradient w.r.t. u = s * (1 + alpha))
+//   dalpha = g_alpha + sum_c gu_c s_c
+//   dz     = dalpha * alpha * (1 - alpha)
+//   ds_c   = gu_c (1 + alpha) + dz * w_g[c]   dr_j = dz * w_g[C + j]
+//   dW_oc  = sum_pixels g_o u_c               db_o = sum_pixels g_o
+//   dw_g_d = sum_pixels dz x_d                db_g = sum_pixels dz
+
+#include <cmath>
+#include <cstdint>
+
+#include "host_device.h"
+
+namespace gscnn {
+namespace gcl {
+
+template <typename acc_t>
+GSCNN_HD acc_t sigmoid(acc_t z) {
+  // Two branches so that exp never overflows: exp of a non-positive number is at most 1.
+#if defined(__CUDA_ARCH__)
+  const acc_t e = exp(-fabs(z));
+#else
+  const acc_t e = std::exp(-std::fabs(z));
+#endif
+  return z >= acc_t(0) ? acc_t(1) / (acc_t(1) + e) : e / (acc_t(1) + e);
+}
+
+// d sigmoid(z) / dz expressed through alpha = sigmoid(z), times the incoming gradient.
+template <typename acc_t>
+GSCNN_HD acc_t gate_logit_grad(acc_t dalpha, acc_t alpha) {
+  return dalpha * alpha * (acc_t(1) - alpha);
+}
+
+// Gradient w.r.t. one shape channel: through the modulation s * (1 + alpha) and through the gate.
+template <typename acc_t>
+GSCNN_HD acc_t shape_grad(acc_t gu, acc_t one_plus_alpha, acc_t dz, acc_t gate_w) {
+  return gu * one_plus_alpha + dz * gate_w;
+}
+
+// Element offset of channel 0 of pixel p, where pixels are numbered in (n, h, w) order. Reading
+// through the strides lets the kernels take NCHW, channels_last and sliced views without a copy.
+struct PixelIndexer {
+  int64_t HW, W, sN, sH, sW;
+  GSCNN_HD int64_t offset(int64_t p) const {
+    const int64_t n = p / HW;
+    const int64_t hw = p - n * HW;
+    const int64_t h = hw / W;
+    const int64_t w = hw - h * W;
+    return n * sN + h * sH + w * sW;
+  }
+};
+
+// Linear gate of the paper: z = w_g . x + b_g. `x(d)` returns input channel d at the pixel.
+template <typename acc_t, typename w_t>
+struct LinearGate {
+  const w_t* weight;  // D entries
+  const w_t* bias;    // 1 entry (read in the kernel: no host synchronisation)
+  template <typename X>
+  GSCNN_HD acc_t logit(const X& x, int64_t D) const {
+    acc_t z = static_cast<acc_t>(bias[0]);
+    for (int64_t d = 0; d < D; ++d) z += static_cast<acc_t>(weight[d]) * x(d);
+    return z;
+  }
+};
+
+// The authors' gate with its BatchNorms folded in (eval mode): z = w2 . relu(W1 x + b1) + b2,
+// W1 of shape (M, D).
+template <typename acc_t, typename w_t>
+struct MlpGate {
+  const w_t* w1;  // M x D, row-major
+  const w_t* b1;  // M
+  const w_t* w2;  // M
+  const w_t* b2;  // 1
+  int64_t M;
+  template <typename X>
+  GSCNN_HD acc_t logit(const X& x, int64_t D) const {
+    acc_t z = static_cast<acc_t>(b2[0]);
+    for (int64_t m = 0; m < M; ++m) {
+      acc_t h = static_cast<acc_t>(b1[m]);
+      const w_t* row = w1 + m * D;
+      for (int64_t d = 0; d < D; ++d) h += static_cast<acc_t>(row[d]) * x(d);
+      z += static_cast<acc_t>(w2[m]) * (h > acc_t(0) ? h : acc_t(0));
+    }
+    return z;
+  }
+};
+
+// Where each parameter gradient lives in the vector of per-block partial sums that the backward
+// kernels reduce deterministically (every block writes its own row; rows are summed in order).
+struct GradLayout {
+  int64_t C, Cr, Cout;
+  GSCNN_HD int64_t weight_offset() const { return 0; }                 // Cout x C
+  GSCNN_HD int64_t bias_offset() const { return Cout * C; }            // Cout
+  GSCNN_HD int64_t gate_weight_offset() const { return Cout * C + Cout; }  // C + Cr
+  GSCNN_HD int64_t gate_bias_offset() const { return Cout * C + Cout + C + Cr; }  // 1
+  GSCNN_HD int64_t size() const { return Cout * C + Cout + C + Cr + 1; }
+};
+
+// One entry of the parameter-gradient partial sums, summed over the T pixels of a tile held in
+// [channel][pixel] buffers with leading dimension ld: G = grad_out, S = s, R = r,
+// F = 1 + alpha and DZ = dL/dz (both 0 at padding pixels, which therefore add nothing).
+template <typename acc_t>
+GSCNN_HD acc_t tile_entry_sum(const GradLayout& L, int64_t e, const acc_t* G, const acc_t* S,
+                              const acc_t* R, const acc_t* F, const acc_t* DZ, int64_t ld,
+                              int64_t T) {
+  acc_t sum = 0;
+  if (e < L.bias_offset()) {  // dW[o][c] = sum g_o * s_c * (1 + alpha)
+    const acc_t* g = G + (e / L.C) * ld;
+    const acc_t* x = S + (e % L.C) * ld;
+    for (int64_t t = 0; t < T; ++t) sum += g[t] * x[t] * F[t];
+  } else if (e < L.gate_weight_offset()) {  // db[o] = sum g_o
+    const acc_t* g = G + (e - L.bias_offset()) * ld;
+    for (int64_t t = 0; t < T; ++t) sum += g[t];
+  } else if (e < L.gate_bias_offset()) {  // dw_g[d] = sum dz * x_d
+    const int64_t d = e - L.gate_weight_offset();
+    const acc_t* x = d < L.C ? S + d * ld : R + (d - L.C) * ld;
+    for (int64_t t = 0; t < T; ++t) sum += DZ[t] * x[t];
+  } else {  // db_g = sum dz
+    for (int64_t t = 0; t < T; ++t) sum += DZ[t];
+  }
+  return sum;
+}
+
+// Number of partial-sum rows for a backward pass over `num_tiles` tiles of pixels. A function of
+// the problem size only (never of the thread count or the GPU), so results are reproducible.
+GSCNN_HD int64_t num_partials(int64_t num_tiles) {
+  constexpr int64_t kMaxPartials = 1024;
+  return num_tiles < kMaxPartials ? num_tiles : kMaxPartials;
+}
+
+}  // namespace gcl
+}  // namespace gscnn

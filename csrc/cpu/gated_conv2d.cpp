@@ -1,0 +1,286 @@
+// CPU kernels of the Gated Convolutional Layer (see common/gated_conv2d_math.h for the math).
+//
+// Pixels are processed in tiles of kTile consecutive pixels of one image. A tile's channels are
+// loaded once into small float buffers laid out [channel][pixel], so every inner loop runs over
+// the pixels of the tile with unit stride and vectorises; nothing of size N*C*H*W is written
+// besides the outputs. The backward pass reduces parameter gradients into a fixed number of
+// partial rows (a function of the problem size only) that are summed in order: deterministic
+// for any thread count.
+
+#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <vector>
+
+#include "../common/gated_conv2d_checks.h"
+#include "../common/gated_conv2d_grads.h"
+#include "../common/gated_conv2d_math.h"
+#include "../common/strided.h"
+
+namespace gscnn {
+namespace {
+
+constexpr int64_t kTile = 64;
+constexpr const char* kForwardOp = "gscnn_ops.gated_conv2d";
+constexpr const char* kMlpOp = "gscnn_ops.gated_conv2d_mlp";
+constexpr const char* kBackwardOp = "gscnn_ops.gated_conv2d_backward";
+
+// Tiles never cross an image, so a tile is (image n, first pixel hw0 of it, length).
+struct TileGrid {
+  int64_t HW, per_image, count;
+  TileGrid(int64_t N, int64_t HW_) : HW(HW_), per_image((HW_ + kTile - 1) / kTile) {
+    count = N * per_image;
+  }
+  int64_t first_pixel(int64_t tile) const {
+    return (tile / per_image) * HW + (tile % per_image) * kTile;
+  }
+  int64_t length(int64_t tile) const {
+    const int64_t hw0 = (tile % per_image) * kTile;
+    return std::min(kTile, HW - hw0);
+  }
+};
+
+// Element offsets of channel 0 for the pixels of one tile.
+template <typename T>
+void tile_offsets(const Strided4d<T>& v, int64_t p0, int64_t len, int64_t* off) {
+  for (int64_t t = 0; t < len; ++t) off[t] = v.px.offset(p0 + t);
+}
+
+// Loads `channels` channels of a tile into buf[c * kTile + t], zero-padding t >= len.
+template <typename T, typename acc_t>
+void load_tile(const Strided4d<const T>& v, const int64_t* off, int64_t len, int64_t channels,
+               acc_t* buf) {
+  for (int64_t c = 0; c < channels; ++c) {
+    acc_t* row = buf + c * kTile;
+    const T* base = v.data + c * v.sC;
+    for (int64_t t = 0; t < len; ++t) row[t] = static_cast<acc_t>(base[off[t]]);
+    for (int64_t t = len; t < kTile; ++t) row[t] = acc_t(0);
+  }
+}
+
+// Gate of every pixel of a tile: one_plus_alpha[t] = 1 + sigmoid(z), alpha written out.
+// Padded pixels get 0 so that they contribute nothing downstream.
+template <typename T, typename acc_t, typename Gate>
+void tile_gate(const Gate& gate, const acc_t* S, const acc_t* R, int64_t C, int64_t D,
+               int64_t len, acc_t* alpha_buf, acc_t* one_plus_alpha) {
+  for (int64_t t = 0; t < len; ++t) {
+    auto x = [&](int64_t d) { return d < C ? S[d * kTile + t] : R[(d - C) * kTile + t]; };
+    const acc_t a = gcl::sigmoid(gate.logit(x, D));
+    alpha_buf[t] = a;
+    one_plus_alpha[t] = acc_t(1) + a;
+  }
+  for (int64_t t = len; t < kTile; ++t) alpha_buf[t] = one_plus_alpha[t] = acc_t(0);
+}
+
+template <typename scalar_t, typename Gate>
+void forward_kernel(const Gate& gate, const GclSizes& z, const at::Tensor& s, const at::Tensor& r,
+                    const at::Tensor& weight, const std::optional<at::Tensor>& bias,
+                    at::Tensor& out, at::Tensor& alpha) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const auto sv = strided4d<const scalar_t>(s);
+  const auto rv = strided4d<const scalar_t>(r);
+  const auto ov = strided4d<scalar_t>(out);
+  const auto av = strided4d<scalar_t>(alpha);
+  const scalar_t* W = weight.const_data_ptr<scalar_t>();
+  const scalar_t* b = bias.has_value() ? bias->const_data_ptr<scalar_t>() : nullptr;
+  const TileGrid grid(z.N, z.H * z.W);
+
+  at::parallel_for(0, grid.count, 1, [&](int64_t begin, int64_t end) {
+    std::vector<acc_t> S(z.C * kTile), R(z.Cr * kTile), A(kTile), F(kTile), O(kTile);
+    std::vector<int64_t> off(kTile);
+    for (int64_t tile = begin; tile < end; ++tile) {
+      const int64_t p0 = grid.first_pixel(tile), len = grid.length(tile);
+      tile_offsets(sv, p0, len, off.data());
+      load_tile(sv, off.data(), len, z.C, S.data());
+      tile_offsets(rv, p0, len, off.data());
+      load_tile(rv, off.data(), len, z.Cr, R.data());
+      tile_gate<scalar_t>(gate, S.data(), R.data(), z.C, z.D(), len, A.data(), F.data());
+
+      tile_offsets(av, p0, len, off.data());
+      for (int64_t t = 0; t < len; ++t) av.at(off[t], 0) = static_cast<scalar_t>(A[t]);
+
+      // out_o = b_o + (1 + alpha) * (W s)_o
+      tile_offsets(ov, p0, len, off.data());
+      for (int64_t o = 0; o < z.Cout; ++o) {
+        std::fill(O.begin(), O.end(), acc_t(0));
+        for (int64_t c = 0; c < z.C; ++c) {
+          const acc_t w = static_cast<acc_t>(W[o * z.C + c]);
+          const acc_t* srow = S.data() + c * kTile;
+          for (int64_t t = 0; t < kTile; ++t) O[t] += w * srow[t];
+        }
+        const acc_t bo = b ? static_cast<acc_t>(b[o]) : acc_t(0);
+        for (int64_t t = 0; t < len; ++t) ov.at(off[t], o) = static_cast<scalar_t>(bo + F[t] * O[t]);
+      }
+    }
+  });
+}
+
+std::tuple<at::Tensor, at::Tensor> allocate_outputs(const GclSizes& z, const at::Tensor& s) {
+  const auto opts = s.options().memory_format(output_memory_format(s));
+  return {at::empty({z.N, z.Cout, z.H, z.W}, opts), at::empty({z.N, 1, z.H, z.W}, opts)};
+}
+
+std::tuple<at::Tensor, at::Tensor> gated_conv2d_cpu(const at::Tensor& s, const at::Tensor& r,
+                                                    const at::Tensor& gate_weight,
+                                                    const at::Tensor& gate_bias,
+                                                    const at::Tensor& weight,
+                                                    const std::optional<at::Tensor>& bias) {
+  const GclSizes z = check_gated_conv2d(kForwardOp, s, r, std::nullopt, std::nullopt, gate_weight,
+                                        gate_bias, weight, bias);
+  auto [out, alpha] = allocate_outputs(z, s);
+  if (z.pixels() == 0) return {out, alpha};
+  const auto gw = gate_weight.contiguous(), gb = gate_bias.contiguous(), w = weight.contiguous();
+  const std::optional<at::Tensor> b =
+      bias.has_value() ? std::optional<at::Tensor>(bias->contiguous()) : std::nullopt;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, s.scalar_type(), kForwardOp, [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const gcl::LinearGate<acc_t, scalar_t> gate{gw.const_data_ptr<scalar_t>(),
+                                                gb.const_data_ptr<scalar_t>()};
+    forward_kernel<scalar_t>(gate, z, s, r, w, b, out, alpha);
+  });
+  return {out, alpha};
+}
+
+std::tuple<at::Tensor, at::Tensor> gated_conv2d_mlp_cpu(
+    const at::Tensor& s, const at::Tensor& r, const at::Tensor& hidden_weight,
+    const at::Tensor& hidden_bias, const at::Tensor& gate_weight, const at::Tensor& gate_bias,
+    const at::Tensor& weight, const std::optional<at::Tensor>& bias) {
+  const GclSizes z = check_gated_conv2d(kMlpOp, s, r, hidden_weight, hidden_bias, gate_weight,
+                                        gate_bias, weight, bias);
+  auto [out, alpha] = allocate_outputs(z, s);
+  if (z.pixels() == 0) return {out, alpha};
+  const auto hw = hidden_weight.contiguous(), hb = hidden_bias.contiguous();
+  const auto gw = gate_weight.contiguous(), gb = gate_bias.contiguous(), w = weight.contiguous();
+  const std::optional<at::Tensor> b =
+      bias.has_value() ? std::optional<at::Tensor>(bias->contiguous()) : std::nullopt;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, s.scalar_type(), kMlpOp, [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const gcl::MlpGate<acc_t, scalar_t> gate{
+        hw.const_data_ptr<scalar_t>(), hb.const_data_ptr<scalar_t>(),
+        gw.const_data_ptr<scalar_t>(), gb.const_data_ptr<scalar_t>(), z.M};
+    forward_kernel<scalar_t>(gate, z, s, r, w, b, out, alpha);
+  });
+  return {out, alpha};
+}
+
+// ---------------------------------------------------------------------------------------------
+// Backward (linear gate)
+
+template <typename scalar_t>
+void backward_kernel(const GclSizes& z, const at::Tensor& grad_out,
+                     const std::optional<at::Tensor>& grad_alpha, const at::Tensor& s,
+                     const at::Tensor& r, const at::Tensor& gate_weight,
+                     const at::Tensor& gate_bias, const at::Tensor& weight, at::Tensor& grad_s,
+                     at::Tensor& grad_r, at::Tensor& partials) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const auto gv = strided4d<const scalar_t>(grad_out);
+  const auto sv = strided4d<const scalar_t>(s);
+  const auto rv = strided4d<const scalar_t>(r);
+  const auto dsv = strided4d<scalar_t>(grad_s);
+  const auto drv = strided4d<scalar_t>(grad_r);
+  const bool has_ga = grad_alpha.has_value();
+  const auto gav = has_ga ? strided4d<const scalar_t>(*grad_alpha) : Strided4d<const scalar_t>{};
+  const scalar_t* wg = gate_weight.const_data_ptr<scalar_t>();
+  const scalar_t* W = weight.const_data_ptr<scalar_t>();
+  const gcl::LinearGate<acc_t, scalar_t> gate{wg, gate_bias.const_data_ptr<scalar_t>()};
+  const gcl::GradLayout layout{z.C, z.Cr, z.Cout};
+  const TileGrid grid(z.N, z.H * z.W);
+  const int64_t nb = partials.size(0);
+  acc_t* part = partials.data_ptr<acc_t>();
+
+  at::parallel_for(0, nb, 1, [&](int64_t begin, int64_t end) {
+    std::vector<acc_t> G(z.Cout * kTile), S(z.C * kTile), R(z.Cr * kTile), GU(z.C * kTile);
+    std::vector<acc_t> A(kTile), F(kTile), DA(kTile), DZ(kTile);
+    std::vector<int64_t> off(kTile);
+    for (int64_t row = begin; row < end; ++row) {
+      acc_t* acc = part + row * layout.size();
+      std::fill(acc, acc + layout.size(), acc_t(0));
+      for (int64_t tile = row; tile < grid.count; tile += nb) {
+        const int64_t p0 = grid.first_pixel(tile), len = grid.length(tile);
+        tile_offsets(gv, p0, len, off.data());
+        load_tile(gv, off.data(), len, z.Cout, G.data());
+        tile_offsets(sv, p0, len, off.data());
+        load_tile(sv, off.data(), len, z.C, S.data());
+        tile_offsets(rv, p0, len, off.data());
+        load_tile(rv, off.data(), len, z.Cr, R.data());
+        tile_gate<scalar_t>(gate, S.data(), R.data(), z.C, z.D(), len, A.data(), F.data());
+        if (has_ga) {
+          tile_offsets(gav, p0, len, off.data());
+          load_tile(gav, off.data(), len, 1, DA.data());
+        } else {
+          std::fill(DA.begin(), DA.end(), acc_t(0));
+        }
+
+        // gu = W^T g, and dalpha += gu . s
+        for (int64_t c = 0; c < z.C; ++c) {
+          acc_t* gu = GU.data() + c * kTile;
+          std::fill(gu, gu + kTile, acc_t(0));
+          for (int64_t o = 0; o < z.Cout; ++o) {
+            const acc_t w = static_cast<acc_t>(W[o * z.C + c]);
+            const acc_t* grow = G.data() + o * kTile;
+            for (int64_t t = 0; t < kTile; ++t) gu[t] += w * grow[t];
+          }
+          const acc_t* srow = S.data() + c * kTile;
+          for (int64_t t = 0; t < kTile; ++t) DA[t] += gu[t] * srow[t];
+        }
+        for (int64_t t = 0; t < kTile; ++t) DZ[t] = gcl::gate_logit_grad(DA[t], A[t]);
+
+        tile_offsets(dsv, p0, len, off.data());
+        for (int64_t c = 0; c < z.C; ++c) {
+          const acc_t wgc = static_cast<acc_t>(wg[c]);
+          const acc_t* gu = GU.data() + c * kTile;
+          for (int64_t t = 0; t < len; ++t)
+            dsv.at(off[t], c) = static_cast<scalar_t>(gcl::shape_grad(gu[t], F[t], DZ[t], wgc));
+        }
+        tile_offsets(drv, p0, len, off.data());
+        for (int64_t j = 0; j < z.Cr; ++j) {
+          const acc_t wgj = static_cast<acc_t>(wg[z.C + j]);
+          for (int64_t t = 0; t < len; ++t) drv.at(off[t], j) = static_cast<scalar_t>(DZ[t] * wgj);
+        }
+
+        // Parameter gradients of this tile, added to this row's partial sums.
+        for (int64_t e = 0; e < layout.size(); ++e)
+          acc[e] += gcl::tile_entry_sum(layout, e, G.data(), S.data(), R.data(), F.data(),
+                                        DZ.data(), kTile, kTile);
+      }
+    }
+  });
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
+gated_conv2d_backward_cpu(const at::Tensor& grad_out, const std::optional<at::Tensor>& grad_alpha,
+                          const at::Tensor& s, const at::Tensor& r, const at::Tensor& gate_weight,
+                          const at::Tensor& gate_bias, const at::Tensor& weight) {
+  const GclSizes z = check_gated_conv2d(kBackwardOp, s, r, std::nullopt, std::nullopt,
+                                        gate_weight, gate_bias, weight, std::nullopt);
+  check_gated_conv2d_grads(kBackwardOp, z, s, grad_out, grad_alpha);
+  auto grad_s = at::empty(s.sizes(), s.options().memory_format(output_memory_format(s)));
+  auto grad_r = at::empty(r.sizes(), r.options().memory_format(output_memory_format(r)));
+  const gcl::GradLayout layout{z.C, z.Cr, z.Cout};
+  const auto acc_type = at::toOpMathType(s.scalar_type());
+  const TileGrid grid(z.N, z.H * z.W);
+  const int64_t nb = gcl::num_partials(grid.count);
+  auto partials = at::zeros({std::max<int64_t>(nb, 1), layout.size()}, s.options().dtype(acc_type));
+  if (z.pixels() > 0) {
+    const auto gw = gate_weight.contiguous(), gb = gate_bias.contiguous(), w = weight.contiguous();
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, s.scalar_type(), kBackwardOp, [&] {
+      backward_kernel<scalar_t>(z, grad_out, grad_alpha, s, r, gw, gb, w, grad_s, grad_r,
+                                partials);
+    });
+  }
+  auto [grad_gw, grad_gb, grad_w, grad_b] = parameter_grads(partials, layout, s.scalar_type());
+  return {grad_s, grad_r, grad_gw, grad_gb, grad_w, grad_b};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(gscnn_ops, CPU, m) {
+  m.impl("gated_conv2d", &gated_conv2d_cpu);
+  m.impl("gated_conv2d_mlp", &gated_conv2d_mlp_cpu);
+  m.impl("gated_conv2d_backward", &gated_conv2d_backward_cpu);
+}
+
+}  // namespace gscnn

@@ -1,0 +1,37 @@
+// Every schema of the gscnn_ops library, in one place. Device kernels register against these in
+// cpu/ and cuda/ (TORCH_LIBRARY_IMPL); fake kernels and autograd are registered from Python
+// (gscnn_ops/_registrations.py).
+
+#include <torch/library.h>
+
+#if defined(GSCNN_OPS_PYTHON_MODULE)
+#include <Python.h>
+
+// `import gscnn_ops._C` loads this library, which runs the registrations below. The module itself
+// is empty: every op is reached through torch.ops.gscnn_ops.
+extern "C" {
+PyObject* PyInit__C(void) {
+  static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
+  return PyModule_Create(&module_def);
+}
+}
+#endif
+
+TORCH_LIBRARY(gscnn_ops, m) {
+  // Gated Convolutional Layer, linear gate (paper eq. 1-2):
+  //   alpha = sigmoid(gate_weight . [s || r] + gate_bias),  out = weight * (s * (1 + alpha)) + bias
+  m.def(
+      "gated_conv2d(Tensor s, Tensor r, Tensor gate_weight, Tensor gate_bias, Tensor weight, "
+      "Tensor? bias) -> (Tensor out, Tensor alpha)");
+  // The same layer with the authors' gate, BatchNorms folded (eval mode):
+  //   alpha = sigmoid(gate_weight . relu(hidden_weight . [s || r] + hidden_bias) + gate_bias)
+  m.def(
+      "gated_conv2d_mlp(Tensor s, Tensor r, Tensor hidden_weight, Tensor hidden_bias, "
+      "Tensor gate_weight, Tensor gate_bias, Tensor weight, Tensor? bias) "
+      "-> (Tensor out, Tensor alpha)");
+  // Fused backward of gated_conv2d; grad_alpha may be None when alpha was not used.
+  m.def(
+      "gated_conv2d_backward(Tensor grad_out, Tensor? grad_alpha, Tensor s, Tensor r, "
+      "Tensor gate_weight, Tensor gate_bias, Tensor weight) -> (Tensor grad_s, Tensor grad_r, "
+      "Tensor grad_gate_weight, Tensor grad_gate_bias, Tensor grad_weight, Tensor grad_bias)");
+}

@@ -1,0 +1,27 @@
+"""gscnn_ops: fused CPU/CUDA kernels and layers for Gated-SCNN (Takikawa et al., ICCV 2019).
+
+Importing the package loads the compiled library (with a clear error when it was built against
+another torch, or not built), then registers fake kernels and autograd for every op.
+"""
+
+from ._extension import build_info, has_cuda_kernels, load as _load
+
+_BUILD_INFO = _load()
+
+from . import _registrations  # noqa: E402,F401  (needs the ops loaded above)
+from . import ops, reference  # noqa: E402
+from .nn import GatedConv2d, fold_gate_net  # noqa: E402
+from .ops import gated_conv2d, gated_conv2d_mlp  # noqa: E402
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "GatedConv2d",
+    "build_info",
+    "fold_gate_net",
+    "gated_conv2d",
+    "gated_conv2d_mlp",
+    "has_cuda_kernels",
+    "ops",
+    "reference",
+]

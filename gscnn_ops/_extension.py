@@ -1,0 +1,61 @@
+"""Loads the compiled library gscnn_ops._C and explains what went wrong when it cannot.
+
+The usual failures: the extension was built against another torch than the one importing it
+(an ABI mismatch shows up as an 'undefined symbol' error), it was never built (a source checkout
+without `pip install`), or its CUDA kernels were not compiled although a GPU is there.
+"""
+
+import json
+import os
+import warnings
+
+import torch
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+REBUILD = "pip install --no-build-isolation --force-reinstall --no-deps ."
+
+
+def build_info():
+    """What the extension was built against (written by setup.py), or {} when unknown."""
+    try:
+        with open(os.path.join(_HERE, "_build_info.json")) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return {}
+
+
+def _same_release(a, b):
+    # 2.14.1+cu130 and 2.14.1+cu130 match; a local rebuild tag after '+' must match too.
+    return a == b
+
+
+def load():
+    info = build_info()
+    built = info.get("torch_version")
+    if built and not _same_release(built, torch.__version__):
+        raise ImportError(
+            f"gscnn_ops was built against torch {built} but torch {torch.__version__} is "
+            f"installed; C++ extensions only work with the torch they were compiled for. "
+            f"Rebuild it from the source folder with:\n    {REBUILD}"
+        )
+    try:
+        from . import _C  # noqa: F401  (loading it registers the ops)
+    except ImportError as e:
+        raise ImportError(
+            f"gscnn_ops: the compiled extension gscnn_ops._C could not be loaded ({e}). "
+            f"If you are running from a source checkout, build it first; if torch was upgraded "
+            f"since it was built, rebuild it. From the source folder:\n    {REBUILD}"
+        ) from e
+    if torch.cuda.is_available() and info and not info.get("with_cuda"):
+        warnings.warn(
+            "gscnn_ops was built without its CUDA kernels although a GPU is available; its ops "
+            "will raise an error on CUDA tensors. Rebuild with CUDA (needs nvcc):\n"
+            f"    FORCE_CUDA=1 {REBUILD}",
+            stacklevel=3,
+        )
+    return info
+
+
+def has_cuda_kernels():
+    """True when the CUDA kernels were compiled in (checkable without a GPU)."""
+    return torch._C._dispatch_has_kernel_for_dispatch_key("gscnn_ops::gated_conv2d", "CUDA")

@@ -1,0 +1,120 @@
+"""Fake (meta) kernels and autograd formulas of the gscnn_ops custom ops.
+
+The schemas live in csrc/ops.cpp and the device kernels in csrc/cpu and csrc/cuda; this module
+must be imported after the compiled library has been loaded.
+"""
+
+import torch
+
+ops = torch.ops.gscnn_ops
+
+
+def output_memory_format(t):
+    """The layout the kernels write (mirror of csrc/common/checks.h): channels_last when the
+    input is channels_last and not also plain contiguous, NCHW otherwise."""
+    if t.dim() == 4 and not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last):
+        return torch.channels_last
+    return torch.contiguous_format
+
+
+def _gcl_outputs(s, weight):
+    n, _, h, w = s.shape
+    fmt = output_memory_format(s)
+    out = s.new_empty((n, weight.shape[0], h, w)).contiguous(memory_format=fmt)
+    alpha = s.new_empty((n, 1, h, w)).contiguous(memory_format=fmt)
+    return out, alpha
+
+
+def _check_gcl_fake(s, r, weight):
+    torch._check(s.dim() == 4 and r.dim() == 4, lambda: "gscnn_ops.gated_conv2d: s and r must be 4-D")
+    torch._check(weight.dim() == 4 and weight.shape[1] == s.shape[1],
+                 lambda: "gscnn_ops.gated_conv2d: weight must have shape (C_out, C, 1, 1)")
+
+
+@torch.library.register_fake("gscnn_ops::gated_conv2d")
+def _gated_conv2d_fake(s, r, gate_weight, gate_bias, weight, bias):
+    _check_gcl_fake(s, r, weight)
+    return _gcl_outputs(s, weight)
+
+
+@torch.library.register_fake("gscnn_ops::gated_conv2d_mlp")
+def _gated_conv2d_mlp_fake(s, r, hidden_weight, hidden_bias, gate_weight, gate_bias, weight, bias):
+    _check_gcl_fake(s, r, weight)
+    return _gcl_outputs(s, weight)
+
+
+@torch.library.register_fake("gscnn_ops::gated_conv2d_backward")
+def _gated_conv2d_backward_fake(grad_out, grad_alpha, s, r, gate_weight, gate_bias, weight):
+    grad_s = s.new_empty(s.shape).contiguous(memory_format=output_memory_format(s))
+    grad_r = r.new_empty(r.shape).contiguous(memory_format=output_memory_format(r))
+    return (grad_s, grad_r, gate_weight.new_empty(gate_weight.shape),
+            gate_bias.new_empty(gate_bias.shape), weight.new_empty(weight.shape),
+            weight.new_empty((weight.shape[0],)))
+
+
+# --- gated_conv2d: fused backward kernel --------------------------------------------------------
+
+def _gcl_setup_context(ctx, inputs, output):
+    s, r, gate_weight, gate_bias, weight, bias = inputs
+    ctx.save_for_backward(s, r, gate_weight, gate_bias, weight)
+    ctx.has_bias = bias is not None
+    # Unused outputs (often alpha) come as None rather than as a tensor of zeros to read.
+    ctx.set_materialize_grads(False)
+
+
+def _gcl_backward(ctx, grad_out, grad_alpha):
+    s, r, gate_weight, gate_bias, weight = ctx.saved_tensors
+    if grad_out is None:
+        n, _, h, w = s.shape
+        grad_out = s.new_zeros((n, weight.shape[0], h, w))
+    grads = ops.gated_conv2d_backward(grad_out, grad_alpha, s, r, gate_weight, gate_bias, weight)
+    grad_s, grad_r, grad_gw, grad_gb, grad_w, grad_b = grads
+    return grad_s, grad_r, grad_gw, grad_gb, grad_w, (grad_b if ctx.has_bias else None)
+
+
+torch.library.register_autograd("gscnn_ops::gated_conv2d", _gcl_backward,
+                                setup_context=_gcl_setup_context)
+
+
+# --- gated_conv2d_mlp: backward in plain tensor ops ---------------------------------------------
+# The fused MLP op serves inference (eval mode, BatchNorm folded). Its rare training use (eval-mode
+# fine-tuning) gets exact gradients from this composite formula, which is not fused.
+
+def _mlp_setup_context(ctx, inputs, output):
+    s, r, hw, hb, gw, gb, weight, bias = inputs
+    ctx.save_for_backward(s, r, hw, hb, gw, gb, weight, output[1])
+    ctx.has_bias = bias is not None
+    ctx.set_materialize_grads(False)
+
+
+def _mlp_backward(ctx, grad_out, grad_alpha):
+    s, r, hw, hb, gw, gb, weight, alpha = ctx.saved_tensors
+    C = s.shape[1]
+    x = torch.cat([s, r], dim=1)
+    h_pre = torch.nn.functional.conv2d(x, hw, hb)
+    h = torch.relu(h_pre)
+    w2 = weight.flatten(1)
+    dalpha = torch.zeros_like(alpha) if grad_alpha is None else grad_alpha
+    if grad_out is not None:
+        gu = torch.einsum("oc,nohw->nchw", w2, grad_out)
+        dalpha = dalpha + (gu * s).sum(1, keepdim=True)
+        grad_w = torch.einsum("nohw,nchw->oc", grad_out, s * (1 + alpha)).reshape(weight.shape)
+        grad_b = grad_out.sum((0, 2, 3)) if ctx.has_bias else None
+    else:
+        gu = torch.zeros_like(s)
+        grad_w = torch.zeros_like(weight)
+        grad_b = weight.new_zeros(weight.shape[0]) if ctx.has_bias else None
+    dz = dalpha * alpha * (1 - alpha)
+    grad_gw = torch.einsum("nzhw,nmhw->zm", dz, h).reshape(gw.shape)
+    grad_gb = dz.sum().reshape(1)
+    dh = gw.flatten(1).reshape(1, -1, 1, 1) * dz * (h_pre > 0)
+    grad_hw = torch.einsum("nmhw,ndhw->md", dh, x).reshape(hw.shape)
+    grad_hb = dh.sum((0, 2, 3))
+    dx = torch.einsum("md,nmhw->ndhw", hw.flatten(1), dh)
+    grad_s = gu * (1 + alpha) + dx[:, :C]
+    grad_r = dx[:, C:]
+    return grad_s, grad_r, grad_hw, grad_hb, grad_gw, grad_gb, grad_w, grad_b
+
+
+torch.library.register_autograd("gscnn_ops::gated_conv2d_mlp", _mlp_backward,
+                                setup_context=_mlp_setup_context)

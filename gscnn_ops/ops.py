@@ -1,0 +1,76 @@
+"""The functional API of gscnn_ops: thin wrappers over the fused custom ops.
+
+Each function takes and returns ordinary tensors, supports autograd, torch.compile(fullgraph=True),
+CUDA streams and autocast (inputs are cast to the autocast dtype, as torch.nn.functional.conv2d
+does), and validates its arguments with errors that name the op and the argument.
+"""
+
+from typing import Optional, Tuple
+
+import torch
+from torch import Tensor
+
+from ._extension import has_cuda_kernels
+
+_HAS_CUDA_KERNELS = has_cuda_kernels()
+_ops = torch.ops.gscnn_ops
+
+
+def _prepare(op_name, tensors):
+    """Autocast casting and a clear error for CUDA tensors without compiled CUDA kernels."""
+    s = tensors[0]
+    if isinstance(s, Tensor):
+        device = s.device.type
+        if device == "cuda" and not _HAS_CUDA_KERNELS:
+            raise RuntimeError(
+                f"gscnn_ops.{op_name}: the tensors are on CUDA but gscnn_ops was built without its "
+                "CUDA kernels. Rebuild with CUDA: FORCE_CUDA=1 pip install --no-build-isolation "
+                "--force-reinstall --no-deps ."
+            )
+        if device in ("cpu", "cuda") and torch.is_autocast_enabled(device):
+            dtype = torch.get_autocast_dtype(device)
+            tensors = [t.to(dtype) if isinstance(t, Tensor) and t.is_floating_point() else t
+                       for t in tensors]
+    return tensors
+
+
+def gated_conv2d(s: Tensor, r: Tensor, gate_weight: Tensor, gate_bias: Tensor, weight: Tensor,
+                 bias: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
+    """Gated Convolutional Layer of Gated-SCNN (paper eq. 1-2), fused.
+
+    alpha = sigmoid(gate_weight . [s || r] + gate_bias)
+    out   = conv1x1(s * (1 + alpha), weight, bias)
+
+    Args:
+        s: shape-stream features, (N, C, H, W).
+        r: gating features from the regular stream, (N, Cr, H, W).
+        gate_weight: (1, C + Cr, 1, 1). gate_bias: (1,).
+        weight: (C_out, C, 1, 1). bias: (C_out,) or None.
+
+    All tensors share one device and one dtype: float32, float16 or bfloat16 (float64 on CPU);
+    accumulation is in float32 (float64 for float64). NCHW, channels_last and strided views are
+    read as they are; outputs are channels_last when s is.
+
+    Returns:
+        (out, alpha): out (N, C_out, H, W) and the gate map alpha (N, 1, H, W).
+    """
+    s, r, gate_weight, gate_bias, weight, bias = _prepare(
+        "gated_conv2d", [s, r, gate_weight, gate_bias, weight, bias])
+    return _ops.gated_conv2d(s, r, gate_weight, gate_bias, weight, bias)
+
+
+def gated_conv2d_mlp(s: Tensor, r: Tensor, hidden_weight: Tensor, hidden_bias: Tensor,
+                     gate_weight: Tensor, gate_bias: Tensor, weight: Tensor,
+                     bias: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
+    """Gated Convolutional Layer with the authors' two-layer gate (BatchNorms folded in), fused.
+
+    alpha = sigmoid(gate_weight . relu(hidden_weight . [s || r] + hidden_bias) + gate_bias)
+    out   = conv1x1(s * (1 + alpha), weight, bias)
+
+    hidden_weight: (M, C + Cr, 1, 1), hidden_bias: (M,), gate_weight: (1, M, 1, 1),
+    gate_bias: (1,); the rest as in :func:`gated_conv2d`. Used by ``GatedConv2d(gate="mlp")`` in
+    eval mode. Its backward (for eval-mode fine-tuning) is exact but not fused.
+    """
+    args = _prepare("gated_conv2d_mlp",
+                    [s, r, hidden_weight, hidden_bias, gate_weight, gate_bias, weight, bias])
+    return _ops.gated_conv2d_mlp(*args)

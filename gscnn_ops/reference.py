@@ -1,0 +1,42 @@
+"""Pure-PyTorch references of the fused ops, written literally from the paper's equations.
+
+They are what the fused kernels are tested against (and what ``fused=False`` runs in the model).
+Nothing here is optimised: clarity first.
+"""
+
+from typing import Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def gated_conv2d(s: Tensor, r: Tensor, gate_weight: Tensor, gate_bias: Tensor, weight: Tensor,
+                 bias: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
+    """GCL, paper eq. (1)-(2):
+
+    alpha_t = sigma(C_1x1(s_t || r_t))                          (1)
+    s_hat_t = ((s_t ⊙ alpha_t) + s_t)^T w_t                     (2)
+    """
+    alpha = torch.sigmoid(F.conv2d(torch.cat([s, r], dim=1), gate_weight, gate_bias))
+    out = F.conv2d(s * alpha + s, weight, bias)
+    return out, alpha
+
+
+def gated_conv2d_mlp(s: Tensor, r: Tensor, hidden_weight: Tensor, hidden_bias: Tensor,
+                     gate_weight: Tensor, gate_bias: Tensor, weight: Tensor,
+                     bias: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
+    """GCL whose 1x1 gate is a two-layer MLP (the authors' gate with its BatchNorms folded)."""
+    hidden = F.relu(F.conv2d(torch.cat([s, r], dim=1), hidden_weight, hidden_bias))
+    alpha = torch.sigmoid(F.conv2d(hidden, gate_weight, gate_bias))
+    out = F.conv2d(s * alpha + s, weight, bias)
+    return out, alpha
+
+
+def gated_conv2d_authors(s: Tensor, r: Tensor, gate_net: torch.nn.Module, weight: Tensor,
+                         bias: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
+    """The authors' GCL as their release computes it, given its gate network
+    (BatchNorm2d(C+Cr), Conv2d(C+Cr, C+Cr, 1), ReLU, Conv2d(C+Cr, 1, 1), BatchNorm2d(1))."""
+    alpha = torch.sigmoid(gate_net(torch.cat([s, r], dim=1)))
+    out = F.conv2d(s * (alpha + 1), weight, bias)
+    return out, alpha
