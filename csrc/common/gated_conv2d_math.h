@@ -60,6 +60,16 @@ struct PixelIndexer {
   }
 };
 
+// Input channel d = [s || r]_d of pixel t of a tile held in [channel][pixel] buffers with
+// leading dimension ld. The gates read their input through this.
+template <typename acc_t>
+struct TileColumn {
+  const acc_t* S;  // C rows
+  const acc_t* R;  // Cr rows
+  int64_t C, ld, t;
+  GSCNN_HD acc_t operator()(int64_t d) const { return d < C ? S[d * ld + t] : R[(d - C) * ld + t]; }
+};
+
 // Linear gate of the paper: z = w_g . x + b_g. `x(d)` returns input channel d at the pixel.
 template <typename acc_t, typename w_t>
 struct LinearGate {

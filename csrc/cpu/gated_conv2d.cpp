@@ -67,8 +67,7 @@ template <typename T, typename acc_t, typename Gate>
 void tile_gate(const Gate& gate, const acc_t* S, const acc_t* R, int64_t C, int64_t D,
                int64_t len, acc_t* alpha_buf, acc_t* one_plus_alpha) {
   for (int64_t t = 0; t < len; ++t) {
-    auto x = [&](int64_t d) { return d < C ? S[d * kTile + t] : R[(d - C) * kTile + t]; };
-    const acc_t a = gcl::sigmoid(gate.logit(x, D));
+    const acc_t a = gcl::sigmoid(gate.logit(gcl::TileColumn<acc_t>{S, R, C, kTile, t}, D));
     alpha_buf[t] = a;
     one_plus_alpha[t] = acc_t(1) + a;
   }
