@@ -34,4 +34,19 @@ TORCH_LIBRARY(gscnn_ops, m) {
       "gated_conv2d_backward(Tensor grad_out, Tensor? grad_alpha, Tensor s, Tensor r, "
       "Tensor gate_weight, Tensor gate_bias, Tensor weight) -> (Tensor grad_s, Tensor grad_r, "
       "Tensor grad_gate_weight, Tensor grad_gate_bias, Tensor grad_weight, Tensor grad_bias)");
+
+  // CPU emulation of the CUDA kernels above (the GPU kernels' own code run thread by thread, with
+  // the launch shape given), so that tests on machines without a GPU cover the CUDA code paths.
+  m.def(
+      "_gated_conv2d_emulate_cuda(Tensor s, Tensor r, Tensor gate_weight, Tensor gate_bias, "
+      "Tensor weight, Tensor? bias, int threads, int blocks) -> (Tensor out, Tensor alpha)");
+  m.def(
+      "_gated_conv2d_mlp_emulate_cuda(Tensor s, Tensor r, Tensor hidden_weight, "
+      "Tensor hidden_bias, Tensor gate_weight, Tensor gate_bias, Tensor weight, Tensor? bias, "
+      "int threads, int blocks) -> (Tensor out, Tensor alpha)");
+  m.def(
+      "_gated_conv2d_backward_emulate_cuda(Tensor grad_out, Tensor? grad_alpha, Tensor s, "
+      "Tensor r, Tensor gate_weight, Tensor gate_bias, Tensor weight, int threads, "
+      "int max_blocks) -> (Tensor grad_s, Tensor grad_r, Tensor grad_gate_weight, "
+      "Tensor grad_gate_bias, Tensor grad_weight, Tensor grad_bias)");
 }

@@ -118,3 +118,22 @@ def _mlp_backward(ctx, grad_out, grad_alpha):
 
 torch.library.register_autograd("gscnn_ops::gated_conv2d_mlp", _mlp_backward,
                                 setup_context=_mlp_setup_context)
+
+
+# --- CPU emulation of the CUDA kernels (test support; see csrc/cpu/gated_conv2d_block_emulation.cpp)
+
+@torch.library.register_fake("gscnn_ops::_gated_conv2d_emulate_cuda")
+def _emulate_fake(s, r, gate_weight, gate_bias, weight, bias, threads, blocks):
+    return _gated_conv2d_fake(s, r, gate_weight, gate_bias, weight, bias)
+
+
+@torch.library.register_fake("gscnn_ops::_gated_conv2d_mlp_emulate_cuda")
+def _mlp_emulate_fake(s, r, hidden_weight, hidden_bias, gate_weight, gate_bias, weight, bias,
+                      threads, blocks):
+    return _gated_conv2d_fake(s, r, gate_weight, gate_bias, weight, bias)
+
+
+@torch.library.register_fake("gscnn_ops::_gated_conv2d_backward_emulate_cuda")
+def _backward_emulate_fake(grad_out, grad_alpha, s, r, gate_weight, gate_bias, weight, threads,
+                           max_blocks):
+    return _gated_conv2d_backward_fake(grad_out, grad_alpha, s, r, gate_weight, gate_bias, weight)

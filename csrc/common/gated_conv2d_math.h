@@ -73,6 +73,7 @@ struct TileColumn {
 // Linear gate of the paper: z = w_g . x + b_g. `x(d)` returns input channel d at the pixel.
 template <typename acc_t, typename w_t>
 struct LinearGate {
+  using weight_type = w_t;
   const w_t* weight;  // D entries
   const w_t* bias;    // 1 entry (read in the kernel: no host synchronisation)
   template <typename X>
@@ -87,6 +88,7 @@ struct LinearGate {
 // W1 of shape (M, D).
 template <typename acc_t, typename w_t>
 struct MlpGate {
+  using weight_type = w_t;
   const w_t* w1;  // M x D, row-major
   const w_t* b1;  // M
   const w_t* w2;  // M

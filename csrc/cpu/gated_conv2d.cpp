@@ -15,8 +15,7 @@
 
 #include <vector>
 
-#include "../common/gated_conv2d_checks.h"
-#include "../common/gated_conv2d_grads.h"
+#include "../common/gated_conv2d_host.h"
 #include "../common/gated_conv2d_math.h"
 #include "../common/strided.h"
 
@@ -63,7 +62,7 @@ void load_tile(const Strided4d<const T>& v, const int64_t* off, int64_t len, int
 
 // Gate of every pixel of a tile: one_plus_alpha[t] = 1 + sigmoid(z), alpha written out.
 // Padded pixels get 0 so that they contribute nothing downstream.
-template <typename T, typename acc_t, typename Gate>
+template <typename acc_t, typename Gate>
 void tile_gate(const Gate& gate, const acc_t* S, const acc_t* R, int64_t C, int64_t D,
                int64_t len, acc_t* alpha_buf, acc_t* one_plus_alpha) {
   for (int64_t t = 0; t < len; ++t) {
@@ -74,17 +73,18 @@ void tile_gate(const Gate& gate, const acc_t* S, const acc_t* R, int64_t C, int6
   for (int64_t t = len; t < kTile; ++t) alpha_buf[t] = one_plus_alpha[t] = acc_t(0);
 }
 
-template <typename scalar_t, typename Gate>
+template <typename Gate>
 void forward_kernel(const Gate& gate, const GclSizes& z, const at::Tensor& s, const at::Tensor& r,
-                    const at::Tensor& weight, const std::optional<at::Tensor>& bias,
-                    at::Tensor& out, at::Tensor& alpha) {
+                    const at::Tensor& weight, const at::Tensor& bias, at::Tensor& out,
+                    at::Tensor& alpha) {
+  using scalar_t = gate_scalar_t<Gate>;
   using acc_t = at::opmath_type<scalar_t>;
   const auto sv = strided4d<const scalar_t>(s);
   const auto rv = strided4d<const scalar_t>(r);
   const auto ov = strided4d<scalar_t>(out);
   const auto av = strided4d<scalar_t>(alpha);
   const scalar_t* W = weight.const_data_ptr<scalar_t>();
-  const scalar_t* b = bias.has_value() ? bias->const_data_ptr<scalar_t>() : nullptr;
+  const scalar_t* b = bias.defined() ? bias.const_data_ptr<scalar_t>() : nullptr;
   const TileGrid grid(z.N, z.H * z.W);
 
   at::parallel_for(0, grid.count, 1, [&](int64_t begin, int64_t end) {
@@ -96,7 +96,7 @@ void forward_kernel(const Gate& gate, const GclSizes& z, const at::Tensor& s, co
       load_tile(sv, off.data(), len, z.C, S.data());
       tile_offsets(rv, p0, len, off.data());
       load_tile(rv, off.data(), len, z.Cr, R.data());
-      tile_gate<scalar_t>(gate, S.data(), R.data(), z.C, z.D(), len, A.data(), F.data());
+      tile_gate(gate, S.data(), R.data(), z.C, z.D(), len, A.data(), F.data());
 
       tile_offsets(av, p0, len, off.data());
       for (int64_t t = 0; t < len; ++t) av.at(off[t], 0) = static_cast<scalar_t>(A[t]);
@@ -117,9 +117,11 @@ void forward_kernel(const Gate& gate, const GclSizes& z, const at::Tensor& s, co
   });
 }
 
-std::tuple<at::Tensor, at::Tensor> allocate_outputs(const GclSizes& z, const at::Tensor& s) {
-  const auto opts = s.options().memory_format(output_memory_format(s));
-  return {at::empty({z.N, z.Cout, z.H, z.W}, opts), at::empty({z.N, 1, z.H, z.W}, opts)};
+auto forward_launch() {
+  return [](const auto& gate, const GclSizes& z, const at::Tensor& s, const at::Tensor& r,
+            const at::Tensor& weight, const at::Tensor& bias, at::Tensor& out, at::Tensor& alpha) {
+    forward_kernel(gate, z, s, r, weight, bias, out, alpha);
+  };
 }
 
 std::tuple<at::Tensor, at::Tensor> gated_conv2d_cpu(const at::Tensor& s, const at::Tensor& r,
@@ -127,67 +129,41 @@ std::tuple<at::Tensor, at::Tensor> gated_conv2d_cpu(const at::Tensor& s, const a
                                                     const at::Tensor& gate_bias,
                                                     const at::Tensor& weight,
                                                     const std::optional<at::Tensor>& bias) {
-  const GclSizes z = check_gated_conv2d(kForwardOp, s, r, std::nullopt, std::nullopt, gate_weight,
-                                        gate_bias, weight, bias);
-  auto [out, alpha] = allocate_outputs(z, s);
-  if (z.pixels() == 0) return {out, alpha};
-  const auto gw = gate_weight.contiguous(), gb = gate_bias.contiguous(), w = weight.contiguous();
-  const std::optional<at::Tensor> b =
-      bias.has_value() ? std::optional<at::Tensor>(bias->contiguous()) : std::nullopt;
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, s.scalar_type(), kForwardOp, [&] {
-    using acc_t = at::opmath_type<scalar_t>;
-    const gcl::LinearGate<acc_t, scalar_t> gate{gw.const_data_ptr<scalar_t>(),
-                                                gb.const_data_ptr<scalar_t>()};
-    forward_kernel<scalar_t>(gate, z, s, r, w, b, out, alpha);
-  });
-  return {out, alpha};
+  return run_gated_conv2d_forward(kForwardOp, s, r, std::nullopt, std::nullopt, gate_weight,
+                                  gate_bias, weight, bias, forward_launch());
 }
 
 std::tuple<at::Tensor, at::Tensor> gated_conv2d_mlp_cpu(
     const at::Tensor& s, const at::Tensor& r, const at::Tensor& hidden_weight,
     const at::Tensor& hidden_bias, const at::Tensor& gate_weight, const at::Tensor& gate_bias,
     const at::Tensor& weight, const std::optional<at::Tensor>& bias) {
-  const GclSizes z = check_gated_conv2d(kMlpOp, s, r, hidden_weight, hidden_bias, gate_weight,
-                                        gate_bias, weight, bias);
-  auto [out, alpha] = allocate_outputs(z, s);
-  if (z.pixels() == 0) return {out, alpha};
-  const auto hw = hidden_weight.contiguous(), hb = hidden_bias.contiguous();
-  const auto gw = gate_weight.contiguous(), gb = gate_bias.contiguous(), w = weight.contiguous();
-  const std::optional<at::Tensor> b =
-      bias.has_value() ? std::optional<at::Tensor>(bias->contiguous()) : std::nullopt;
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, s.scalar_type(), kMlpOp, [&] {
-    using acc_t = at::opmath_type<scalar_t>;
-    const gcl::MlpGate<acc_t, scalar_t> gate{
-        hw.const_data_ptr<scalar_t>(), hb.const_data_ptr<scalar_t>(),
-        gw.const_data_ptr<scalar_t>(), gb.const_data_ptr<scalar_t>(), z.M};
-    forward_kernel<scalar_t>(gate, z, s, r, w, b, out, alpha);
-  });
-  return {out, alpha};
+  return run_gated_conv2d_forward(kMlpOp, s, r, hidden_weight, hidden_bias, gate_weight, gate_bias,
+                                  weight, bias, forward_launch());
 }
 
 // ---------------------------------------------------------------------------------------------
 // Backward (linear gate)
 
 template <typename scalar_t>
-void backward_kernel(const GclSizes& z, const at::Tensor& grad_out,
-                     const std::optional<at::Tensor>& grad_alpha, const at::Tensor& s,
-                     const at::Tensor& r, const at::Tensor& gate_weight,
-                     const at::Tensor& gate_bias, const at::Tensor& weight, at::Tensor& grad_s,
-                     at::Tensor& grad_r, at::Tensor& partials) {
+at::Tensor backward_kernel(const GclSizes& z, const at::Tensor& grad_out,
+                           const at::Tensor& grad_alpha, const at::Tensor& s, const at::Tensor& r,
+                           const at::Tensor& gate_weight, const at::Tensor& gate_bias,
+                           const at::Tensor& weight, at::Tensor& grad_s, at::Tensor& grad_r) {
   using acc_t = at::opmath_type<scalar_t>;
   const auto gv = strided4d<const scalar_t>(grad_out);
   const auto sv = strided4d<const scalar_t>(s);
   const auto rv = strided4d<const scalar_t>(r);
   const auto dsv = strided4d<scalar_t>(grad_s);
   const auto drv = strided4d<scalar_t>(grad_r);
-  const bool has_ga = grad_alpha.has_value();
-  const auto gav = has_ga ? strided4d<const scalar_t>(*grad_alpha) : Strided4d<const scalar_t>{};
+  const bool has_ga = grad_alpha.defined();
+  const auto gav = has_ga ? strided4d<const scalar_t>(grad_alpha) : Strided4d<const scalar_t>{};
   const scalar_t* wg = gate_weight.const_data_ptr<scalar_t>();
   const scalar_t* W = weight.const_data_ptr<scalar_t>();
   const gcl::LinearGate<acc_t, scalar_t> gate{wg, gate_bias.const_data_ptr<scalar_t>()};
   const gcl::GradLayout layout{z.C, z.Cr, z.Cout};
   const TileGrid grid(z.N, z.H * z.W);
-  const int64_t nb = partials.size(0);
+  const int64_t nb = gcl::num_partials(grid.count);
+  auto partials = at::empty({nb, layout.size()}, s.options().dtype(at::toOpMathType(s.scalar_type())));
   acc_t* part = partials.data_ptr<acc_t>();
 
   at::parallel_for(0, nb, 1, [&](int64_t begin, int64_t end) {
@@ -205,7 +181,7 @@ void backward_kernel(const GclSizes& z, const at::Tensor& grad_out,
         load_tile(sv, off.data(), len, z.C, S.data());
         tile_offsets(rv, p0, len, off.data());
         load_tile(rv, off.data(), len, z.Cr, R.data());
-        tile_gate<scalar_t>(gate, S.data(), R.data(), z.C, z.D(), len, A.data(), F.data());
+        tile_gate(gate, S.data(), R.data(), z.C, z.D(), len, A.data(), F.data());
         if (has_ga) {
           tile_offsets(gav, p0, len, off.data());
           load_tile(gav, off.data(), len, 1, DA.data());
@@ -247,31 +223,22 @@ void backward_kernel(const GclSizes& z, const at::Tensor& grad_out,
       }
     }
   });
+  return partials;
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
-gated_conv2d_backward_cpu(const at::Tensor& grad_out, const std::optional<at::Tensor>& grad_alpha,
-                          const at::Tensor& s, const at::Tensor& r, const at::Tensor& gate_weight,
-                          const at::Tensor& gate_bias, const at::Tensor& weight) {
-  const GclSizes z = check_gated_conv2d(kBackwardOp, s, r, std::nullopt, std::nullopt,
-                                        gate_weight, gate_bias, weight, std::nullopt);
-  check_gated_conv2d_grads(kBackwardOp, z, s, grad_out, grad_alpha);
-  auto grad_s = at::empty(s.sizes(), s.options().memory_format(output_memory_format(s)));
-  auto grad_r = at::empty(r.sizes(), r.options().memory_format(output_memory_format(r)));
-  const gcl::GradLayout layout{z.C, z.Cr, z.Cout};
-  const auto acc_type = at::toOpMathType(s.scalar_type());
-  const TileGrid grid(z.N, z.H * z.W);
-  const int64_t nb = gcl::num_partials(grid.count);
-  auto partials = at::zeros({std::max<int64_t>(nb, 1), layout.size()}, s.options().dtype(acc_type));
-  if (z.pixels() > 0) {
-    const auto gw = gate_weight.contiguous(), gb = gate_bias.contiguous(), w = weight.contiguous();
-    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, s.scalar_type(), kBackwardOp, [&] {
-      backward_kernel<scalar_t>(z, grad_out, grad_alpha, s, r, gw, gb, w, grad_s, grad_r,
-                                partials);
-    });
-  }
-  auto [grad_gw, grad_gb, grad_w, grad_b] = parameter_grads(partials, layout, s.scalar_type());
-  return {grad_s, grad_r, grad_gw, grad_gb, grad_w, grad_b};
+BackwardResult gated_conv2d_backward_cpu(const at::Tensor& grad_out,
+                                         const std::optional<at::Tensor>& grad_alpha,
+                                         const at::Tensor& s, const at::Tensor& r,
+                                         const at::Tensor& gate_weight,
+                                         const at::Tensor& gate_bias, const at::Tensor& weight) {
+  return run_gated_conv2d_backward(
+      kBackwardOp, grad_out, grad_alpha, s, r, gate_weight, gate_bias, weight,
+      [&](auto scalar_tag, const GclSizes& z, const at::Tensor& g, const at::Tensor& ga,
+          const at::Tensor& s_, const at::Tensor& r_, const at::Tensor& gw, const at::Tensor& gb,
+          const at::Tensor& w, at::Tensor& ds, at::Tensor& dr) {
+        using scalar_t = std::remove_pointer_t<decltype(scalar_tag)>;
+        return backward_kernel<scalar_t>(z, g, ga, s_, r_, gw, gb, w, ds, dr);
+      });
 }
 
 }  // namespace
