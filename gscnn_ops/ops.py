@@ -28,9 +28,10 @@ def _prepare(op_name, tensors):
                 "--force-reinstall --no-deps ."
             )
         if device in ("cpu", "cuda") and torch.is_autocast_enabled(device):
+            # As autocast treats conv2d: float32/16/bf16 go to the autocast dtype, float64 stays.
             dtype = torch.get_autocast_dtype(device)
-            tensors = [t.to(dtype) if isinstance(t, Tensor) and t.is_floating_point() else t
-                       for t in tensors]
+            tensors = [t.to(dtype) if isinstance(t, Tensor) and t.is_floating_point()
+                       and t.dtype != torch.float64 else t for t in tensors]
     return tensors
 
 

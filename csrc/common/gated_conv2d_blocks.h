@@ -70,23 +70,23 @@ struct ForwardBlock {
 //   pixel phase  (thread t, pixel tile*T + t): load g, s, r into the shared tiles, compute ds and
 //                dr, leave 1 + alpha and dz in the shared rows F and DZ (0 at padding pixels);
 //   barrier;
-//   reduce phase (thread t owns partial-sum entries t, t + T, ...): add the tile's contribution;
+//   reduce phase (thread t owns partial-sum entries t, t + T, ...): add the tile's contribution
+//                to the block's row of `partials` (global memory; only thread t ever touches
+//                entry t, so no atomics and no size limit from shared memory);
 //   barrier (the next tile overwrites the shared tiles).
-// At the end each thread stores its entries in the block's row of `partials`.
 
 // Shared memory of the backward block, in acc_t elements: tiles G (Cout rows), S (C), R (Cr), F and
 // DZ (one row each), rows padded to T + 1 so that the reduce phase, where a warp reads one pixel
-// of 32 different rows, hits 32 different banks; then the block's partial sums.
+// of 32 different rows, hits 32 different banks.
 struct BackwardShared {
-  int64_t ld, G, S, R, F, DZ, acc, total;
+  int64_t ld, G, S, R, F, DZ, total;
   GSCNN_HD BackwardShared(const GradLayout& L, int64_t T) : ld(T + 1) {
     G = 0;
     S = G + L.Cout * ld;
     R = S + L.C * ld;
     F = R + L.Cr * ld;
     DZ = F + ld;
-    acc = DZ + ld;
-    total = acc + L.size();
+    total = DZ + ld;
   }
 };
 
@@ -102,9 +102,9 @@ struct BackwardBlock {
 
   GSCNN_HD int64_t num_tiles(int64_t T) const { return (P + T - 1) / T; }
 
-  GSCNN_HD void zero_partials(acc_t* smem, int64_t t, int64_t T) const {
-    const BackwardShared sh(L, T);
-    for (int64_t e = t; e < L.size(); e += T) smem[sh.acc + e] = acc_t(0);
+  // row: this block's row of the partial sums (global memory).
+  GSCNN_HD void zero_partials(acc_t* row, int64_t t, int64_t T) const {
+    for (int64_t e = t; e < L.size(); e += T) row[e] = acc_t(0);
   }
 
   GSCNN_HD void pixel_phase(acc_t* smem, int64_t tile, int64_t t, int64_t T) const {
@@ -152,18 +152,12 @@ struct BackwardBlock {
     return gu;
   }
 
-  GSCNN_HD void reduce_phase(acc_t* smem, int64_t t, int64_t T) const {
+  GSCNN_HD void reduce_phase(const acc_t* smem, acc_t* row, int64_t t, int64_t T) const {
     const BackwardShared sh(L, T);
     for (int64_t e = t; e < L.size(); e += T) {
-      smem[sh.acc + e] += tile_entry_sum(L, e, smem + sh.G, smem + sh.S, smem + sh.R,
-                                         smem + sh.F, smem + sh.DZ, sh.ld, T);
+      row[e] += tile_entry_sum(L, e, smem + sh.G, smem + sh.S, smem + sh.R, smem + sh.F,
+                               smem + sh.DZ, sh.ld, T);
     }
-  }
-
-  GSCNN_HD void store_partials(const acc_t* smem, acc_t* partials, int64_t blk, int64_t t,
-                               int64_t T) const {
-    const BackwardShared sh(L, T);
-    for (int64_t e = t; e < L.size(); e += T) partials[blk * L.size() + e] = smem[sh.acc + e];
   }
 };
 

@@ -42,35 +42,61 @@ struct TileGrid {
   }
 };
 
-// Element offsets of channel 0 for the pixels of one tile.
-template <typename T>
-void tile_offsets(const Strided4d<T>& v, int64_t p0, int64_t len, int64_t* off) {
-  for (int64_t t = 0; t < len; ++t) off[t] = v.px.offset(p0 + t);
-}
+// Where the pixels of one tile lie in one strided tensor: element offsets of channel 0, and
+// whether they are consecutive (NCHW-contiguous images), which lets loads and stores run as
+// plain vectorisable loops instead of gathers.
+struct TileOffsets {
+  int64_t off[kTile];
+  bool consecutive;
+  template <typename T>
+  void set(const Strided4d<T>& v, int64_t p0, int64_t len) {
+    for (int64_t t = 0; t < len; ++t) off[t] = v.px.offset(p0 + t);
+    consecutive = v.px.sW == 1 && v.px.sH == v.px.W;
+  }
+};
 
 // Loads `channels` channels of a tile into buf[c * kTile + t], zero-padding t >= len.
 template <typename T, typename acc_t>
-void load_tile(const Strided4d<const T>& v, const int64_t* off, int64_t len, int64_t channels,
+void load_tile(const Strided4d<const T>& v, const TileOffsets& at, int64_t len, int64_t channels,
                acc_t* buf) {
   for (int64_t c = 0; c < channels; ++c) {
     acc_t* row = buf + c * kTile;
     const T* base = v.data + c * v.sC;
-    for (int64_t t = 0; t < len; ++t) row[t] = static_cast<acc_t>(base[off[t]]);
+    if (at.consecutive) {
+      const T* src = base + at.off[0];
+      for (int64_t t = 0; t < len; ++t) row[t] = static_cast<acc_t>(src[t]);
+    } else {
+      for (int64_t t = 0; t < len; ++t) row[t] = static_cast<acc_t>(base[at.off[t]]);
+    }
     for (int64_t t = len; t < kTile; ++t) row[t] = acc_t(0);
   }
 }
 
-// Gate of every pixel of a tile: one_plus_alpha[t] = 1 + sigmoid(z), alpha written out.
-// Padded pixels get 0 so that they contribute nothing downstream.
-template <typename acc_t, typename Gate>
-void tile_gate(const Gate& gate, const acc_t* S, const acc_t* R, int64_t C, int64_t D,
-               int64_t len, acc_t* alpha_buf, acc_t* one_plus_alpha) {
-  for (int64_t t = 0; t < len; ++t) {
-    const acc_t a = gcl::sigmoid(gate.logit(gcl::TileColumn<acc_t>{S, R, C, kTile, t}, D));
-    alpha_buf[t] = a;
-    one_plus_alpha[t] = acc_t(1) + a;
+// Stores row[t] (t < len) into channel c of a tile.
+template <typename T, typename acc_t>
+void store_row(const Strided4d<T>& v, const TileOffsets& at, int64_t len, int64_t c,
+               const acc_t* row) {
+  T* base = v.data + c * v.sC;
+  if (at.consecutive) {
+    T* dst = base + at.off[0];
+    for (int64_t t = 0; t < len; ++t) dst[t] = static_cast<T>(row[t]);
+  } else {
+    for (int64_t t = 0; t < len; ++t) base[at.off[t]] = static_cast<T>(row[t]);
   }
-  for (int64_t t = len; t < kTile; ++t) alpha_buf[t] = one_plus_alpha[t] = acc_t(0);
+}
+
+// Gate of every pixel of a tile: alpha and one_plus_alpha = 1 + alpha. Padded pixels get 0 so
+// that they contribute nothing downstream. Z is scratch of 2 * kTile values.
+template <typename acc_t, typename Gate>
+void tile_gate(const Gate& gate, const acc_t* S, const acc_t* R, int64_t C, int64_t Cr,
+               int64_t len, acc_t* Z, acc_t* alpha, acc_t* one_plus_alpha) {
+  gate.logit_tile(S, R, C, Cr, kTile, kTile, Z, Z + kTile);
+  for (int64_t t = 0; t < kTile; ++t) {
+    const acc_t a = gcl::sigmoid(Z[t]);
+    const acc_t pad = t < len ? acc_t(1) : acc_t(0);
+    alpha[t] = pad * a;
+    one_plus_alpha[t] = pad * (acc_t(1) + a);
+  }
 }
 
 template <typename Gate>
@@ -88,30 +114,31 @@ void forward_kernel(const Gate& gate, const GclSizes& z, const at::Tensor& s, co
   const TileGrid grid(z.N, z.H * z.W);
 
   at::parallel_for(0, grid.count, 1, [&](int64_t begin, int64_t end) {
-    std::vector<acc_t> S(z.C * kTile), R(z.Cr * kTile), A(kTile), F(kTile), O(kTile);
-    std::vector<int64_t> off(kTile);
+    std::vector<acc_t> S(z.C * kTile), R(z.Cr * kTile), A(kTile), F(kTile), O(kTile), Z(2 * kTile);
+    TileOffsets at_s, at_r, at_out;
     for (int64_t tile = begin; tile < end; ++tile) {
       const int64_t p0 = grid.first_pixel(tile), len = grid.length(tile);
-      tile_offsets(sv, p0, len, off.data());
-      load_tile(sv, off.data(), len, z.C, S.data());
-      tile_offsets(rv, p0, len, off.data());
-      load_tile(rv, off.data(), len, z.Cr, R.data());
-      tile_gate(gate, S.data(), R.data(), z.C, z.D(), len, A.data(), F.data());
+      at_s.set(sv, p0, len);
+      load_tile(sv, at_s, len, z.C, S.data());
+      at_r.set(rv, p0, len);
+      load_tile(rv, at_r, len, z.Cr, R.data());
+      tile_gate(gate, S.data(), R.data(), z.C, z.Cr, len, Z.data(), A.data(), F.data());
 
-      tile_offsets(av, p0, len, off.data());
-      for (int64_t t = 0; t < len; ++t) av.at(off[t], 0) = static_cast<scalar_t>(A[t]);
+      at_out.set(av, p0, len);
+      store_row(av, at_out, len, 0, A.data());
 
       // out_o = b_o + (1 + alpha) * (W s)_o
-      tile_offsets(ov, p0, len, off.data());
+      at_out.set(ov, p0, len);
       for (int64_t o = 0; o < z.Cout; ++o) {
+        const acc_t bo = b ? static_cast<acc_t>(b[o]) : acc_t(0);
         std::fill(O.begin(), O.end(), acc_t(0));
         for (int64_t c = 0; c < z.C; ++c) {
           const acc_t w = static_cast<acc_t>(W[o * z.C + c]);
           const acc_t* srow = S.data() + c * kTile;
           for (int64_t t = 0; t < kTile; ++t) O[t] += w * srow[t];
         }
-        const acc_t bo = b ? static_cast<acc_t>(b[o]) : acc_t(0);
-        for (int64_t t = 0; t < len; ++t) ov.at(off[t], o) = static_cast<scalar_t>(bo + F[t] * O[t]);
+        for (int64_t t = 0; t < kTile; ++t) O[t] = bo + F[t] * O[t];
+        store_row(ov, at_out, len, o, O.data());
       }
     }
   });
@@ -168,23 +195,23 @@ at::Tensor backward_kernel(const GclSizes& z, const at::Tensor& grad_out,
 
   at::parallel_for(0, nb, 1, [&](int64_t begin, int64_t end) {
     std::vector<acc_t> G(z.Cout * kTile), S(z.C * kTile), R(z.Cr * kTile), GU(z.C * kTile);
-    std::vector<acc_t> A(kTile), F(kTile), DA(kTile), DZ(kTile);
-    std::vector<int64_t> off(kTile);
+    std::vector<acc_t> A(kTile), F(kTile), DA(kTile), DZ(kTile), Z(2 * kTile), row_buf(kTile);
+    TileOffsets at_g, at_s, at_r, at_ga, at_ds, at_dr;
     for (int64_t row = begin; row < end; ++row) {
       acc_t* acc = part + row * layout.size();
       std::fill(acc, acc + layout.size(), acc_t(0));
       for (int64_t tile = row; tile < grid.count; tile += nb) {
         const int64_t p0 = grid.first_pixel(tile), len = grid.length(tile);
-        tile_offsets(gv, p0, len, off.data());
-        load_tile(gv, off.data(), len, z.Cout, G.data());
-        tile_offsets(sv, p0, len, off.data());
-        load_tile(sv, off.data(), len, z.C, S.data());
-        tile_offsets(rv, p0, len, off.data());
-        load_tile(rv, off.data(), len, z.Cr, R.data());
-        tile_gate(gate, S.data(), R.data(), z.C, z.D(), len, A.data(), F.data());
+        at_g.set(gv, p0, len);
+        load_tile(gv, at_g, len, z.Cout, G.data());
+        at_s.set(sv, p0, len);
+        load_tile(sv, at_s, len, z.C, S.data());
+        at_r.set(rv, p0, len);
+        load_tile(rv, at_r, len, z.Cr, R.data());
+        tile_gate(gate, S.data(), R.data(), z.C, z.Cr, len, Z.data(), A.data(), F.data());
         if (has_ga) {
-          tile_offsets(gav, p0, len, off.data());
-          load_tile(gav, off.data(), len, 1, DA.data());
+          at_ga.set(gav, p0, len);
+          load_tile(gav, at_ga, len, 1, DA.data());
         } else {
           std::fill(DA.begin(), DA.end(), acc_t(0));
         }
@@ -203,17 +230,18 @@ at::Tensor backward_kernel(const GclSizes& z, const at::Tensor& grad_out,
         }
         for (int64_t t = 0; t < kTile; ++t) DZ[t] = gcl::gate_logit_grad(DA[t], A[t]);
 
-        tile_offsets(dsv, p0, len, off.data());
+        at_ds.set(dsv, p0, len);
         for (int64_t c = 0; c < z.C; ++c) {
           const acc_t wgc = static_cast<acc_t>(wg[c]);
           const acc_t* gu = GU.data() + c * kTile;
-          for (int64_t t = 0; t < len; ++t)
-            dsv.at(off[t], c) = static_cast<scalar_t>(gcl::shape_grad(gu[t], F[t], DZ[t], wgc));
+          for (int64_t t = 0; t < kTile; ++t) row_buf[t] = gcl::shape_grad(gu[t], F[t], DZ[t], wgc);
+          store_row(dsv, at_ds, len, c, row_buf.data());
         }
-        tile_offsets(drv, p0, len, off.data());
+        at_dr.set(drv, p0, len);
         for (int64_t j = 0; j < z.Cr; ++j) {
           const acc_t wgj = static_cast<acc_t>(wg[z.C + j]);
-          for (int64_t t = 0; t < len; ++t) drv.at(off[t], j) = static_cast<scalar_t>(DZ[t] * wgj);
+          for (int64_t t = 0; t < kTile; ++t) row_buf[t] = DZ[t] * wgj;
+          store_row(drv, at_dr, len, j, row_buf.data());
         }
 
         // Parameter gradients of this tile, added to this row's partial sums.

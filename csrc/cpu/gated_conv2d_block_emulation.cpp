@@ -83,14 +83,14 @@ BackwardResult gated_conv2d_backward_emulate(const at::Tensor& grad_out,
         acc_t* part = static_cast<acc_t*>(partials.data_ptr());
         std::vector<acc_t> shared(gcl::BackwardShared(block.L, T).total);
         for (int64_t blk = 0; blk < blocks; ++blk) {
-          for (int64_t t = 0; t < T; ++t) block.zero_partials(shared.data(), t, T);
+          acc_t* row = part + blk * block.L.size();
+          for (int64_t t = 0; t < T; ++t) block.zero_partials(row, t, T);
           for (int64_t tile = blk; tile < block.num_tiles(T); tile += blocks) {
             for (int64_t t = 0; t < T; ++t) block.pixel_phase(shared.data(), tile, t, T);
             // __syncthreads()
-            for (int64_t t = 0; t < T; ++t) block.reduce_phase(shared.data(), t, T);
+            for (int64_t t = 0; t < T; ++t) block.reduce_phase(shared.data(), row, t, T);
             // __syncthreads()
           }
-          for (int64_t t = 0; t < T; ++t) block.store_partials(shared.data(), part, blk, t, T);
         }
         return partials;
       });

@@ -74,16 +74,16 @@ __global__ void forward_kernel(Block block) {
 template <typename Block, typename acc_t>
 __global__ void backward_kernel(Block block, acc_t* __restrict__ partials) {
   acc_t* smem = shared_buffer<acc_t>();
+  acc_t* row = partials + blockIdx.x * block.L.size();
   const int64_t T = blockDim.x, t = threadIdx.x;
-  block.zero_partials(smem, t, T);
+  block.zero_partials(row, t, T);
   // Every thread of the block runs the same number of iterations: the barriers are uniform.
   for (int64_t tile = blockIdx.x; tile < block.num_tiles(T); tile += gridDim.x) {
     block.pixel_phase(smem, tile, t, T);
     __syncthreads();
-    block.reduce_phase(smem, t, T);
+    block.reduce_phase(smem, row, t, T);
     __syncthreads();  // the next tile overwrites the shared tiles
   }
-  block.store_partials(smem, partials, blockIdx.x, t, T);  // entries owned by this thread only
 }
 
 auto forward_launch(const char* op) {

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# GPU check, for a machine with a CUDA GPU (e.g. the lent H100/H200, through the device tool):
+# build, CUDA tests, compute-sanitizer (memcheck + racecheck), CUDA benchmarks, one report.
+#
+#   bash scripts/gpu_check.sh [REPORT_DIR]       (default: $OUT if set, else ./gpu_report)
+#
+# Builds in place against the torch already installed (no network on the GPU machine).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+REPORT=${1:-${OUT:-gpu_report}}
+mkdir -p "$REPORT"
+LOG="$REPORT/gpu_check.md"
+status=0
+step() {  # step NAME COMMAND...: runs it, logs its tail, remembers a failure
+  local name=$1; shift
+  echo "== $name: $*" | tee -a "$LOG"
+  local t0=$SECONDS
+  "$@" > "$REPORT/$name.log" 2>&1
+  local rc=$?
+  tail -n 25 "$REPORT/$name.log" >> "$LOG"
+  echo "-- $name: exit $rc in $((SECONDS - t0)) s" | tee -a "$LOG"
+  [ $rc -eq 0 ] || status=1
+}
+
+{
+  echo "# gscnn_ops GPU check, $(date -u +%Y-%m-%dT%H:%MZ)"
+  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>&1
+  python -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda)'
+  nvcc --version | tail -n 1
+  echo "commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+} > "$LOG" 2>&1
+
+export TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0} MAX_JOBS=${MAX_JOBS:-16} FORCE_CUDA=1
+step build pip install --no-build-isolation --no-deps -e .
+step tests_cuda python -m pytest -q -p no:cacheprovider tests/test_cuda.py tests/test_cuda_emulation.py
+step tests_all python -m pytest -q -p no:cacheprovider -x tests --ignore=tests/test_cmake_build.py
+SAN=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
+step memcheck "$SAN" --tool memcheck --error-exitcode 1 python scripts/cuda_smoke.py
+step racecheck "$SAN" --tool racecheck --error-exitcode 1 python scripts/cuda_smoke.py
+step synccheck "$SAN" --tool synccheck --error-exitcode 1 python scripts/cuda_smoke.py
+step benchmarks python -m pytest benchmarks -q -p no:cacheprovider --benchmark-only -k cuda \
+  --benchmark-json="$REPORT/bench_cuda.json"
+if [ -f "$REPORT/bench_cuda.json" ]; then
+  python benchmarks/summarize.py "$REPORT/bench_cuda.json" > "$REPORT/bench_cuda.md" 2>&1
+  cat "$REPORT/bench_cuda.md" >> "$LOG"
+fi
+echo "overall: $([ $status -eq 0 ] && echo PASS || echo FAIL)" | tee -a "$LOG"
+exit $status
