@@ -30,15 +30,16 @@ struct ForwardBlock {
   static GSCNN_HD int64_t shared_elems(int64_t C, int64_t Cr, int64_t T) { return (C + Cr) * T; }
 
   GSCNN_HD void pixel(acc_t* X, int64_t p, int64_t t, int64_t T) const {
-    const int64_t so = s.px.offset(p), ro = r.px.offset(p);
+    const Pixel q = Pixel::of(p, s.px.HW, s.px.W);  // every tensor here has the same N, H, W
+    const int64_t so = s.px.offset(q), ro = r.px.offset(q);
     for (int64_t c = 0; c < C; ++c) X[c * T + t] = static_cast<acc_t>(s.at(so, c));
     for (int64_t j = 0; j < Cr; ++j) X[(C + j) * T + t] = static_cast<acc_t>(r.at(ro, j));
     const acc_t a = sigmoid(gate.logit(TileColumn<acc_t>{X, X + C * T, C, T, t}, C + Cr));
     const acc_t f = acc_t(1) + a;
-    alpha.at(alpha.px.offset(p), 0) = static_cast<scalar_t>(a);
+    alpha.at(alpha.px.offset(q), 0) = static_cast<scalar_t>(a);
 
     // out_o = b_o + (1 + alpha) * (W s)_o, four output channels per pass over the column.
-    const int64_t oo = out.px.offset(p);
+    const int64_t oo = out.px.offset(q);
     int64_t o = 0;
     for (; o + 4 <= Cout; o += 4) {
       acc_t y[4] = {0, 0, 0, 0};
@@ -114,7 +115,8 @@ struct BackwardBlock {
     const int64_t p = tile * T + t;
     acc_t f = 0, dz = 0;
     if (p < P) {
-      const int64_t go = g.px.offset(p), so = s.px.offset(p), ro = r.px.offset(p);
+      const Pixel q = Pixel::of(p, s.px.HW, s.px.W);  // every tensor has the same N, H, W
+      const int64_t go = g.px.offset(q), so = s.px.offset(q), ro = r.px.offset(q);
       for (int64_t o = 0; o < Cout; ++o) G[o * ld + t] = static_cast<acc_t>(g.at(go, o));
       for (int64_t c = 0; c < C; ++c) S[c * ld + t] = static_cast<acc_t>(s.at(so, c));
       for (int64_t j = 0; j < Cr; ++j) R[j * ld + t] = static_cast<acc_t>(r.at(ro, j));
@@ -124,12 +126,12 @@ struct BackwardBlock {
 
       // dalpha = g_alpha + sum_c gu_c s_c with gu = W^T g; gu is recomputed for ds rather than
       // stored (it would need another C rows of shared memory).
-      acc_t dalpha = g_alpha.data ? static_cast<acc_t>(g_alpha.at(g_alpha.px.offset(p), 0))
+      acc_t dalpha = g_alpha.data ? static_cast<acc_t>(g_alpha.at(g_alpha.px.offset(q), 0))
                                   : acc_t(0);
       for (int64_t c = 0; c < C; ++c) dalpha += shape_column_grad(G, c, ld, t) * S[c * ld + t];
       dz = gate_logit_grad(dalpha, a);
 
-      const int64_t dso = ds.px.offset(p), dro = dr.px.offset(p);
+      const int64_t dso = ds.px.offset(q), dro = dr.px.offset(q);
       for (int64_t c = 0; c < C; ++c) {
         const acc_t gu = shape_column_grad(G, c, ld, t);
         ds.at(dso, c) = static_cast<scalar_t>(shape_grad(gu, f, dz, static_cast<acc_t>(wg[c])));

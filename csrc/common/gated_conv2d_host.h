@@ -19,9 +19,6 @@
 
 namespace gscnn {
 
-template <typename Gate>
-using gate_scalar_t = typename std::decay_t<Gate>::weight_type;
-
 inline at::Tensor contiguous_or_undefined(const std::optional<at::Tensor>& t) {
   return t.has_value() ? t->contiguous() : at::Tensor();
 }

@@ -84,17 +84,24 @@ GSCNN_HD acc_t shape_grad(acc_t gu, acc_t one_plus_alpha, acc_t dz, acc_t gate_w
   return gu * one_plus_alpha + dz * gate_w;
 }
 
-// Element offset of channel 0 of pixel p, where pixels are numbered in (n, h, w) order. Reading
-// through the strides lets the kernels take NCHW, channels_last and sliced views without a copy.
-struct PixelIndexer {
-  int64_t HW, W, sN, sH, sW;
-  GSCNN_HD int64_t offset(int64_t p) const {
+// Pixel p of an (N, ., H, W) tensor, pixels numbered in (n, h, w) order. Found once per pixel
+// (two integer divisions, slow on GPUs) and then used for every tensor of the same N, H, W.
+struct Pixel {
+  int64_t n, h, w;
+  GSCNN_HD static Pixel of(int64_t p, int64_t HW, int64_t W) {
     const int64_t n = p / HW;
     const int64_t hw = p - n * HW;
     const int64_t h = hw / W;
-    const int64_t w = hw - h * W;
-    return n * sN + h * sH + w * sW;
+    return Pixel{n, h, hw - h * W};
   }
+};
+
+// Element offset of channel 0 of a pixel. Reading through the strides lets the kernels take
+// NCHW, channels_last and sliced views without a copy.
+struct PixelIndexer {
+  int64_t HW, W, sN, sH, sW;
+  GSCNN_HD int64_t offset(const Pixel& q) const { return q.n * sN + q.h * sH + q.w * sW; }
+  GSCNN_HD int64_t offset(int64_t p) const { return offset(Pixel::of(p, HW, W)); }
 };
 
 // Input channel d = [s || r]_d of pixel t of a tile held in [channel][pixel] buffers with
@@ -130,6 +137,10 @@ struct LinearGate {
     }
   }
 };
+
+// The dtype of the tensors a gate (and the kernel it is handed to) works on.
+template <typename Gate>
+using gate_scalar_t = typename std::decay_t<Gate>::weight_type;
 
 // The authors' gate with its BatchNorms folded in (eval mode): z = w2 . relu(W1 x + b1) + b2,
 // W1 of shape (M, D).

@@ -1,153 +1,57 @@
-// CPU kernels of the Gated Convolutional Layer (see common/gated_conv2d_math.h for the math).
-//
-// Pixels are processed in tiles of kTile consecutive pixels of one image. A tile's channels are
-// loaded once into small float buffers laid out [channel][pixel], so every inner loop runs over
-// the pixels of the tile with unit stride and vectorises; nothing of size N*C*H*W is written
-// besides the outputs. The backward pass reduces parameter gradients into a fixed number of
-// partial rows (a function of the problem size only) that are summed in order: deterministic
-// for any thread count.
+// CPU gated_conv2d ops: argument handling (common/gated_conv2d_host.h) and the choice of the
+// kernel build for this processor (gated_conv2d_{baseline,avx2,avx512}.cpp, one source:
+// gated_conv2d_kernels_impl.h).
 
-#include <ATen/ATen.h>
-#include <ATen/Dispatch.h>
-#include <ATen/OpMathType.h>
-#include <ATen/Parallel.h>
 #include <torch/library.h>
 
-#include <vector>
+#include <cstdlib>
+#include <string>
 
 #include "../common/gated_conv2d_host.h"
-#include "../common/gated_conv2d_math.h"
-#include "../common/strided.h"
+#include "gated_conv2d_kernels.h"
 
 namespace gscnn {
 namespace {
 
-constexpr int64_t kTile = 64;
 constexpr const char* kForwardOp = "gscnn_ops.gated_conv2d";
 constexpr const char* kMlpOp = "gscnn_ops.gated_conv2d_mlp";
 constexpr const char* kBackwardOp = "gscnn_ops.gated_conv2d_backward";
 
-// Tiles never cross an image, so a tile is (image n, first pixel hw0 of it, length).
-struct TileGrid {
-  int64_t HW, per_image, count;
-  TileGrid(int64_t N, int64_t HW_) : HW(HW_), per_image((HW_ + kTile - 1) / kTile) {
-    count = N * per_image;
-  }
-  int64_t first_pixel(int64_t tile) const {
-    return (tile / per_image) * HW + (tile % per_image) * kTile;
-  }
-  int64_t length(int64_t tile) const {
-    const int64_t hw0 = (tile % per_image) * kTile;
-    return std::min(kTile, HW - hw0);
-  }
-};
+// The widest instruction set this processor supports, or the one named by GSCNN_CPU_ISA
+// (baseline, avx2, avx512: for tests and comparisons). Read on every call: it costs nanoseconds.
+enum class Isa { baseline, avx2, avx512 };
 
-// Where the pixels of one tile lie in one strided tensor: element offsets of channel 0, and
-// whether they are consecutive (NCHW-contiguous images), which lets loads and stores run as
-// plain vectorisable loops instead of gathers.
-struct TileOffsets {
-  int64_t off[kTile];
-  bool consecutive;
-  template <typename T>
-  void set(const Strided4d<T>& v, int64_t p0, int64_t len) {
-    for (int64_t t = 0; t < len; ++t) off[t] = v.px.offset(p0 + t);
-    consecutive = v.px.sW == 1 && v.px.sH == v.px.W;
-  }
-};
-
-// Loads `channels` channels of a tile into buf[c * kTile + t], zero-padding t >= len.
-template <typename T, typename acc_t>
-void load_tile(const Strided4d<const T>& v, const TileOffsets& at, int64_t len, int64_t channels,
-               acc_t* buf) {
-  for (int64_t c = 0; c < channels; ++c) {
-    acc_t* row = buf + c * kTile;
-    const T* base = v.data + c * v.sC;
-    if (at.consecutive) {
-      const T* src = base + at.off[0];
-      for (int64_t t = 0; t < len; ++t) row[t] = static_cast<acc_t>(src[t]);
-    } else {
-      for (int64_t t = 0; t < len; ++t) row[t] = static_cast<acc_t>(base[at.off[t]]);
-    }
-    for (int64_t t = len; t < kTile; ++t) row[t] = acc_t(0);
-  }
-}
-
-// Stores row[t] (t < len) into channel c of a tile.
-template <typename T, typename acc_t>
-void store_row(const Strided4d<T>& v, const TileOffsets& at, int64_t len, int64_t c,
-               const acc_t* row) {
-  T* base = v.data + c * v.sC;
-  if (at.consecutive) {
-    T* dst = base + at.off[0];
-    for (int64_t t = 0; t < len; ++t) dst[t] = static_cast<T>(row[t]);
-  } else {
-    for (int64_t t = 0; t < len; ++t) base[at.off[t]] = static_cast<T>(row[t]);
-  }
-}
-
-// Gate of every pixel of a tile: alpha and one_plus_alpha = 1 + alpha. Padded pixels get 0 so
-// that they contribute nothing downstream. Z is scratch of 2 * kTile values.
-template <typename acc_t, typename Gate>
-void tile_gate(const Gate& gate, const acc_t* S, const acc_t* R, int64_t C, int64_t Cr,
-               int64_t len, acc_t* Z, acc_t* alpha, acc_t* one_plus_alpha) {
-  gate.logit_tile(S, R, C, Cr, kTile, kTile, Z, Z + kTile);
-  for (int64_t t = 0; t < kTile; ++t) {
-    const acc_t a = gcl::sigmoid(Z[t]);
-    const acc_t pad = t < len ? acc_t(1) : acc_t(0);
-    alpha[t] = pad * a;
-    one_plus_alpha[t] = pad * (acc_t(1) + a);
-  }
-}
-
-template <typename Gate>
-void forward_kernel(const Gate& gate, const GclSizes& z, const at::Tensor& s, const at::Tensor& r,
-                    const at::Tensor& weight, const at::Tensor& bias, at::Tensor& out,
-                    at::Tensor& alpha) {
-  using scalar_t = gate_scalar_t<Gate>;
-  using acc_t = at::opmath_type<scalar_t>;
-  const auto sv = strided4d<const scalar_t>(s);
-  const auto rv = strided4d<const scalar_t>(r);
-  const auto ov = strided4d<scalar_t>(out);
-  const auto av = strided4d<scalar_t>(alpha);
-  const scalar_t* W = weight.const_data_ptr<scalar_t>();
-  const scalar_t* b = bias.defined() ? bias.const_data_ptr<scalar_t>() : nullptr;
-  const TileGrid grid(z.N, z.H * z.W);
-
-  at::parallel_for(0, grid.count, 1, [&](int64_t begin, int64_t end) {
-    std::vector<acc_t> S(z.C * kTile), R(z.Cr * kTile), A(kTile), F(kTile), O(kTile), Z(2 * kTile);
-    TileOffsets at_s, at_r, at_out;
-    for (int64_t tile = begin; tile < end; ++tile) {
-      const int64_t p0 = grid.first_pixel(tile), len = grid.length(tile);
-      at_s.set(sv, p0, len);
-      load_tile(sv, at_s, len, z.C, S.data());
-      at_r.set(rv, p0, len);
-      load_tile(rv, at_r, len, z.Cr, R.data());
-      tile_gate(gate, S.data(), R.data(), z.C, z.Cr, len, Z.data(), A.data(), F.data());
-
-      at_out.set(av, p0, len);
-      store_row(av, at_out, len, 0, A.data());
-
-      // out_o = b_o + (1 + alpha) * (W s)_o
-      at_out.set(ov, p0, len);
-      for (int64_t o = 0; o < z.Cout; ++o) {
-        const acc_t bo = b ? static_cast<acc_t>(b[o]) : acc_t(0);
-        std::fill(O.begin(), O.end(), acc_t(0));
-        for (int64_t c = 0; c < z.C; ++c) {
-          const acc_t w = static_cast<acc_t>(W[o * z.C + c]);
-          const acc_t* srow = S.data() + c * kTile;
-          for (int64_t t = 0; t < kTile; ++t) O[t] += w * srow[t];
-        }
-        for (int64_t t = 0; t < kTile; ++t) O[t] = bo + F[t] * O[t];
-        store_row(ov, at_out, len, o, O.data());
-      }
-    }
-  });
+Isa cpu_isa() {
+#if defined(GSCNN_CPU_X86_VARIANTS)
+  static const bool has_avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+                               __builtin_cpu_supports("f16c");
+  static const bool has_avx512 = has_avx2 && __builtin_cpu_supports("avx512f") &&
+                                 __builtin_cpu_supports("avx512bw") &&
+                                 __builtin_cpu_supports("avx512vl") &&
+                                 __builtin_cpu_supports("avx512dq");
+  const char* env = std::getenv("GSCNN_CPU_ISA");
+  if (env == nullptr || env[0] == 0) return has_avx512 ? Isa::avx512 : has_avx2 ? Isa::avx2 : Isa::baseline;
+  const std::string want(env);
+  TORCH_CHECK(want == "baseline" || want == "avx2" || want == "avx512",
+              "gscnn_ops: GSCNN_CPU_ISA must be baseline, avx2 or avx512, got '", want, "'");
+  TORCH_CHECK(want != "avx2" || has_avx2, "gscnn_ops: GSCNN_CPU_ISA=avx2 but this CPU lacks AVX2/FMA/F16C");
+  TORCH_CHECK(want != "avx512" || has_avx512, "gscnn_ops: GSCNN_CPU_ISA=avx512 but this CPU lacks AVX-512");
+  return want == "avx512" ? Isa::avx512 : want == "avx2" ? Isa::avx2 : Isa::baseline;
+#else
+  return Isa::baseline;
+#endif
 }
 
 auto forward_launch() {
   return [](const auto& gate, const GclSizes& z, const at::Tensor& s, const at::Tensor& r,
             const at::Tensor& weight, const at::Tensor& bias, at::Tensor& out, at::Tensor& alpha) {
-    forward_kernel(gate, z, s, r, weight, bias, out, alpha);
+    switch (cpu_isa()) {
+#if defined(GSCNN_CPU_X86_VARIANTS)
+      case Isa::avx512: return cpu::avx512::forward_kernel(gate, z, s, r, weight, bias, out, alpha);
+      case Isa::avx2: return cpu::avx2::forward_kernel(gate, z, s, r, weight, bias, out, alpha);
+#endif
+      default: return cpu::baseline::forward_kernel(gate, z, s, r, weight, bias, out, alpha);
+    }
   };
 }
 
@@ -171,89 +75,6 @@ std::tuple<at::Tensor, at::Tensor> gated_conv2d_mlp_cpu(
 // ---------------------------------------------------------------------------------------------
 // Backward (linear gate)
 
-template <typename scalar_t>
-at::Tensor backward_kernel(const GclSizes& z, const at::Tensor& grad_out,
-                           const at::Tensor& grad_alpha, const at::Tensor& s, const at::Tensor& r,
-                           const at::Tensor& gate_weight, const at::Tensor& gate_bias,
-                           const at::Tensor& weight, at::Tensor& grad_s, at::Tensor& grad_r) {
-  using acc_t = at::opmath_type<scalar_t>;
-  const auto gv = strided4d<const scalar_t>(grad_out);
-  const auto sv = strided4d<const scalar_t>(s);
-  const auto rv = strided4d<const scalar_t>(r);
-  const auto dsv = strided4d<scalar_t>(grad_s);
-  const auto drv = strided4d<scalar_t>(grad_r);
-  const bool has_ga = grad_alpha.defined();
-  const auto gav = has_ga ? strided4d<const scalar_t>(grad_alpha) : Strided4d<const scalar_t>{};
-  const scalar_t* wg = gate_weight.const_data_ptr<scalar_t>();
-  const scalar_t* W = weight.const_data_ptr<scalar_t>();
-  const gcl::LinearGate<acc_t, scalar_t> gate{wg, gate_bias.const_data_ptr<scalar_t>()};
-  const gcl::GradLayout layout{z.C, z.Cr, z.Cout};
-  const TileGrid grid(z.N, z.H * z.W);
-  const int64_t nb = gcl::num_partials(grid.count);
-  auto partials = at::empty({nb, layout.size()}, s.options().dtype(at::toOpMathType(s.scalar_type())));
-  acc_t* part = partials.data_ptr<acc_t>();
-
-  at::parallel_for(0, nb, 1, [&](int64_t begin, int64_t end) {
-    std::vector<acc_t> G(z.Cout * kTile), S(z.C * kTile), R(z.Cr * kTile), GU(z.C * kTile);
-    std::vector<acc_t> A(kTile), F(kTile), DA(kTile), DZ(kTile), Z(2 * kTile), row_buf(kTile);
-    TileOffsets at_g, at_s, at_r, at_ga, at_ds, at_dr;
-    for (int64_t row = begin; row < end; ++row) {
-      acc_t* acc = part + row * layout.size();
-      std::fill(acc, acc + layout.size(), acc_t(0));
-      for (int64_t tile = row; tile < grid.count; tile += nb) {
-        const int64_t p0 = grid.first_pixel(tile), len = grid.length(tile);
-        at_g.set(gv, p0, len);
-        load_tile(gv, at_g, len, z.Cout, G.data());
-        at_s.set(sv, p0, len);
-        load_tile(sv, at_s, len, z.C, S.data());
-        at_r.set(rv, p0, len);
-        load_tile(rv, at_r, len, z.Cr, R.data());
-        tile_gate(gate, S.data(), R.data(), z.C, z.Cr, len, Z.data(), A.data(), F.data());
-        if (has_ga) {
-          at_ga.set(gav, p0, len);
-          load_tile(gav, at_ga, len, 1, DA.data());
-        } else {
-          std::fill(DA.begin(), DA.end(), acc_t(0));
-        }
-
-        // gu = W^T g, and dalpha += gu . s
-        for (int64_t c = 0; c < z.C; ++c) {
-          acc_t* gu = GU.data() + c * kTile;
-          std::fill(gu, gu + kTile, acc_t(0));
-          for (int64_t o = 0; o < z.Cout; ++o) {
-            const acc_t w = static_cast<acc_t>(W[o * z.C + c]);
-            const acc_t* grow = G.data() + o * kTile;
-            for (int64_t t = 0; t < kTile; ++t) gu[t] += w * grow[t];
-          }
-          const acc_t* srow = S.data() + c * kTile;
-          for (int64_t t = 0; t < kTile; ++t) DA[t] += gu[t] * srow[t];
-        }
-        for (int64_t t = 0; t < kTile; ++t) DZ[t] = gcl::gate_logit_grad(DA[t], A[t]);
-
-        at_ds.set(dsv, p0, len);
-        for (int64_t c = 0; c < z.C; ++c) {
-          const acc_t wgc = static_cast<acc_t>(wg[c]);
-          const acc_t* gu = GU.data() + c * kTile;
-          for (int64_t t = 0; t < kTile; ++t) row_buf[t] = gcl::shape_grad(gu[t], F[t], DZ[t], wgc);
-          store_row(dsv, at_ds, len, c, row_buf.data());
-        }
-        at_dr.set(drv, p0, len);
-        for (int64_t j = 0; j < z.Cr; ++j) {
-          const acc_t wgj = static_cast<acc_t>(wg[z.C + j]);
-          for (int64_t t = 0; t < kTile; ++t) row_buf[t] = DZ[t] * wgj;
-          store_row(drv, at_dr, len, j, row_buf.data());
-        }
-
-        // Parameter gradients of this tile, added to this row's partial sums.
-        for (int64_t e = 0; e < layout.size(); ++e)
-          acc[e] += gcl::tile_entry_sum(layout, e, G.data(), S.data(), R.data(), F.data(),
-                                        DZ.data(), kTile, kTile);
-      }
-    }
-  });
-  return partials;
-}
-
 BackwardResult gated_conv2d_backward_cpu(const at::Tensor& grad_out,
                                          const std::optional<at::Tensor>& grad_alpha,
                                          const at::Tensor& s, const at::Tensor& r,
@@ -265,7 +86,16 @@ BackwardResult gated_conv2d_backward_cpu(const at::Tensor& grad_out,
           const at::Tensor& s_, const at::Tensor& r_, const at::Tensor& gw, const at::Tensor& gb,
           const at::Tensor& w, at::Tensor& ds, at::Tensor& dr) {
         using scalar_t = std::remove_pointer_t<decltype(scalar_tag)>;
-        return backward_kernel<scalar_t>(z, g, ga, s_, r_, gw, gb, w, ds, dr);
+        switch (cpu_isa()) {
+#if defined(GSCNN_CPU_X86_VARIANTS)
+          case Isa::avx512:
+            return cpu::avx512::backward_kernel<scalar_t>(z, g, ga, s_, r_, gw, gb, w, ds, dr);
+          case Isa::avx2:
+            return cpu::avx2::backward_kernel<scalar_t>(z, g, ga, s_, r_, gw, gb, w, ds, dr);
+#endif
+          default:
+            return cpu::baseline::backward_kernel<scalar_t>(z, g, ga, s_, r_, gw, gb, w, ds, dr);
+        }
       });
 }
 

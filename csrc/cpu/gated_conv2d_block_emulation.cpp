@@ -31,7 +31,7 @@ auto forward_launch(int64_t T, int64_t blocks) {
   return [T, blocks](const auto& gate, const GclSizes& z, const at::Tensor& s, const at::Tensor& r,
                      const at::Tensor& weight, const at::Tensor& bias, at::Tensor& out,
                      at::Tensor& alpha) {
-    using scalar_t = gate_scalar_t<decltype(gate)>;
+    using scalar_t = gcl::gate_scalar_t<decltype(gate)>;
     using acc_t = at::opmath_type<scalar_t>;
     const auto block = gcl::make_forward_block<scalar_t>(gate, s, r, out, alpha, weight, bias);
     std::vector<acc_t> shared(block.shared_elems(z.C, z.Cr, T));

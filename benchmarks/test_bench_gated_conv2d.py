@@ -1,0 +1,228 @@
+"""Benchmarks of gated_conv2d (GSCNN's gated convolutional layer): the fused op against the eager
+reference and torch.compile(reference), forward and forward+backward, in one run.
+
+Groups (pytest-benchmark ``benchmark.group``) are "<device>-<fwd|fwdbwd>-C<C>-<dtype>", so each
+table of the report compares the three implementations on identical inputs. See conftest.py for
+how time and memory are measured; summarize.py turns the JSON into ratio tables.
+
+Shapes: the shape stream of GSCNN has C = 32, 16, 8 channels at its three gates, gated by one
+channel from the regular stream (Cr = 1); C_out = C; no bias.
+  CPU:  N=2, 256x512, float32.
+  CUDA: N=8, 800x800 (GSCNN's Cityscapes training crop), float32 and bfloat16.
+"""
+
+import math
+import os
+import time
+
+try:
+    import resource
+except ImportError:  # not on Windows
+    resource = None
+
+import pytest
+import torch
+
+import gscnn_ops
+
+CHANNELS = (32, 16, 8)
+CR = 1
+DIRECTIONS = ("fwd", "fwdbwd")
+IMPLS = ("fused", "eager", "compiled")
+DEVICE_DTYPES = (("cpu", torch.float32), ("cuda", torch.float32), ("cuda", torch.bfloat16))
+_DTYPE_NAME = {torch.float32: "f32", torch.bfloat16: "bf16", torch.float16: "f16"}
+# Allowed max|x - ref| / max|ref| per tensor, against a float64 reference of the same inputs.
+_TOL = {torch.float32: 1e-4, torch.bfloat16: 5e-2, torch.float16: 5e-3}
+
+
+def _params():
+    # One flat list, implementations innermost: the three implementations of a group run
+    # back to back (same machine conditions, and the float64 reference is computed once).
+    out = []
+    for device, dtype in DEVICE_DTYPES:
+        marks = [pytest.mark.cuda] if device == "cuda" else []
+        for direction in DIRECTIONS:
+            for c in CHANNELS:
+                for impl in IMPLS:
+                    out.append(pytest.param(
+                        device, dtype, direction, c, impl, marks=marks,
+                        id=f"{device}-{_DTYPE_NAME[dtype]}-{direction}-C{c}-{impl}"))
+    return out
+
+
+def make_inputs(device, dtype, n, c, h, w, requires_grad, seed=0):
+    """(s, r, gate_weight, gate_bias, weight) with GSCNN's shapes, deterministic across
+    implementations; weights scaled like a default init so the gate is not saturated."""
+    g = torch.Generator().manual_seed(seed)
+
+    def rnd(*shape, scale=1.0):
+        t = torch.randn(*shape, generator=g) * scale
+        return t.to(device=device, dtype=dtype).requires_grad_(requires_grad)
+
+    s = rnd(n, c, h, w)
+    r = rnd(n, CR, h, w)
+    gate_weight = rnd(1, c + CR, 1, 1, scale=1.0 / math.sqrt(c + CR))
+    gate_bias = rnd(1, scale=0.1)
+    weight = rnd(c, c, 1, 1, scale=1.0 / math.sqrt(c))
+    return s, r, gate_weight, gate_bias, weight
+
+
+def make_grads(leaves, seed=1):
+    """Fixed random upstream gradients for (out, alpha): backward then does the op's real work,
+    not the broadcast of a ones tensor that out.sum() would give."""
+    s = leaves[0]
+    n, c, h, w = s.shape
+    g = torch.Generator().manual_seed(seed)
+    g_out = torch.randn(n, c, h, w, generator=g).to(device=s.device, dtype=s.dtype)
+    g_alpha = torch.randn(n, 1, h, w, generator=g).to(device=s.device, dtype=s.dtype)
+    return g_out, g_alpha
+
+
+def min_forward_bytes(s, r, c_out):
+    """Bytes a forward must move at least: s and r read once, out and alpha written once."""
+    n, _, h, w = s.shape
+    return s.element_size() * (s.numel() + r.numel() + n * c_out * h * w + n * h * w)
+
+
+def make_call(fn, leaves, direction, device):
+    """A callable running one forward (no_grad) or forward+backward and returning its results.
+
+    Backward uses torch.autograd.grad with the precomputed upstream gradients: the gradients of
+    all five inputs are returned rather than accumulated into .grad, so no round pays an extra
+    accumulation pass and no state leaks between rounds."""
+    if direction == "fwd":
+        def call():
+            with torch.no_grad():
+                result = fn(*leaves)
+            if device == "cuda":
+                torch.cuda.synchronize()
+            return result
+    else:
+        g_out, g_alpha = make_grads(leaves)
+
+        def call():
+            out, alpha = fn(*leaves)
+            grads = torch.autograd.grad((out, alpha), leaves, (g_out, g_alpha))
+            if device == "cuda":
+                torch.cuda.synchronize()
+            return (out, alpha) + tuple(grads)
+    return call
+
+
+def _cpu_counters():
+    """(busy seconds of all CPUs, CPU seconds of this process, wall seconds); None off Linux."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(x) for x in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    # user nice system idle iowait irq softirq steal: busy = all but idle and iowait.
+    busy = (sum(fields[:8]) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
+    own = os.times()
+    return busy, own.user + own.system, time.monotonic()
+
+
+def _others_cpu_cores(before, after):
+    """Average number of cores used by everything but this process between two counters."""
+    if before is None or after is None or after[2] <= before[2]:
+        return None
+    others = (after[0] - before[0]) - (after[1] - before[1])
+    return max(0.0, others / (after[2] - before[2]))
+
+
+_REF_CACHE = {}
+
+
+def reference_result(key, leaves, direction):
+    """The float64 eager reference for one group, computed once and shared by its three cases."""
+    if key not in _REF_CACHE:
+        _REF_CACHE.clear()  # keep only the current group's (large) tensors alive
+        leaves64 = tuple(t.detach().double().requires_grad_(t.requires_grad) for t in leaves)
+        call = make_call(gscnn_ops.reference.gated_conv2d, leaves64, direction, leaves[0].device.type)
+        _REF_CACHE[key] = tuple(t.detach() for t in call())
+    return _REF_CACHE[key]
+
+
+def check_close(result, expected, dtype, what):
+    names = ("out", "alpha", "grad_s", "grad_r", "grad_gate_weight", "grad_gate_bias", "grad_weight")
+    assert len(result) == len(expected)
+    for name, x, ref in zip(names, result, expected):
+        assert x.shape == ref.shape, (what, name, x.shape, ref.shape)
+        scale = ref.abs().max().item() or 1.0
+        err = (x.detach().double() - ref).abs().max().item() / scale
+        assert err <= _TOL[dtype], f"{what}: {name} relative max error {err:.3g} > {_TOL[dtype]}"
+
+
+@pytest.mark.parametrize("device, dtype, direction, c, impl", _params())
+def test_gated_conv2d(benchmark, settings, impls, peak_memory, hbm_bytes_per_s,
+                      device, dtype, direction, c, impl):
+    if device == "cuda" and not torch.cuda.is_available():
+        pytest.skip("CUDA not available")
+    if device == "cuda" and impl == "fused" and not gscnn_ops.has_cuda_kernels():
+        pytest.skip("gscnn_ops was built without its CUDA kernels")
+    st = settings[device]
+    fn = impls[impl]
+    leaves = make_inputs(device, dtype, st.n, c, st.h, st.w, requires_grad=(direction == "fwdbwd"))
+    call = make_call(fn, leaves, direction, device)
+
+    dtype_name = _DTYPE_NAME[dtype]
+    benchmark.group = f"{device}-{direction}-C{c}-{dtype_name}"
+    info = benchmark.extra_info
+    info.update(impl=impl, device=device, dtype=dtype_name, direction=direction, C=c, Cr=CR,
+                shape=[st.n, c, st.h, st.w])
+
+    # 1. First call: compiles (for "compiled"), creates oneDNN primitives, etc.; checked against
+    #    a float64 reference so a benchmark can never time a wrong result.
+    what = f"gated_conv2d {impl} {benchmark.group}"
+    check_close(call(), reference_result((device, dtype, direction, c, st), leaves, direction),
+                dtype, what)
+
+    # 2. Peak memory of one (warm) call, outside the timed rounds.
+    info["peak_mem_bytes"] = peak_memory(call, device)
+
+    # 3. Warm-up, which also sets the number of rounds from the time of one call.
+    rounds = 1
+    if not benchmark.disabled:
+        per_call = float("inf")
+        for _ in range(st.warmup_rounds):
+            t0 = time.perf_counter()
+            call()
+            per_call = min(per_call, time.perf_counter() - t0)
+        rounds = int(min(st.max_rounds, max(st.min_rounds, math.ceil(st.seconds_per_case / per_call))))
+    info["rounds"] = rounds
+
+    # 4. Timed rounds. The callable returns None: results are dropped inside each round, so a
+    #    round's outputs are never alive during the next one (same for every implementation).
+    def timed():
+        call()
+
+    cpu_before = _cpu_counters()
+    faults_before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt if resource else None
+    benchmark.pedantic(timed, rounds=rounds, iterations=1, warmup_rounds=0)
+    info["torch_threads"] = torch.get_num_threads()
+    if not benchmark.disabled:
+        # The machines are shared: how many cores other processes (and the hypervisor's steal)
+        # used while this benchmark was timed. summarize.py flags groups where it is not ~0.
+        info["others_cpu_cores"] = _others_cpu_cores(cpu_before, _cpu_counters())
+        if faults_before is not None and device == "cpu":
+            # Minor page faults per call (whole process): fresh memory the allocator had to
+            # map. On CPU they can dominate a memory-bound op and depend on the allocator's
+            # history (glibc's dynamic mmap threshold), making some medians bimodal across runs.
+            faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults_before
+            info["minflt_per_call"] = faults / rounds
+
+    if direction == "fwd":
+        s, r = leaves[0], leaves[1]
+        nbytes = min_forward_bytes(s, r, c)
+        info["min_bytes"] = nbytes
+        if device == "cuda":
+            floor_s = nbytes / hbm_bytes_per_s
+            info["bw_floor_s"] = floor_s
+        stats = getattr(benchmark, "stats", None)
+        if stats is not None:
+            median = stats.stats.median
+            info["achieved_bytes_per_s"] = nbytes / median
+            if device == "cuda":
+                # Fraction of the bandwidth roofline reached: 1.0 = as fast as a copy of the
+                # minimum traffic.
+                info["roofline_fraction"] = floor_s / median

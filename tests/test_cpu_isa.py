@@ -1,0 +1,60 @@
+"""Every CPU kernel build (baseline, AVX2, AVX-512; picked at run time, or by GSCNN_CPU_ISA)
+computes the same thing. The default run only exercises the widest one this CPU has."""
+
+import pytest
+import torch
+
+import gscnn_ops
+from gscnn_ops import reference
+
+from conftest import TIGHT_TOL, make_inputs
+
+ISAS = ["baseline", "avx2", "avx512"]
+ops = torch.ops.gscnn_ops
+
+
+def _use_isa(monkeypatch, isa):
+    monkeypatch.setenv("GSCNN_CPU_ISA", isa)
+    probe = make_inputs(1, 1, 1, 1, 1, 1)
+    try:
+        gscnn_ops.gated_conv2d(*probe)
+    except RuntimeError as e:
+        if "lacks" in str(e):
+            pytest.skip(f"this CPU has no {isa}")
+        raise
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_each_cpu_build_matches_reference(monkeypatch, isa, dtype, channels_last):
+    _use_isa(monkeypatch, isa)
+    # 3 x 150 pixels: more than one 128-pixel tile per image, a partial last tile.
+    x = make_inputs(2, 19, 2, 11, 3, 50, dtype=dtype, channels_last=channels_last)
+    out, alpha = gscnn_ops.gated_conv2d(*x)
+    ref_out, ref_alpha = reference.gated_conv2d(*x)
+    torch.testing.assert_close(out, ref_out, **TIGHT_TOL[dtype])
+    torch.testing.assert_close(alpha, ref_alpha, **TIGHT_TOL[dtype])
+
+    g = torch.randn(2, 11, 3, 50, dtype=dtype)
+    ga = torch.randn(2, 1, 3, 50, dtype=dtype)
+    got = ops.gated_conv2d_backward(g, ga, *x[:5])
+    leaves = [t.detach().clone().requires_grad_() for t in x]
+    o, a = reference.gated_conv2d(*leaves)
+    want = torch.autograd.grad((o * g).sum() + (a * ga).sum(), leaves)
+    for name, u, v in zip(["s", "r", "gate_weight", "gate_bias", "weight", "bias"], got, want):
+        scale = v.abs().max().clamp_min(1)
+        torch.testing.assert_close(u / scale, v / scale, **TIGHT_TOL[dtype], msg=lambda m: f"{name}: {m}")
+
+    hw, hb = torch.randn(21, 21, 1, 1, dtype=dtype) * 0.2, torch.randn(21, dtype=dtype)
+    gw = torch.randn(1, 21, 1, 1, dtype=dtype) * 0.2
+    got_m = gscnn_ops.gated_conv2d_mlp(x[0], x[1], hw, hb, gw, x[3], x[4], x[5])
+    want_m = reference.gated_conv2d_mlp(x[0], x[1], hw, hb, gw, x[3], x[4], x[5])
+    for u, v in zip(got_m, want_m):
+        torch.testing.assert_close(u, v, **TIGHT_TOL[dtype])
+
+
+def test_unknown_isa_is_rejected(monkeypatch):
+    monkeypatch.setenv("GSCNN_CPU_ISA", "sse9")
+    with pytest.raises(RuntimeError, match="GSCNN_CPU_ISA must be baseline, avx2 or avx512"):
+        gscnn_ops.gated_conv2d(*make_inputs(1, 1, 1, 1, 1, 1))
