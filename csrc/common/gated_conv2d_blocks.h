@@ -157,8 +157,8 @@ struct BackwardBlock {
   GSCNN_HD void reduce_phase(const acc_t* smem, acc_t* row, int64_t t, int64_t T) const {
     const BackwardShared sh(L, T);
     for (int64_t e = t; e < L.size(); e += T) {
-      row[e] += tile_entry_sum(L, e, smem + sh.G, smem + sh.S, smem + sh.R, smem + sh.F,
-                               smem + sh.DZ, sh.ld, T);
+      tile_entry_accumulate<1>(L, e, smem + sh.G, smem + sh.S, smem + sh.R, smem + sh.F,
+                               smem + sh.DZ, sh.ld, T, row + e);
     }
   }
 };

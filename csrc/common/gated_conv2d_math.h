@@ -22,13 +22,6 @@
 
 #include "host_device.h"
 
-// Vectorised sums in the CPU loops (GCC/Clang with OpenMP SIMD). Reassociating a float sum is
-// what vectorising it means; the order is still fixed for a given build, so results repeat.
-#if !defined(__CUDA_ARCH__) && defined(_OPENMP)
-#define GSCNN_SIMD_SUM _Pragma("omp simd reduction(+ : sum)")
-#else
-#define GSCNN_SIMD_SUM
-#endif
 
 namespace gscnn {
 namespace gcl {
@@ -196,33 +189,37 @@ struct GradLayout {
   GSCNN_HD int64_t size() const { return Cout * C + Cout + C + Cr + 1; }
 };
 
-// One entry of the parameter-gradient partial sums, summed over the T pixels of a tile held in
-// [channel][pixel] buffers with leading dimension ld: G = grad_out, S = s, R = r,
-// F = 1 + alpha and DZ = dL/dz (both 0 at padding pixels, which therefore add nothing).
-template <typename acc_t>
-GSCNN_HD acc_t tile_entry_sum(const GradLayout& L, int64_t e, const acc_t* G, const acc_t* S,
-                              const acc_t* R, const acc_t* F, const acc_t* DZ, int64_t ld,
-                              int64_t T) {
-  acc_t sum = 0;
-  if (e < L.bias_offset()) {  // dW[o][c] = sum g_o * s_c * (1 + alpha)
-    const acc_t* g = G + (e / L.C) * ld;
-    const acc_t* x = S + (e % L.C) * ld;
-    GSCNN_SIMD_SUM
-    for (int64_t t = 0; t < T; ++t) sum += g[t] * x[t] * F[t];
-  } else if (e < L.gate_weight_offset()) {  // db[o] = sum g_o
-    const acc_t* g = G + (e - L.bias_offset()) * ld;
-    GSCNN_SIMD_SUM
-    for (int64_t t = 0; t < T; ++t) sum += g[t];
-  } else if (e < L.gate_bias_offset()) {  // dw_g[d] = sum dz * x_d
-    const int64_t d = e - L.gate_weight_offset();
-    const acc_t* x = d < L.C ? S + d * ld : R + (d - L.C) * ld;
-    GSCNN_SIMD_SUM
-    for (int64_t t = 0; t < T; ++t) sum += DZ[t] * x[t];
+// One entry e of the parameter-gradient partial sums, accumulated over the T pixels of a tile
+// held in [channel][pixel] buffers with leading dimension ld: G = grad_out, S = s, R = r,
+// F = 1 + alpha and DZ = dL/dz (F and DZ are 0 at padding pixels, which so add nothing).
+// `lanes[l]` receives the sum over pixels t = l (mod L) (T a multiple of L): L = 1 on the GPU
+// (one running sum per thread), a vector width on the CPU, where lane-wise adds vectorise without
+// reassociating a sum; the lanes are added once, at the end.
+template <int L, typename acc_t>
+GSCNN_HD void tile_entry_accumulate(const GradLayout& Ly, int64_t e, const acc_t* G,
+                                    const acc_t* S, const acc_t* R, const acc_t* F,
+                                    const acc_t* DZ, int64_t ld, int64_t T, acc_t* lanes) {
+  acc_t v[L];  // a local copy: the compiler may keep it in registers (lanes could alias G...)
+  for (int l = 0; l < L; ++l) v[l] = lanes[l];
+  if (e < Ly.bias_offset()) {  // dW[o][c] = sum g_o * s_c * (1 + alpha)
+    const acc_t* g = G + (e / Ly.C) * ld;
+    const acc_t* x = S + (e % Ly.C) * ld;
+    for (int64_t t = 0; t < T; t += L)
+      for (int l = 0; l < L; ++l) v[l] += g[t + l] * x[t + l] * F[t + l];
+  } else if (e < Ly.gate_weight_offset()) {  // db[o] = sum g_o
+    const acc_t* g = G + (e - Ly.bias_offset()) * ld;
+    for (int64_t t = 0; t < T; t += L)
+      for (int l = 0; l < L; ++l) v[l] += g[t + l];
+  } else if (e < Ly.gate_bias_offset()) {  // dw_g[d] = sum dz * x_d
+    const int64_t d = e - Ly.gate_weight_offset();
+    const acc_t* x = d < Ly.C ? S + d * ld : R + (d - Ly.C) * ld;
+    for (int64_t t = 0; t < T; t += L)
+      for (int l = 0; l < L; ++l) v[l] += DZ[t + l] * x[t + l];
   } else {  // db_g = sum dz
-    GSCNN_SIMD_SUM
-    for (int64_t t = 0; t < T; ++t) sum += DZ[t];
+    for (int64_t t = 0; t < T; t += L)
+      for (int l = 0; l < L; ++l) v[l] += DZ[t + l];
   }
-  return sum;
+  for (int l = 0; l < L; ++l) lanes[l] = v[l];
 }
 
 // Number of partial-sum rows for a backward pass over `num_tiles` tiles of pixels. A function of

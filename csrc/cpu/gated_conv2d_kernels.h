@@ -12,6 +12,7 @@
 #include <ATen/ops/empty.h>
 
 #include <algorithm>
+#include <cstring>
 #include <vector>
 
 #include "../common/gated_conv2d_checks.h"
