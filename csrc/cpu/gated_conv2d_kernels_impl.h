@@ -1,6 +1,7 @@
 // The CPU kernels of gated_conv2d, compiled once per instruction set: the including file defines
-// GSCNN_CPU_ISA (the namespace) after including gated_conv2d_kernels.h and, for the AVX variants,
-// after a `#pragma GCC target`, so that these loops over pixels vectorise with wide registers.
+// GSCNN_CPU_ISA (the namespace) and GSCNN_CPU_VECTOR_BYTES (its register width) after including
+// gated_conv2d_kernels.h and, for the AVX variants, after a `#pragma GCC target`, so that these
+// loops over pixels vectorise with wide registers.
 // No #include here: every header must come before the pragma (see gated_conv2d_kernels.h).
 //
 // Pixels are processed in tiles of kTile consecutive pixels of one image. A tile's channels are
@@ -10,8 +11,8 @@
 // function of the problem size only) that are summed in order: deterministic for any thread
 // count.
 
-#ifndef GSCNN_CPU_ISA
-#error "define GSCNN_CPU_ISA before including gated_conv2d_kernels_impl.h"
+#if !defined(GSCNN_CPU_ISA) || !defined(GSCNN_CPU_VECTOR_BYTES)
+#error "define GSCNN_CPU_ISA and GSCNN_CPU_VECTOR_BYTES before including gated_conv2d_kernels_impl.h"
 #endif
 
 namespace gscnn {
@@ -109,14 +110,14 @@ void tile_gate(const Gate& gate, const acc_t* S, const acc_t* R, int64_t C, int6
 }
 
 // Y = A X for one tile: A is rows x K (row-major), X is K x kTile, Y is rows x kTile (all in the
-// accumulation type). Written with GCC/Clang vector types (64 bytes: one AVX-512 register, two
-// AVX2 or four SSE ones) because the auto-vectoriser does not find this blocking by itself:
+// accumulation type). Written with GCC/Clang vector types of the including file's register width
+// (GSCNN_CPU_VECTOR_BYTES) because the auto-vectoriser does not find this blocking by itself:
 // four rows of A and two vectors of pixels at a time, so eight accumulators stay in registers
 // and each load of X serves four rows.
 template <typename acc_t>
 struct Simd {
-  typedef acc_t type __attribute__((vector_size(64)));
-  static constexpr int lanes = 64 / sizeof(acc_t);
+  typedef acc_t type __attribute__((vector_size(GSCNN_CPU_VECTOR_BYTES)));
+  static constexpr int lanes = GSCNN_CPU_VECTOR_BYTES / sizeof(acc_t);
 };
 
 template <int NB, typename acc_t>
