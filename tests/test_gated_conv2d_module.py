@@ -281,3 +281,24 @@ def test_gradcheck_mlp_module_train():
     # Train mode: batch statistics (the running-statistics update does not change outputs).
     module = make_mlp_module(bias=False, dtype=torch.float32).to(torch.float64).train()
     _gradcheck_module(module)
+
+
+@pytest.mark.parametrize("gate,train", [("linear", True), ("mlp", True), ("mlp", False)])
+def test_module_under_torch_compile_fullgraph(gate, train):
+    torch.manual_seed(0)
+    module = gscnn_ops.GatedConv2d(6, 5, 2, gate=gate).train(train)
+    s, r = torch.randn(2, 6, 7, 9), torch.randn(2, 2, 7, 9)
+
+    def step(m, s, r):
+        out, alpha = m(s, r, return_alpha=True)
+        return out.square().mean() + alpha.mean()
+
+    eager_module = copy.deepcopy(module)
+    compiled = torch.compile(step, fullgraph=True)
+    loss = compiled(module, s, r)
+    loss.backward()
+    eager_loss = step(eager_module, s, r)
+    eager_loss.backward()
+    torch.testing.assert_close(loss, eager_loss, rtol=1e-5, atol=1e-6)
+    for (name, p), q in zip(module.named_parameters(), eager_module.parameters()):
+        torch.testing.assert_close(p.grad, q.grad, rtol=1e-4, atol=1e-6, msg=lambda m: f"{name}: {m}")
