@@ -1,0 +1,152 @@
+"""The Gated-SCNN network: regular stream, shape stream with gated convolutions, fusion (ASPP with
+an edge branch) and a DeepLabV3+ decoder. ``shape_stream=False`` gives the DeepLabV3+ baseline of
+the same trunk, for ablations.
+"""
+
+from dataclasses import dataclass, field
+from typing import List, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..nn import GatedConv2d
+from .resnet import BasicBlock, ResNet
+
+
+def _conv_bn_relu(cin: int, cout: int, k: int = 1, dilation: int = 1) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, k, padding=dilation * (k // 2), dilation=dilation, bias=False),
+        nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+
+
+def _resize(x: Tensor, size) -> Tensor:
+    return x if tuple(x.shape[-2:]) == tuple(size) else F.interpolate(
+        x, size=size, mode="bilinear", align_corners=False)
+
+
+class ShapeStream(nn.Module):
+    """Residual blocks interleaved with three gated convolutions (32, 16, 8 channels), each gated
+    by a 1-channel projection of a regular-stream stage, ending in a 1-channel edge logit map.
+
+    Runs at ``1 / stride`` of the input resolution (the release: full resolution, stride 1).
+    Stride 2 costs about a quarter of the memory and time of the shape stream, at the price of
+    coarser boundaries (the edge logits are upsampled to full resolution).
+    """
+
+    def __init__(self, stem_channels: int, gate_channels: List[int], stride: int = 1,
+                 fused: bool = True):
+        super().__init__()
+        if stride not in (1, 2):
+            raise ValueError(f"ShapeStream: stride must be 1 or 2, got {stride!r}")
+        self.stride = stride
+        self.gates = nn.ModuleList(nn.Conv2d(c, 1, 1) for c in gate_channels)
+        widths = [stem_channels, 32, 16, 8]
+        self.blocks = nn.ModuleList(BasicBlock(w, w) for w in widths[:3])
+        self.reduce = nn.ModuleList(nn.Conv2d(a, b, 1, bias=False) for a, b in zip(widths, widths[1:]))
+        self.gcls = nn.ModuleList(GatedConv2d(w, w, gate_channels=1, fused=fused) for w in widths[1:])
+        self.head = nn.Conv2d(8, 1, 1, bias=False)
+
+    def forward(self, stem: Tensor, stages: List[Tensor], size):
+        h, w = size[0] // self.stride, size[1] // self.stride
+        x = _resize(stem, (h, w))
+        alphas = []
+        for block, reduce, gcl, gate, stage in zip(self.blocks, self.reduce, self.gcls, self.gates,
+                                                    stages):
+            x = reduce(block(x))
+            x, alpha = gcl(x, _resize(gate(stage), (h, w)), return_alpha=True)
+            alphas.append(alpha)
+        return _resize(self.head(x), size), alphas
+
+
+class ASPP(nn.Module):
+    """Atrous spatial pyramid pooling: a 1x1 branch, three atrous 3x3 branches, image pooling and,
+    for GSCNN, an edge branch (the fused edge map resized to the feature size, 1x1 to 256)."""
+
+    def __init__(self, cin: int, rates, cout: int = 256, edge_branch: bool = True):
+        super().__init__()
+        self.branches = nn.ModuleList([_conv_bn_relu(cin, cout, 1)] +
+                                      [_conv_bn_relu(cin, cout, 3, r) for r in rates])
+        self.pool = _conv_bn_relu(cin, cout, 1)
+        self.edge = _conv_bn_relu(1, cout, 1) if edge_branch else None
+        n = len(self.branches) + 1 + (1 if edge_branch else 0)
+        self.project = _conv_bn_relu(n * cout, cout, 1)
+
+    def forward(self, x: Tensor, edge: Optional[Tensor] = None) -> Tensor:
+        size = x.shape[-2:]
+        feats = [b(x) for b in self.branches]
+        feats.append(self.pool(x.mean((2, 3), keepdim=True)).expand(-1, -1, *size))
+        if self.edge is not None:
+            feats.append(self.edge(_resize(edge, size)))
+        return self.project(torch.cat(feats, dim=1))
+
+
+@dataclass
+class GSCNNOutput:
+    seg: Tensor                      # (N, K, H, W) segmentation logits
+    edge: Optional[Tensor] = None    # (N, 1, H, W) edge logits (None for the baseline)
+    alphas: List[Tensor] = field(default_factory=list)  # the three GCL gate maps, on request
+
+
+class GSCNN(nn.Module):
+    """Gated-SCNN (Takikawa et al., ICCV 2019).
+
+    Args:
+        num_classes: K.
+        backbone: "resnet18", "resnet34", "resnet50" or "resnet101".
+        output_stride: 8 (ASPP rates 12/24/36) or 16 (6/12/18).
+        shape_stream: False gives the DeepLabV3+ baseline of the same trunk.
+        fused: run gscnn_ops' fused kernels (True) or their pure-PyTorch references.
+        shape_stride: resolution of the shape stream, 1 (full, as the release) or 2.
+        pretrained: path of a torchvision-format ImageNet checkpoint for the trunk (nothing is
+            downloaded), or None.
+
+    ``forward(image, canny=None, return_alphas=False)``: ``image`` (N, 3, H, W) normalised;
+    ``canny`` (N, 1, H, W) in [0, 1], the Canny edges of the *un-normalised* image, computed off
+    the hot path (data loader or a helper); None means no image-gradient input (zeros).
+    """
+
+    def __init__(self, num_classes: int = 19, backbone: str = "resnet101", output_stride: int = 8,
+                 shape_stream: bool = True, fused: bool = True, shape_stride: int = 1,
+                 pretrained: Optional[str] = None):
+        super().__init__()
+        if not isinstance(num_classes, int) or num_classes < 1:
+            raise ValueError(f"GSCNN: num_classes must be a positive int, got {num_classes!r}")
+        self.num_classes, self.fused = num_classes, fused
+        self.trunk = ResNet(backbone, output_stride)
+        self.load_report = None
+        if pretrained is not None:
+            from .resnet import load_pretrained
+            self.load_report = load_pretrained(self.trunk, pretrained)
+        ch = self.trunk.channels
+        rates = (12, 24, 36) if output_stride == 8 else (6, 12, 18)
+        self.shape = (ShapeStream(ch["stem"], [ch["layer1"], ch["layer2"], ch["layer4"]],
+                                  shape_stride, fused) if shape_stream else None)
+        if shape_stream:
+            self.edge_fuse = nn.Conv2d(2, 1, 1)  # [sigmoid(edge logits) || canny] -> 1 map
+        self.aspp = ASPP(ch["layer4"], rates, edge_branch=shape_stream)
+        self.low_level = _conv_bn_relu(ch["layer1"], 48, 1)
+        self.decoder = nn.Sequential(_conv_bn_relu(256 + 48, 256, 3), _conv_bn_relu(256, 256, 3),
+                                     nn.Conv2d(256, num_classes, 1))
+
+    def forward(self, image: Tensor, canny: Optional[Tensor] = None,
+                return_alphas: bool = False) -> GSCNNOutput:
+        if image.dim() != 4 or image.shape[1] != 3:
+            raise ValueError(f"GSCNN: image must be (N, 3, H, W), got {tuple(image.shape)}")
+        size = image.shape[-2:]
+        f = self.trunk(image)
+        edge_logits, alphas, edge_feat = None, [], None
+        if self.shape is not None:
+            edge_logits, alphas = self.shape(f["stem"], [f["layer1"], f["layer2"], f["layer4"]], size)
+            if canny is None:
+                canny = torch.zeros_like(edge_logits)
+            elif canny.shape != edge_logits.shape:
+                raise ValueError(f"GSCNN: canny must be (N, 1, H, W) = {tuple(edge_logits.shape)}, "
+                                 f"got {tuple(canny.shape)}")
+            edge_feat = torch.sigmoid(self.edge_fuse(
+                torch.cat([torch.sigmoid(edge_logits), canny.to(edge_logits.dtype)], dim=1)))
+        x = self.aspp(f["layer4"], edge_feat)
+        low = self.low_level(f["layer1"])
+        x = self.decoder(torch.cat([_resize(x, low.shape[-2:]), low], dim=1))
+        return GSCNNOutput(seg=_resize(x, size), edge=edge_logits,
+                           alphas=alphas if return_alphas else [])
