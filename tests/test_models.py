@@ -5,25 +5,26 @@ import copy
 import pytest
 import torch
 
-from gscnn_ops.models import GSCNN, ResNet, load_pretrained
+from gscnn_ops.models import GSCNN, ResNet, WiderResNet38, load_pretrained
 
 BACKBONES = ["resnet18", "resnet34", "resnet50", "resnet101"]
 
 
-@pytest.mark.parametrize("backbone", BACKBONES)
+@pytest.mark.parametrize("backbone", BACKBONES + ["wrn38"])
 @pytest.mark.parametrize("output_stride", [8, 16])
 def test_trunk_strides_and_channels(backbone, output_stride):
-    trunk = ResNet(backbone, output_stride).eval()
+    trunk = (WiderResNet38(output_stride) if backbone == "wrn38" else ResNet(backbone, output_stride)).eval()
     with torch.no_grad():
         f = trunk(torch.randn(1, 3, 64, 96))
     deep = 64 // output_stride
-    expect = {"stem": 32, "layer1": 16, "layer2": 8, "layer3": deep, "layer4": deep}
+    stem = 64 if backbone == "wrn38" else 32  # WideResNet-38's stem is at full resolution
+    expect = {"stem": stem, "layer1": 16, "layer2": 8, "layer3": deep, "layer4": deep}
     for name, side in expect.items():
         assert f[name].shape[1] == trunk.channels[name], name
         assert f[name].shape[-2:] == (side, side * 3 // 2), name
 
 
-@pytest.mark.parametrize("backbone", ["resnet18", "resnet50"])
+@pytest.mark.parametrize("backbone", ["resnet18", "resnet50", "wrn38"])
 @pytest.mark.parametrize("shape_stream", [True, False])
 def test_output_shapes_at_odd_sizes(backbone, shape_stream):
     torch.manual_seed(0)
@@ -42,14 +43,15 @@ def test_output_shapes_at_odd_sizes(backbone, shape_stream):
 
 def test_parameter_counts_are_reported_and_the_shape_stream_is_small():
     counts = {}
-    for backbone in BACKBONES:
+    for backbone in BACKBONES + ["wrn38"]:
         for shape_stream in (False, True):
             model = GSCNN(19, backbone, shape_stream=shape_stream)
             counts[(backbone, shape_stream)] = sum(p.numel() for p in model.parameters())
     print({f"{b}{'+shape' if s else ''}": f"{n / 1e6:.2f}M" for (b, s), n in counts.items()})
     # Known trunk sizes (torchvision, without fc): ResNet-50 23.5M, ResNet-101 42.5M.
     assert 23.5e6 < counts[("resnet50", False)] < 45e6
-    for backbone in BACKBONES:
+    assert 100e6 < counts[("wrn38", False)] < 160e6  # WideResNet-38 is about 124M parameters
+    for backbone in BACKBONES + ["wrn38"]:
         extra = counts[(backbone, True)] - counts[(backbone, False)]
         assert 0 < extra < 0.5e6, (backbone, extra)  # shape stream + edge branch
 

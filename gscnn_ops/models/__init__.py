@@ -3,5 +3,7 @@
 from .canny import canny
 from .gscnn import ASPP, GSCNN, GSCNNOutput, ShapeStream
 from .resnet import ResNet, load_pretrained
+from .wider_resnet import WiderResNet38
 
-__all__ = ["ASPP", "GSCNN", "GSCNNOutput", "ResNet", "ShapeStream", "canny", "load_pretrained"]
+__all__ = ["ASPP", "GSCNN", "GSCNNOutput", "ResNet", "ShapeStream", "WiderResNet38", "canny",
+           "load_pretrained"]

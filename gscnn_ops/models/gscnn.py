@@ -12,6 +12,7 @@ from torch import Tensor, nn
 
 from ..nn import GatedConv2d
 from .resnet import BasicBlock, ResNet
+from .wider_resnet import WiderResNet38
 
 
 def _conv_bn_relu(cin: int, cout: int, k: int = 1, dilation: int = 1) -> nn.Sequential:
@@ -93,7 +94,8 @@ class GSCNN(nn.Module):
 
     Args:
         num_classes: K.
-        backbone: "resnet18", "resnet34", "resnet50" or "resnet101".
+        backbone: "resnet18", "resnet34", "resnet50", "resnet101" or "wrn38" (WideResNet-38, the
+            release's trunk).
         output_stride: 8 (ASPP rates 12/24/36) or 16 (6/12/18).
         shape_stream: False gives the DeepLabV3+ baseline of the same trunk.
         fused: run gscnn_ops' fused kernels (True) or their pure-PyTorch references.
@@ -113,7 +115,8 @@ class GSCNN(nn.Module):
         if not isinstance(num_classes, int) or num_classes < 1:
             raise ValueError(f"GSCNN: num_classes must be a positive int, got {num_classes!r}")
         self.num_classes, self.fused = num_classes, fused
-        self.trunk = ResNet(backbone, output_stride)
+        self.trunk = (WiderResNet38(output_stride) if backbone == "wrn38"
+                      else ResNet(backbone, output_stride))
         self.load_report = None
         if pretrained is not None:
             from .resnet import load_pretrained

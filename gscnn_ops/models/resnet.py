@@ -76,7 +76,8 @@ class ResNet(nn.Module):
     def __init__(self, name: str = "resnet101", output_stride: int = 8):
         super().__init__()
         if name not in _DEPTHS:
-            raise ValueError(f"ResNet: unknown depth {name!r}; choose one of {sorted(_DEPTHS)}")
+            raise ValueError(f"ResNet: unknown depth {name!r}; choose one of {sorted(_DEPTHS)} "
+                             f"(or 'wrn38' for GSCNN)")
         if output_stride not in (8, 16):
             raise ValueError(f"ResNet: output_stride must be 8 or 16, got {output_stride!r}")
         block, layers = _DEPTHS[name]
