@@ -10,12 +10,20 @@ _BUILD_INFO = _load()
 
 from . import _registrations  # noqa: E402,F401  (needs the ops loaded above)
 from . import ops, reference  # noqa: E402
-from .nn import GatedConv2d, fold_gate_net  # noqa: E402
-from .ops import gated_conv2d, gated_conv2d_mlp  # noqa: E402
+from .nn import DualTaskLoss, GatedConv2d, fold_gate_net  # noqa: E402
+from .ops import (  # noqa: E402
+    boundary_potential,
+    dual_task_loss,
+    gated_conv2d,
+    gated_conv2d_mlp,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "DualTaskLoss",
+    "boundary_potential",
+    "dual_task_loss",
     "GatedConv2d",
     "build_info",
     "fold_gate_net",
