@@ -181,7 +181,7 @@ at::Tensor run_boundary_potential(const char* op, const at::Tensor& prob, double
   GSCNN_DTL_DISPATCH(op, prob.scalar_type(), [&] {
     launch(make_pipeline<scalar_t, false, false>(prob, at::Tensor(), zeta, at::Tensor(),
                                                  at::Tensor(), at::Tensor(), sigma, 0.0, 0,
-                                                 launch.tile(false, false, sigma)));
+                                                 launch.tile(false, false, sigma, sizeof(at::opmath_type<scalar_t>))));
   });
   return zeta;
 }
@@ -199,7 +199,7 @@ at::Tensor run_boundary_potential_backward(const char* op, const at::Tensor& gra
   GSCNN_DTL_DISPATCH(op, prob.scalar_type(), [&] {
     launch(make_pipeline<scalar_t, false, true>(prob, at::Tensor(), grad, grad_zeta,
                                                 at::Tensor(), at::Tensor(), sigma, 0.0, 0,
-                                                launch.tile(false, true, sigma)));
+                                                launch.tile(false, true, sigma, sizeof(at::opmath_type<scalar_t>))));
   });
   return grad;
 }
@@ -220,7 +220,7 @@ std::tuple<at::Tensor, at::Tensor> run_dual_task_loss(const char* op, const at::
   }
   at::Tensor partials;
   GSCNN_DTL_DISPATCH(op, prob.scalar_type(), [&] {
-    const TileShape ts = launch.tile(true, false, sigma);
+    const TileShape ts = launch.tile(true, false, sigma, sizeof(at::opmath_type<scalar_t>));
     const int64_t blocks = prob.size(0) * ((prob.size(2) + ts.TH - 1) / ts.TH) *
                            ((prob.size(3) + ts.TW - 1) / ts.TW);
     partials = at::empty({blocks, 2}, dopts);
@@ -256,7 +256,7 @@ at::Tensor run_dual_task_loss_backward(const char* op, const at::Tensor& grad_lo
   GSCNN_DTL_DISPATCH(op, prob.scalar_type(), [&] {
     launch(make_pipeline<scalar_t, true, true>(prob, target, grad, at::Tensor(), scale,
                                                at::Tensor(), sigma, threshold, ignore_index,
-                                               launch.tile(true, true, sigma)));
+                                               launch.tile(true, true, sigma, sizeof(at::opmath_type<scalar_t>))));
   });
   return grad;
 }

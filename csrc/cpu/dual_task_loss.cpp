@@ -20,7 +20,7 @@ using dtl::TileShape;
 struct CpuLaunch {
   // Tiles of 32 rows x 256 columns: the block's buffers (a few hundred KiB) stay in L2, and the
   // halo (R + 1 forward, 2R + 2 backward) is a small fraction of the tile for sigma ~ 1.
-  TileShape tile(bool /*loss*/, bool /*backward*/, double /*sigma*/) const { return {32, 256}; }
+  TileShape tile(bool /*loss*/, bool /*backward*/, double /*sigma*/, size_t /*acc_bytes*/) const { return {32, 256}; }
 
   template <typename Pipe>
   void operator()(const Pipe& p) const {

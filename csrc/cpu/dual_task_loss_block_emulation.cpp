@@ -25,7 +25,7 @@ using dtl::TileShape;
 struct EmulatedLaunch {
   int64_t TH, TW, T;
 
-  TileShape tile(bool, bool, double) const { return {TH, TW}; }
+  TileShape tile(bool, bool, double, size_t) const { return {TH, TW}; }
 
   template <typename Pipe>
   void operator()(const Pipe& p) const {
