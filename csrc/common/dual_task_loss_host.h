@@ -121,7 +121,7 @@ PipelineOf<scalar_t, kLoss, kBackward> make_pipeline(
 }
 
 // The block program: the phases in order. `phase(f)` runs f(t) for every thread t of the block
-// and then waits at a block barrier; `state(t)` is thread t's (sum, count) of the loss forward.
+// and then waits at a block barrier; `state(t)` points to thread t's (sum, count) of the loss forward.
 template <typename acc_t>
 struct LossState {
   acc_t sum, count;
@@ -137,15 +137,15 @@ GSCNN_HD void run_block(const Pipe& p, acc_t* sm, int64_t blk, int64_t T, Phase&
     phase([&](int64_t t) { p.load_labels(sm, Lo, tl, t, T); });
     phase([&](int64_t t) { p.keep_mask(sm, Lo, tl, t, T); });
   }
-  if (kLoss && !kBackward) phase([&](int64_t t) { state(t).sum = state(t).count = acc_t(0); });
+  if (kLoss && !kBackward) phase([&](int64_t t) { state(t)->sum = state(t)->count = acc_t(0); });
   for (int64_t k = 0; k < p.K; ++k) {
     phase([&](int64_t t) { p.load_prob(sm, Lo, tl, k, t, T); });
     phase([&](int64_t t) { p.blur_rows(sm, Lo, k, t, T); });
     phase([&](int64_t t) { p.blur_cols(sm, Lo, t, T); });
     if (!kBackward) {
       phase([&](int64_t t) {
-        auto& st = state(t);
-        p.forward_zeta(sm, Lo, tl, k, t, T, st.sum, st.count);
+        auto* st = state(t);
+        p.forward_zeta(sm, Lo, tl, k, t, T, st->sum, st->count);
       });
     } else {
       phase([&](int64_t t) { p.backward_zeta(sm, Lo, tl, k, t, T); });
@@ -155,7 +155,7 @@ GSCNN_HD void run_block(const Pipe& p, acc_t* sm, int64_t blk, int64_t T, Phase&
     }
   }
   if (kLoss && !kBackward) {
-    phase([&](int64_t t) { p.publish(sm, Lo, t, T, state(t).sum, state(t).count); });
+    phase([&](int64_t t) { p.publish(sm, Lo, t, T, state(t)->sum, state(t)->count); });
     phase([&](int64_t t) { p.reduce(sm, Lo, blk, t, T); });
   }
 }

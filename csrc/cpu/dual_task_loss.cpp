@@ -33,7 +33,7 @@ struct CpuLaunch {
       for (int64_t blk = begin; blk < end; ++blk) {
         dtl::run_block<kLoss, kBackward>(
             p, sm.data(), blk, 1, [](auto&& f) { f(0); },
-            [&](int64_t) -> dtl::LossState<acc_t>& { return st; });
+            [&](int64_t) { return &st; });
       }
     });
   }

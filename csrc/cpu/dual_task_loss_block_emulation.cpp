@@ -41,7 +41,7 @@ struct EmulatedLaunch {
             for (int64_t t = 0; t < T; ++t) f(t);
             // __syncthreads()
           },
-          [&](int64_t t) -> dtl::LossState<acc_t>& { return regs[t]; });
+          [&](int64_t t) { return &regs[t]; });
     }
   }
 };

@@ -41,7 +41,7 @@ __global__ void __launch_bounds__(kThreads) pipeline_kernel(Pipe p) {
         f(t);
         __syncthreads();
       },
-      [&](int64_t) -> dtl::LossState<acc_t>& { return st; });
+      [&](int64_t) { return &st; });
 }
 
 struct CudaLaunch {
