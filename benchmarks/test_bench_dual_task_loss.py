@@ -136,7 +136,10 @@ def test_dual_task_loss(benchmark, settings, dtl_impls, peak_memory, device, dty
     for name, x, ref in zip(("out", "grad_prob"), got, want):
         scale = ref.abs().max().item() or 1.0
         err = (x.detach().double() - ref).abs().max().item() / scale
-        assert err <= _TOL[dtype], f"{what} {impl}: {name} relative max error {err:.3g}"
+        # The comparison pipelines' float32 convolutions (49-tap 2-D kernels through oneDNN)
+        # round more than the fused kernels' float32 accumulation: a looser bound for them.
+        tol = _TOL[dtype] * (1 if impl == "fused" or dtype != torch.float32 else 5)
+        assert err <= tol, f"{what} {impl}: {name} relative max error {err:.3g}"
     del got
 
     info["peak_mem_bytes"] = peak_memory(call, device)
