@@ -49,4 +49,31 @@ TORCH_LIBRARY(gscnn_ops, m) {
       "Tensor r, Tensor gate_weight, Tensor gate_bias, Tensor weight, int threads, "
       "int max_blocks) -> (Tensor grad_s, Tensor grad_r, Tensor grad_gate_weight, "
       "Tensor grad_gate_bias, Tensor grad_weight, Tensor grad_bias)");
+
+  // Boundary potential of class probabilities (paper eq. 4): zeta = |grad(G * prob)| / sqrt(2)
+  // per class channel, Gaussian of radius ceil(3 sigma), replicate borders.
+  m.def("boundary_potential(Tensor prob, float sigma) -> Tensor zeta");
+  m.def("boundary_potential_backward(Tensor grad_zeta, Tensor prob, float sigma) -> Tensor");
+  // Dual-task loss (paper eq. 5): sum over P+ of |zeta - zeta_hat| / max(|P+|, 1). Returns the
+  // loss (0-dim, prob's dtype) and |P+| (0-dim float64, used by the backward).
+  m.def(
+      "dual_task_loss(Tensor prob, Tensor target, float sigma, float threshold, "
+      "int ignore_index) -> (Tensor loss, Tensor count)");
+  m.def(
+      "dual_task_loss_backward(Tensor grad, Tensor prob, Tensor target, Tensor count, "
+      "float sigma, float threshold, int ignore_index) -> Tensor");
+  // CPU emulation of their CUDA kernels, with the tile shape and block size given.
+  m.def(
+      "_boundary_potential_emulate_cuda(Tensor prob, float sigma, int tile_h, int tile_w, "
+      "int threads) -> Tensor");
+  m.def(
+      "_boundary_potential_backward_emulate_cuda(Tensor grad_zeta, Tensor prob, float sigma, "
+      "int tile_h, int tile_w, int threads) -> Tensor");
+  m.def(
+      "_dual_task_loss_emulate_cuda(Tensor prob, Tensor target, float sigma, float threshold, "
+      "int ignore_index, int tile_h, int tile_w, int threads) -> (Tensor loss, Tensor count)");
+  m.def(
+      "_dual_task_loss_backward_emulate_cuda(Tensor grad, Tensor prob, Tensor target, "
+      "Tensor count, float sigma, float threshold, int ignore_index, int tile_h, int tile_w, "
+      "int threads) -> Tensor");
 }

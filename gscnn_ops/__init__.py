@@ -10,16 +10,24 @@ _BUILD_INFO = _load()
 
 from . import _registrations  # noqa: E402,F401  (needs the ops loaded above)
 from . import ops, reference  # noqa: E402
-from .nn import GatedConv2d, fold_gate_net  # noqa: E402
+from .nn import DualTaskLoss, GatedConv2d, fold_gate_net  # noqa: E402
+from .ops import (  # noqa: E402
+    boundary_potential,
+    dual_task_loss,
+    gated_conv2d,
+    gated_conv2d_mlp,
+)
 from .models import GSCNN  # noqa: E402
-from .ops import gated_conv2d, gated_conv2d_mlp  # noqa: E402
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "DualTaskLoss",
     "GSCNN",
     "GatedConv2d",
+    "boundary_potential",
     "build_info",
+    "dual_task_loss",
     "fold_gate_net",
     "gated_conv2d",
     "gated_conv2d_mlp",

@@ -137,3 +137,90 @@ def _mlp_emulate_fake(s, r, hidden_weight, hidden_bias, gate_weight, gate_bias, 
 def _backward_emulate_fake(grad_out, grad_alpha, s, r, gate_weight, gate_bias, weight, threads,
                            max_blocks):
     return _gated_conv2d_backward_fake(grad_out, grad_alpha, s, r, gate_weight, gate_bias, weight)
+
+
+# --- boundary_potential / dual_task_loss -------------------------------------------------------
+
+def _like_prob(prob):
+    return prob.new_empty(prob.shape).contiguous(memory_format=output_memory_format(prob))
+
+
+def _check_dtl_fake(op, prob, target=None):
+    torch._check(prob.dim() == 4, lambda: f"gscnn_ops.{op}: prob must be (N, K, H, W)")
+    if target is not None:
+        torch._check(target.dim() == 3, lambda: f"gscnn_ops.{op}: target must be (N, H, W)")
+
+
+@torch.library.register_fake("gscnn_ops::boundary_potential")
+def _boundary_potential_fake(prob, sigma):
+    _check_dtl_fake("boundary_potential", prob)
+    return _like_prob(prob)
+
+
+@torch.library.register_fake("gscnn_ops::boundary_potential_backward")
+def _boundary_potential_backward_fake(grad_zeta, prob, sigma):
+    return _like_prob(prob)
+
+
+@torch.library.register_fake("gscnn_ops::dual_task_loss")
+def _dual_task_loss_fake(prob, target, sigma, threshold, ignore_index):
+    _check_dtl_fake("dual_task_loss", prob, target)
+    return prob.new_empty(()), prob.new_empty((), dtype=torch.float64)
+
+
+@torch.library.register_fake("gscnn_ops::dual_task_loss_backward")
+def _dual_task_loss_backward_fake(grad, prob, target, count, sigma, threshold, ignore_index):
+    return _like_prob(prob)
+
+
+def _bp_setup_context(ctx, inputs, output):
+    prob, sigma = inputs
+    ctx.save_for_backward(prob)
+    ctx.sigma = sigma
+
+
+def _bp_backward(ctx, grad_zeta):
+    (prob,) = ctx.saved_tensors
+    return ops.boundary_potential_backward(grad_zeta, prob, ctx.sigma), None
+
+
+torch.library.register_autograd("gscnn_ops::boundary_potential", _bp_backward,
+                                setup_context=_bp_setup_context)
+
+
+def _dtl_setup_context(ctx, inputs, output):
+    prob, target, sigma, threshold, ignore_index = inputs
+    ctx.save_for_backward(prob, target, output[1])
+    ctx.args = (sigma, threshold, ignore_index)
+
+
+def _dtl_backward(ctx, grad_loss, grad_count):
+    # P+ and |P+| are constants of the loss: count gets no gradient.
+    prob, target, count = ctx.saved_tensors
+    grad_prob = ops.dual_task_loss_backward(grad_loss, prob, target, count, *ctx.args)
+    return grad_prob, None, None, None, None
+
+
+torch.library.register_autograd("gscnn_ops::dual_task_loss", _dtl_backward,
+                                setup_context=_dtl_setup_context)
+
+
+@torch.library.register_fake("gscnn_ops::_boundary_potential_emulate_cuda")
+def _bp_emulate_fake(prob, sigma, tile_h, tile_w, threads):
+    return _like_prob(prob)
+
+
+@torch.library.register_fake("gscnn_ops::_boundary_potential_backward_emulate_cuda")
+def _bp_backward_emulate_fake(grad_zeta, prob, sigma, tile_h, tile_w, threads):
+    return _like_prob(prob)
+
+
+@torch.library.register_fake("gscnn_ops::_dual_task_loss_emulate_cuda")
+def _dtl_emulate_fake(prob, target, sigma, threshold, ignore_index, tile_h, tile_w, threads):
+    return prob.new_empty(()), prob.new_empty((), dtype=torch.float64)
+
+
+@torch.library.register_fake("gscnn_ops::_dual_task_loss_backward_emulate_cuda")
+def _dtl_backward_emulate_fake(grad, prob, target, count, sigma, threshold, ignore_index, tile_h,
+                               tile_w, threads):
+    return _like_prob(prob)

@@ -75,3 +75,59 @@ def gated_conv2d_mlp(s: Tensor, r: Tensor, hidden_weight: Tensor, hidden_bias: T
     args = _prepare("gated_conv2d_mlp",
                     [s, r, hidden_weight, hidden_bias, gate_weight, gate_bias, weight, bias])
     return _ops.gated_conv2d_mlp(*args)
+
+
+# Default threshold of P+ for dual_task_loss. A one-hot step edge blurred with sigma = 1 has
+# zeta_hat = 0.227, 0.105, 0.021 at the pixels 1, 2, 3 px from the edge, 1.6e-3 at 4 px (only
+# the last, tiny taps of the Gaussian reach there) and exactly 0 beyond. In flat regions of a
+# prediction zeta is the blurred gradient of noise (rounding: 1e-8 in float32, ~1e-3 in
+# bfloat16). 1e-2 keeps the band of 3 px on each side of every boundary, where the loss is
+# informative, and excludes flat regions and the tails of the taps, which would otherwise count
+# as "non-zero" and dilute the mean (tests/test_dual_task_loss.py, test_default_threshold_*).
+DUAL_TASK_THRESHOLD = 1e-2
+
+
+def boundary_potential(prob: Tensor, sigma: float = 1.0) -> Tensor:
+    """Boundary potential of class maps (Gated-SCNN eq. 4), fused.
+
+    zeta = (1/sqrt 2) * sqrt(gx^2 + gy^2) per channel, with (gx, gy) the central differences
+    (replicate borders) of G * prob, G the Gaussian of standard deviation ``sigma`` truncated at
+    radius R = ceil(3 sigma), normalised, separable, replicate borders. The gradient is taken as
+    0 where zeta = 0.
+
+    Args:
+        prob: (N, K, H, W) class probabilities, float32/float16/bfloat16 (float64 on CPU).
+        sigma: in (0, 32/3].
+
+    Returns:
+        zeta, (N, K, H, W), dtype of prob (accumulation in float32).
+    """
+    (prob,) = _prepare("boundary_potential", [prob])
+    return _ops.boundary_potential(prob, float(sigma))
+
+
+def dual_task_loss(prob: Tensor, target: Tensor, sigma: float = 1.0,
+                   threshold: float = DUAL_TASK_THRESHOLD, ignore_index: int = 255) -> Tensor:
+    """Dual-task loss of Gated-SCNN (eq. 5), fused: forward and backward each read prob and
+    target once and keep nothing of size N*K*H*W besides the gradient.
+
+    loss = sum_{P+} |zeta - zeta_hat| / max(|P+|, 1), with zeta = boundary_potential(prob),
+    zeta_hat the same for the one-hot labels (every channel 0 at ignore pixels), and P+ the
+    (n, k, pixel) positions with zeta > threshold or zeta_hat > threshold, among pixels with no
+    ignore pixel within Chebyshev distance R + 1 (so the loss never depends on anything under an
+    ignore region). The gradient treats P+ and |P+| as constants, with sign(0) = 0.
+
+    Args:
+        prob: (N, K, H, W) class probabilities (softmax or Gumbel-softmax of the logits),
+            float32/float16/bfloat16 (float64 on CPU).
+        target: (N, H, W) int64 labels in [0, K) or ``ignore_index``.
+        sigma: Gaussian standard deviation, in (0, 32/3].
+        threshold: P+ threshold (default 1e-2: see DUAL_TASK_THRESHOLD).
+        ignore_index: label of pixels left out.
+
+    Returns:
+        0-dim tensor, dtype of prob.
+    """
+    (prob,) = _prepare("dual_task_loss", [prob])
+    loss, _ = _ops.dual_task_loss(prob, target, float(sigma), float(threshold), int(ignore_index))
+    return loss

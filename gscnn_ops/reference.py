@@ -4,6 +4,7 @@ They are what the fused kernels are tested against (and what ``fused=False`` run
 Nothing here is optimised: clarity first.
 """
 
+import math
 from typing import Optional, Tuple
 
 import torch
@@ -40,3 +41,62 @@ def gated_conv2d_authors(s: Tensor, r: Tensor, gate_net: torch.nn.Module, weight
     alpha = torch.sigmoid(gate_net(torch.cat([s, r], dim=1)))
     out = F.conv2d(s * (alpha + 1), weight, bias)
     return out, alpha
+
+
+# --- dual-task loss (paper eq. 4-5) -------------------------------------------------------------
+
+def gaussian_taps(sigma: float, dtype=torch.float64, device=None) -> Tensor:
+    """g(t) = exp(-t^2 / 2 sigma^2), t = -R..R, R = ceil(3 sigma), normalised to sum 1."""
+    R = math.ceil(3 * sigma)
+    t = torch.arange(-R, R + 1, dtype=torch.float64)
+    g = torch.exp(-t * t / (2 * sigma * sigma))
+    return (g / g.sum()).to(dtype=dtype, device=device)
+
+
+def _safe_sqrt(x: Tensor) -> Tensor:
+    """sqrt with gradient 0 at 0 (instead of inf * 0 = nan)."""
+    pos = x > 0
+    return torch.where(pos, torch.sqrt(torch.where(pos, x, torch.ones_like(x))), torch.zeros_like(x))
+
+
+def boundary_potential(prob: Tensor, sigma: float = 1.0) -> Tensor:
+    """zeta = (1/sqrt 2) |grad(G * prob)| per class channel (paper eq. 4, with the softmax map in
+    place of the argmax): G separable Gaussian (replicate borders), grad central differences
+    (replicate borders)."""
+    N, K, H, W = prob.shape
+    g = gaussian_taps(sigma, prob.dtype, prob.device)
+    R = (g.numel() - 1) // 2
+    x = prob.reshape(N * K, 1, H, W)
+    x = F.conv2d(F.pad(x, (R, R, 0, 0), mode="replicate"), g.view(1, 1, 1, -1))  # along x
+    x = F.conv2d(F.pad(x, (0, 0, R, R), mode="replicate"), g.view(1, 1, -1, 1))  # along y
+    b = F.pad(x, (1, 1, 1, 1), mode="replicate")
+    gx = (b[:, :, 1:-1, 2:] - b[:, :, 1:-1, :-2]) / 2
+    gy = (b[:, :, 2:, 1:-1] - b[:, :, :-2, 1:-1]) / 2
+    zeta = _safe_sqrt(gx * gx + gy * gy) / math.sqrt(2)
+    return zeta.reshape(N, K, H, W)
+
+
+def dual_task_keep_mask(target: Tensor, sigma: float = 1.0, ignore_index: int = 255) -> Tensor:
+    """(N, 1, H, W) bool: no ignore pixel within Chebyshev distance R + 1."""
+    R = math.ceil(3 * sigma)
+    ign = (target == ignore_index).to(torch.float32).unsqueeze(1)
+    near = F.max_pool2d(ign, kernel_size=2 * R + 3, stride=1, padding=R + 1)
+    return near == 0
+
+
+def dual_task_loss(prob: Tensor, target: Tensor, sigma: float = 1.0, threshold: float = 1e-2,
+                   ignore_index: int = 255) -> Tensor:
+    """sum_{P+} |zeta - zeta_hat| / max(|P+|, 1) (paper eq. 5). zeta_hat is the boundary
+    potential of the one-hot labels (all channels 0 at ignore pixels); P+ = kept (n, k, pixel)
+    positions with zeta > threshold or zeta_hat > threshold."""
+    K = prob.shape[1]
+    valid = target != ignore_index
+    onehot = F.one_hot(torch.where(valid, target, 0), K).permute(0, 3, 1, 2).to(prob.dtype)
+    onehot = onehot * valid.unsqueeze(1).to(prob.dtype)
+    zeta = boundary_potential(prob, sigma)
+    zeta_hat = boundary_potential(onehot, sigma)
+    keep = dual_task_keep_mask(target, sigma, ignore_index)
+    band = keep & ((zeta > threshold) | (zeta_hat > threshold))
+    band = band.detach()
+    diff = (zeta - zeta_hat).abs() * band
+    return diff.sum() / band.sum().clamp_min(1)

@@ -1,0 +1,475 @@
+"""boundary_potential and dual_task_loss (Gated-SCNN eq. 4-5): fused CPU kernels, the CUDA
+kernels' code emulated on the CPU, and CUDA (when a GPU is there), against the pure-PyTorch
+reference (gscnn_ops/reference.py), plus the properties the loss must have."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import gscnn_ops
+from gscnn_ops import reference
+from gscnn_ops.ops import DUAL_TASK_THRESHOLD
+
+from conftest import LOW_PRECISION_EPS, TIGHT_TOL, requires_cuda
+
+ops = torch.ops.gscnn_ops
+IGN = 255
+
+
+def test_extension_is_this_worktree():
+    import os
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    assert os.path.abspath(gscnn_ops.__file__).startswith(here)
+
+
+def blob_labels(N, H, W, K, seed=0, ignore_frac=0.0):
+    """Piecewise-constant labels (upsampled coarse random classes: regions with boundaries),
+    optionally with rectangular ignore regions."""
+    g = torch.Generator().manual_seed(seed)
+    coarse = torch.randint(0, K, (N, 1, max(1, H // 4 + 1), max(1, W // 4 + 1)), generator=g)
+    y = F.interpolate(coarse.double(), size=(H, W), mode="nearest").long()[:, 0]
+    if ignore_frac > 0:
+        for n in range(N):
+            h0 = int(torch.randint(0, H, (1,), generator=g))
+            w0 = int(torch.randint(0, W, (1,), generator=g))
+            hh = max(1, int(H * ignore_frac))
+            ww = max(1, int(W * ignore_frac))
+            y[n, h0:h0 + hh, w0:w0 + ww] = IGN
+    return y
+
+
+def rand_prob(N, K, H, W, seed=0, dtype=torch.float64, scale=3.0):
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(N, K, H, W, generator=g, dtype=torch.float64) * scale
+    return logits.softmax(1).to(dtype)
+
+
+def ref_loss_and_grad(prob, target, sigma=1.0, threshold=DUAL_TASK_THRESHOLD, ignore_index=IGN):
+    p = prob.detach().double().requires_grad_()
+    loss = reference.dual_task_loss(p, target, sigma, threshold, ignore_index)
+    (g,) = torch.autograd.grad(loss, p)
+    return loss.detach(), g
+
+
+def fused_loss_and_grad(prob, target, sigma=1.0, threshold=DUAL_TASK_THRESHOLD,
+                        ignore_index=IGN):
+    p = prob.detach().clone().requires_grad_()
+    loss = gscnn_ops.dual_task_loss(p, target, sigma, threshold, ignore_index)
+    (g,) = torch.autograd.grad(loss, p)
+    return loss.detach(), g
+
+
+SHAPES = [  # N, K, H, W
+    (2, 3, 13, 17),
+    (1, 4, 40, 300),   # wider than a CPU tile (256 columns): tiles meet inside the image
+    (1, 2, 70, 9),     # taller than a CPU tile (32 rows)
+    (2, 2, 1, 1),
+    (1, 3, 1, 12),     # one row: the halo is all replicate border
+    (1, 3, 5, 2),      # smaller than the Gaussian radius
+]
+
+
+# --- reference sanity -----------------------------------------------------------------------
+
+def test_reference_taps():
+    g = reference.gaussian_taps(1.0)
+    assert g.numel() == 7 and abs(g.sum().item() - 1) < 1e-15
+    assert reference.gaussian_taps(0.4).numel() == 5  # R = ceil(1.2) = 2
+    torch.testing.assert_close(g, g.flip(0))
+
+
+def test_reference_step_edge_peak():
+    # A vertical one-hot step edge between columns 9 and 10: zeta = 0.2267 at the two pixels
+    # beside the edge (central differences of the blurred step, / sqrt 2), symmetric.
+    p = torch.zeros(1, 1, 9, 20, dtype=torch.float64)
+    p[..., 10:] = 1
+    z = reference.boundary_potential(p, 1.0)[0, 0, 4]
+    assert 0.22 < z.max().item() < 0.23 and z[9] == z.max()
+    torch.testing.assert_close(z[:10], z[10:].flip(0))
+    assert z[:6].abs().max() == 0 and z[14:].abs().max() == 0  # beyond R + 1: exactly 0
+
+
+# --- fused vs reference ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("sigma", [1.0, 0.6])
+def test_boundary_potential_matches_reference(shape, dtype, sigma):
+    prob = rand_prob(*shape, dtype=dtype)
+    gz = torch.randn(shape, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    p = prob.clone().requires_grad_()
+    zeta = gscnn_ops.boundary_potential(p, sigma)
+    (g,) = torch.autograd.grad(zeta, p, gz.to(dtype))
+    p64 = prob.double().requires_grad_()
+    zref = reference.boundary_potential(p64, sigma)
+    (gref,) = torch.autograd.grad(zref, p64, gz)
+    assert zeta.dtype == dtype and g.dtype == dtype
+    torch.testing.assert_close(zeta.double(), zref, **TIGHT_TOL[dtype])
+    torch.testing.assert_close(g.double(), gref, **TIGHT_TOL[dtype])
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("ignore_frac", [0.0, 0.3])
+def test_dual_task_loss_matches_reference(shape, dtype, ignore_frac):
+    N, K, H, W = shape
+    prob = rand_prob(*shape, dtype=dtype)
+    target = blob_labels(N, H, W, K, ignore_frac=ignore_frac)
+    loss, g = fused_loss_and_grad(prob, target)
+    rloss, rg = ref_loss_and_grad(prob, target)
+    assert loss.dtype == dtype and g.dtype == dtype
+    torch.testing.assert_close(loss.double(), rloss, **TIGHT_TOL[dtype])
+    torch.testing.assert_close(g.double(), rg, **TIGHT_TOL[dtype])
+
+
+@pytest.mark.parametrize("sigma,threshold", [(1.0, 0.0), (2.0, 0.05), (0.5, 1e-3)])
+def test_dual_task_loss_other_parameters(sigma, threshold):
+    prob = rand_prob(2, 3, 30, 41)
+    target = blob_labels(2, 30, 41, 3, ignore_frac=0.2, seed=5)
+    target[0, 0, 0] = 7  # another ignore label
+    target[target == IGN] = 7
+    loss, g = fused_loss_and_grad(prob, target, sigma, threshold, 7)
+    rloss, rg = ref_loss_and_grad(prob, target, sigma, threshold, 7)
+    torch.testing.assert_close(loss, rloss, **TIGHT_TOL[torch.float64])
+    torch.testing.assert_close(g, rg, **TIGHT_TOL[torch.float64])
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_low_precision(dtype):
+    # Inputs rounded to dtype; the kernels accumulate in float32 and round each output once, so
+    # against the float64 reference of the same rounded inputs an element is off by about one
+    # epsilon of the dtype relative to itself, plus one epsilon of the largest magnitude.
+    N, K, H, W = 2, 3, 24, 37
+    prob = rand_prob(N, K, H, W, dtype=dtype)
+    target = blob_labels(N, H, W, K, ignore_frac=0.2)
+    eps = LOW_PRECISION_EPS[dtype]
+    zeta = gscnn_ops.boundary_potential(prob)
+    zref = reference.boundary_potential(prob.double())
+    assert zeta.dtype == dtype
+    torch.testing.assert_close(zeta.double(), zref, rtol=eps, atol=eps * zref.abs().max().item())
+    loss, g = fused_loss_and_grad(prob, target)
+    rloss, rg = ref_loss_and_grad(prob, target)
+    assert loss.dtype == dtype and g.dtype == dtype
+    torch.testing.assert_close(loss.double(), rloss, rtol=eps, atol=0)
+    torch.testing.assert_close(g.double(), rg, rtol=eps, atol=eps * rg.abs().max().item())
+
+
+def test_strided_and_channels_last_inputs():
+    prob = rand_prob(2, 3, 11, 14)
+    target = blob_labels(2, 11, 14, 3, ignore_frac=0.2)
+    want_loss, want_g = ref_loss_and_grad(prob, target)
+    cl = prob.contiguous(memory_format=torch.channels_last)
+    loss, g = fused_loss_and_grad(cl, target)
+    torch.testing.assert_close(loss, want_loss)
+    torch.testing.assert_close(g, want_g)
+    # A channel slice of a wider tensor and a transposed target view are read through strides.
+    wide = torch.cat([prob, prob[:, :1]], 1)[:, :3]
+    tt = target.transpose(1, 2).contiguous().transpose(1, 2)
+    loss2, g2 = fused_loss_and_grad(wide, tt)
+    torch.testing.assert_close(loss2, want_loss)
+    torch.testing.assert_close(g2, want_g)
+    z = gscnn_ops.boundary_potential(cl)
+    assert z.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(z, reference.boundary_potential(prob))
+
+
+def test_deterministic():
+    prob = rand_prob(2, 5, 50, 300, dtype=torch.float32)
+    target = blob_labels(2, 50, 300, 5, ignore_frac=0.1)
+    a = fused_loss_and_grad(prob, target)
+    b = fused_loss_and_grad(prob, target)
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+
+
+# --- gradcheck, opcheck, compile ------------------------------------------------------------
+
+def test_gradcheck_boundary_potential():
+    prob = rand_prob(1, 2, 6, 7).requires_grad_()
+    assert torch.autograd.gradcheck(lambda p: ops.boundary_potential(p, 1.0), (prob,))
+
+
+def test_gradcheck_dual_task_loss():
+    # Random softmax maps: with this seed no zeta sits within the finite-difference step of the
+    # threshold or of zeta_hat (checked), so the loss is smooth around the input.
+    prob = rand_prob(1, 3, 7, 8, seed=1)
+    target = blob_labels(1, 7, 8, 3, seed=1)
+    target[0, 0, 0] = IGN
+    z = reference.boundary_potential(prob)
+    onehot = F.one_hot(target.clamp_max(2), 3).permute(0, 3, 1, 2).double() * (target != IGN)[:, None]
+    zh = reference.boundary_potential(onehot)
+    assert (z - DUAL_TASK_THRESHOLD).abs().min() > 1e-5 and (z - zh).abs().min() > 1e-5  # step 1e-6
+    p = prob.clone().requires_grad_()
+    assert torch.autograd.gradcheck(
+        lambda q: ops.dual_task_loss(q, target, 1.0, DUAL_TASK_THRESHOLD, IGN)[0], (p,))
+
+
+def test_opcheck():
+    prob = rand_prob(2, 3, 9, 10, dtype=torch.float32).requires_grad_()
+    target = blob_labels(2, 9, 10, 3, ignore_frac=0.2)
+    torch.library.opcheck(ops.boundary_potential, (prob, 1.0))
+    torch.library.opcheck(ops.dual_task_loss, (prob, target, 1.0, 0.01, IGN))
+    gz = torch.randn(2, 3, 9, 10)
+    torch.library.opcheck(ops.boundary_potential_backward, (gz, prob.detach(), 1.0))
+    count = ops.dual_task_loss(prob.detach(), target, 1.0, 0.01, IGN)[1]
+    torch.library.opcheck(ops.dual_task_loss_backward,
+                          (torch.tensor(1.0), prob.detach(), target, count, 1.0, 0.01, IGN))
+
+
+def test_torch_compile_fullgraph():
+    prob = rand_prob(2, 3, 12, 15, dtype=torch.float32)
+    target = blob_labels(2, 12, 15, 3, ignore_frac=0.2)
+
+    def f(logits, y):
+        p = logits.softmax(1)
+        return gscnn_ops.dual_task_loss(p, y) + gscnn_ops.boundary_potential(p).mean()
+
+    logits = prob.log().requires_grad_()
+    compiled = torch.compile(f, fullgraph=True, backend="aot_eager")
+    out = compiled(logits, target)
+    (g,) = torch.autograd.grad(out, logits)
+    l2 = logits.detach().clone().requires_grad_()
+    want = f(l2, target)
+    (gw,) = torch.autograd.grad(want, l2)
+    torch.testing.assert_close(out, want)
+    torch.testing.assert_close(g, gw)
+
+
+# --- the CUDA kernels' code, emulated on the CPU ---------------------------------------------
+
+# (tile_h, tile_w, threads): tiles smaller than the image with halos crossing borders, tiles
+# larger than the image, a thread count that divides nothing, one thread, a full block.
+LAUNCHES = [(4, 5, 7), (8, 8, 32), (3, 16, 1), (32, 32, 256), (1, 1, 3), (16, 8, 64)]
+
+
+@pytest.mark.parametrize("tile_h,tile_w,threads", LAUNCHES)
+@pytest.mark.parametrize("shape", [(2, 3, 13, 17), (1, 2, 1, 9), (1, 2, 6, 2)])
+def test_emulated_cuda_potential(tile_h, tile_w, threads, shape):
+    prob = rand_prob(*shape)
+    gz = torch.randn(shape, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    zeta = ops._boundary_potential_emulate_cuda(prob, 1.0, tile_h, tile_w, threads)
+    g = ops._boundary_potential_backward_emulate_cuda(gz, prob, 1.0, tile_h, tile_w, threads)
+    p = prob.clone().requires_grad_()
+    zref = reference.boundary_potential(p, 1.0)
+    (gref,) = torch.autograd.grad(zref, p, gz)
+    torch.testing.assert_close(zeta, zref, **TIGHT_TOL[torch.float64])
+    torch.testing.assert_close(g, gref, **TIGHT_TOL[torch.float64])
+
+
+@pytest.mark.parametrize("tile_h,tile_w,threads", LAUNCHES)
+@pytest.mark.parametrize("shape", [(2, 3, 13, 17), (1, 2, 1, 9)])
+@pytest.mark.parametrize("sigma", [1.0, 0.5])
+def test_emulated_cuda_dual_task_loss(tile_h, tile_w, threads, shape, sigma):
+    N, K, H, W = shape
+    prob = rand_prob(*shape)
+    target = blob_labels(N, H, W, K, ignore_frac=0.25)
+    loss, count = ops._dual_task_loss_emulate_cuda(prob, target, sigma, DUAL_TASK_THRESHOLD, IGN,
+                                                   tile_h, tile_w, threads)
+    grad = ops._dual_task_loss_backward_emulate_cuda(torch.tensor(2.0, dtype=torch.float64),
+                                                     prob, target, count, sigma,
+                                                     DUAL_TASK_THRESHOLD, IGN, tile_h, tile_w,
+                                                     threads)
+    rloss, rg = ref_loss_and_grad(prob, target, sigma)
+    torch.testing.assert_close(loss, rloss, **TIGHT_TOL[torch.float64])
+    torch.testing.assert_close(grad, 2 * rg, **TIGHT_TOL[torch.float64])
+    # |P+| agrees with the CPU kernel's
+    assert ops.dual_task_loss(prob, target, sigma, DUAL_TASK_THRESHOLD, IGN)[1].item() == count.item()
+
+
+def test_emulated_cuda_float32():
+    prob = rand_prob(1, 3, 20, 33, dtype=torch.float32)
+    target = blob_labels(1, 20, 33, 3, ignore_frac=0.2)
+    loss, count = ops._dual_task_loss_emulate_cuda(prob, target, 1.0, DUAL_TASK_THRESHOLD, IGN,
+                                                   8, 16, 64)
+    grad = ops._dual_task_loss_backward_emulate_cuda(torch.tensor(1.0), prob, target, count, 1.0,
+                                                     DUAL_TASK_THRESHOLD, IGN, 8, 16, 64)
+    rloss, rg = ref_loss_and_grad(prob, target)
+    torch.testing.assert_close(loss.double(), rloss, **TIGHT_TOL[torch.float32])
+    torch.testing.assert_close(grad.double(), rg, **TIGHT_TOL[torch.float32])
+
+
+# --- properties -----------------------------------------------------------------------------
+
+def one_hot_of(target, K, dtype=torch.float64):
+    valid = target != IGN
+    return (F.one_hot(torch.where(valid, target, 0), K).permute(0, 3, 1, 2).to(dtype)
+            * valid[:, None])
+
+
+def test_perfect_prediction_gives_zero():
+    target = blob_labels(2, 30, 40, 4, ignore_frac=0.2)
+    prob = one_hot_of(target, 4)
+    prob[:, 0][target == IGN] = 1  # anything at ignore pixels
+    loss, g = fused_loss_and_grad(prob, target)
+    assert loss.item() == 0
+    assert ops.dual_task_loss(prob, target, 1.0, DUAL_TASK_THRESHOLD, IGN)[1].item() > 0  # P+ not empty
+
+
+def test_shifted_boundary_loss_grows_with_shift():
+    H, W, K = 16, 40, 2
+    target = torch.zeros(1, H, W, dtype=torch.long)
+    target[..., 20:] = 1
+    losses = []
+    for shift in range(0, 5):
+        pred = torch.zeros(1, H, W, dtype=torch.long)
+        pred[..., 20 + shift:] = 1
+        losses.append(gscnn_ops.dual_task_loss(one_hot_of(pred, K), target).item())
+    assert losses[0] == 0
+    assert all(b > a for a, b in zip(losses, losses[1:])), losses
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_ignore_pixels_do_not_matter(dtype):
+    N, K, H, W = 2, 3, 25, 31
+    prob = rand_prob(N, K, H, W, dtype=dtype)
+    target = blob_labels(N, H, W, K, ignore_frac=0.3, seed=2)
+    ign = (target == IGN)[:, None].expand(N, K, H, W)
+    other = rand_prob(N, K, H, W, seed=9, dtype=dtype)
+    prob2 = torch.where(ign, other, prob)
+    assert not torch.equal(prob, prob2)
+    l1, g1 = fused_loss_and_grad(prob, target)
+    l2, g2 = fused_loss_and_grad(prob2, target)
+    assert torch.equal(l1, l2)
+    assert g1[ign].abs().max() == 0 and g2[ign].abs().max() == 0
+    assert g1.abs().max() > 0
+
+
+@pytest.mark.parametrize("case", ["constant", "one_hot", "1x1", "all_ignore", "zeros"])
+def test_no_nan_or_inf(case):
+    K = 3
+    if case == "1x1":
+        prob, target = rand_prob(2, K, 1, 1), torch.tensor([[[1]], [[IGN]]])
+    else:
+        target = blob_labels(2, 10, 12, K)
+        if case == "all_ignore":
+            target.fill_(IGN)
+        prob = {"constant": torch.full((2, K, 10, 12), 1 / K, dtype=torch.float64),
+                "one_hot": one_hot_of(blob_labels(2, 10, 12, K, seed=4), K),
+                "all_ignore": rand_prob(2, K, 10, 12),
+                "zeros": torch.zeros(2, K, 10, 12, dtype=torch.float64)}[case]
+    for dtype in (torch.float64, torch.float32, torch.bfloat16):
+        loss, g = fused_loss_and_grad(prob.to(dtype), target)
+        assert torch.isfinite(loss) and torch.isfinite(g).all()
+        z = prob.to(dtype).requires_grad_()
+        (gz,) = torch.autograd.grad(gscnn_ops.boundary_potential(z).sum(), z)
+        assert torch.isfinite(gz).all()
+        if case == "all_ignore":
+            assert loss.item() == 0 and g.abs().max() == 0
+        if case in ("constant", "zeros"):
+            assert g.abs().max() == 0  # zeta = 0 everywhere: gradient taken as 0
+
+
+def test_default_threshold_keeps_the_boundary_band():
+    # One-hot step edge, sigma = 1: zeta_hat = 0.227, 0.105, 0.021 at 1, 2, 3 px from the edge
+    # and 1.6e-3 at 4 px (the last taps of the Gaussian); 1e-2 keeps exactly the 3 columns on
+    # each side and leaves the tails and the flat regions out.
+    target = torch.zeros(1, 8, 30, dtype=torch.long)
+    target[..., 15:] = 1
+    zh = reference.boundary_potential(one_hot_of(target, 2))[0, 0, 4]
+    band = (zh > DUAL_TASK_THRESHOLD).nonzero().flatten().tolist()
+    assert band == [12, 13, 14, 15, 16, 17], band
+    assert 0 < zh[11].item() < DUAL_TASK_THRESHOLD / 5  # the tail exists but is left out
+    assert zh[:11].max() == 0
+
+
+def test_default_threshold_excludes_flat_noise():
+    # A flat prediction with rounding-level noise (bfloat16-sized, 4e-3) has zeta far below 1e-2,
+    # so flat regions do not enter P+ and dilute the mean.
+    g = torch.Generator().manual_seed(0)
+    prob = 0.5 + 4e-3 * (torch.rand(1, 2, 64, 64, generator=g, dtype=torch.float64) - 0.5)
+    assert gscnn_ops.boundary_potential(prob).max() < DUAL_TASK_THRESHOLD / 4
+    count = ops.dual_task_loss(prob, torch.zeros(1, 64, 64, dtype=torch.long), 1.0,
+                               DUAL_TASK_THRESHOLD, IGN)[1]
+    assert count.item() == 0
+
+
+# --- errors ---------------------------------------------------------------------------------
+
+def test_errors():
+    prob = rand_prob(1, 3, 5, 6)
+    y = torch.zeros(1, 5, 6, dtype=torch.long)
+    with pytest.raises(RuntimeError, match=r"dual_task_loss: argument 'target' must be an int64"):
+        gscnn_ops.dual_task_loss(prob, y.int())
+    with pytest.raises(RuntimeError, match=r"'prob' must be a float32, float16, bfloat16 or float64 tensor, got Long"):
+        gscnn_ops.dual_task_loss(prob.long(), y)
+    with pytest.raises(RuntimeError, match=r"'prob' must be a 4-D"):
+        gscnn_ops.dual_task_loss(prob[0], y)
+    with pytest.raises(RuntimeError, match=r"'target' must have shape \(N, H, W\) = \(1, 5, 6\)"):
+        gscnn_ops.dual_task_loss(prob, y[:, :4])
+    with pytest.raises(RuntimeError, match=r"'target' must be a 3-D"):
+        gscnn_ops.dual_task_loss(prob, y[0])
+    bad = y.clone()
+    bad[0, 2, 3] = 3
+    with pytest.raises(RuntimeError, match=r"label 3; labels must be in \[0, K\) = \[0, 3\) or equal to ignore_index = 255"):
+        gscnn_ops.dual_task_loss(prob, bad)
+    bad[0, 2, 3] = -1
+    with pytest.raises(RuntimeError, match=r"label -1 \(negative\)"):
+        gscnn_ops.dual_task_loss(prob, bad)
+    # -1 is fine when it is the ignore index
+    gscnn_ops.dual_task_loss(prob, bad, ignore_index=-1)
+    for s in (0.0, -1.0, float("nan")):
+        with pytest.raises(RuntimeError, match=r"'sigma' must be a positive finite number"):
+            gscnn_ops.dual_task_loss(prob, y, sigma=s)
+        with pytest.raises(RuntimeError, match=r"boundary_potential: argument 'sigma'"):
+            gscnn_ops.boundary_potential(prob, sigma=s)
+    with pytest.raises(RuntimeError, match=r"'sigma' must be at most"):
+        gscnn_ops.boundary_potential(prob, sigma=11.0)
+    with pytest.raises(RuntimeError, match=r"boundary_potential_backward: argument 'grad_zeta' must have shape"):
+        ops.boundary_potential_backward(prob[:, :2], prob, 1.0)
+
+
+def test_empty_inputs():
+    prob = torch.zeros(0, 3, 5, 6)
+    loss = gscnn_ops.dual_task_loss(prob, torch.zeros(0, 5, 6, dtype=torch.long))
+    assert loss.item() == 0
+    assert gscnn_ops.boundary_potential(torch.zeros(1, 2, 0, 4)).shape == (1, 2, 0, 4)
+
+
+# --- module ---------------------------------------------------------------------------------
+
+def test_module_eval_is_softmax_loss():
+    logits = torch.randn(2, 4, 12, 13, dtype=torch.float64)
+    target = blob_labels(2, 12, 13, 4, ignore_frac=0.2)
+    m = gscnn_ops.DualTaskLoss().eval()
+    torch.testing.assert_close(m(logits, target),
+                               reference.dual_task_loss(logits.softmax(1), target))
+    ref_m = gscnn_ops.DualTaskLoss(fused=False).eval()
+    torch.testing.assert_close(ref_m(logits, target), m(logits, target))
+
+
+def test_module_train_uses_gumbel_softmax():
+    logits = torch.randn(2, 4, 12, 13, dtype=torch.float64, requires_grad=True)
+    target = blob_labels(2, 12, 13, 4)
+    m = gscnn_ops.DualTaskLoss(tau=0.5).train()
+    torch.manual_seed(0)
+    got = m(logits, target)
+    torch.manual_seed(0)
+    want = reference.dual_task_loss(F.gumbel_softmax(logits, tau=0.5, hard=False, dim=1), target)
+    torch.testing.assert_close(got, want)
+    got.backward()
+    assert torch.isfinite(logits.grad).all() and logits.grad.abs().max() > 0
+    assert not torch.allclose(got, m.eval()(logits, target))
+    with pytest.raises(ValueError, match="tau must be positive"):
+        gscnn_ops.DualTaskLoss(tau=0)
+
+
+# --- CUDA -----------------------------------------------------------------------------------
+
+@requires_cuda
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_cuda_matches_cpu(dtype):
+    N, K, H, W = 2, 5, 70, 90
+    prob = rand_prob(N, K, H, W, dtype=dtype)
+    target = blob_labels(N, H, W, K, ignore_frac=0.2)
+    l_cpu, g_cpu = fused_loss_and_grad(prob, target)
+    l_gpu, g_gpu = fused_loss_and_grad(prob.cuda(), target.cuda())
+    eps = LOW_PRECISION_EPS.get(dtype, 1e-5)
+    torch.testing.assert_close(l_gpu.cpu().double(), l_cpu.double(), rtol=eps, atol=eps)
+    torch.testing.assert_close(g_gpu.cpu().double(), g_cpu.double(), rtol=eps,
+                               atol=eps * g_cpu.abs().max().item())
+    z = gscnn_ops.boundary_potential(prob.cuda())
+    torch.testing.assert_close(z.cpu().double(), gscnn_ops.boundary_potential(prob).double(),
+                               rtol=eps, atol=eps)
+    a = fused_loss_and_grad(prob.cuda(), target.cuda())
+    assert torch.equal(a[0], l_gpu) and torch.equal(a[1], g_gpu)  # deterministic
