@@ -11,13 +11,14 @@ _BUILD_INFO = _load()
 from . import _registrations  # noqa: E402,F401  (needs the ops loaded above)
 from . import ops, reference  # noqa: E402
 from .nn import GatedConv2d, fold_gate_net  # noqa: E402
-from .ops import gated_conv2d, gated_conv2d_mlp  # noqa: E402
+from .ops import edge_targets, gated_conv2d, gated_conv2d_mlp  # noqa: E402
 
 __version__ = "0.1.0"
 
 __all__ = [
     "GatedConv2d",
     "build_info",
+    "edge_targets",
     "fold_gate_net",
     "gated_conv2d",
     "gated_conv2d_mlp",

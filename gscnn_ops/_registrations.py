@@ -137,3 +137,32 @@ def _mlp_emulate_fake(s, r, hidden_weight, hidden_bias, gate_weight, gate_bias, 
 def _backward_emulate_fake(grad_out, grad_alpha, s, r, gate_weight, gate_bias, weight, threads,
                            max_blocks):
     return _gated_conv2d_backward_fake(grad_out, grad_alpha, s, r, gate_weight, gate_bias, weight)
+
+
+# --- edge_targets (integer input: no autograd) --------------------------------------------------
+
+_LABEL_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
+
+
+def _check_edge_targets_fake(op, target, radius):
+    # The same checks, and messages, as csrc/common/edge_targets_host.h.
+    torch._check(target.dim() == 3, lambda: (
+        f"{op}: argument 'target' must be a 3-D (N, H, W) label map tensor, got a "
+        f"{target.dim()}-D tensor of shape {list(target.shape)}"))
+    torch._check(target.dtype in _LABEL_DTYPES, lambda: (
+        f"{op}: argument 'target' must be an integer label map (uint8, int8, int16, int32 or "
+        f"int64), got {target.dtype}"))
+    torch._check(radius >= 0, lambda: (
+        f"{op}: argument 'radius' must be a distance in pixels >= 0, got {radius}"))
+
+
+@torch.library.register_fake("gscnn_ops::edge_targets")
+def _edge_targets_fake(target, radius=2.0, ignore_index=255):
+    _check_edge_targets_fake("gscnn_ops.edge_targets", target, radius)
+    return target.new_empty(target.shape, dtype=torch.bool)  # contiguous, like the kernels
+
+
+@torch.library.register_fake("gscnn_ops::_edge_targets_emulate_cuda")
+def _edge_targets_emulate_fake(target, radius, ignore_index, threads, blocks):
+    _check_edge_targets_fake("gscnn_ops._edge_targets_emulate_cuda", target, radius)
+    return target.new_empty(target.shape, dtype=torch.bool)
