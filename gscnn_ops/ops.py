@@ -90,7 +90,10 @@ def edge_targets(target: Tensor, radius: float = 2.0, ignore_index: int = 255) -
 
     Args:
         target: integer label map (N, H, W): uint8, int8, int16, int32 or int64, on the CPU or a
-            CUDA device. Any layout and strides are read as they are (no copy).
+            CUDA device. Strided views are accepted: the CUDA kernel reads any strides as they
+            are; the CPU kernel too, except that a map whose columns are not adjacent in memory
+            (stride(2) != 1: a transposed view, the channel of an NHWC tensor) is first copied
+            to a contiguous one, which is much faster than strided reads for a stencil.
         radius: distance in pixels, >= 0 (0 or anything below 1 gives no edges; ``inf`` reaches
             the whole image). The work per pixel grows with ``radius**2``.
         ignore_index: the label of pixels to ignore. Every other value, negative ones included,
