@@ -13,6 +13,7 @@ import os
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings, strategies as st
 from torch.library import opcheck
 
 import gscnn_ops
@@ -212,6 +213,22 @@ def test_empty_inputs(shape):
         assert out.shape == shape and out.dtype == torch.bool
 
 
+@settings(max_examples=60, deadline=None, database=None, derandomize=True)
+@given(N=st.integers(1, 3), H=st.integers(1, 12), W=st.integers(1, 12),
+       radius=st.floats(0, 6, allow_nan=False), num_classes=st.integers(1, 4),
+       dtype=st.sampled_from(LABEL_DTYPES), layout=st.sampled_from(["contiguous", "transposed"]),
+       seed=st.integers(0, 2**16))
+def test_property_random_maps(N, H, W, radius, num_classes, dtype, layout, seed):
+    ignore = IGNORE_FOR[dtype]
+    labels = make_labels(N, H, W, num_classes=num_classes, ignore_index=ignore, dtype=dtype,
+                         seed=seed)
+    if layout == "transposed":
+        labels = labels.transpose(1, 2).contiguous().transpose(1, 2)
+    want = brute_force(labels, radius, ignore)
+    assert_same(gscnn_ops.edge_targets(labels, radius, ignore), want, "op")
+    assert_same(ops._edge_targets_emulate_cuda(labels, radius, ignore, 5, 2), want, "emulated")
+
+
 # --- strides --------------------------------------------------------------------------------------
 
 def strided_variants(N=2, H=11, W=14, dtype=torch.int64):
@@ -336,12 +353,12 @@ def test_torch_compile_fullgraph():
     assert int(count) == int(edges.sum()) > 0
 
 
-def test_torch_compile_dynamic_shapes():
-    compiled = torch.compile(lambda t: gscnn_ops.edge_targets(t, 1.5), fullgraph=True,
+def test_torch_compile_dynamic_shapes_and_radius_argument():
+    compiled = torch.compile(lambda t, r: gscnn_ops.edge_targets(t, r), fullgraph=True,
                              dynamic=True, backend="aot_eager")
-    for shape in [(1, 9, 12), (2, 14, 7), (3, 5, 31)]:
+    for shape, radius in [((1, 9, 12), 1.5), ((2, 14, 7), 2.0), ((3, 5, 31), 2.9)]:
         labels = make_labels(*shape, seed=sum(shape))
-        assert_same(compiled(labels), reference.edge_targets(labels, 1.5), str(shape))
+        assert_same(compiled(labels, radius), reference.edge_targets(labels, radius), str(shape))
 
 
 # --- bad arguments ---------------------------------------------------------------------------------
