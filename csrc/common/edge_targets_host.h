@@ -6,7 +6,6 @@
 #include <ATen/Dispatch.h>
 #include <ATen/ops/empty.h>
 
-#include <cmath>
 #include <limits>
 
 #include "checks.h"

@@ -11,7 +11,6 @@
 #include <torch/library.h>
 
 #include <algorithm>
-#include <memory>
 
 #include "../common/edge_targets_host.h"
 
