@@ -35,6 +35,11 @@ TORCH_LIBRARY(gscnn_ops, m) {
       "Tensor gate_weight, Tensor gate_bias, Tensor weight) -> (Tensor grad_s, Tensor grad_r, "
       "Tensor grad_gate_weight, Tensor grad_gate_bias, Tensor grad_weight, Tensor grad_bias)");
 
+  // Edge ground truth (per pixel, bool): the label is valid (!= ignore_index) and some pixel
+  // within Euclidean distance `radius` (dy^2 + dx^2 <= radius^2) has a different valid label.
+  // target: integer label map (N, H, W). No autograd (integer input).
+  m.def("edge_targets(Tensor target, float radius=2.0, int ignore_index=255) -> Tensor");
+
   // CPU emulation of the CUDA kernels above (the GPU kernels' own code run thread by thread, with
   // the launch shape given), so that tests on machines without a GPU cover the CUDA code paths.
   m.def(
@@ -76,4 +81,7 @@ TORCH_LIBRARY(gscnn_ops, m) {
       "_dual_task_loss_backward_emulate_cuda(Tensor grad, Tensor prob, Tensor target, "
       "Tensor count, float sigma, float threshold, int ignore_index, int tile_h, int tile_w, "
       "int threads) -> Tensor");
+  m.def(
+      "_edge_targets_emulate_cuda(Tensor target, float radius, int ignore_index, int threads, "
+      "int blocks) -> Tensor");
 }

@@ -14,6 +14,7 @@ from .nn import DualTaskLoss, GatedConv2d, fold_gate_net  # noqa: E402
 from .ops import (  # noqa: E402
     boundary_potential,
     dual_task_loss,
+    edge_targets,
     gated_conv2d,
     gated_conv2d_mlp,
 )
@@ -28,6 +29,7 @@ __all__ = [
     "boundary_potential",
     "build_info",
     "dual_task_loss",
+    "edge_targets",
     "fold_gate_net",
     "gated_conv2d",
     "gated_conv2d_mlp",

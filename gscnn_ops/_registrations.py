@@ -224,3 +224,30 @@ def _dtl_emulate_fake(prob, target, sigma, threshold, ignore_index, tile_h, tile
 def _dtl_backward_emulate_fake(grad, prob, target, count, sigma, threshold, ignore_index, tile_h,
                                tile_w, threads):
     return _like_prob(prob)
+# --- edge_targets (integer input: no autograd) --------------------------------------------------
+
+_LABEL_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
+
+
+def _check_edge_targets_fake(op, target, radius):
+    # The same checks, and messages, as csrc/common/edge_targets_host.h.
+    torch._check(target.dim() == 3, lambda: (
+        f"{op}: argument 'target' must be a 3-D (N, H, W) label map tensor, got a "
+        f"{target.dim()}-D tensor of shape {list(target.shape)}"))
+    torch._check(target.dtype in _LABEL_DTYPES, lambda: (
+        f"{op}: argument 'target' must be an integer label map (uint8, int8, int16, int32 or "
+        f"int64), got {target.dtype}"))
+    torch._check(radius >= 0, lambda: (
+        f"{op}: argument 'radius' must be a distance in pixels >= 0, got {radius}"))
+
+
+@torch.library.register_fake("gscnn_ops::edge_targets")
+def _edge_targets_fake(target, radius=2.0, ignore_index=255):
+    _check_edge_targets_fake("gscnn_ops.edge_targets", target, radius)
+    return target.new_empty(target.shape, dtype=torch.bool)  # contiguous, like the kernels
+
+
+@torch.library.register_fake("gscnn_ops::_edge_targets_emulate_cuda")
+def _edge_targets_emulate_fake(target, radius, ignore_index, threads, blocks):
+    _check_edge_targets_fake("gscnn_ops._edge_targets_emulate_cuda", target, radius)
+    return target.new_empty(target.shape, dtype=torch.bool)

@@ -100,3 +100,21 @@ def dual_task_loss(prob: Tensor, target: Tensor, sigma: float = 1.0, threshold: 
     band = band.detach()
     diff = (zeta - zeta_hat).abs() * band
     return diff.sum() / band.sum().clamp_min(1)
+def edge_targets(target: Tensor, radius: float = 2.0, ignore_index: int = 255) -> Tensor:
+    """Edge ground truth, literally from its definition: pixel p is an edge when label[p] is valid
+    (!= ignore_index) and some pixel q with |q - p|^2 = dy^2 + dx^2 <= radius^2 has a valid label
+    different from label[p]. Pixels outside the image are padding with the ignore label, so they
+    never count. One shifted comparison per offset of the disk; target (N, H, W) integer."""
+    labels = target.long()
+    N, H, W = labels.shape
+    # Offsets beyond the image size only ever see padding: stop there (also for radius = inf).
+    R = int(min(radius, max(H, W))) if radius >= 1 else 0  # int() floors radius >= 0
+    padded = F.pad(labels, (R, R, R, R), value=ignore_index)
+    edge = torch.zeros(labels.shape, dtype=torch.bool, device=labels.device)
+    for dy in range(-R, R + 1):
+        for dx in range(-R, R + 1):
+            if dy * dy + dx * dx > radius * radius:
+                continue
+            neighbour = padded[:, R + dy:R + dy + H, R + dx:R + dx + W]
+            edge |= (neighbour != ignore_index) & (neighbour != labels)
+    return edge & (labels != ignore_index)

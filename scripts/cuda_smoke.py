@@ -1,6 +1,7 @@
 """A short CUDA workload for compute-sanitizer (memcheck, racecheck): every gated_conv2d kernel on
 shapes that hit partial tiles, grid-stride loops, channels_last, wide layers (opt-in shared
-memory) and every dtype. Exits non-zero when a result disagrees with the CPU kernels.
+memory) and every dtype, and edge_targets on label maps of every dtype, strided views and radii
+reaching past the image. Exits non-zero when a result disagrees with the CPU kernels.
 
     compute-sanitizer --tool memcheck python scripts/cuda_smoke.py
 """
@@ -17,6 +18,25 @@ def check(name, got, want, tol):
     scale = max(1.0, want.float().abs().max().item() if want.numel() else 1.0)
     ok = err <= tol * scale
     print(f"{'ok ' if ok else 'BAD'} {name}: max abs err {err:.3g} (scale {scale:.3g})")
+    return ok
+
+
+def edge_targets_smoke():
+    ok = True
+    g = torch.Generator().manual_seed(0)
+    for dtype in (torch.uint8, torch.int32, torch.int64):
+        for N, H, W in [(1, 1, 1), (2, 7, 13), (1, 300, 257)]:
+            labels = torch.randint(0, 5, (N, H, W), generator=g)
+            labels[torch.rand(N, H, W, generator=g) < 0.1] = 255
+            labels = labels.to(dtype)
+            for name, view in [("contiguous", labels), ("transposed", labels.transpose(1, 2))]:
+                for radius in (0.0, 2.0, 5.5, float(H + W)):
+                    got = gscnn_ops.edge_targets(view.cuda(), radius)
+                    want = gscnn_ops.edge_targets(view, radius)
+                    same = torch.equal(got.cpu(), want)
+                    ok &= same
+                    print(f"{'ok ' if same else 'BAD'} edge_targets {dtype} {name} N{N} {H}x{W} "
+                          f"radius {radius}")
     return ok
 
 
@@ -55,6 +75,7 @@ def main():
                                                        args[4], args[5])
                 ref_m, _ = gscnn_ops.gated_conv2d_mlp(cpu[0], cpu[1], *hidden, cpu[4], cpu[5])
                 ok &= check(f"mlp forward {tag}", out_m, ref_m, tol * 10)
+    ok &= edge_targets_smoke()
     torch.cuda.synchronize()
     print("ALL OK" if ok else "MISMATCHES FOUND")
     return 0 if ok else 1

@@ -4,9 +4,6 @@
 
 #include <torch/library.h>
 
-#include <cstdlib>
-#include <string>
-
 #include "../common/gated_conv2d_host.h"
 #include "gated_conv2d_kernels.h"
 
@@ -17,30 +14,8 @@ constexpr const char* kForwardOp = "gscnn_ops.gated_conv2d";
 constexpr const char* kMlpOp = "gscnn_ops.gated_conv2d_mlp";
 constexpr const char* kBackwardOp = "gscnn_ops.gated_conv2d_backward";
 
-// The widest instruction set this processor supports, or the one named by GSCNN_CPU_ISA
-// (baseline, avx2, avx512: for tests and comparisons). Read on every call: it costs nanoseconds.
-enum class Isa { baseline, avx2, avx512 };
-
-Isa cpu_isa() {
-#if defined(GSCNN_CPU_X86_VARIANTS)
-  static const bool has_avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-                               __builtin_cpu_supports("f16c");
-  static const bool has_avx512 = has_avx2 && __builtin_cpu_supports("avx512f") &&
-                                 __builtin_cpu_supports("avx512bw") &&
-                                 __builtin_cpu_supports("avx512vl") &&
-                                 __builtin_cpu_supports("avx512dq");
-  const char* env = std::getenv("GSCNN_CPU_ISA");
-  if (env == nullptr || env[0] == 0) return has_avx512 ? Isa::avx512 : has_avx2 ? Isa::avx2 : Isa::baseline;
-  const std::string want(env);
-  TORCH_CHECK(want == "baseline" || want == "avx2" || want == "avx512",
-              "gscnn_ops: GSCNN_CPU_ISA must be baseline, avx2 or avx512, got '", want, "'");
-  TORCH_CHECK(want != "avx2" || has_avx2, "gscnn_ops: GSCNN_CPU_ISA=avx2 but this CPU lacks AVX2/FMA/F16C");
-  TORCH_CHECK(want != "avx512" || has_avx512, "gscnn_ops: GSCNN_CPU_ISA=avx512 but this CPU lacks AVX-512");
-  return want == "avx512" ? Isa::avx512 : want == "avx2" ? Isa::avx2 : Isa::baseline;
-#else
-  return Isa::baseline;
-#endif
-}
+using cpu::cpu_isa;  // cpu_isa.h
+using cpu::Isa;
 
 auto forward_launch() {
   return [](const auto& gate, const GclSizes& z, const at::Tensor& s, const at::Tensor& r,

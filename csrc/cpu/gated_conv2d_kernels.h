@@ -18,6 +18,7 @@
 #include "../common/gated_conv2d_checks.h"
 #include "../common/gated_conv2d_math.h"
 #include "../common/strided.h"
+#include "cpu_isa.h"
 
 namespace gscnn {
 namespace cpu {
@@ -37,8 +38,7 @@ namespace cpu {
   }
 
 GSCNN_DECLARE_CPU_KERNELS(baseline)  // x86-64 baseline (SSE2) or the platform default
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-#define GSCNN_CPU_X86_VARIANTS 1
+#if defined(GSCNN_CPU_X86_VARIANTS)
 GSCNN_DECLARE_CPU_KERNELS(avx2)    // AVX2 + FMA + F16C
 GSCNN_DECLARE_CPU_KERNELS(avx512)  // AVX-512 F/BW/VL/DQ
 #endif

@@ -1,0 +1,10 @@
+// CPU edge_targets kernel for processors with AVX-512 F/BW/VL/DQ (chosen at run time).
+#include "edge_targets_kernels.h"
+
+#if defined(GSCNN_CPU_X86_VARIANTS)
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")
+#define GSCNN_CPU_ISA avx512
+#include "edge_targets_kernels_impl.h"
+#pragma GCC pop_options
+#endif
