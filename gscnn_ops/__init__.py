@@ -18,13 +18,14 @@ from .ops import (  # noqa: E402
     gated_conv2d,
     gated_conv2d_mlp,
 )
-from .models import GSCNN  # noqa: E402
+from .models import GSCNN, GSCNNLoss  # noqa: E402
 
 __version__ = "0.1.0"
 
 __all__ = [
     "DualTaskLoss",
     "GSCNN",
+    "GSCNNLoss",
     "GatedConv2d",
     "boundary_potential",
     "build_info",

@@ -2,8 +2,9 @@
 
 from .canny import canny
 from .gscnn import ASPP, GSCNN, GSCNNOutput, ShapeStream
+from .loss import GSCNNLoss, image_class_weights
 from .resnet import ResNet, load_pretrained
 from .wider_resnet import WiderResNet38
 
-__all__ = ["ASPP", "GSCNN", "GSCNNOutput", "ResNet", "ShapeStream", "WiderResNet38", "canny",
-           "load_pretrained"]
+__all__ = ["ASPP", "GSCNN", "GSCNNLoss", "GSCNNOutput", "ResNet", "ShapeStream", "WiderResNet38", "canny",
+           "image_class_weights", "load_pretrained"]

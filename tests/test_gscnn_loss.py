@@ -1,0 +1,71 @@
+"""GSCNNLoss: the paper's joint loss on hand-made cases, and an overfit check of the whole model."""
+
+import pytest
+import torch
+
+from gscnn_ops.models import GSCNN, GSCNNOutput
+from gscnn_ops.models.loss import GSCNNLoss, image_class_weights
+
+
+def two_region_target(n=2, h=24, w=32):
+    target = torch.zeros(n, h, w, dtype=torch.long)
+    target[:, :, w // 2:] = 1
+    target[:, :3, :5] = 255  # an ignore patch
+    return target
+
+
+def test_perfect_edges_give_near_zero_bce_and_finite_terms():
+    target = two_region_target()
+    from gscnn_ops import edge_targets
+    edges = edge_targets(target, 2.0, 255)
+    seg = torch.nn.functional.one_hot(target.clamp_max(1), 2).permute(0, 3, 1, 2).float() * 30
+    perfect = GSCNNOutput(seg=seg, edge=(edges.float() * 2 - 1).unsqueeze(1) * 30)
+    terms = GSCNNLoss().eval()(perfect, target)
+    assert terms["edge"] < 1e-6
+    assert terms["seg"] < 1e-6
+    assert torch.isfinite(terms["total"])
+    wrong = GSCNNOutput(seg=seg, edge=-perfect.edge)
+    assert GSCNNLoss().eval()(wrong, target)["edge"] > 1.0
+
+
+def test_att_term_is_zero_not_nan_without_confident_edges():
+    target = two_region_target()
+    out = GSCNNOutput(seg=torch.randn(2, 2, 24, 32), edge=torch.full((2, 1, 24, 32), -10.0))
+    terms = GSCNNLoss().eval()(out, target)
+    assert terms["att"] == 0 and torch.isfinite(terms["total"])
+    confident = GSCNNOutput(seg=out.seg, edge=torch.full((2, 1, 24, 32), 10.0))
+    assert GSCNNLoss().eval()(confident, target)["att"] > 0
+
+
+def test_release_class_weights():
+    target = torch.tensor([[[0, 0, 0, 1], [255, 255, 0, 0]]])
+    w = image_class_weights(target, 3, 255)
+    torch.testing.assert_close(w, torch.tensor([[1 + 1 - 5 / 6, 1 + 1 - 1 / 6, 1.0]]))
+
+
+def test_bad_target_shape():
+    with pytest.raises(ValueError, match="GSCNNLoss: target must be"):
+        GSCNNLoss()(GSCNNOutput(seg=torch.randn(1, 2, 8, 8)), torch.zeros(1, 4, 4, dtype=torch.long))
+
+
+@pytest.mark.slow
+def test_overfit_one_small_batch():
+    torch.manual_seed(0)
+    model = GSCNN(3, "resnet18", output_stride=16).train()
+    loss_fn = GSCNNLoss()
+    image = torch.randn(2, 3, 32, 32)
+    target = torch.zeros(2, 32, 32, dtype=torch.long)
+    target[:, 8:24, 8:24] = 1
+    target[:, 12:20, 12:20] = 2
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    first = None
+    for step in range(150):
+        terms = loss_fn(model(image), target)
+        opt.zero_grad()
+        terms["total"].backward()
+        opt.step()
+        if first is None:
+            first = {k: v.item() for k, v in terms.items()}
+    last = {k: v.item() for k, v in terms.items()}
+    assert last["total"] < 0.3 * first["total"], (first, last)
+    assert last["seg"] < 0.2 * first["seg"], (first, last)
