@@ -35,6 +35,15 @@ TORCH_LIBRARY(gscnn_ops, m) {
       "Tensor gate_weight, Tensor gate_bias, Tensor weight) -> (Tensor grad_s, Tensor grad_r, "
       "Tensor grad_gate_weight, Tensor grad_gate_bias, Tensor grad_weight, Tensor grad_bias)");
 
+  // Boundary F-score (the DAVIS measure) counts, per image n, class k and radius r (pixels):
+  //   counts[n, k, j] = [pred boundary pixels, of which within radii[j] of a target boundary
+  //   pixel, target boundary pixels, of which within radii[j] of a pred boundary pixel,
+  //   pred pixels of class k, target pixels of class k] (int64, shape (N, K, R, 6)),
+  // with the pixels where target == ignore_index removed from both maps first.
+  m.def(
+      "boundary_fscore_counts(Tensor pred, Tensor target, int num_classes, int[] radii, "
+      "int ignore_index) -> Tensor");
+
   // CPU emulation of the CUDA kernels above (the GPU kernels' own code run thread by thread, with
   // the launch shape given), so that tests on machines without a GPU cover the CUDA code paths.
   m.def(
@@ -49,4 +58,7 @@ TORCH_LIBRARY(gscnn_ops, m) {
       "Tensor r, Tensor gate_weight, Tensor gate_bias, Tensor weight, int threads, "
       "int max_blocks) -> (Tensor grad_s, Tensor grad_r, Tensor grad_gate_weight, "
       "Tensor grad_gate_bias, Tensor grad_weight, Tensor grad_bias)");
+  m.def(
+      "_boundary_fscore_counts_emulate_cuda(Tensor pred, Tensor target, int num_classes, "
+      "int[] radii, int ignore_index, int threads, int blocks, int images_per_chunk) -> Tensor");
 }

@@ -9,19 +9,23 @@ from ._extension import build_info, has_cuda_kernels, load as _load
 _BUILD_INFO = _load()
 
 from . import _registrations  # noqa: E402,F401  (needs the ops loaded above)
-from . import ops, reference  # noqa: E402
+from . import metrics, ops, reference  # noqa: E402
+from .metrics import BoundaryFScore  # noqa: E402
 from .nn import GatedConv2d, fold_gate_net  # noqa: E402
-from .ops import gated_conv2d, gated_conv2d_mlp  # noqa: E402
+from .ops import boundary_fscore_counts, gated_conv2d, gated_conv2d_mlp  # noqa: E402
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "BoundaryFScore",
     "GatedConv2d",
+    "boundary_fscore_counts",
     "build_info",
     "fold_gate_net",
     "gated_conv2d",
     "gated_conv2d_mlp",
     "has_cuda_kernels",
+    "metrics",
     "ops",
     "reference",
 ]

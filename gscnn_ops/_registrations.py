@@ -137,3 +137,18 @@ def _mlp_emulate_fake(s, r, hidden_weight, hidden_bias, gate_weight, gate_bias, 
 def _backward_emulate_fake(grad_out, grad_alpha, s, r, gate_weight, gate_bias, weight, threads,
                            max_blocks):
     return _gated_conv2d_backward_fake(grad_out, grad_alpha, s, r, gate_weight, gate_bias, weight)
+
+
+# --- boundary_fscore_counts (integer counts: no autograd) -----------------------------------------
+
+@torch.library.register_fake("gscnn_ops::boundary_fscore_counts")
+def _boundary_fscore_counts_fake(pred, target, num_classes, radii, ignore_index):
+    torch._check(pred.dim() == 3 and target.dim() == 3,
+                 lambda: "gscnn_ops.boundary_fscore_counts: pred and target must be (N, H, W)")
+    return pred.new_empty((pred.shape[0], num_classes, len(radii), 6), dtype=torch.int64)
+
+
+@torch.library.register_fake("gscnn_ops::_boundary_fscore_counts_emulate_cuda")
+def _boundary_fscore_counts_emulate_fake(pred, target, num_classes, radii, ignore_index, threads,
+                                         blocks, images_per_chunk):
+    return _boundary_fscore_counts_fake(pred, target, num_classes, radii, ignore_index)
