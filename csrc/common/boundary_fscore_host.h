@@ -102,6 +102,11 @@ inline bfs::Radii make_radii(at::IntArrayRef radii, int64_t H, int64_t W) {
     r.r2[j] = rj * rj;
     r.rmax = std::max(r.rmax, rj);
   }
+  std::vector<int64_t> sorted(r.r2, r.r2 + r.count);
+  std::sort(sorted.begin(), sorted.end());
+  sorted.erase(std::unique(sorted.begin(), sorted.end()), sorted.end());
+  r.unique = static_cast<int64_t>(sorted.size());
+  std::copy(sorted.begin(), sorted.end(), r.sorted_r2);
   return r;
 }
 

@@ -15,10 +15,11 @@
 //               boundary along it)
 //   a boundary pixel of one map is *matched* at radius r when the other map has a boundary pixel
 //   q with |q - p|^2 <= r^2 (the disk x^2 + y^2 <= r^2 of the DAVIS dilation).
-// Instead of dilating the other map once per radius, we find for each boundary pixel the squared
-// distance to the nearest boundary pixel of the other map (searched row by row outwards, up to
-// the largest radius, stopping as soon as no closer pixel can exist) and compare it with every
-// r^2: one search per pixel serves all thresholds, and boundary pixels are sparse.
+// Instead of dilating the other map once per radius, we find for each boundary pixel the smallest
+// radius within which the other map has a boundary pixel (searched row by row outwards, stopping
+// as soon as no smaller radius can be reached) and compare it with every radius: one search per
+// pixel serves all thresholds, and boundary pixels are sparse. Pixels with nothing near are
+// rejected by a look at coarse occupancy cells (ORs of 8 rows) first.
 
 #include <cmath>
 #include <cstdint>
@@ -155,45 +156,53 @@ GSCNN_HD bool any_within(const uint64_t* occ, int64_t H, int64_t Wwords, int64_t
   return false;
 }
 
-// Squared distance from pixel (y, x) to the nearest set pixel of `plane` (H x Wwords words), or
-// rmax^2 + 1 when none lies within rmax. Rows are searched outwards from y; in row dy only
-// |dx| <= wmax can still improve (wmax^2 <= best - 1 - dy^2, shrinking as dy grows and as better
-// pixels are found: kept by decrements, no square roots); the search stops at the first dy with
-// dy^2 >= best. When row y itself has nothing within rmax, the occupancy cells `occ` are asked
+// The radii of one call, squared: in the caller's order (r2, for the counters) and sorted without
+// repeats (sorted_r2, for the search), with the largest radius (bounding every search).
+struct Radii {
+  int64_t r2[kMaxRadii];
+  int64_t count;
+  int64_t sorted_r2[kMaxRadii];
+  int64_t unique;
+  int64_t rmax;
+};
+
+// The smallest squared radius of `radii` within which `plane` (H x Wwords words) has a set pixel
+// around (y, x), or rmax^2 + 1 when none lies within rmax: all a count needs, as
+// d^2 <= r_j^2 exactly when that value is <= r_j^2. Rows are searched outwards from y, for a pixel
+// in a smaller radius than the one found so far (`bin`): in row dy only |dx| <= wmax can qualify,
+// wmax^2 <= r^2 - dy^2 shrinking as dy grows and as bins are reached (kept by decrements, no
+// square roots); the search stops when dy^2 exceeds the next smaller radius^2, or at the
+// smallest one. When row y itself has nothing within rmax, the occupancy cells `occ` are asked
 // first whether anything lies in the square of radius rmax at all (most unmatched pixels end
-// there); matched pixels, most of them, never pay for that look.
-GSCNN_HD int64_t nearest_sq_distance(const uint64_t* plane, const uint64_t* occ, int64_t H,
-                                     int64_t Wwords, int64_t W, int64_t y, int64_t x,
-                                     int64_t rmax) {
-  const int64_t none = rmax * rmax + 1;
-  int64_t best = none;
+// there); the other pixels never pay for that look.
+GSCNN_HD int64_t nearest_radius_sq(const uint64_t* plane, const uint64_t* occ, int64_t H,
+                                   int64_t Wwords, int64_t W, int64_t y, int64_t x,
+                                   const Radii& radii) {
+  const int64_t* s = radii.sorted_r2;
+  const int64_t rmax = radii.rmax;
+  int64_t bin = radii.unique;  // s[bin] holds the distance found; unique: none yet
   const int64_t dx0 = nearest_in_row(plane + y * Wwords, Wwords, x, rmax);
   if (dx0 >= 0) {
-    best = dx0 * dx0;
+    while (bin > 0 && dx0 * dx0 <= s[bin - 1]) --bin;
   } else if (!any_within(occ, H, Wwords, W, y, x, rmax)) {
-    return none;
+    return rmax * rmax + 1;
   }
   int64_t wmax = rmax;
-  for (int64_t dy = 1; dy <= rmax && dy * dy < best; ++dy) {
-    for (int side = 0; side < 2; ++side) {
-      const int64_t room = best - 1 - dy * dy;  // dx^2 <= room improves on best
+  for (int64_t dy = 1; bin > 0 && dy * dy <= s[bin - 1]; ++dy) {
+    for (int side = 0; side < 2 && bin > 0; ++side) {
+      const int64_t room = s[bin - 1] - dy * dy;  // dx^2 <= room reaches a smaller radius
       if (room < 0) break;
       while (wmax * wmax > room) --wmax;
       const int64_t yy = side == 0 ? y + dy : y - dy;
       if (yy < 0 || yy >= H) continue;
       const int64_t dx = nearest_in_row(plane + yy * Wwords, Wwords, x, wmax);
-      if (dx >= 0) best = dy * dy + dx * dx;
+      if (dx < 0) continue;
+      const int64_t d2 = dy * dy + dx * dx;
+      while (bin > 0 && d2 <= s[bin - 1]) --bin;
     }
   }
-  return best;
+  return bin < radii.unique ? s[bin] : rmax * rmax + 1;
 }
-
-// The radii of one call, squared, with the largest one (bounding every search).
-struct Radii {
-  int64_t r2[kMaxRadii];
-  int64_t count;
-  int64_t rmax;
-};
 
 // For every set bit of the boundary word w of row y of `src`, looks for the nearest boundary
 // pixel of `dst` (dst_occ: its occupancy cells) and adds 1 to counter j (counters[j * stride])
@@ -206,7 +215,7 @@ GSCNN_HD void match_word(uint64_t word, const uint64_t* dst, const uint64_t* dst
   while (word != 0) {
     const int64_t x = w * kWordBits + ctz64(word);
     word &= word - 1;
-    const int64_t d2 = nearest_sq_distance(dst, dst_occ, H, Wwords, W, y, x, radii.rmax);
+    const int64_t d2 = nearest_radius_sq(dst, dst_occ, H, Wwords, W, y, x, radii);
     for (int64_t j = 0; j < radii.count; ++j) {
       if (d2 <= radii.r2[j]) counters[j * stride] += 1;
     }
