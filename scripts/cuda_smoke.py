@@ -1,6 +1,7 @@
 """A short CUDA workload for compute-sanitizer (memcheck, racecheck): every gated_conv2d kernel on
 shapes that hit partial tiles, grid-stride loops, channels_last, wide layers (opt-in shared
-memory) and every dtype. Exits non-zero when a result disagrees with the CPU kernels.
+memory) and every dtype, and the boundary_fscore_counts kernels on small, odd and multi-word
+images. Exits non-zero when a result disagrees with the CPU kernels.
 
     compute-sanitizer --tool memcheck python scripts/cuda_smoke.py
 """
@@ -55,9 +56,28 @@ def main():
                                                        args[4], args[5])
                 ref_m, _ = gscnn_ops.gated_conv2d_mlp(cpu[0], cpu[1], *hidden, cpu[4], cpu[5])
                 ok &= check(f"mlp forward {tag}", out_m, ref_m, tol * 10)
+    ok &= boundary_fscore_smoke()
     torch.cuda.synchronize()
     print("ALL OK" if ok else "MISMATCHES FOUND")
     return 0 if ok else 1
+
+
+def boundary_fscore_smoke():
+    """boundary_fscore_counts on CUDA against the CPU kernel: exact integer counts."""
+    ok = True
+    for n, h, w, k in [(1, 1, 1, 2), (2, 7, 13, 3), (3, 33, 65, 5), (2, 129, 257, 19)]:
+        g = torch.Generator().manual_seed(h * w)
+        low = torch.rand(n, k, max(1, h // 6), max(1, w // 6), generator=g)
+        target = torch.nn.functional.interpolate(low, size=(h, w), mode="bilinear").argmax(1)
+        pred = torch.where(torch.rand(n, h, w, generator=g) < 0.05, (target + 1) % k, target)
+        target = torch.where(torch.rand(n, h, w, generator=g) < 0.03, 255, target).to(torch.uint8)
+        radii = [0, 1, 3, 5, 9, 12]
+        want = gscnn_ops.boundary_fscore_counts(pred, target, k, radii, 255)
+        got = gscnn_ops.boundary_fscore_counts(pred.cuda(), target.cuda(), k, radii, 255)
+        same = torch.equal(got.cpu(), want)
+        print(f"{'ok ' if same else 'BAD'} boundary_fscore_counts N{n} {h}x{w} K{k}")
+        ok &= same
+    return ok
 
 
 if __name__ == "__main__":

@@ -4,6 +4,9 @@
 // kernels, one block per (plane, chunk), each block writing its own row of partial sums (no
 // atomics but the integer atomicMin that records the first bad label). The op reads that status
 // once at its end, to raise on bad labels: its one device-to-host copy.
+//
+// ptxas (sm_90, -O3): mask kernels 55-56 registers, boundary 80, match 60; no stack frame, no
+// spills (nvcc -Xptxas -v, CUDA 13.0).
 
 #include <ATen/core/Tensor.h>
 #include <c10/cuda/CUDAException.h>
