@@ -39,6 +39,14 @@ TORCH_LIBRARY(gscnn_ops, m) {
   // within Euclidean distance `radius` (dy^2 + dx^2 <= radius^2) has a different valid label.
   // target: integer label map (N, H, W). No autograd (integer input).
   m.def("edge_targets(Tensor target, float radius=2.0, int ignore_index=255) -> Tensor");
+  // Boundary F-score (the DAVIS measure) counts, per image n, class k and radius r (pixels):
+  //   counts[n, k, j] = [pred boundary pixels, of which within radii[j] of a target boundary
+  //   pixel, target boundary pixels, of which within radii[j] of a pred boundary pixel,
+  //   pred pixels of class k, target pixels of class k] (int64, shape (N, K, R, 6)),
+  // with the pixels where target == ignore_index removed from both maps first.
+  m.def(
+      "boundary_fscore_counts(Tensor pred, Tensor target, int num_classes, int[] radii, "
+      "int ignore_index) -> Tensor");
 
   // CPU emulation of the CUDA kernels above (the GPU kernels' own code run thread by thread, with
   // the launch shape given), so that tests on machines without a GPU cover the CUDA code paths.
@@ -84,4 +92,7 @@ TORCH_LIBRARY(gscnn_ops, m) {
   m.def(
       "_edge_targets_emulate_cuda(Tensor target, float radius, int ignore_index, int threads, "
       "int blocks) -> Tensor");
+  m.def(
+      "_boundary_fscore_counts_emulate_cuda(Tensor pred, Tensor target, int num_classes, "
+      "int[] radii, int ignore_index, int threads, int blocks, int images_per_chunk) -> Tensor");
 }

@@ -9,24 +9,28 @@ from ._extension import build_info, has_cuda_kernels, load as _load
 _BUILD_INFO = _load()
 
 from . import _registrations  # noqa: E402,F401  (needs the ops loaded above)
-from . import ops, reference  # noqa: E402
+from . import metrics, ops, reference  # noqa: E402
+from .metrics import BoundaryFScore  # noqa: E402
+from .models import GSCNN, GSCNNLoss  # noqa: E402
 from .nn import DualTaskLoss, GatedConv2d, fold_gate_net  # noqa: E402
 from .ops import (  # noqa: E402
+    boundary_fscore_counts,
     boundary_potential,
     dual_task_loss,
     edge_targets,
     gated_conv2d,
     gated_conv2d_mlp,
 )
-from .models import GSCNN, GSCNNLoss  # noqa: E402
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "BoundaryFScore",
     "DualTaskLoss",
     "GSCNN",
     "GSCNNLoss",
     "GatedConv2d",
+    "boundary_fscore_counts",
     "boundary_potential",
     "build_info",
     "dual_task_loss",
@@ -35,6 +39,7 @@ __all__ = [
     "gated_conv2d",
     "gated_conv2d_mlp",
     "has_cuda_kernels",
+    "metrics",
     "ops",
     "reference",
 ]

@@ -251,3 +251,16 @@ def _edge_targets_fake(target, radius=2.0, ignore_index=255):
 def _edge_targets_emulate_fake(target, radius, ignore_index, threads, blocks):
     _check_edge_targets_fake("gscnn_ops._edge_targets_emulate_cuda", target, radius)
     return target.new_empty(target.shape, dtype=torch.bool)
+# --- boundary_fscore_counts (integer counts: no autograd) -----------------------------------------
+
+@torch.library.register_fake("gscnn_ops::boundary_fscore_counts")
+def _boundary_fscore_counts_fake(pred, target, num_classes, radii, ignore_index):
+    torch._check(pred.dim() == 3 and target.dim() == 3,
+                 lambda: "gscnn_ops.boundary_fscore_counts: pred and target must be (N, H, W)")
+    return pred.new_empty((pred.shape[0], num_classes, len(radii), 6), dtype=torch.int64)
+
+
+@torch.library.register_fake("gscnn_ops::_boundary_fscore_counts_emulate_cuda")
+def _boundary_fscore_counts_emulate_fake(pred, target, num_classes, radii, ignore_index, threads,
+                                         blocks, images_per_chunk):
+    return _boundary_fscore_counts_fake(pred, target, num_classes, radii, ignore_index)

@@ -5,7 +5,7 @@ CUDA streams and autocast (inputs are cast to the autocast dtype, as torch.nn.fu
 does), and validates its arguments with errors that name the op and the argument.
 """
 
-from typing import Optional, Tuple
+from typing import Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
@@ -16,17 +16,22 @@ _HAS_CUDA_KERNELS = has_cuda_kernels()
 _ops = torch.ops.gscnn_ops
 
 
+def _require_cuda_kernels(op_name, t):
+    """A clear error for CUDA tensors when the CUDA kernels were not compiled in."""
+    if isinstance(t, Tensor) and t.device.type == "cuda" and not _HAS_CUDA_KERNELS:
+        raise RuntimeError(
+            f"gscnn_ops.{op_name}: the tensors are on CUDA but gscnn_ops was built without its "
+            "CUDA kernels. Rebuild with CUDA: FORCE_CUDA=1 pip install --no-build-isolation "
+            "--force-reinstall --no-deps ."
+        )
+
+
 def _prepare(op_name, tensors):
     """Autocast casting and a clear error for CUDA tensors without compiled CUDA kernels."""
     s = tensors[0]
     if isinstance(s, Tensor):
         device = s.device.type
-        if device == "cuda" and not _HAS_CUDA_KERNELS:
-            raise RuntimeError(
-                f"gscnn_ops.{op_name}: the tensors are on CUDA but gscnn_ops was built without its "
-                "CUDA kernels. Rebuild with CUDA: FORCE_CUDA=1 pip install --no-build-isolation "
-                "--force-reinstall --no-deps ."
-            )
+        _require_cuda_kernels(op_name, s)
         if device in ("cpu", "cuda") and torch.is_autocast_enabled(device):
             # As autocast treats conv2d: float32/16/bf16 go to the autocast dtype, float64 stays.
             dtype = torch.get_autocast_dtype(device)
@@ -161,3 +166,34 @@ def edge_targets(target: Tensor, radius: float = 2.0, ignore_index: int = 255) -
     """
     (target,) = _prepare("edge_targets", [target])
     return _ops.edge_targets(target, float(radius), int(ignore_index))
+def boundary_fscore_counts(pred: Tensor, target: Tensor, num_classes: int, radii: Sequence[int],
+                           ignore_index: int = 255) -> Tensor:
+    """Per-image, per-class counts of the boundary F-score (the DAVIS measure), fused.
+
+    For each image n, class k and radius r = radii[j] (pixels), with the pixels whose target is
+    ``ignore_index`` removed from both maps:
+
+      pred mask   = (pred == k) & valid,   target mask = (target == k) & valid
+      boundary    = pixels that differ from their east, south or south-east neighbour (DAVIS's
+                    seg2bmap; neighbours outside the image are not compared)
+      matched     = boundary pixels with a boundary pixel of the other map within the disk
+                    x^2 + y^2 <= r^2
+
+    Args:
+        pred, target: (N, H, W) integer label maps (uint8, int32 or int64 are read in place, any
+            strides; other integer types are converted), on one device. Target labels must be in
+            [0, num_classes) or ignore_index; pred labels in [0, num_classes), or ignore_index for
+            pixels of no class.
+        num_classes: K. radii: 1 to 32 non-negative pixel radii.
+
+    Returns:
+        int64 (N, K, R, 6): [pred boundary pixels, of which matched, target boundary pixels, of
+        which matched, pred pixels of class k, target pixels of class k]. Exact integer counts:
+        the same on every device and for any thread count. On CUDA the op reads one status word
+        back to the host (to raise on bad labels), so it synchronises with the stream.
+
+    :class:`gscnn_ops.metrics.BoundaryFScore` turns these counts into precision, recall and F.
+    """
+    _require_cuda_kernels("boundary_fscore_counts", pred)
+    return _ops.boundary_fscore_counts(pred, target, int(num_classes), [int(r) for r in radii],
+                                       int(ignore_index))

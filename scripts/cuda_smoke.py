@@ -2,6 +2,8 @@
 shapes that hit partial tiles, grid-stride loops, channels_last, wide layers (opt-in shared
 memory) and every dtype, and edge_targets on label maps of every dtype, strided views and radii
 reaching past the image. Exits non-zero when a result disagrees with the CPU kernels.
+memory) and every dtype, and the boundary_fscore_counts kernels on small, odd and multi-word
+images. Exits non-zero when a result disagrees with the CPU kernels.
 
     compute-sanitizer --tool memcheck python scripts/cuda_smoke.py
 """
@@ -76,9 +78,53 @@ def main():
                 ref_m, _ = gscnn_ops.gated_conv2d_mlp(cpu[0], cpu[1], *hidden, cpu[4], cpu[5])
                 ok &= check(f"mlp forward {tag}", out_m, ref_m, tol * 10)
     ok &= edge_targets_smoke()
+    ok &= boundary_fscore_smoke()
+    ok &= dual_task_smoke()
     torch.cuda.synchronize()
     print("ALL OK" if ok else "MISMATCHES FOUND")
     return 0 if ok else 1
+
+
+def boundary_fscore_smoke():
+    """boundary_fscore_counts on CUDA against the CPU kernel: exact integer counts."""
+    ok = True
+    for n, h, w, k in [(1, 1, 1, 2), (2, 7, 13, 3), (3, 33, 65, 5), (2, 129, 257, 19)]:
+        g = torch.Generator().manual_seed(h * w)
+        low = torch.rand(n, k, max(1, h // 6), max(1, w // 6), generator=g)
+        target = torch.nn.functional.interpolate(low, size=(h, w), mode="bilinear").argmax(1)
+        pred = torch.where(torch.rand(n, h, w, generator=g) < 0.05, (target + 1) % k, target)
+        target = torch.where(torch.rand(n, h, w, generator=g) < 0.03, 255, target).to(torch.uint8)
+        radii = [0, 1, 3, 5, 9, 12]
+        want = gscnn_ops.boundary_fscore_counts(pred, target, k, radii, 255)
+        got = gscnn_ops.boundary_fscore_counts(pred.cuda(), target.cuda(), k, radii, 255)
+        same = torch.equal(got.cpu(), want)
+        print(f"{'ok ' if same else 'BAD'} boundary_fscore_counts N{n} {h}x{w} K{k}")
+        ok &= same
+    return ok
+
+
+def dual_task_smoke():
+    """boundary_potential and dual_task_loss, forward and backward, on CUDA against the CPU."""
+    ok = True
+    for dtype, tol in [(torch.float32, 1e-4), (torch.bfloat16, 5e-2)]:
+        for n, k, h, w in [(1, 2, 1, 1), (2, 3, 7, 13), (2, 5, 45, 70), (1, 19, 130, 97)]:
+            g = torch.Generator().manual_seed(n * h * w + k)
+            logits = torch.randn(n, k, h, w, generator=g) * 3
+            target = torch.randint(0, k, (n, h, w), generator=g)
+            target[:, : h // 4, : w // 4] = 255
+            prob = logits.softmax(1).to(dtype)
+            for device_prob, device_target, name in ((prob, target, "cpu"), (prob.cuda(), target.cuda(), "cuda")):
+                p = device_prob.detach().requires_grad_()
+                zeta = gscnn_ops.boundary_potential(p, 1.0)
+                loss = gscnn_ops.dual_task_loss(p, device_target, 1.0)
+                (zeta.float().square().mean() + loss.float()).backward()
+                if name == "cpu":
+                    want = (zeta.detach(), loss.detach(), p.grad)
+                else:
+                    got = (zeta.detach(), loss.detach(), p.grad)
+            for what, a, b in zip(("zeta", "loss", "grad"), got, want):
+                ok &= check(f"dual-task {what} {dtype} N{n} K{k} {h}x{w}", a, b, tol)
+    return ok
 
 
 if __name__ == "__main__":
