@@ -148,6 +148,13 @@ def test_bad_arguments():
         model(torch.randn(1, 3, 16, 16), torch.zeros(1, 1, 8, 8))
 
 
+def test_training_with_one_image_per_batch():
+    model = GSCNN(3, "resnet18").train()
+    out = model(torch.randn(1, 3, 40, 40), torch.zeros(1, 1, 40, 40))
+    (out.seg.mean() + out.edge.mean()).backward()
+    assert torch.isfinite(out.seg).all()
+
+
 def test_bfloat16_autocast_forward_and_backward_stay_finite():
     torch.manual_seed(0)
     model = GSCNN(4, "resnet18").train()

@@ -68,7 +68,9 @@ class ASPP(nn.Module):
         super().__init__()
         self.branches = nn.ModuleList([_conv_bn_relu(cin, cout, 1)] +
                                       [_conv_bn_relu(cin, cout, 3, r) for r in rates])
-        self.pool = _conv_bn_relu(cin, cout, 1)
+        # No BatchNorm on the pooled branch: with one image per device (the release trains with
+        # batch 1 per GPU) it would normalise a single value per channel, and fails in training.
+        self.pool = nn.Sequential(nn.Conv2d(cin, cout, 1), nn.ReLU(inplace=True))
         self.edge = _conv_bn_relu(1, cout, 1) if edge_branch else None
         n = len(self.branches) + 1 + (1 if edge_branch else 0)
         self.project = _conv_bn_relu(n * cout, cout, 1)
