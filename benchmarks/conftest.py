@@ -42,12 +42,19 @@ What every benchmark here does, and why:
     buffers, as far as we checked), and allocator overhead/fragmentation.
 """
 
+import math
 import os
+import time
 from dataclasses import dataclass
 from typing import Callable, Optional
 
 import pytest
 import torch
+
+try:
+    import resource
+except ImportError:  # not on Windows
+    resource = None
 
 import gscnn_ops
 
@@ -152,6 +159,64 @@ def _cpu_peak_memory_bytes(fn):
     return int(peak)
 
 
+# --- timing shared by every benchmark file -----------------------------------------------------
+
+def _cpu_counters():
+    """(busy seconds of all CPUs, CPU seconds of this process, wall seconds); None off Linux."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(x) for x in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    # user nice system idle iowait irq softirq steal: busy = all but idle and iowait.
+    busy = (sum(fields[:8]) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
+    own = os.times()
+    return busy, own.user + own.system, time.monotonic()
+
+
+def _others_cpu_cores(before, after):
+    """Average number of cores used by everything but this process between two counters."""
+    if before is None or after is None or after[2] <= before[2]:
+        return None
+    others = (after[0] - before[0]) - (after[1] - before[1])
+    return max(0.0, others / (after[2] - before[2]))
+
+
+def _run_timed(benchmark, call, device, *, warmup_rounds, min_rounds, max_rounds,
+              seconds_per_case):
+    """Warm-up (which also sets the number of rounds from the fastest call), then the timed
+    rounds of ``call`` with ``benchmark.pedantic``. Records in extra_info: rounds, torch_threads,
+    others_cpu_cores (the machines are shared: cores other processes used while timing;
+    summarize.py flags groups where it is not ~0) and, on CPU, minflt_per_call (minor page faults
+    per call: fresh memory the allocator had to map, which can dominate a memory-bound op and
+    makes some medians bimodal across runs). Results are dropped inside each round, so a round's
+    outputs are never alive during the next one. Returns the number of rounds."""
+    info = benchmark.extra_info
+    rounds = 1
+    if not benchmark.disabled:
+        per_call = float("inf")
+        for _ in range(max(1, warmup_rounds)):
+            t0 = time.perf_counter()
+            call()
+            per_call = min(per_call, time.perf_counter() - t0)
+        rounds = int(min(max_rounds, max(min_rounds, math.ceil(seconds_per_case / per_call))))
+    info["rounds"] = rounds
+
+    def timed():
+        call()
+
+    cpu_before = _cpu_counters()
+    faults_before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt if resource else None
+    benchmark.pedantic(timed, rounds=rounds, iterations=1, warmup_rounds=0)
+    info["torch_threads"] = torch.get_num_threads()
+    if not benchmark.disabled:
+        info["others_cpu_cores"] = _others_cpu_cores(cpu_before, _cpu_counters())
+        if faults_before is not None and device == "cpu":
+            faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults_before
+            info["minflt_per_call"] = faults / rounds
+    return rounds
+
+
 # --- fixtures ---------------------------------------------------------------------------------
 
 @pytest.fixture(scope="session")
@@ -176,6 +241,13 @@ def compiled_gated_conv2d():
 @pytest.fixture(scope="session")
 def hbm_bytes_per_s():
     return HBM_BYTES_PER_S
+
+
+@pytest.fixture(scope="session")
+def run_timed():
+    """run_timed(benchmark, call, device, warmup_rounds=, min_rounds=, max_rounds=,
+    seconds_per_case=) -> rounds: see _run_timed."""
+    return _run_timed
 
 
 @pytest.fixture(scope="session")

@@ -24,9 +24,7 @@ prediction that follows it with boundaries displaced by up to a few pixels and a
 image pasted over with wrong labels; pred int64 (argmax output), target uint8 (as loaded).
 """
 
-import math
 import os
-import time
 
 import numpy as np
 import pytest
@@ -162,24 +160,6 @@ def fused(pred, target):
     return scores_from_counts(counts)["f"][0]
 
 
-def _cpu_counters():
-    """(busy seconds of all CPUs, CPU seconds of this process, wall seconds); None off Linux."""
-    try:
-        with open("/proc/stat") as f:
-            fields = [int(x) for x in f.readline().split()[1:]]
-    except (OSError, ValueError):
-        return None
-    busy = (sum(fields[:8]) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
-    own = os.times()
-    return busy, own.user + own.system, time.monotonic()
-
-
-def _others_cpu_cores(before, after):
-    if before is None or after is None or after[2] <= before[2]:
-        return None
-    return max(0.0, ((after[0] - before[0]) - (after[1] - before[1])) / (after[2] - before[2]))
-
-
 _INPUTS = {}
 _FUSED_F = {}
 
@@ -193,7 +173,7 @@ def _params():
 
 
 @pytest.mark.parametrize("device, impl", _params())
-def test_boundary_fscore(benchmark, smoke, device, impl):
+def test_boundary_fscore(benchmark, smoke, run_timed, device, impl):
     if impl != "fused" and cv2 is None and ndimage is None:
         pytest.skip("needs opencv-python-headless (or scipy) for the DAVIS baseline")
     if device == "cuda" and not (torch.cuda.is_available() and gscnn_ops.has_cuda_kernels()):
@@ -227,17 +207,8 @@ def test_boundary_fscore(benchmark, smoke, device, impl):
     # Same numbers: every implementation's F equals the fused op's on the CPU.
     np.testing.assert_allclose(call(), _FUSED_F[(h, w)], rtol=0, atol=1e-12)
 
-    rounds = 1
-    if not benchmark.disabled:
-        t0 = time.perf_counter()
-        call()
-        per_call = time.perf_counter() - t0
-        rounds = int(min(st["max_rounds"], max(st["min_rounds"], math.ceil(st["seconds"] / per_call))))
-    info["rounds"] = rounds
-    before = _cpu_counters()
-    benchmark.pedantic(call, rounds=rounds, iterations=1, warmup_rounds=0)
-    info["torch_threads"] = torch.get_num_threads()
+    run_timed(benchmark, call, device, warmup_rounds=1, min_rounds=st["min_rounds"],
+              max_rounds=st["max_rounds"], seconds_per_case=st["seconds"])
     stats = getattr(benchmark, "stats", None)
     if not benchmark.disabled and stats is not None:
-        info["others_cpu_cores"] = _others_cpu_cores(before, _cpu_counters())
         info["est_500_images_s"] = stats.stats.median * IMAGES_PER_VAL_SET

@@ -13,7 +13,6 @@ identical inputs. How time and memory are measured: conftest.py. Shapes: K = 19 
 """
 
 import math
-import time
 
 import pytest
 import torch
@@ -117,7 +116,8 @@ def reference_result(key, what, prob, target, grad_zeta):
 
 
 @pytest.mark.parametrize("device, dtype, what, impl", _params())
-def test_dual_task_loss(benchmark, settings, dtl_impls, peak_memory, device, dtype, what, impl):
+def test_dual_task_loss(benchmark, settings, dtl_impls, peak_memory, run_timed, device, dtype, what,
+                       impl):
     if device == "cuda" and not torch.cuda.is_available():
         pytest.skip("CUDA not available")
     if device == "cuda" and impl == "fused" and not gscnn_ops.has_cuda_kernels():
@@ -144,18 +144,5 @@ def test_dual_task_loss(benchmark, settings, dtl_impls, peak_memory, device, dty
 
     info["peak_mem_bytes"] = peak_memory(call, device)
 
-    rounds = 1
-    if not benchmark.disabled:
-        per_call = float("inf")
-        for _ in range(st.warmup_rounds):
-            t0 = time.perf_counter()
-            call()
-            per_call = min(per_call, time.perf_counter() - t0)
-        rounds = int(min(st.max_rounds, max(st.min_rounds, math.ceil(st.seconds_per_case / per_call))))
-    info["rounds"] = rounds
-    info["torch_threads"] = torch.get_num_threads()
-
-    def timed():
-        call()
-
-    benchmark.pedantic(timed, rounds=rounds, iterations=1, warmup_rounds=0)
+    run_timed(benchmark, call, device, warmup_rounds=st.warmup_rounds, min_rounds=st.min_rounds,
+              max_rounds=st.max_rounds, seconds_per_case=st.seconds_per_case)

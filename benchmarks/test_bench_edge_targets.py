@@ -13,14 +13,6 @@ irregular shape, 5% ignored pixels, radius 2 (the authors' edge band). CPU and C
 only in the CPU groups (it is a CPU implementation; the CUDA op replaces it in a data loader).
 """
 
-import math
-import time
-
-try:
-    import resource
-except ImportError:  # not on Windows
-    resource = None
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -33,7 +25,6 @@ try:
 except ImportError:  # SciPy is optional: its cases are skipped
     ndimage = None
 
-from test_bench_gated_conv2d import _cpu_counters, _others_cpu_cores
 
 NUM_CLASSES = 19
 IGNORE_INDEX = 255
@@ -107,7 +98,8 @@ _REF_CACHE = {}
 
 
 @pytest.mark.parametrize("device, dtype, impl", _params())
-def test_edge_targets(benchmark, smoke, peak_memory, compiled_edge_targets, device, dtype, impl):
+def test_edge_targets(benchmark, smoke, peak_memory, run_timed, compiled_edge_targets, device, dtype,
+                      impl):
     if device == "cuda" and not torch.cuda.is_available():
         pytest.skip("CUDA not available")
     if device == "cuda" and impl == "fused" and not gscnn_ops.has_cuda_kernels():
@@ -146,29 +138,10 @@ def test_edge_targets(benchmark, smoke, peak_memory, compiled_edge_targets, devi
     #    allocations, so SciPy's figure would be wrong: not recorded).
     info["peak_mem_bytes"] = None if impl == "scipy" else peak_memory(call, device)
 
-    # 3. Warm-up, which also sets the number of rounds from the time of one call.
-    rounds = 1
+    # 3. Warm-up, then the timed rounds (conftest._run_timed).
+    run_timed(benchmark, call, device, warmup_rounds=warmup, min_rounds=min_rounds,
+              max_rounds=max_rounds, seconds_per_case=seconds)
     if not benchmark.disabled:
-        per_call = float("inf")
-        for _ in range(warmup):
-            t0 = time.perf_counter()
-            call()
-            per_call = min(per_call, time.perf_counter() - t0)
-        rounds = int(min(max_rounds, max(min_rounds, math.ceil(seconds / per_call))))
-    info["rounds"] = rounds
-
-    def timed():
-        call()
-
-    cpu_before = _cpu_counters()
-    faults_before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt if resource else None
-    benchmark.pedantic(timed, rounds=rounds, iterations=1, warmup_rounds=0)
-    info["torch_threads"] = torch.get_num_threads()
-    if not benchmark.disabled:
-        info["others_cpu_cores"] = _others_cpu_cores(cpu_before, _cpu_counters())
-        if faults_before is not None and device == "cpu":
-            faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults_before
-            info["minflt_per_call"] = faults / rounds
         stats = getattr(benchmark, "stats", None)
         if stats is not None:
             # Bytes a kernel must move at least: the labels read once, the bool map written once.

@@ -12,13 +12,6 @@ channel from the regular stream (Cr = 1); C_out = C; no bias.
 """
 
 import math
-import os
-import time
-
-try:
-    import resource
-except ImportError:  # not on Windows
-    resource = None
 
 import pytest
 import torch
@@ -109,27 +102,6 @@ def make_call(fn, leaves, direction, device):
     return call
 
 
-def _cpu_counters():
-    """(busy seconds of all CPUs, CPU seconds of this process, wall seconds); None off Linux."""
-    try:
-        with open("/proc/stat") as f:
-            fields = [int(x) for x in f.readline().split()[1:]]
-    except (OSError, ValueError):
-        return None
-    # user nice system idle iowait irq softirq steal: busy = all but idle and iowait.
-    busy = (sum(fields[:8]) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
-    own = os.times()
-    return busy, own.user + own.system, time.monotonic()
-
-
-def _others_cpu_cores(before, after):
-    """Average number of cores used by everything but this process between two counters."""
-    if before is None or after is None or after[2] <= before[2]:
-        return None
-    others = (after[0] - before[0]) - (after[1] - before[1])
-    return max(0.0, others / (after[2] - before[2]))
-
-
 _REF_CACHE = {}
 
 
@@ -154,7 +126,7 @@ def check_close(result, expected, dtype, what):
 
 
 @pytest.mark.parametrize("device, dtype, direction, c, impl", _params())
-def test_gated_conv2d(benchmark, settings, impls, peak_memory, hbm_bytes_per_s,
+def test_gated_conv2d(benchmark, settings, impls, peak_memory, run_timed, hbm_bytes_per_s,
                       device, dtype, direction, c, impl):
     if device == "cuda" and not torch.cuda.is_available():
         pytest.skip("CUDA not available")
@@ -180,36 +152,9 @@ def test_gated_conv2d(benchmark, settings, impls, peak_memory, hbm_bytes_per_s,
     # 2. Peak memory of one (warm) call, outside the timed rounds.
     info["peak_mem_bytes"] = peak_memory(call, device)
 
-    # 3. Warm-up, which also sets the number of rounds from the time of one call.
-    rounds = 1
-    if not benchmark.disabled:
-        per_call = float("inf")
-        for _ in range(st.warmup_rounds):
-            t0 = time.perf_counter()
-            call()
-            per_call = min(per_call, time.perf_counter() - t0)
-        rounds = int(min(st.max_rounds, max(st.min_rounds, math.ceil(st.seconds_per_case / per_call))))
-    info["rounds"] = rounds
-
-    # 4. Timed rounds. The callable returns None: results are dropped inside each round, so a
-    #    round's outputs are never alive during the next one (same for every implementation).
-    def timed():
-        call()
-
-    cpu_before = _cpu_counters()
-    faults_before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt if resource else None
-    benchmark.pedantic(timed, rounds=rounds, iterations=1, warmup_rounds=0)
-    info["torch_threads"] = torch.get_num_threads()
-    if not benchmark.disabled:
-        # The machines are shared: how many cores other processes (and the hypervisor's steal)
-        # used while this benchmark was timed. summarize.py flags groups where it is not ~0.
-        info["others_cpu_cores"] = _others_cpu_cores(cpu_before, _cpu_counters())
-        if faults_before is not None and device == "cpu":
-            # Minor page faults per call (whole process): fresh memory the allocator had to
-            # map. On CPU they can dominate a memory-bound op and depend on the allocator's
-            # history (glibc's dynamic mmap threshold), making some medians bimodal across runs.
-            faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults_before
-            info["minflt_per_call"] = faults / rounds
+    # 3. Warm-up, then the timed rounds (conftest._run_timed).
+    run_timed(benchmark, call, device, warmup_rounds=st.warmup_rounds, min_rounds=st.min_rounds,
+              max_rounds=st.max_rounds, seconds_per_case=st.seconds_per_case)
 
     if direction == "fwd":
         s, r = leaves[0], leaves[1]
