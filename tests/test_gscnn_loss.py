@@ -37,6 +37,26 @@ def test_att_term_is_zero_not_nan_without_confident_edges():
     assert GSCNNLoss().eval()(confident, target)["att"] > 0
 
 
+@pytest.mark.parametrize("class_weighting", [False, True])
+def test_fused_and_reference_losses_agree(class_weighting):
+    torch.manual_seed(0)
+    target = two_region_target()
+    target[:, 10:14, 3:9] = 2
+    seg = torch.randn(2, 3, 24, 32, dtype=torch.float64, requires_grad=True)
+    edge = torch.randn(2, 1, 24, 32, dtype=torch.float64, requires_grad=True)
+    results = []
+    for fused in (True, False):
+        terms = GSCNNLoss(fused=fused, class_weighting=class_weighting).eval()(
+            GSCNNOutput(seg=seg, edge=edge), target)
+        grads = torch.autograd.grad(terms["total"], (seg, edge))
+        results.append(({k: v.detach() for k, v in terms.items()}, grads))
+    (a, ga), (b, gb) = results
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-6, atol=1e-9, msg=lambda m: f"{k}: {m}")
+    for x, y in zip(ga, gb):
+        torch.testing.assert_close(x, y, rtol=1e-6, atol=1e-9)
+
+
 def test_release_class_weights():
     target = torch.tensor([[[0, 0, 0, 1], [255, 255, 0, 0]]])
     w = image_class_weights(target, 3, 255)

@@ -112,6 +112,8 @@ def test_checkpoint_problems_are_reported(tmp_path):
     torch.save(state, path)
     report = load_pretrained(ResNet("resnet18"), str(path))
     assert report["missing"] == ["layer4.1.bn2.weight"] and report["unexpected"] == ["extra.weight"]
+    with pytest.warns(UserWarning, match="left 1 trunk parameters unset"):
+        GSCNN(3, "resnet18", pretrained=str(path))
 
     wrong = tmp_path / "resnet50.pth"
     torch.save(_torchvision_style_state(ResNet("resnet50")), wrong)

@@ -3,6 +3,7 @@ an edge branch) and a DeepLabV3+ decoder. ``shape_stream=False`` gives the DeepL
 the same trunk, for ablations.
 """
 
+import warnings
 from dataclasses import dataclass, field
 from typing import List, Optional
 
@@ -11,7 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..nn import GatedConv2d
-from .resnet import BasicBlock, ResNet
+from .resnet import BasicBlock, ResNet, load_pretrained
 from .wider_resnet import WiderResNet38
 
 
@@ -121,8 +122,12 @@ class GSCNN(nn.Module):
                       else ResNet(backbone, output_stride))
         self.load_report = None
         if pretrained is not None:
-            from .resnet import load_pretrained
             self.load_report = load_pretrained(self.trunk, pretrained)
+            if self.load_report["missing"] or self.load_report["unexpected"]:
+                warnings.warn(f"GSCNN: {pretrained!r} left {len(self.load_report['missing'])} "
+                              f"trunk parameters unset ({self.load_report['missing'][:5]}...) and "
+                              f"had {len(self.load_report['unexpected'])} unused keys "
+                              f"({self.load_report['unexpected'][:5]}...)", stacklevel=2)
         ch = self.trunk.channels
         rates = (12, 24, 36) if output_stride == 8 else (6, 12, 18)
         self.shape = (ShapeStream(ch["stem"], [ch["layer1"], ch["layer2"], ch["layer4"]],

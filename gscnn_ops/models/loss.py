@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .. import ops
+from .. import ops, reference
 from .gscnn import GSCNNOutput
 
 
@@ -36,13 +36,14 @@ class GSCNNLoss(nn.Module):
     - dual: ``gscnn_ops.DualTaskLoss`` (Gumbel-softmax at ``tau`` in training, softmax in eval);
     - att: the paper's regulariser 2 (eq. 6), 0 when no pixel is selected.
 
+    ``fused=False`` computes the edge targets and the dual-task term with gscnn_ops.reference.
     ``forward(output, target)`` returns a dict with ``total`` and each term (for logging).
     """
 
     def __init__(self, edge_weight: float = 20.0, seg_weight: float = 1.0, dual_weight: float = 1.0,
                  att_weight: float = 1.0, att_threshold: float = 0.8, ignore_index: int = 255,
                  class_weighting: bool = False, edge_radius: float = 2.0, tau: float = 0.5,
-                 sigma: float = 1.0):
+                 sigma: float = 1.0, fused: bool = True):
         super().__init__()
         from ..nn import DualTaskLoss  # the fused op's module
 
@@ -50,7 +51,8 @@ class GSCNNLoss(nn.Module):
         self.dual_weight, self.att_weight = dual_weight, att_weight
         self.att_threshold, self.ignore_index = att_threshold, ignore_index
         self.class_weighting, self.edge_radius = class_weighting, edge_radius
-        self.dual = DualTaskLoss(tau=tau, sigma=sigma, ignore_index=ignore_index)
+        self.fused = fused
+        self.dual = DualTaskLoss(tau=tau, sigma=sigma, ignore_index=ignore_index, fused=fused)
 
     def forward(self, output: GSCNNOutput, target: Tensor) -> Dict[str, Tensor]:
         seg = output.seg
@@ -82,7 +84,8 @@ class GSCNNLoss(nn.Module):
         return (per_pixel * w).sum() / w.sum().clamp_min(1e-12)
 
     def _edge(self, edge_logits: Tensor, target: Tensor) -> Tensor:
-        positive = ops.edge_targets(target, self.edge_radius, self.ignore_index)
+        edge_targets = ops.edge_targets if self.fused else reference.edge_targets
+        positive = edge_targets(target, self.edge_radius, self.ignore_index)
         valid = target != self.ignore_index
         pos = (positive & valid).sum().float()
         neg = (~positive & valid).sum().float()
