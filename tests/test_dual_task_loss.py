@@ -18,12 +18,6 @@ ops = torch.ops.gscnn_ops
 IGN = 255
 
 
-def test_extension_is_this_worktree():
-    import os
-    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    assert os.path.abspath(gscnn_ops.__file__).startswith(here)
-
-
 def blob_labels(N, H, W, K, seed=0, ignore_frac=0.0):
     """Piecewise-constant labels (upsampled coarse random classes: regions with boundaries),
     optionally with rectangular ignore regions."""
