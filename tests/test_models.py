@@ -177,3 +177,26 @@ def test_torch_compile_of_the_model_matches_eager():
         eager = model(image, canny).seg
         compiled = torch.compile(lambda x, c: model(x, c).seg)(image, canny)
     torch.testing.assert_close(compiled, eager, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["resnet18", "resnet50"])
+def test_same_keys_and_features_as_torchvision(name):
+    """Where torchvision is installed: identical parameter names and shapes, and with the same
+    weights the same features (ResNet-50 at output stride 8 equals torchvision's
+    replace_stride_with_dilation=[False, True, True])."""
+    torchvision = pytest.importorskip("torchvision")
+    torch.manual_seed(0)
+    tv = getattr(torchvision.models, name)(
+        replace_stride_with_dilation=[False, True, True] if name == "resnet50" else None).eval()
+    ours = ResNet(name, output_stride=8 if name == "resnet50" else 16).eval()
+    tv_state = {k: v for k, v in tv.state_dict().items() if not k.startswith("fc.")}
+    assert {k: v.shape for k, v in tv_state.items()} == {k: v.shape for k, v in ours.state_dict().items()}
+    if name != "resnet50":
+        return  # torchvision's BasicBlock ResNets cannot dilate
+    ours.load_state_dict(tv_state)
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        mine = ours(x)["layer4"]
+        body = torch.nn.Sequential(*list(tv.children())[:-2])
+        theirs = body(x)
+    torch.testing.assert_close(mine, theirs)
