@@ -13,20 +13,15 @@ from typing import Tuple
 import torch
 from torch import Tensor
 
+from .classes import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE, IGNORE_INDEX
+
 # Cityscapes train ids used here.
 ROAD, SIDEWALK, BUILDING, WALL, FENCE, POLE, LIGHT, SIGN, VEGETATION, TERRAIN, SKY, PERSON, \
     RIDER, CAR, TRUCK, BUS, TRAIN, MOTORCYCLE, BICYCLE = range(19)
-IGNORE = 255
+IGNORE = IGNORE_INDEX
 NUM_CLASSES = 19
 
-# Base colours (RGB) and texture amplitudes per class.
-_COLOURS = {
-    ROAD: (128, 64, 128), SIDEWALK: (244, 35, 232), BUILDING: (70, 70, 70), WALL: (102, 102, 156),
-    FENCE: (190, 153, 153), POLE: (153, 153, 153), LIGHT: (250, 170, 30), SIGN: (220, 220, 0),
-    VEGETATION: (107, 142, 35), TERRAIN: (152, 251, 152), SKY: (70, 130, 180),
-    PERSON: (220, 20, 60), RIDER: (255, 0, 0), CAR: (0, 0, 142), TRUCK: (0, 0, 70),
-    BUS: (0, 60, 100), TRAIN: (0, 80, 100), MOTORCYCLE: (0, 0, 230), BICYCLE: (119, 11, 32),
-}
+# Texture amplitudes per class (the base colours are Cityscapes' own).
 _TEXTURE = {VEGETATION: 40.0, TERRAIN: 25.0, BUILDING: 18.0, ROAD: 10.0, SIDEWALK: 12.0}
 
 
@@ -101,8 +96,7 @@ def render_scene(seed: int, height: int = 128, width: int = 256) -> Tuple[Tensor
 
     # Colours, per-class texture, lighting gradient and sensor noise.
     palette = torch.zeros(256, 3)
-    for k, c in _COLOURS.items():
-        palette[k] = torch.tensor(c, dtype=torch.float32)
+    palette[:NUM_CLASSES] = torch.tensor(CITYSCAPES_PALETTE, dtype=torch.float32)
     palette[IGNORE] = torch.tensor((40.0, 40.0, 40.0))
     image = palette[label].permute(2, 0, 1).clone()
     texture = torch.randn(1, 1, H // 4 + 1, W // 4 + 1, generator=g)
@@ -122,6 +116,8 @@ class SyntheticStreets(torch.utils.data.Dataset):
 
     num_classes = NUM_CLASSES
     ignore_index = IGNORE
+    classes = CITYSCAPES_CLASSES
+    palette = CITYSCAPES_PALETTE
 
     def __init__(self, length: int = 64, height: int = 128, width: int = 256, seed: int = 0):
         if length < 1:

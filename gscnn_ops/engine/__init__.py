@@ -1,0 +1,1 @@
+"""Training, evaluation and inference over the model layer (what the `gscnn` command runs)."""

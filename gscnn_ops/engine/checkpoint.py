@@ -1,0 +1,108 @@
+"""Checkpoints: written atomically, read with ``weights_only=True`` (a checkpoint is an untrusted
+file: nothing in it is unpickled but tensors, numbers, strings, lists and dicts).
+
+Layout (a plain dict)::
+
+    {"format": "gscnn_ops.checkpoint", "version": 1,
+     "model_config": {"num_classes", "backbone", "output_stride", "shape_stream", "shape_stride"},
+     "model": state_dict,
+     "classes": [names], "palette": [[r, g, b], ...], "ignore_index": int,
+     "train_state": {...}   # only in training checkpoints: optimiser, scheduler, RNG, progress
+    }
+"""
+
+import os
+import tempfile
+from typing import Optional, Tuple
+
+import torch
+
+from ..data.classes import IGNORE_INDEX, default_palette
+from ..models import GSCNN
+
+FORMAT, VERSION = "gscnn_ops.checkpoint", 1
+MODEL_KEYS = ("num_classes", "backbone", "output_stride", "shape_stream", "shape_stride")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be used; the message names the file."""
+
+
+def save_checkpoint(path: str, payload: dict) -> None:
+    """Writes ``payload`` to ``path`` atomically: to a temporary file in the same folder, flushed
+    to disk, then renamed over ``path`` (a crash leaves the old file or the new one, never half)."""
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".pt", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(payload, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def load_checkpoint(path: str, map_location="cpu") -> dict:
+    """Reads a gscnn_ops checkpoint with ``weights_only=True``; a missing, unreadable or foreign
+    file raises :class:`CheckpointError` (or FileNotFoundError) naming it."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"checkpoint {path!r} does not exist")
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # pickle errors, truncated zip, forbidden globals ...
+        raise CheckpointError(f"checkpoint {path!r} could not be read as a tensor file "
+                              f"(weights_only=True): {type(e).__name__}: {e}") from e
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise CheckpointError(f"checkpoint {path!r} is not a gscnn_ops checkpoint (no "
+                              f"'format': {FORMAT!r} entry)")
+    if payload.get("version") != VERSION:
+        raise CheckpointError(f"checkpoint {path!r} has version {payload.get('version')!r}; this "
+                              f"gscnn_ops reads version {VERSION}")
+    missing = [k for k in ("model_config", "model") if k not in payload]
+    if missing:
+        raise CheckpointError(f"checkpoint {path!r} lacks {missing}")
+    return payload
+
+
+def model_config(model: GSCNN, backbone: str, output_stride: int) -> dict:
+    """The constructor arguments that rebuild ``model`` (weights aside)."""
+    return {"num_classes": model.num_classes, "backbone": backbone, "output_stride": output_stride,
+            "shape_stream": model.shape is not None,
+            "shape_stride": model.shape.stride if model.shape is not None else 1}
+
+
+def make_payload(model: torch.nn.Module, config: dict, classes, palette,
+                 ignore_index: int = IGNORE_INDEX, train_state: Optional[dict] = None) -> dict:
+    """The checkpoint dict of ``model`` (unwrapped from DDP if needed)."""
+    model = getattr(model, "module", model)
+    payload = {"format": FORMAT, "version": VERSION,
+               "model_config": {k: config[k] for k in MODEL_KEYS},
+               "model": model.state_dict(), "classes": list(classes),
+               "palette": [list(map(int, c)) for c in palette], "ignore_index": int(ignore_index)}
+    if train_state is not None:
+        payload["train_state"] = train_state
+    return payload
+
+
+def load_model(path: str, device="cpu", fused: bool = True) -> Tuple[GSCNN, dict]:
+    """Rebuilds the model of a checkpoint, in eval mode on ``device``. Returns (model, payload
+    without the weights) — the payload gives "classes", "palette", "ignore_index"."""
+    payload = load_checkpoint(path)
+    cfg = payload["model_config"]
+    try:
+        model = GSCNN(**{k: cfg[k] for k in MODEL_KEYS}, fused=fused)
+        model.load_state_dict(payload["model"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:
+        raise CheckpointError(f"checkpoint {path!r}: its model could not be rebuilt: {e}") from e
+    meta = {k: v for k, v in payload.items() if k not in ("model", "train_state")}
+    k = cfg["num_classes"]
+    meta.setdefault("classes", [f"class {i}" for i in range(k)])
+    meta.setdefault("palette", default_palette(k))
+    meta.setdefault("ignore_index", IGNORE_INDEX)
+    return model.to(device).eval(), meta
