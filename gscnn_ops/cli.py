@@ -115,6 +115,9 @@ def build_parser():
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--json", help="also write the results to this JSON file")
     d.set_defaults(fn=cmd_demo)
+    from .engine import train
+
+    train.add_parser(sub)
     i = sub.add_parser("info", help="show how the extension was built")
     i.set_defaults(fn=cmd_info)
     return p

@@ -1,0 +1,461 @@
+"""Training GSCNN: SGD with polynomial decay on the joint loss, AMP, gradient accumulation,
+JSON-lines (and TensorBoard) logging, atomic checkpoints and exact resumption, on one process or
+many (``torchrun``, see :mod:`.distributed`).
+
+Exact resumption. Training consumes one flat stream of micro-batches: micro-batch ``m`` belongs
+to epoch ``m // B`` (``B`` micro-batches per epoch and process) and is the ``m % B``-th batch of
+that epoch's permutation (``DistributedSampler``, seeded by (seed, epoch)); its augmentations are
+seeded by (seed, epoch, sample index) (:class:`~gscnn_ops.data.SegmentationSamples`). An
+optimiser step takes ``accumulate`` consecutive micro-batches, so a checkpoint, written between
+steps, needs only the step number, the optimiser, scheduler and loss-scaler states and every
+process's RNG state (the Gumbel noise of the dual-task loss). Resuming rebuilds the same stream
+from that point, so on the CPU with deterministic settings a run that was killed and resumed ends
+with bitwise the same weights as one that ran straight through.
+"""
+
+import argparse
+import contextlib
+import dataclasses
+import json
+import math
+import os
+import time
+import warnings
+from dataclasses import dataclass, field
+from typing import Optional, Tuple
+
+import torch
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler, Sampler
+
+from ..data import SegmentationSamples, build_dataset
+from ..models import GSCNN, GSCNNLoss
+from .checkpoint import load_checkpoint, make_payload, model_config, save_checkpoint
+from .distributed import (DistInfo, all_gather_objects, all_reduce_mean, convert_sync_batchnorm,
+                          init_distributed, shutdown, state_digest)
+
+AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+LOSS_TERMS = ("total", "seg", "edge", "dual", "att")
+
+# Settings that may differ between a run and its resumption without changing the result.
+RESUME_MAY_CHANGE = ("out", "workers", "device", "progress", "checkpoint_every", "log_every",
+                     "resume", "tensorboard")
+
+
+@dataclass
+class TrainConfig:
+    # data
+    dataset: str = "synthetic"
+    data_root: Optional[str] = None
+    split: str = "train"
+    classes_file: Optional[str] = None
+    synthetic_length: int = 64
+    synthetic_size: Tuple[int, int] = (128, 256)
+    augment: bool = True
+    crop_size: Optional[Tuple[int, int]] = None   # None: 720x720, or the synthetic image size
+    scale_range: Tuple[float, float] = (0.5, 2.0)
+    workers: int = 2
+    # model
+    backbone: str = "resnet101"
+    output_stride: int = 8
+    shape_stream: bool = True
+    shape_stride: int = 1
+    pretrained: Optional[str] = None
+    sync_bn: bool = True
+    # optimisation
+    steps: int = 1000
+    batch_size: int = 2                           # per process
+    accumulate: int = 1
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    poly_power: float = 0.9
+    amp: str = "none"
+    # loss (paper's weights: edge BCE 20, CE 1, dual 1, regulariser-2 1)
+    edge_weight: float = 20.0
+    seg_weight: float = 1.0
+    dual_weight: float = 1.0
+    att_weight: float = 1.0
+    class_weighting: bool = False
+    # running
+    seed: int = 0
+    deterministic: bool = False
+    device: str = field(default_factory=lambda: "cuda" if torch.cuda.is_available() else "cpu")
+    out: str = "runs/gscnn"
+    checkpoint_every: int = 500
+    log_every: int = 10
+    progress: bool = True
+    tensorboard: bool = True                      # when the tensorboard package is installed
+    resume: Optional[str] = None
+
+    def validate(self) -> None:
+        def need(cond, msg):
+            if not cond:
+                raise ValueError(f"gscnn train: {msg}")
+
+        for name in ("steps", "batch_size", "accumulate", "checkpoint_every", "log_every",
+                     "synthetic_length"):
+            need(getattr(self, name) >= 1, f"--{name.replace('_', '-')} must be at least 1, got "
+                                           f"{getattr(self, name)}")
+        need(self.workers >= 0, f"--workers must be >= 0, got {self.workers}")
+        need(self.lr > 0 and math.isfinite(self.lr), f"--lr must be positive, got {self.lr}")
+        need(self.amp in AMP_DTYPES, f"--amp must be one of {list(AMP_DTYPES)}, got {self.amp!r}")
+        need(self.output_stride in (8, 16), f"--output-stride must be 8 or 16, got "
+                                            f"{self.output_stride}")
+        lo, hi = self.scale_range
+        need(0 < lo <= hi, f"--scale-range must be 0 < low <= high, got {self.scale_range}")
+        if self.crop_size is not None:
+            need(min(self.crop_size) >= 1, f"--crop-size must be positive, got {self.crop_size}")
+
+    def resolved_crop(self) -> Tuple[int, int]:
+        if self.crop_size is not None:
+            return tuple(self.crop_size)
+        return tuple(self.synthetic_size) if self.dataset == "synthetic" else (720, 720)
+
+    def to_dict(self) -> dict:
+        return {k: list(v) if isinstance(v, tuple) else v
+                for k, v in dataclasses.asdict(self).items()}
+
+
+class _SkipSampler(Sampler):
+    """The indices of ``sampler`` after the first ``skip`` (resuming inside an epoch)."""
+
+    def __init__(self, sampler: Sampler, skip: int):
+        self.sampler, self.skip = sampler, skip
+
+    def __iter__(self):
+        it = iter(self.sampler)
+        for _ in range(self.skip):
+            next(it)
+        yield from it
+
+    def __len__(self) -> int:
+        return len(self.sampler) - self.skip
+
+
+def _dataset(cfg: TrainConfig):
+    options = {}
+    if cfg.dataset == "synthetic":
+        options = dict(length=cfg.synthetic_length, height=cfg.synthetic_size[0],
+                       width=cfg.synthetic_size[1], seed=cfg.seed)
+    elif cfg.dataset == "folder" and cfg.classes_file:
+        options = dict(classes_file=cfg.classes_file)
+    base = build_dataset(cfg.dataset, cfg.data_root, cfg.split, **options)
+    transform = None
+    if cfg.augment:
+        from ..data.transforms import TrainTransform
+
+        transform = TrainTransform(cfg.resolved_crop(), scale_range=tuple(cfg.scale_range),
+                                   ignore_index=base.ignore_index)
+    return SegmentationSamples(base, transform, seed=cfg.seed)
+
+
+def _model(cfg: TrainConfig, num_classes: int) -> GSCNN:
+    return GSCNN(num_classes, cfg.backbone, cfg.output_stride, shape_stream=cfg.shape_stream,
+                 shape_stride=cfg.shape_stride, pretrained=cfg.pretrained)
+
+
+def _rng_state(device: torch.device) -> dict:
+    state = {"torch": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def _set_rng_state(state: dict, device: torch.device) -> None:
+    torch.set_rng_state(state["torch"])
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+def _check_resume_config(stored: dict, cfg: TrainConfig, path: str) -> None:
+    current = cfg.to_dict()
+    diff = {k: (stored.get(k), current[k]) for k in current
+            if k not in RESUME_MAY_CHANGE and stored.get(k) != current[k]}
+    if diff:
+        lines = ", ".join(f"{k}: checkpoint {a!r} vs now {b!r}" for k, (a, b) in diff.items())
+        raise ValueError(f"gscnn train --resume {path}: the settings differ from the run that "
+                         f"wrote the checkpoint ({lines}); resume with the same settings")
+
+
+class _Logger:
+    """JSON-lines metrics (one object per line) and, when installed, TensorBoard; main process
+    only. The JSON-lines file is appended to, so a resumed run continues the same log."""
+
+    def __init__(self, out: str, enabled: bool, tensorboard: bool):
+        self.enabled, self.tb = enabled, None
+        if not enabled:
+            return
+        os.makedirs(out, exist_ok=True)
+        self.path = os.path.join(out, "log.jsonl")
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+                self.tb = SummaryWriter(os.path.join(out, "tensorboard"))
+            except ImportError:  # tensorboard not installed: JSON lines only
+                self.tb = None
+
+    def log(self, record: dict) -> None:
+        if not self.enabled:
+            return
+        with open(self.path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        if self.tb is not None and "step" in record:
+            for k, v in record.items():
+                if isinstance(v, (int, float)) and k != "step":
+                    self.tb.add_scalar(k, v, record["step"])
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()
+
+
+def train(cfg: TrainConfig, stop_after: Optional[int] = None) -> dict:
+    """Runs (or resumes) training; returns a summary dict. ``stop_after``: leave after that many
+    optimiser steps of this call (as if killed right after a checkpoint), for tests."""
+    cfg.validate()
+    info = init_distributed(cfg.device)
+    try:
+        return _train(cfg, info, stop_after)
+    finally:
+        shutdown(info)
+
+
+def _train(cfg: TrainConfig, info: DistInfo, stop_after: Optional[int]) -> dict:
+    from tqdm import tqdm
+
+    if cfg.deterministic:
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.benchmark = False
+    torch.manual_seed(cfg.seed * 1000 + info.rank)  # Gumbel noise; different on every process
+    device = info.device
+
+    payload = None
+    if cfg.resume:
+        payload = load_checkpoint(cfg.resume)
+        if "train_state" not in payload:
+            raise ValueError(f"gscnn train --resume {cfg.resume}: this checkpoint holds weights "
+                             f"only (no optimiser state); it cannot be resumed")
+        _check_resume_config(payload["train_state"]["config"], cfg, cfg.resume)
+    data = _dataset(cfg)
+
+    model = _model(cfg, data.num_classes).to(device)
+    if cfg.sync_bn and info.distributed:
+        model = convert_sync_batchnorm(model, device)
+    criterion = GSCNNLoss(edge_weight=cfg.edge_weight, seg_weight=cfg.seg_weight,
+                          dual_weight=cfg.dual_weight, att_weight=cfg.att_weight,
+                          ignore_index=data.ignore_index, class_weighting=cfg.class_weighting)
+    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+                                weight_decay=cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.PolynomialLR(optimizer, total_iters=cfg.steps,
+                                                      power=cfg.poly_power)
+    amp_dtype = AMP_DTYPES[cfg.amp]
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype is torch.float16)
+
+    step = 0
+    if payload is not None:
+        state = payload["train_state"]
+        model.load_state_dict(payload["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        step = int(state["step"])
+        rngs = state["rng"]
+        if len(rngs) != info.world_size:
+            warnings.warn(f"gscnn train: resuming {cfg.resume} (written by {len(rngs)} processes) "
+                          f"with {info.world_size}: the run goes on, but its data order and noise "
+                          f"differ from an uninterrupted run", stacklevel=2)
+        _set_rng_state(rngs[info.rank % len(rngs)], device)
+
+    ddp = model
+    if info.distributed:
+        ddp = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda"
+                                      else None)
+    sampler = DistributedSampler(data, num_replicas=info.world_size, rank=info.rank, shuffle=True,
+                                 seed=cfg.seed, drop_last=True)
+    per_epoch = len(sampler) // cfg.batch_size
+    if per_epoch == 0:
+        raise ValueError(f"gscnn train: the dataset has {len(data)} samples, fewer than one batch "
+                         f"of {cfg.batch_size} per process x {info.world_size} processes")
+
+    logger = _Logger(cfg.out, info.is_main, cfg.tensorboard)
+    if info.is_main:
+        logger.log({"event": "resume" if payload is not None else "start", "step": step,
+                    "config": cfg.to_dict(), "world_size": info.world_size,
+                    "num_samples": len(data), "batches_per_epoch": per_epoch})
+
+    def checkpoint(final: bool) -> None:
+        rngs = all_gather_objects(_rng_state(device), info)
+        if not info.is_main:
+            return
+        train_state = {"config": cfg.to_dict(), "step": step, "optimizer": optimizer.state_dict(),
+                       "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
+                       "rng": rngs, "world_size": info.world_size}
+        mcfg = model_config(model, cfg.backbone, cfg.output_stride)
+        meta = (data.classes, data.palette, data.ignore_index)
+        save_checkpoint(os.path.join(cfg.out, "checkpoint.pt"),
+                        make_payload(model, mcfg, *meta, train_state=train_state))
+        if final:  # weights only, for eval and predict
+            save_checkpoint(os.path.join(cfg.out, "model.pt"), make_payload(model, mcfg, *meta))
+
+    bar = tqdm(total=cfg.steps, initial=step, desc="train", unit="step", dynamic_ncols=True,
+               disable=not (cfg.progress and info.is_main))
+    sums = torch.zeros(len(LOSS_TERMS), dtype=torch.float64)
+    since, t_log, steps_this_call = 0, time.perf_counter(), 0
+    micro = step * cfg.accumulate
+    model.train()
+    optimizer.zero_grad(set_to_none=True)
+    while step < cfg.steps and (stop_after is None or steps_this_call < stop_after):
+        epoch, offset = divmod(micro, per_epoch)
+        sampler.set_epoch(epoch)
+        data.set_epoch(epoch)
+        loader = DataLoader(data, batch_size=cfg.batch_size,
+                            sampler=_SkipSampler(sampler, offset * cfg.batch_size),
+                            num_workers=cfg.workers, drop_last=True,
+                            pin_memory=device.type == "cuda",
+                            # Its own generator: making an iterator must not draw from the global
+                            # RNG, whose state the checkpoints carry (the Gumbel noise).
+                            generator=torch.Generator().manual_seed(cfg.seed * 7919 + epoch))
+        for batch in loader:
+            image = batch["image"].to(device, non_blocking=True)
+            edges = batch["canny"].to(device, non_blocking=True)
+            label = batch["label"].to(device, non_blocking=True)
+            last = (micro + 1) % cfg.accumulate == 0
+            # Gradients are all-reduced once per optimiser step, on its last micro-batch.
+            sync = ddp.no_sync() if (info.distributed and not last) else contextlib.nullcontext()
+            with sync:
+                with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                    out = ddp(image, edges)
+                terms = criterion(out, label)
+                if not torch.isfinite(terms["total"]):
+                    raise FloatingPointError(
+                        f"gscnn train: the loss is {terms['total'].item()} at step {step} "
+                        f"(terms: { {k: float(v) for k, v in terms.items()} }); lower --lr or "
+                        f"use --amp bf16 instead of fp16")
+                scaler.scale(terms["total"] / cfg.accumulate).backward()
+            sums += torch.stack([terms[k].detach().double().cpu() for k in LOSS_TERMS])
+            since += 1
+            micro += 1
+            if not last:
+                continue
+            scaler.step(optimizer)
+            scaler.update()
+            optimizer.zero_grad(set_to_none=True)
+            lr = scheduler.get_last_lr()[0]
+            scheduler.step()
+            step += 1
+            steps_this_call += 1
+            bar.update(1)
+            if step % cfg.log_every == 0 or step == cfg.steps:
+                mean = all_reduce_mean(sums / since, info)
+                elapsed = time.perf_counter() - t_log
+                record = {"step": step, "epoch": epoch, "lr": lr,
+                          **{f"loss_{k}": float(v) for k, v in zip(LOSS_TERMS, mean)},
+                          "images_per_s": since * cfg.batch_size * info.world_size / elapsed}
+                logger.log(record)
+                bar.set_postfix(loss=f"{record['loss_total']:.3f}", lr=f"{lr:.2e}")
+                sums.zero_()
+                since, t_log = 0, time.perf_counter()
+            stop = step >= cfg.steps or (stop_after is not None and steps_this_call >= stop_after)
+            if step % cfg.checkpoint_every == 0 or stop:
+                checkpoint(final=step >= cfg.steps)
+            if stop:
+                break
+    bar.close()
+    digests = all_gather_objects(state_digest(model), info)
+    summary = {"event": "end", "step": step, "finished": step >= cfg.steps,
+               "world_size": info.world_size, "rank_digests": digests,
+               "ranks_agree": len(set(digests)) == 1}
+    logger.log(summary)
+    logger.close()
+    if not summary["ranks_agree"]:
+        raise RuntimeError(f"gscnn train: the processes ended with different weights "
+                           f"({digests}); this is a bug, please report it")
+    return summary
+
+
+
+# Command line: one option per TrainConfig field (--field-name), with these help texts.
+_HELP = {
+    "dataset": "synthetic (embedded, no files), cityscapes or folder",
+    "data_root": "folder of the cityscapes / folder dataset",
+    "split": "dataset split to train on",
+    "classes_file": "class list of the folder dataset (default ROOT/classes.txt)",
+    "synthetic_length": "number of synthetic training scenes",
+    "synthetic_size": "height and width of the synthetic scenes",
+    "augment": "random scale, crop, flip, colour jitter and blur (as the release)",
+    "crop_size": "training crop, height and width (default 720 720; the scene size for synthetic)",
+    "scale_range": "random scale range",
+    "workers": "data loader processes (Canny and augmentations run there)",
+    "backbone": "resnet18, resnet34, resnet50, resnet101 or wrn38",
+    "output_stride": "trunk output stride, 8 or 16",
+    "shape_stream": "GSCNN (on) or the DeepLabV3+ baseline (--no-shape-stream)",
+    "shape_stride": "shape-stream resolution, 1 (full, as the release) or 2",
+    "pretrained": "torchvision-format ImageNet checkpoint of the trunk (nothing is downloaded)",
+    "sync_bn": "synchronise batch-norm statistics across processes when there are several",
+    "steps": "optimiser steps in all",
+    "batch_size": "images per process and micro-batch",
+    "accumulate": "micro-batches per optimiser step (gradient accumulation)",
+    "lr": "initial learning rate (SGD)", "momentum": "SGD momentum",
+    "weight_decay": "SGD weight decay", "poly_power": "exponent of the polynomial decay",
+    "amp": "mixed precision: none, bf16 or fp16 (fp16 uses a gradient scaler)",
+    "edge_weight": "weight of the edge BCE", "seg_weight": "weight of the segmentation CE",
+    "dual_weight": "weight of the dual-task loss", "att_weight": "weight of regulariser 2",
+    "class_weighting": "the release's per-image class weights in the CE",
+    "seed": "seed of the data order, augmentations, initialisation and noise",
+    "deterministic": "torch.use_deterministic_algorithms (bitwise-reproducible on the CPU)",
+    "device": "cpu, cuda or cuda:N",
+    "out": "output folder: log.jsonl, checkpoint.pt (resumable), model.pt (final weights)",
+    "checkpoint_every": "write checkpoint.pt every N steps (and at the end)",
+    "log_every": "log the mean losses every N steps",
+    "progress": "progress bar", "tensorboard": "also log to TensorBoard when it is installed",
+    "resume": "checkpoint.pt of an interrupted run to continue exactly where it stopped",
+}
+
+
+def add_parser(subparsers):
+    p = subparsers.add_parser("train", help="train GSCNN (or the baseline)",
+                              description=__doc__.split("\n\n")[0])
+    defaults = TrainConfig()
+    for f in dataclasses.fields(TrainConfig):
+        flag, default = "--" + f.name.replace("_", "-"), getattr(defaults, f.name)
+        kind = type(default) if default is not None else str
+        if f.name == "device":
+            p.add_argument(flag, default=default, help=_HELP[f.name])
+        elif f.name == "crop_size":
+            p.add_argument(flag, type=int, nargs=2, metavar=("H", "W"), help=_HELP[f.name])
+        elif isinstance(default, bool):
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=default,
+                           help=_HELP[f.name])
+        elif isinstance(default, tuple):
+            p.add_argument(flag, type=type(default[0]), nargs=2, default=default,
+                           help=_HELP[f.name] + f" (default {default[0]} {default[1]})")
+        elif f.name == "dataset":
+            p.add_argument(flag, choices=("synthetic", "cityscapes", "folder"), default=default,
+                           help=_HELP[f.name])
+        elif f.name == "amp":
+            p.add_argument(flag, choices=tuple(AMP_DTYPES), default=default, help=_HELP[f.name])
+        else:
+            p.add_argument(flag, type=kind, default=default,
+                           help=_HELP[f.name] + (f" (default {default})" if default is not None
+                                                 else ""))
+    p.set_defaults(fn=run)
+    return p
+
+
+def config_from_args(args) -> TrainConfig:
+    values = {}
+    for f in dataclasses.fields(TrainConfig):
+        v = getattr(args, f.name)
+        values[f.name] = tuple(v) if isinstance(v, list) else v
+    return TrainConfig(**values)
+
+
+def run(args) -> int:
+    summary = train(config_from_args(args))
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"gscnn train: {summary['step']} steps done; weights in "
+              f"{os.path.join(args.out, 'model.pt')}, resumable state in "
+              f"{os.path.join(args.out, 'checkpoint.pt')}, log in "
+              f"{os.path.join(args.out, 'log.jsonl')}")
+    return 0
