@@ -12,7 +12,7 @@ import json
 import math
 import os
 from numbers import Integral
-from typing import Dict, List, Optional, Sequence
+from typing import Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -36,7 +36,8 @@ class ConfusionMatrix:
     label maps to the host)."""
 
     def __init__(self, num_classes: int, ignore_index: int = IGNORE_INDEX):
-        if isinstance(num_classes, bool) or not isinstance(num_classes, Integral) or num_classes < 1:
+        if (isinstance(num_classes, bool) or not isinstance(num_classes, Integral)
+                or num_classes < 1):
             raise ValueError(f"ConfusionMatrix: num_classes must be a positive integer, got "
                              f"{num_classes!r}")
         self.num_classes, self.ignore_index = int(num_classes), int(ignore_index)
@@ -72,7 +73,8 @@ class ConfusionMatrix:
     def compute(self) -> dict:
         """``{"miou": float, "per_class_iou": [float or None] * K, "pixel_accuracy": float,
         "matrix": int64 (K, K) CPU tensor}``. A class that never occurs (no pixel of it in the
-        target nor the prediction) has IoU None — undefined, not 0 — and is left out of the mean.
+        target nor the prediction) has IoU None — undefined, not 0 — and is left out of the
+        mean.
         With no valid pixel at all, miou and pixel_accuracy are NaN."""
         k = self.num_classes
         m = (self.matrix.cpu() if self.matrix is not None
@@ -335,7 +337,10 @@ def _setup(args):
         raise _cli.UsageError(f"--workers must be non-negative, got {args.workers}")
     options = _cli.inference_options(args)
     dev = _cli.device(args.device)
-    BoundaryFScore(1, args.thresholds)  # checks the thresholds before the slow steps
+    try:  # checks the thresholds before the slow steps
+        BoundaryFScore(1, args.thresholds)
+    except ValueError as e:
+        raise _cli.UsageError(f"--thresholds: {e}") from e
     model, meta = load_model(args.checkpoint, dev)
     extra = {"classes_file": args.classes_file} if args.classes_file is not None else {}
     ds = build_dataset(args.dataset, args.data_root, args.split, **extra)
