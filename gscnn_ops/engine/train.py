@@ -30,11 +30,12 @@ from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
 from ..data import SegmentationSamples, build_dataset
 from ..models import GSCNN, GSCNNLoss
+from . import _cli
 from .checkpoint import load_checkpoint, make_payload, model_config, save_checkpoint
+from .inference import AMP_DTYPES
 from .distributed import (DistInfo, all_gather_objects, all_reduce_mean, convert_sync_batchnorm,
                           init_distributed, shutdown, state_digest)
 
-AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 LOSS_TERMS = ("total", "seg", "edge", "dual", "att")
 
 # Settings that may differ between a run and its resumption without changing the result.
@@ -452,7 +453,10 @@ def config_from_args(args) -> TrainConfig:
 
 
 def run(args) -> int:
-    summary = train(config_from_args(args))
+    try:
+        summary = train(config_from_args(args))
+    except _cli.SETUP_ERRORS as e:
+        return _cli.fail("train", e)
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"gscnn train: {summary['step']} steps done; weights in "
               f"{os.path.join(args.out, 'model.pt')}, resumable state in "
