@@ -174,3 +174,10 @@ def test_feeds_segmentation_samples(tmp_path):
     assert set(sample["canny"].unique().tolist()) <= {0.0, 1.0}
     assert sample["label"].shape == (6, 6) and sample["label"].dtype == torch.int64
     assert sample["index"] == 0
+
+
+def test_images_sharing_a_name_are_ambiguous(tmp_path):
+    _binary(tmp_path)
+    _pair(tmp_path, "b", 0, ext=".tif")  # b.png exists already: which one does b.png mask?
+    with pytest.raises(DataError, match=r"share the names \['b'\]"):
+        FolderDataset(tmp_path)

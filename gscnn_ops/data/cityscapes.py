@@ -66,6 +66,9 @@ class Cityscapes(PairedFiles):
 
     def __init__(self, root, split: str = "train"):
         owner = f"Cityscapes(split={split!r})"
+        if not isinstance(split, str):
+            raise ValueError(f"{owner}: split must be the name of a folder of leftImg8bit/ "
+                             f"(e.g. 'train', 'val'), got {split!r}")
         root = require_dir(root, owner, "root folder")
         images_root = require_dir(root / "leftImg8bit", owner,
                                   "image folder (leftImg8bit/ of the official archive)")

@@ -18,6 +18,7 @@ checks every pair up front.
 
 import glob
 import warnings
+from collections import Counter
 from pathlib import Path
 from typing import List, Optional, Tuple
 
@@ -49,7 +50,8 @@ def read_classes_file(path) -> Tuple[List[str], Optional[List[List[int]]]]:
             f"read_classes_file: no classes file '{path}'; write one class name per line (in "
             f"index order, optionally followed by an RGB colour: 'road 128 64 128')")
     names, colours = [], []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    text = path.read_text(encoding="utf-8-sig")  # -sig: the BOM some Windows editors write
+    for number, line in enumerate(text.splitlines(), start=1):
         line = line.split("#", 1)[0].strip()
         if not line:
             continue
@@ -67,7 +69,7 @@ def read_classes_file(path) -> Tuple[List[str], Optional[List[List[int]]]]:
     if not names:
         raise DataError(f"read_classes_file: '{path}' names no classes; write one class name "
                         f"per line (blank lines and '#' comments are skipped)")
-    duplicates = sorted({n for n in names if names.count(n) > 1})
+    duplicates = sorted(n for n, count in Counter(names).items() if count > 1)
     if duplicates:
         raise DataError(f"read_classes_file: '{path}' names classes more than once: {duplicates}")
     given = [c is not None for c in colours]
@@ -118,7 +120,7 @@ class FolderDataset(PairedFiles):
                             + (f"; it has the subfolders {found}: pass one of them as split"
                                if found else ""))
         stems = [p.stem for p in images]
-        clashes = sorted({s for s in stems if stems.count(s) > 1})
+        clashes = sorted(s for s, count in Counter(stems).items() if count > 1)  # linear time
         if clashes:
             raise DataError(f"{owner}: several images in '{image_dir}' share the names "
                             f"{clashes} (e.g. a.png and a.jpg); each name must be unique so "
@@ -130,12 +132,13 @@ class FolderDataset(PairedFiles):
             return (f" (found {others}, but masks must be PNG: lossy formats change class "
                     f"indices at borders)" if others else "")
 
-        self.pairs = pair_files(images, lambda p: mask_dir / (p.stem + MASK_SUFFIX), owner, hint)
-        orphans = sorted(set(p.stem for p in list_files(mask_dir, [MASK_SUFFIX])) - set(stems))
+        masks = {p.stem: p for p in list_files(mask_dir, [MASK_SUFFIX])}  # any case of .png
+        self.pairs = pair_files(
+            images, lambda p: masks.get(p.stem, mask_dir / (p.stem + MASK_SUFFIX)), owner, hint)
+        orphans = sorted(masks[s].name for s in set(masks) - set(stems))
         if orphans:
             warnings.warn(f"{owner}: {len(orphans)} mask(s) in '{mask_dir}' have no image and "
-                          f"are not used:\n" + listing([f"{s}{MASK_SUFFIX}" for s in orphans]),
-                          stacklevel=2)
+                          f"are not used:\n" + listing(orphans), stacklevel=2)
 
     @staticmethod
     def _split_dirs(root: Path, split: Optional[str], owner: str) -> Tuple[Path, Path]:

@@ -22,7 +22,7 @@ from torch import Tensor
 
 from .errors import DataError
 
-PathLike = Union[str, "os.PathLike[str]"]
+PathLike = Union[str, os.PathLike]
 
 # Single-channel modes whose pixel values are class indices. "P" is included because indexed
 # PNGs are the usual way to store masks with a colour table: the indices are the labels and the
