@@ -2,6 +2,8 @@
 
 from typing import Optional
 
+from .cityscapes import Cityscapes
+from .folder import FolderDataset, resolve_folder_split
 from .synthetic import SyntheticStreets
 
 DATASETS = ("synthetic", "cityscapes", "folder")
@@ -18,8 +20,12 @@ def build_dataset(name: str, root: Optional[str] = None, split: str = "train", *
 
     - "synthetic": :class:`SyntheticStreets` (no files; ``length`` scenes of ``height`` x
       ``width``, 64 for "train" and 16 otherwise by default; ``seed`` picks the scenes);
-    - "cityscapes": Cityscapes' own folder layout under ``root``;
-    - "folder": images/ and masks/ under ``root`` (see :class:`FolderDataset`).
+    - "cityscapes": Cityscapes' own folder layout under ``root`` (see :class:`Cityscapes`);
+    - "folder": images/ and masks/ under ``root`` (see :class:`FolderDataset`); options
+      ``classes_file`` and ``ignore_index``. ``split`` selects ``images/{split}`` and
+      ``masks/{split}``; when ``images/{split}`` does not exist but ``images/`` holds images
+      itself, the flat layout is used, i.e. the *same* files for every split (so pass a
+      separate root, or make split folders, to evaluate on held-out data).
     """
     if name == "synthetic":
         if split not in _SYNTHETIC_SPLIT_SEEDS:
@@ -33,5 +39,14 @@ def build_dataset(name: str, root: Optional[str] = None, split: str = "train", *
         if root is None:
             raise ValueError(f"build_dataset: the {name!r} dataset needs a root folder "
                              f"(--data-root)")
-        raise NotImplementedError(f"build_dataset: {name!r} is not available yet")
+        if name == "cityscapes":
+            if options:
+                raise ValueError(f"build_dataset: the 'cityscapes' dataset takes no options, "
+                                 f"got {sorted(options)}")
+            return Cityscapes(root, split)
+        unknown = sorted(set(options) - {"classes_file", "ignore_index"})
+        if unknown:
+            raise ValueError(f"build_dataset: the 'folder' dataset takes the options "
+                             f"classes_file and ignore_index, got {unknown}")
+        return FolderDataset(root, resolve_folder_split(root, split), **options)
     raise ValueError(f"build_dataset: unknown dataset {name!r}; choose one of {DATASETS}")
