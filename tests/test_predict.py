@@ -73,7 +73,7 @@ def test_gates_and_edges_match_the_model(ckpt, tmp_path):
     written = pr.predict_images(model, meta, [a], tmp_path / "o", "cpu", progress=False)
     assert [os.path.basename(p) for p in written] == [f"x_{k}.png" for k in FULL]
     from gscnn_ops.data import normalize
-    from gscnn_ops.engine._png import read_image
+    from gscnn_ops.data.io import read_image
     from gscnn_ops.models import canny
     raw = read_image(a)
     with torch.no_grad():

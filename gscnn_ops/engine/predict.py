@@ -17,7 +17,7 @@ from ..data.classes import colorize
 from ..data.prepare import normalize
 from ..models.canny import canny
 from . import _cli
-from ._png import read_image, write_png
+from ..data.io import read_image, write_png
 from .checkpoint import load_model
 from .inference import infer
 

@@ -32,9 +32,9 @@ from ..data import SegmentationSamples, build_dataset
 from ..models import GSCNN, GSCNNLoss
 from . import _cli
 from .checkpoint import load_checkpoint, make_payload, model_config, save_checkpoint
-from .inference import AMP_DTYPES
 from .distributed import (DistInfo, all_gather_objects, all_reduce_mean, convert_sync_batchnorm,
                           init_distributed, shutdown, state_digest)
+from .inference import AMP_DTYPES
 
 LOSS_TERMS = ("total", "seg", "edge", "dual", "att")
 
