@@ -33,23 +33,10 @@ def test_missing_cuda_kernels_warn_when_a_gpu_is_there(monkeypatch):
         _extension.load()
 
 
-def test_demo_runs_and_reports_agreement(tmp_path, capsys):
-    report = tmp_path / "demo.json"
-    rc = cli.main(["demo", "--device", "cpu", "--batch", "1", "--height", "9", "--width", "17",
-                   "--repeats", "1", "--json", str(report)])
-    assert rc == 0
-    data = json.loads(report.read_text())
-    assert [(layer["in"], layer["out"]) for layer in data["layers"]] == [(32, 32), (32, 16), (16, 8)]
-    for layer in data["layers"]:
-        assert layer["max_abs_err_forward"] < 1e-4 and layer["max_abs_err_grad"] < 1e-4
-        assert layer["fused_ms"] > 0 and layer["reference_ms"] > 0
-    assert "agree with the reference" in capsys.readouterr().out
-
-
 def test_cli_info_and_bad_arguments(capsys):
     assert cli.main(["info"]) == 0
     assert json.loads(capsys.readouterr().out)["torch_version"] == torch.__version__
     with pytest.raises(SystemExit):
-        cli.main(["demo", "--batch", "0"])
+        cli.main(["train", "--amp", "fp8"])  # not a choice
     with pytest.raises(SystemExit):
         cli.main(["no-such-command"])
