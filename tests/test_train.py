@@ -43,7 +43,7 @@ def test_training_lowers_the_loss(tmp_path):
 
 def test_resume_is_exact_in_process(tmp_path):
     """Accumulation over epoch boundaries, augmentations and worker processes included."""
-    kw = dict(TINY, steps=5, accumulate=2, workers=2)
+    kw = dict(TINY, steps=5, accumulate=2, workers=2, eval_every=2, synthetic_val_length=2)
     straight = train(TrainConfig(out=str(tmp_path / "a"), **kw))
     first = train(TrainConfig(out=str(tmp_path / "b"), **kw), stop_after=2)
     assert first["step"] == 2 and not first["finished"]
@@ -56,6 +56,10 @@ def test_resume_is_exact_in_process(tmp_path):
     # The log of the resumed run continues where the first stopped.
     steps = [r["step"] for r in _log(tmp_path / "b") if "loss_total" in r]
     assert steps == [1, 2, 3, 4, 5]
+    # Evaluation during training (which must not disturb the exact resumption above).
+    evals = [r for r in _log(tmp_path / "a") if r.get("event") == "eval"]
+    assert [r["step"] for r in evals] == [2, 4, 5]
+    assert all(0 <= r["miou"] <= 1 and len(r["boundary_f"]) == 4 for r in evals)
 
 
 @pytest.mark.slow

@@ -48,6 +48,8 @@ def init_distributed(device: str) -> DistInfo:
                 raise RuntimeError(f"gscnn train: local rank {local} has no GPU (this machine "
                                    f"has {torch.cuda.device_count()})")
             dev = torch.device("cuda", local)
+        if dev.index is None:  # plain "cuda": the current GPU, named so that DDP can use it
+            dev = torch.device("cuda", torch.cuda.current_device())
         torch.cuda.set_device(dev)
     if world > 1 and not dist.is_initialized():
         dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo",

@@ -34,13 +34,14 @@ from . import _cli
 from .checkpoint import load_checkpoint, make_payload, model_config, save_checkpoint
 from .distributed import (DistInfo, all_gather_objects, all_reduce_mean, convert_sync_batchnorm,
                           init_distributed, shutdown, state_digest)
+from .evaluate import evaluate
 from .inference import AMP_DTYPES
 
 LOSS_TERMS = ("total", "seg", "edge", "dual", "att")
 
 # Settings that may differ between a run and its resumption without changing the result.
 RESUME_MAY_CHANGE = ("out", "workers", "device", "progress", "checkpoint_every", "log_every",
-                     "resume", "tensorboard")
+                     "resume", "tensorboard", "eval_every", "eval_split", "synthetic_val_length")
 
 
 @dataclass
@@ -51,6 +52,7 @@ class TrainConfig:
     split: str = "train"
     classes_file: Optional[str] = None
     synthetic_length: int = 64
+    synthetic_val_length: int = 16
     synthetic_size: Tuple[int, int] = (128, 256)
     augment: bool = True
     crop_size: Optional[Tuple[int, int]] = None   # None: 720x720, or the synthetic image size
@@ -88,6 +90,8 @@ class TrainConfig:
     progress: bool = True
     tensorboard: bool = True                      # when the tensorboard package is installed
     resume: Optional[str] = None
+    eval_every: int = 0                           # 0: no evaluation during training
+    eval_split: str = "val"
 
     def validate(self) -> None:
         def need(cond, msg):
@@ -99,6 +103,7 @@ class TrainConfig:
             need(getattr(self, name) >= 1, f"--{name.replace('_', '-')} must be at least 1, got "
                                            f"{getattr(self, name)}")
         need(self.workers >= 0, f"--workers must be >= 0, got {self.workers}")
+        need(self.eval_every >= 0, f"--eval-every must be >= 0, got {self.eval_every}")
         need(self.lr > 0 and math.isfinite(self.lr), f"--lr must be positive, got {self.lr}")
         need(self.amp in AMP_DTYPES, f"--amp must be one of {list(AMP_DTYPES)}, got {self.amp!r}")
         need(self.output_stride in (8, 16), f"--output-stride must be 8 or 16, got "
@@ -134,16 +139,17 @@ class _SkipSampler(Sampler):
         return len(self.sampler) - self.skip
 
 
-def _dataset(cfg: TrainConfig):
+def _dataset(cfg: TrainConfig, split: str, augment: bool):
     options = {}
     if cfg.dataset == "synthetic":
-        options = dict(length=cfg.synthetic_length, height=cfg.synthetic_size[0],
-                       width=cfg.synthetic_size[1], seed=cfg.seed)
+        length = cfg.synthetic_length if split == cfg.split else cfg.synthetic_val_length
+        options = dict(length=length, height=cfg.synthetic_size[0], width=cfg.synthetic_size[1],
+                       seed=cfg.seed)
     elif cfg.dataset == "folder" and cfg.classes_file:
         options = dict(classes_file=cfg.classes_file)
-    base = build_dataset(cfg.dataset, cfg.data_root, cfg.split, **options)
+    base = build_dataset(cfg.dataset, cfg.data_root, split, **options)
     transform = None
-    if cfg.augment:
+    if augment:
         from ..data.transforms import TrainTransform
 
         transform = TrainTransform(cfg.resolved_crop(), scale_range=tuple(cfg.scale_range),
@@ -238,7 +244,7 @@ def _train(cfg: TrainConfig, info: DistInfo, stop_after: Optional[int]) -> dict:
             raise ValueError(f"gscnn train --resume {cfg.resume}: this checkpoint holds weights "
                              f"only (no optimiser state); it cannot be resumed")
         _check_resume_config(payload["train_state"]["config"], cfg, cfg.resume)
-    data = _dataset(cfg)
+    data = _dataset(cfg, cfg.split, cfg.augment)
 
     model = _model(cfg, data.num_classes).to(device)
     if cfg.sync_bn and info.distributed:
@@ -298,6 +304,29 @@ def _train(cfg: TrainConfig, info: DistInfo, stop_after: Optional[int]) -> dict:
                         make_payload(model, mcfg, *meta, train_state=train_state))
         if final:  # weights only, for eval and predict
             save_checkpoint(os.path.join(cfg.out, "model.pt"), make_payload(model, mcfg, *meta))
+
+    val_loader = None
+    if cfg.eval_every and info.is_main:
+        # Its own generator: iterating must not draw from the global RNG (exact resumption).
+        val_loader = DataLoader(_dataset(cfg, cfg.eval_split, augment=False), batch_size=1,
+                                num_workers=cfg.workers, generator=torch.Generator())
+
+    def validate() -> None:
+        """Main process only, on the unwrapped model in eval mode (BatchNorm's running
+        statistics: no collectives); the others wait."""
+        if val_loader is not None:
+            r = evaluate(model, val_loader, data.num_classes, data.ignore_index, device=device,
+                         progress=False)
+            bf = r["boundary_f"]
+            record = {"event": "eval", "step": step, "split": cfg.eval_split, "miou": r["miou"],
+                      "pixel_accuracy": r["pixel_accuracy"], "thresholds": bf["thresholds"],
+                      "boundary_f": bf["mean_f"], "strict_boundary_f": bf["strict_mean_f"]}
+            logger.log(record)
+            bar.write(f"step {step}: {cfg.eval_split} mIoU {100 * r['miou']:.2f}, boundary F "
+                      f"{' / '.join(f'{100 * v:.1f}' for v in bf['mean_f'])} at "
+                      f"{'/'.join(f'{t:g}' for t in bf['thresholds'])} px")
+        if info.distributed:
+            torch.distributed.barrier()
 
     bar = tqdm(total=cfg.steps, initial=step, desc="train", unit="step", dynamic_ncols=True,
                disable=not (cfg.progress and info.is_main))
@@ -360,6 +389,8 @@ def _train(cfg: TrainConfig, info: DistInfo, stop_after: Optional[int]) -> dict:
             stop = step >= cfg.steps or (stop_after is not None and steps_this_call >= stop_after)
             if step % cfg.checkpoint_every == 0 or stop:
                 checkpoint(final=step >= cfg.steps)
+            if cfg.eval_every and (step % cfg.eval_every == 0 or step >= cfg.steps):
+                validate()
             if stop:
                 break
     bar.close()
@@ -411,6 +442,9 @@ _HELP = {
     "log_every": "log the mean losses every N steps",
     "progress": "progress bar", "tensorboard": "also log to TensorBoard when it is installed",
     "resume": "checkpoint.pt of an interrupted run to continue exactly where it stopped",
+    "eval_every": "evaluate on --eval-split every N steps and at the end (0: never)",
+    "eval_split": "split evaluated during training",
+    "synthetic_val_length": "number of synthetic scenes evaluated during training",
 }
 
 
