@@ -140,3 +140,29 @@ def test_resume_refuses_other_settings_and_weights_only_files(tmp_path):
 def test_bad_settings_are_clear_errors(tmp_path, change, message):
     with pytest.raises(ValueError, match=message):
         train(TrainConfig(out=str(tmp_path), **dict(dict(TINY, steps=1), **change)))
+
+
+def test_tensorboard_gets_the_scalars_when_installed(tmp_path, monkeypatch):
+    """With a stand-in for torch.utils.tensorboard (the package is optional)."""
+    import sys
+    import types
+
+    calls = []
+
+    class Writer:
+        def __init__(self, log_dir):
+            calls.append(("init", log_dir))
+
+        def add_scalar(self, tag, value, step):
+            calls.append((tag, value, step))
+
+        def close(self):
+            calls.append(("close",))
+
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard",
+                        types.SimpleNamespace(SummaryWriter=Writer))
+    train(TrainConfig(out=str(tmp_path), steps=2, augment=False,
+                      **dict(TINY, tensorboard=True)))
+    assert calls[0] == ("init", str(tmp_path / "tensorboard")) and calls[-1] == ("close",)
+    logged = {(c[0], c[2]) for c in calls[1:-1]}
+    assert {("loss_total", 1), ("loss_dual", 2), ("lr", 2)} <= logged
