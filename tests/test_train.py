@@ -104,8 +104,9 @@ def test_checkpoints_rebuild_the_model(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["checkpoint.pt", "log.jsonl", "model.pt"]
 
 
-def test_bf16_autocast_trains(tmp_path):
-    summary = train(TrainConfig(out=str(tmp_path), steps=2, amp="bf16", augment=False, **TINY))
+@pytest.mark.parametrize("amp", ["bf16", "fp16"])
+def test_mixed_precision_trains(tmp_path, amp):
+    summary = train(TrainConfig(out=str(tmp_path), steps=2, amp=amp, augment=False, **TINY))
     assert summary["finished"]
     assert all(r["loss_total"] == r["loss_total"] for r in _log(tmp_path) if "loss_total" in r)
 

@@ -372,7 +372,11 @@ def _train(cfg: TrainConfig, info: DistInfo, stop_after: Optional[int]) -> dict:
             scaler.update()
             optimizer.zero_grad(set_to_none=True)
             lr = scheduler.get_last_lr()[0]
-            scheduler.step()
+            with warnings.catch_warnings():
+                # fp16: the scaler skips the optimiser step on inf/NaN gradients while it
+                # calibrates; the schedule counts iterations and advances anyway, on purpose.
+                warnings.filterwarnings("ignore", "Detected call of `lr_scheduler.step")
+                scheduler.step()
             step += 1
             steps_this_call += 1
             bar.update(1)
