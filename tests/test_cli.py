@@ -63,3 +63,22 @@ def test_train_reports_bad_data_roots_in_one_line(tmp_path, capsys):
                "--out", str(tmp_path / "run"), "--no-progress"])
     err = capsys.readouterr().err
     assert rc == 2 and "nowhere" in err and err.startswith("gscnn train: error:")
+
+
+def test_eval_batches_of_mixed_sizes_get_a_clear_error(tmp_path, capsys):
+    data = _disc_dataset(tmp_path / "data", n=2)
+    write_png(data / "images" / "small.png", torch.zeros(3, 20, 30, dtype=torch.uint8))
+    write_png(data / "masks" / "small.png", torch.zeros(20, 30, dtype=torch.uint8))
+    from gscnn_ops import GSCNN
+    from gscnn_ops.engine.checkpoint import make_payload, model_config, save_checkpoint
+
+    model = GSCNN(2, "resnet18")
+    save_checkpoint(tmp_path / "m.pt", make_payload(model, model_config(model, "resnet18", 8),
+                                                    ["background", "disc"], [[0, 0, 0]] * 2))
+    args = ["eval", "--checkpoint", str(tmp_path / "m.pt"), "--dataset", "folder",
+            "--data-root", str(data), "--no-progress", "--device", "cpu"]
+    assert main(args + ["--batch-size", "3"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("gscnn eval: error: collate: the samples of a batch differ in size")
+    assert "--batch-size 1" in err
+    assert main(args + ["--batch-size", "1"]) == 0

@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 
 from ..models.canny import canny
+from .errors import DataError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -84,3 +85,16 @@ class SegmentationSamples(torch.utils.data.Dataset):
         sample = prepare(image, label, self.canny_thresholds)
         sample["index"] = int(index)
         return sample
+
+
+def collate(samples: list) -> dict:
+    """Batches sample dicts as ``torch.utils.data.default_collate`` does, with a clear error
+    (rather than a failed ``torch.stack``) when the samples differ in size."""
+    sizes = {tuple(s["label"].shape) for s in samples}
+    if len(sizes) > 1:
+        where = ", ".join(f"index {s.get('index', '?')}: {tuple(s['label'].shape)}"
+                          for s in samples)
+        raise DataError(f"collate: the samples of a batch differ in size ({where}); images of "
+                        f"several sizes need batch size 1 (evaluation: --batch-size 1) or a "
+                        f"training crop (--augment with --crop-size)")
+    return torch.utils.data.default_collate(samples)

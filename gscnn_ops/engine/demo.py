@@ -22,6 +22,7 @@ import warnings
 import torch
 
 from ..data import SegmentationSamples, build_dataset, colorize, prepare
+from ..data.prepare import collate
 from . import _cli
 from ..data.io import write_png
 from .checkpoint import load_model
@@ -150,7 +151,7 @@ def run(args) -> int:
     val = build_dataset("synthetic", split="val", length=args.val_scenes, height=args.size[0],
                         width=args.size[1], seed=args.seed)
     val_loader = torch.utils.data.DataLoader(SegmentationSamples(val), batch_size=4,
-                                             num_workers=args.workers)
+                                             num_workers=args.workers, collate_fn=collate)
     classes = list(val.classes)
     runs = {"gscnn": _train_and_eval("gscnn", args, True, val_loader, classes)}
     if args.ablation:

@@ -20,7 +20,8 @@ from torch import Tensor
 
 from ..data.build import DATASETS, build_dataset
 from ..data.classes import IGNORE_INDEX
-from ..data.prepare import SegmentationSamples
+from ..data.errors import DataError
+from ..data.prepare import SegmentationSamples, collate
 from ..metrics.boundary_fscore import BoundaryFScore
 from . import _cli
 from .checkpoint import load_model
@@ -353,7 +354,7 @@ def _setup(args):
     if args.limit is not None:
         samples = torch.utils.data.Subset(samples, range(min(args.limit, len(samples))))
     loader = torch.utils.data.DataLoader(samples, batch_size=args.batch_size, shuffle=False,
-                                         num_workers=args.workers,
+                                         num_workers=args.workers, collate_fn=collate,
                                          pin_memory=dev.type == "cuda")
     classes = list(getattr(ds, "classes", None) or meta["classes"])
     ignore_index = int(getattr(ds, "ignore_index", meta["ignore_index"]))
@@ -374,8 +375,11 @@ def run(args) -> int:
                 crop_box(h, w, c)
     except _cli.SETUP_ERRORS as e:
         return _cli.fail("eval", e)
-    report = evaluate(model, loader, len(classes), ignore_index, args.thresholds, dev,
-                      crop_factors=factors, progress=not args.no_progress, **options)
+    try:
+        report = evaluate(model, loader, len(classes), ignore_index, args.thresholds, dev,
+                          crop_factors=factors, progress=not args.no_progress, **options)
+    except (DataError, FileNotFoundError) as e:  # a bad file met during the run
+        return _cli.fail("eval", e)
     print(format_report(report, classes))
     if args.json:
         folder = os.path.dirname(os.path.abspath(args.json))

@@ -29,6 +29,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
 from ..data import SegmentationSamples, build_dataset
+from ..data.prepare import collate
 from ..models import GSCNN, GSCNNLoss
 from . import _cli
 from .checkpoint import load_checkpoint, make_payload, model_config, save_checkpoint
@@ -341,7 +342,7 @@ def _train(cfg: TrainConfig, info: DistInfo, stop_after: Optional[int]) -> dict:
         data.set_epoch(epoch)
         loader = DataLoader(data, batch_size=cfg.batch_size,
                             sampler=_SkipSampler(sampler, offset * cfg.batch_size),
-                            num_workers=cfg.workers, drop_last=True,
+                            num_workers=cfg.workers, drop_last=True, collate_fn=collate,
                             pin_memory=device.type == "cuda",
                             # Its own generator: making an iterator must not draw from the global
                             # RNG, whose state the checkpoints carry (the Gumbel noise).
