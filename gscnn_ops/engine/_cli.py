@@ -54,6 +54,16 @@ def device(name: str) -> torch.device:
     return dev
 
 
+def progress_bar(iterable=None, *, enabled: bool = True, **kwargs):
+    """A tqdm bar on stderr: live on a terminal; in a log file (CI, batch jobs) one line every
+    30 s instead of an update every 0.1 s."""
+    from tqdm import tqdm
+
+    interactive = sys.stderr.isatty()
+    return tqdm(iterable, disable=not enabled, dynamic_ncols=interactive,
+                mininterval=0.1 if interactive else 30.0, **kwargs)
+
+
 def fail(command: str, error: BaseException) -> int:
     """Prints ``gscnn COMMAND: error: MESSAGE`` to stderr and returns the usage-error code."""
     message = error.args[0] if isinstance(error, (FileNotFoundError, KeyError)) and error.args \

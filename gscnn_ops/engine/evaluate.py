@@ -192,12 +192,10 @@ def evaluate(model, loader, num_classes: int, ignore_index: int = IGNORE_INDEX,
     bf = BoundaryFScore(num_classes, thresholds, ignore_index)
     crop_cms = {c: ConfusionMatrix(num_classes, ignore_index) for c in factors}
     options = {"tile": tile, "overlap": overlap, "amp_dtype": amp_dtype}
-    from tqdm import tqdm
-
     was_training = model.training
     model.to(dev).eval()
     try:
-        for batch in tqdm(loader, desc="eval", unit="batch", disable=not progress):
+        for batch in _cli.progress_bar(loader, desc="eval", unit="batch", enabled=progress):
             image = batch["image"].to(dev, non_blocking=True)
             canny = batch["canny"].to(dev, non_blocking=True)
             label = batch["label"].to(dev, non_blocking=True)

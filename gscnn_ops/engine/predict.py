@@ -14,10 +14,10 @@ from typing import List, Sequence
 import torch
 
 from ..data.classes import colorize
+from ..data.io import read_image, write_png
 from ..data.prepare import normalize
 from ..models.canny import canny
 from . import _cli
-from ..data.io import read_image, write_png
 from .checkpoint import load_model
 from .inference import infer
 
@@ -81,13 +81,11 @@ def predict_images(model, meta: dict, paths: Sequence[str], out_dir: str, device
     palette, ignore_index = meta["palette"], meta.get("ignore_index", 255)
     os.makedirs(out_dir, exist_ok=True)
     written: List[str] = []
-    from tqdm import tqdm
-
     was_training = model.training
     model.eval()
     try:
-        for path, stem in tqdm(list(zip(paths, stems)), desc="predict", unit="image",
-                               disable=not progress):
+        for path, stem in _cli.progress_bar(list(zip(paths, stems)), desc="predict",
+                                           unit="image", enabled=progress):
             raw = read_image(path)
             raw_dev = raw.to(dev)
             edges = canny(raw_dev).unsqueeze(0)

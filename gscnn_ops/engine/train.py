@@ -230,8 +230,6 @@ def train(cfg: TrainConfig, stop_after: Optional[int] = None) -> dict:
 
 
 def _train(cfg: TrainConfig, info: DistInfo, stop_after: Optional[int]) -> dict:
-    from tqdm import tqdm
-
     if cfg.deterministic:
         torch.use_deterministic_algorithms(True)
         torch.backends.cudnn.benchmark = False
@@ -329,8 +327,8 @@ def _train(cfg: TrainConfig, info: DistInfo, stop_after: Optional[int]) -> dict:
         if info.distributed:
             torch.distributed.barrier()
 
-    bar = tqdm(total=cfg.steps, initial=step, desc="train", unit="step", dynamic_ncols=True,
-               disable=not (cfg.progress and info.is_main))
+    bar = _cli.progress_bar(total=cfg.steps, initial=step, desc="train", unit="step",
+                            enabled=cfg.progress and info.is_main)
     sums = torch.zeros(len(LOSS_TERMS), dtype=torch.float64)
     since, t_log, steps_this_call = 0, time.perf_counter(), 0
     micro = step * cfg.accumulate
