@@ -167,3 +167,9 @@ def test_tensorboard_gets_the_scalars_when_installed(tmp_path, monkeypatch):
     assert calls[0] == ("init", str(tmp_path / "tensorboard")) and calls[-1] == ("close",)
     logged = {(c[0], c[2]) for c in calls[1:-1]}
     assert {("loss_total", 1), ("loss_dual", 2), ("lr", 2)} <= logged
+
+
+def test_a_diverging_run_stops_with_a_clear_error(tmp_path):
+    with pytest.raises(FloatingPointError, match=r"not finite in steps 1\.\.3 .*lower --lr"):
+        train(TrainConfig(out=str(tmp_path), steps=6, lr=1e12, augment=False,
+                          **dict(TINY, log_every=3)))

@@ -129,9 +129,10 @@ def convert_sync_batchnorm(module: nn.Module, device: torch.device) -> nn.Module
 def all_reduce_mean(values: torch.Tensor, info: DistInfo) -> torch.Tensor:
     """Mean of ``values`` over the processes (for logging)."""
     if info.distributed:
-        values = values.clone()
-        dist.all_reduce(values)
-        values /= info.world_size
+        # NCCL reduces GPU tensors only, gloo CPU ones: reduce on the process's device.
+        reduced = values.to(info.device, copy=True)
+        dist.all_reduce(reduced)
+        values = reduced.to(values.device) / info.world_size
     return values
 
 

@@ -329,7 +329,7 @@ def _train(cfg: TrainConfig, info: DistInfo, stop_after: Optional[int]) -> dict:
 
     bar = _cli.progress_bar(total=cfg.steps, initial=step, desc="train", unit="step",
                             enabled=cfg.progress and info.is_main)
-    sums = torch.zeros(len(LOSS_TERMS), dtype=torch.float64)
+    sums = torch.zeros(len(LOSS_TERMS), dtype=torch.float64, device=device)
     since, t_log, steps_this_call = 0, time.perf_counter(), 0
     micro = step * cfg.accumulate
     model.train()
@@ -356,13 +356,9 @@ def _train(cfg: TrainConfig, info: DistInfo, stop_after: Optional[int]) -> dict:
                 with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
                     out = ddp(image, edges)
                 terms = criterion(out, label)
-                if not torch.isfinite(terms["total"]):
-                    raise FloatingPointError(
-                        f"gscnn train: the loss is {terms['total'].item()} at step {step} "
-                        f"(terms: { {k: float(v) for k, v in terms.items()} }); lower --lr or "
-                        f"use --amp bf16 instead of fp16")
                 scaler.scale(terms["total"] / cfg.accumulate).backward()
-            sums += torch.stack([terms[k].detach().double().cpu() for k in LOSS_TERMS])
+            # Summed on the device: no host synchronisation between log steps.
+            sums += torch.stack([terms[k].detach().double() for k in LOSS_TERMS])
             since += 1
             micro += 1
             if not last:
@@ -380,7 +376,13 @@ def _train(cfg: TrainConfig, info: DistInfo, stop_after: Optional[int]) -> dict:
             steps_this_call += 1
             bar.update(1)
             if step % cfg.log_every == 0 or step == cfg.steps:
-                mean = all_reduce_mean(sums / since, info)
+                mean = all_reduce_mean(sums / since, info).cpu()
+                if not torch.isfinite(mean).all():
+                    first = step - since // cfg.accumulate + 1
+                    terms = {k: float(v) for k, v in zip(LOSS_TERMS, mean)}
+                    raise FloatingPointError(
+                        f"gscnn train: the loss is not finite in steps {first}..{step} (mean "
+                        f"terms {terms}); lower --lr, or use --amp bf16 instead of fp16")
                 elapsed = time.perf_counter() - t_log
                 record = {"step": step, "epoch": epoch, "lr": lr,
                           **{f"loss_{k}": float(v) for k, v in zip(LOSS_TERMS, mean)},
@@ -492,7 +494,7 @@ def config_from_args(args) -> TrainConfig:
 def run(args) -> int:
     try:
         summary = train(config_from_args(args))
-    except _cli.SETUP_ERRORS as e:
+    except (*_cli.SETUP_ERRORS, FloatingPointError) as e:
         return _cli.fail("train", e)
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"gscnn train: {summary['step']} steps done; weights in "
