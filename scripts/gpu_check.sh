@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # GPU check, for a machine with a CUDA GPU (e.g. the lent H100/H200, through the device tool):
-# build, CUDA tests, compute-sanitizer (memcheck + racecheck), CUDA benchmarks, one report.
+# build, CUDA tests, compute-sanitizer (memcheck + racecheck), CUDA benchmarks, the engine on the
+# GPU (training, tiled eval, NCCL when two GPUs, eval memory at 1024x2048), one report.
 #
 #   bash scripts/gpu_check.sh [REPORT_DIR]       (default: $OUT if set, else ./gpu_report)
 #
@@ -45,5 +46,18 @@ if [ -f "$REPORT/bench_cuda.json" ]; then
   python benchmarks/summarize.py "$REPORT/bench_cuda.json" > "$REPORT/bench_cuda.md" 2>&1
   cat "$REPORT/bench_cuda.md" >> "$LOG"
 fi
+# The engine on the GPU: a short bf16 training run with evaluation, tiled eval with the
+# distance-based crops, two-process NCCL training when there are two GPUs, eval memory.
+step train_cuda python -m gscnn_ops train --device cuda --backbone resnet18 --steps 20 \
+  --batch-size 4 --amp bf16 --synthetic-size 256 512 --synthetic-length 32 --eval-every 20 \
+  --out "$REPORT/train_cuda" --no-progress
+step eval_cuda python -m gscnn_ops eval --checkpoint "$REPORT/train_cuda/model.pt" --device cuda \
+  --amp bf16 --tile 96 192 --crop-factors 0 32 64 --json "$REPORT/eval_cuda.json" --no-progress
+if [ "$(nvidia-smi -L 2>/dev/null | wc -l)" -ge 2 ]; then
+  step ddp_cuda torchrun --nproc_per_node 2 -m gscnn_ops train --device cuda --backbone resnet18 \
+    --steps 10 --batch-size 2 --synthetic-size 256 512 --out "$REPORT/ddp_cuda" --no-progress
+fi
+step eval_memory python scripts/eval_memory.py --device cuda
+step eval_memory_bf16 python scripts/eval_memory.py --device cuda --amp bf16
 echo "overall: $([ $status -eq 0 ] && echo PASS || echo FAIL)" | tee -a "$LOG"
 exit $status
