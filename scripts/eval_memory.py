@@ -11,6 +11,8 @@ do not depend on them.
 
 import argparse
 import resource
+import subprocess
+import sys
 import time
 
 import torch
@@ -47,22 +49,31 @@ def main():
     p.add_argument("--backbone", default="resnet101")
     p.add_argument("--amp", choices=tuple(AMP_DTYPES), default="none")
     p.add_argument("--size", type=int, nargs=2, default=(1024, 2048))
+    p.add_argument("--only", choices=("whole", "tile"), help=argparse.SUPPRESS)
     args = p.parse_args()
     device = torch.device(args.device)
-    model = gscnn_ops.GSCNN(19, args.backbone).to(device).eval()
     size = tuple(args.size)
-    print(f"GSCNN {args.backbone}, one {size[0]}x{size[1]} image, {device}, amp {args.amp}, "
-          f"torch {torch.__version__}")
-    print("| inference | seconds | peak growth GiB | reserved GiB |")
-    print("|---|---|---|---|")
-    # CPU: whole image last, since ru_maxrss only grows (the tiled run would hide under it).
-    for tile in ((size[0] // 2, size[1] // 2), None):
+    configs = {"whole": None, "tile": (size[0] // 2, size[1] // 2)}
+    if args.only is None:
+        print(f"GSCNN {args.backbone}, one {size[0]}x{size[1]} image, {device}, amp {args.amp}, "
+              f"torch {torch.__version__}")
+        print("| inference | seconds | peak growth GiB | reserved GiB |")
+        print("|---|---|---|---|")
+    if args.only is None and device.type == "cpu":
+        # The peak resident set only grows: one process per configuration.
+        for name in configs:
+            subprocess.run([sys.executable, __file__, *sys.argv[1:], "--only", name], check=True)
+        return
+    model = gscnn_ops.GSCNN(19, args.backbone).to(device).eval()
+    for name, tile in configs.items():
+        if args.only not in (None, name):
+            continue
         if device.type == "cuda":
             measure(model, device, size, tile, AMP_DTYPES[args.amp])  # warm-up (cuDNN plans)
         s, grown, reserved = measure(model, device, size, tile, AMP_DTYPES[args.amp])
-        name = "whole image" if tile is None else f"tile {tile[0]}x{tile[1]}"
+        label = "whole image" if tile is None else f"tile {tile[0]}x{tile[1]}, overlap 1/3"
         res = f"{reserved / 2**30:.2f}" if reserved is not None else "-"
-        print(f"| {name} | {s:.2f} | {grown / 2**30:.2f} | {res} |")
+        print(f"| {label} | {s:.2f} | {grown / 2**30:.2f} | {res} |", flush=True)
 
 
 if __name__ == "__main__":
