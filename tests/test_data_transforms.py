@@ -153,3 +153,29 @@ def test_bad_inputs():
     with pytest.raises(ValueError, match="label must be"):
         RandomCrop(4)(torch.zeros(3, 5, 5, dtype=torch.uint8), torch.zeros(5, 6, dtype=torch.long),
                       torch.Generator())
+
+
+@pytest.mark.parametrize("scale_range, crop", [((1.3, 2.0), (40, 56)), ((1.0, 1.0), (24, 31)),
+                                               ((0.5, 0.9), (20, 30)), ((1.5, 1.5), (90, 20)),
+                                               ((0.5, 2.0), (33, 47))])
+def test_fused_scale_crop_equals_scale_then_crop(scale_range, crop):
+    """Enlargements interpolate only the crop window; shrinking and padding take the plain path.
+    Same random draws, the same label, the image up to float rounding (one grey level)."""
+    from gscnn_ops.data import RandomScaleCrop
+
+    g = torch.Generator().manual_seed(5)
+    image = torch.randint(0, 256, (3, 37, 53), generator=g, dtype=torch.uint8)
+    label = torch.randint(0, 19, (37, 53), generator=g)
+    plain = Compose([RandomScale(scale_range), RandomCrop(crop, ignore_index=255)])
+    fused = RandomScaleCrop(scale_range, crop, ignore_index=255)
+    exact = total = 0
+    for seed in range(12):
+        ga, gb = torch.Generator().manual_seed(seed), torch.Generator().manual_seed(seed)
+        (ia, la), (ib, lb) = plain(image, label, ga), fused(image, label, gb)
+        assert torch.equal(la, lb)
+        assert ia.shape == ib.shape == (3, *crop)
+        diff = (ia.int() - ib.int()).abs()
+        assert diff.max() <= 1
+        exact, total = exact + int((diff == 0).sum()), total + diff.numel()
+        assert torch.equal(ga.get_state(), gb.get_state())  # the later steps draw the same
+    assert exact >= 0.99 * total

@@ -11,7 +11,7 @@ from .prepare import (IMAGENET_MEAN, IMAGENET_STD, SegmentationSamples, denormal
                       prepare)
 from .synthetic import NUM_CLASSES, SyntheticStreets, render_scene
 from .transforms import (ColorJitter, Compose, GaussianBlur, RandomCrop, RandomHorizontalFlip,
-                         RandomScale, TrainTransform, resize)
+                         RandomScale, RandomScaleCrop, TrainTransform, resize)
 
 __all__ = [
     # datasets
@@ -23,6 +23,7 @@ __all__ = [
     "read_label", "write_png",
     # transforms
     "ColorJitter", "Compose", "GaussianBlur", "RandomCrop", "RandomHorizontalFlip", "RandomScale",
+    "RandomScaleCrop",
     "TrainTransform", "resize",
     # model inputs
     "IMAGENET_MEAN", "IMAGENET_STD", "SegmentationSamples", "denormalize", "normalize", "prepare",

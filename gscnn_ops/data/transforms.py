@@ -105,10 +105,47 @@ def resize(image: Tensor, label: Tensor, size: Tuple[int, int]) -> Tuple[Tensor,
     antialias = h < H or w < W
     out = F.interpolate(image[None].float(), size=(h, w), mode="bilinear", align_corners=False,
                         antialias=antialias)[0]
-    # Nearest source pixel of output pixel i: floor((i + 0.5) * H / h), which is where the
-    # bilinear (align_corners=False) sampling point of that pixel falls, rounded.
-    ys = ((torch.arange(h, dtype=torch.float64) + 0.5) * (H / h)).floor().long().clamp_(0, H - 1)
-    xs = ((torch.arange(w, dtype=torch.float64) + 0.5) * (W / w)).floor().long().clamp_(0, W - 1)
+    ys, xs = _nearest_source(H, h, 0, h), _nearest_source(W, w, 0, w)
+    return _to_uint8(out), label[ys][:, xs]
+
+
+def _nearest_source(in_len: int, out_len: int, start: int, count: int) -> Tensor:
+    """Nearest source pixel of output pixels start .. start + count - 1 of a resize from in_len
+    to out_len: floor((i + 0.5) * in_len / out_len), which is where the bilinear
+    (align_corners=False) sampling point of pixel i falls, rounded."""
+    i = torch.arange(start, start + count, dtype=torch.float64)
+    return ((i + 0.5) * (in_len / out_len)).floor().long().clamp_(0, in_len - 1)
+
+
+def _linear_taps(in_len: int, out_len: int, start: int, count: int):
+    """Source pixels and weights of output pixels start .. start + count - 1 of a bilinear
+    (align_corners=False) enlargement from in_len to out_len, computed as F.interpolate does
+    (float32: scale = in/out, src = max(scale * (i + 0.5) - 0.5, 0))."""
+    scale = torch.tensor(float(in_len), dtype=torch.float32) / out_len
+    src = ((torch.arange(start, start + count, dtype=torch.float32) + 0.5) * scale - 0.5)
+    src = src.clamp_min(0)
+    lo = src.floor().long().clamp_(max=in_len - 1)
+    hi = (lo + 1).clamp_(max=in_len - 1)
+    w_hi = (src - lo).clamp_(0, 1)
+    return lo, hi, 1 - w_hi, w_hi
+
+
+def resize_window(image: Tensor, label: Tensor, size: Tuple[int, int],
+                  window: Tuple[int, int, int, int]) -> Tuple[Tensor, Tensor]:
+    """``resize(image, label, size)`` cropped to ``window`` = (top, left, height, width), for an
+    enlargement (size >= the image's along both axes): only the window is interpolated, not the
+    whole enlarged image (4x the pixels at scale 2). The label is exactly the cropped one of
+    :func:`resize`; the image equals it up to float rounding (at most one grey level)."""
+    (H, W), (h, w) = image.shape[1:], size
+    top, left, ch, cw = window
+    y0, y1, wy0, wy1 = _linear_taps(H, h, top, ch)
+    x0, x1, wx0, wx1 = _linear_taps(W, w, left, cw)
+    x = image.float()
+    rows0, rows1 = x[:, y0], x[:, y1]                     # (3, ch, W)
+    top_row = rows0[:, :, x0] * wx0 + rows0[:, :, x1] * wx1
+    bottom_row = rows1[:, :, x0] * wx0 + rows1[:, :, x1] * wx1
+    out = top_row * wy0[:, None] + bottom_row * wy1[:, None]
+    ys, xs = _nearest_source(H, h, top, ch), _nearest_source(W, w, left, cw)
     return _to_uint8(out), label[ys][:, xs]
 
 
@@ -154,6 +191,30 @@ class RandomCrop:
         out_image[:, ty:ty + ny, tx:tx + nx] = image[:, sy:sy + ny, sx:sx + nx]
         out_label[ty:ty + ny, tx:tx + nx] = label[sy:sy + ny, sx:sx + nx]
         return out_image, out_label
+
+
+class RandomScaleCrop:
+    """:class:`RandomScale` then :class:`RandomCrop` with the same random draws and the same
+    result (the image up to float rounding), faster: when the image is enlarged and the crop
+    lies inside it, only the crop window is interpolated (:func:`resize_window`) instead of the
+    whole enlarged image — at scale 2 on 1024x2048 inputs, a 720x720 window instead of 8 Mpx."""
+
+    def __init__(self, scale_range=(0.5, 2.0), crop_size: Size = 720,
+                 ignore_index: int = IGNORE_INDEX, fill: int = 0):
+        self.scale = RandomScale(scale_range)
+        self.crop = RandomCrop(crop_size, ignore_index, fill)
+
+    def __call__(self, image: Tensor, label: Tensor, generator: torch.Generator):
+        _check_pair("RandomScaleCrop", image, label)
+        s = _uniform(generator, *self.scale.scale_range)  # the draw of RandomScale
+        H, W = image.shape[1:]
+        h, w = max(1, round(H * s)), max(1, round(W * s))
+        ch, cw = self.crop.crop_size
+        if h < H or w < W or h < ch or w < cw:  # shrinking (antialiased) or padding: as is
+            image, label = resize(image, label, (h, w))
+            return self.crop(image, label, generator)
+        dy, dx = _randint(generator, h - ch + 1), _randint(generator, w - cw + 1)  # RandomCrop's
+        return resize_window(image, label, (h, w), (dy, dx, ch, cw))
 
 
 class RandomHorizontalFlip:
@@ -248,8 +309,7 @@ class TrainTransform(Compose):
                  blur_prob: float = 0.5, blur_sigma=(0.1, 2.0), ignore_index: int = IGNORE_INDEX):
         try:
             steps = [
-                RandomScale(scale_range),
-                RandomCrop(crop_size, ignore_index),
+                RandomScaleCrop(scale_range, crop_size, ignore_index),
                 RandomHorizontalFlip(flip_prob),  # p = flip_prob
                 ColorJitter(brightness, contrast, saturation),
                 GaussianBlur(blur_prob, blur_sigma),  # p = blur_prob, sigma_range = blur_sigma
@@ -257,5 +317,5 @@ class TrainTransform(Compose):
         except ValueError as e:  # say which call was wrong; the step names which argument
             raise ValueError(f"TrainTransform: {e}") from None
         super().__init__(steps)
-        self.crop_size = self.transforms[1].crop_size
+        self.crop_size = self.transforms[0].crop.crop_size
         self.ignore_index = ignore_index
