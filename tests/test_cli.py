@@ -82,3 +82,13 @@ def test_eval_batches_of_mixed_sizes_get_a_clear_error(tmp_path, capsys):
     assert err.startswith("gscnn eval: error: collate: the samples of a batch differ in size")
     assert "--batch-size 1" in err
     assert main(args + ["--batch-size", "1"]) == 0
+
+
+def test_engine_modules_are_not_hidden_by_their_functions():
+    import types
+
+    import gscnn_ops.engine as engine
+
+    for name in ("train", "evaluate", "predict", "inference", "demo", "checkpoint"):
+        assert isinstance(getattr(engine, name), types.ModuleType), name
+    assert callable(engine.infer) and engine.TrainConfig().lr == 0.01
