@@ -39,13 +39,20 @@ def canny(image: Tensor, low: float = 10.0, high: float = 100.0, max_iterations:
     x = image.unsqueeze(0) if squeeze else image
     if x.is_floating_point():
         x = x.round().clamp(0, 255)
-    x = x.to(torch.int32 if x.device.type == "cpu" else torch.float32)
-    dx, dy = _sobel(x.to(torch.int64) if x.device.type == "cpu" else x)
+    # Sobel sums of 0..255 values are integers below 2^24: exact in float32, on every device.
+    dx, dy = _sobel(x.to(torch.float32))
+    # int32 holds everything below: |d| <= 1020, and the largest NMS product is
+    # |dx| * (TG22 + 2^16) < 2^27.
+    dx, dy = dx.to(torch.int32), dy.to(torch.int32)
     mag = dx.abs() + dy.abs()
     if mag.shape[1] > 1:  # colour: the channel with the largest gradient (the first on ties)
-        best = mag.argmax(dim=1, keepdim=True)
-        mag, dx, dy = (t.gather(1, best) for t in (mag, dx, dy))
-    mag, dx, dy = (t.to(torch.int64) for t in (mag, dx, dy))
+        best_mag, best_dx, best_dy = mag[:, :1], dx[:, :1], dy[:, :1]
+        for c in range(1, mag.shape[1]):  # strict '>': ties keep the earlier channel
+            take = mag[:, c:c + 1] > best_mag
+            best_mag = torch.where(take, mag[:, c:c + 1], best_mag)
+            best_dx = torch.where(take, dx[:, c:c + 1], best_dx)
+            best_dy = torch.where(take, dy[:, c:c + 1], best_dy)
+        mag, dx, dy = best_mag, best_dx, best_dy
     lo, hi = int(low), int(high)  # OpenCV floors the thresholds for the L1 gradient
 
     # Non-maximum suppression; outside the image the magnitude counts as 0.
