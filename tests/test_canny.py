@@ -49,3 +49,15 @@ def test_bad_arguments():
         canny(torch.zeros(8, 8))
     with pytest.raises(ValueError, match="low <= high"):
         canny(torch.zeros(1, 8, 8), low=50, high=10)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_colour_ties_pick_the_first_channel_as_opencv(seed):
+    """Channel 1 is the negative of channel 0: equal magnitudes, opposite gradient signs, so the
+    tie rule decides the NMS direction (OpenCV keeps the first channel)."""
+    cv2 = pytest.importorskip("cv2")
+    c0 = smooth_noisy_image(1, 45, 61, 10 + seed)[0, 0]
+    img = torch.stack([c0, 255 - c0, c0 // 2])[None]
+    ours = canny(img)[0, 0].numpy() > 0
+    ref = cv2.Canny(img[0].permute(1, 2, 0).contiguous().numpy(), 10, 100) > 0
+    assert ref.sum() > 0 and (ours == ref).all(), f"{(ours != ref).sum()} pixels differ"
