@@ -92,7 +92,7 @@ def _extension():
     cxx = opt + ["-fopenmp", "-DGSCNN_OPS_PYTHON_MODULE"]
     sources = ["csrc/ops.cpp"] + sorted(glob.glob("csrc/cpu/*.cpp"))
     if _want_cuda():
-        sources += sorted(glob.glob("csrc/cuda/*.cu"))
+        sources += sorted(glob.glob("csrc/cuda/*.cu")) + sorted(glob.glob("csrc/cuda/*.cpp"))
         nvcc = opt + ["--expt-relaxed-constexpr", "-lineinfo"]
         return CUDAExtension(
             "gscnn_ops._C",

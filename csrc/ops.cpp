@@ -4,6 +4,8 @@
 
 #include <torch/library.h>
 
+#include "common/label_errors.h"
+
 #if defined(GSCNN_OPS_PYTHON_MODULE)
 #include <Python.h>
 
@@ -15,6 +17,12 @@ PyObject* PyInit__C(void) {
   return PyModule_Create(&module_def);
 }
 }
+#endif
+
+#if !defined(GSCNN_WITH_CUDA)
+namespace gscnn {
+void raise_pending_label_errors(int64_t) {}  // no CUDA kernels: nothing is ever pending
+}  // namespace gscnn
 #endif
 
 TORCH_LIBRARY(gscnn_ops, m) {
@@ -48,21 +56,6 @@ TORCH_LIBRARY(gscnn_ops, m) {
       "boundary_fscore_counts(Tensor pred, Tensor target, int num_classes, int[] radii, "
       "int ignore_index) -> Tensor");
 
-  // CPU emulation of the CUDA kernels above (the GPU kernels' own code run thread by thread, with
-  // the launch shape given), so that tests on machines without a GPU cover the CUDA code paths.
-  m.def(
-      "_gated_conv2d_emulate_cuda(Tensor s, Tensor r, Tensor gate_weight, Tensor gate_bias, "
-      "Tensor weight, Tensor? bias, int threads, int blocks) -> (Tensor out, Tensor alpha)");
-  m.def(
-      "_gated_conv2d_mlp_emulate_cuda(Tensor s, Tensor r, Tensor hidden_weight, "
-      "Tensor hidden_bias, Tensor gate_weight, Tensor gate_bias, Tensor weight, Tensor? bias, "
-      "int threads, int blocks) -> (Tensor out, Tensor alpha)");
-  m.def(
-      "_gated_conv2d_backward_emulate_cuda(Tensor grad_out, Tensor? grad_alpha, Tensor s, "
-      "Tensor r, Tensor gate_weight, Tensor gate_bias, Tensor weight, int threads, "
-      "int max_blocks) -> (Tensor grad_s, Tensor grad_r, Tensor grad_gate_weight, "
-      "Tensor grad_gate_bias, Tensor grad_weight, Tensor grad_bias)");
-
   // Boundary potential of class probabilities (paper eq. 4): zeta = |grad(G * prob)| / sqrt(2)
   // per class channel, Gaussian of radius ceil(3 sigma), replicate borders.
   m.def("boundary_potential(Tensor prob, float sigma) -> Tensor zeta");
@@ -75,24 +68,9 @@ TORCH_LIBRARY(gscnn_ops, m) {
   m.def(
       "dual_task_loss_backward(Tensor grad, Tensor prob, Tensor target, Tensor count, "
       "float sigma, float threshold, int ignore_index) -> Tensor");
-  // CPU emulation of their CUDA kernels, with the tile shape and block size given.
-  m.def(
-      "_boundary_potential_emulate_cuda(Tensor prob, float sigma, int tile_h, int tile_w, "
-      "int threads) -> Tensor");
-  m.def(
-      "_boundary_potential_backward_emulate_cuda(Tensor grad_zeta, Tensor prob, float sigma, "
-      "int tile_h, int tile_w, int threads) -> Tensor");
-  m.def(
-      "_dual_task_loss_emulate_cuda(Tensor prob, Tensor target, float sigma, float threshold, "
-      "int ignore_index, int tile_h, int tile_w, int threads) -> (Tensor loss, Tensor count)");
-  m.def(
-      "_dual_task_loss_backward_emulate_cuda(Tensor grad, Tensor prob, Tensor target, "
-      "Tensor count, float sigma, float threshold, int ignore_index, int tile_h, int tile_w, "
-      "int threads) -> Tensor");
-  m.def(
-      "_edge_targets_emulate_cuda(Tensor target, float radius, int ignore_index, int threads, "
-      "int blocks) -> Tensor");
-  m.def(
-      "_boundary_fscore_counts_emulate_cuda(Tensor pred, Tensor target, int num_classes, "
-      "int[] radii, int ignore_index, int threads, int blocks, int images_per_chunk) -> Tensor");
+
+  // Raises the bad labels that CUDA ops recorded on a device without reporting them yet, after
+  // waiting for the device (gscnn_ops.check_errors; common/label_errors.h). No tensor argument:
+  // one kernel for every dispatch key.
+  m.def("_raise_pending_label_errors(int device) -> ()", &gscnn::raise_pending_label_errors);
 }

@@ -120,25 +120,6 @@ torch.library.register_autograd("gscnn_ops::gated_conv2d_mlp", _mlp_backward,
                                 setup_context=_mlp_setup_context)
 
 
-# --- CPU emulation of the CUDA kernels (test support; see csrc/cpu/gated_conv2d_block_emulation.cpp)
-
-@torch.library.register_fake("gscnn_ops::_gated_conv2d_emulate_cuda")
-def _emulate_fake(s, r, gate_weight, gate_bias, weight, bias, threads, blocks):
-    return _gated_conv2d_fake(s, r, gate_weight, gate_bias, weight, bias)
-
-
-@torch.library.register_fake("gscnn_ops::_gated_conv2d_mlp_emulate_cuda")
-def _mlp_emulate_fake(s, r, hidden_weight, hidden_bias, gate_weight, gate_bias, weight, bias,
-                      threads, blocks):
-    return _gated_conv2d_fake(s, r, gate_weight, gate_bias, weight, bias)
-
-
-@torch.library.register_fake("gscnn_ops::_gated_conv2d_backward_emulate_cuda")
-def _backward_emulate_fake(grad_out, grad_alpha, s, r, gate_weight, gate_bias, weight, threads,
-                           max_blocks):
-    return _gated_conv2d_backward_fake(grad_out, grad_alpha, s, r, gate_weight, gate_bias, weight)
-
-
 # --- boundary_potential / dual_task_loss -------------------------------------------------------
 
 def _like_prob(prob):
@@ -205,25 +186,8 @@ torch.library.register_autograd("gscnn_ops::dual_task_loss", _dtl_backward,
                                 setup_context=_dtl_setup_context)
 
 
-@torch.library.register_fake("gscnn_ops::_boundary_potential_emulate_cuda")
-def _bp_emulate_fake(prob, sigma, tile_h, tile_w, threads):
-    return _like_prob(prob)
 
 
-@torch.library.register_fake("gscnn_ops::_boundary_potential_backward_emulate_cuda")
-def _bp_backward_emulate_fake(grad_zeta, prob, sigma, tile_h, tile_w, threads):
-    return _like_prob(prob)
-
-
-@torch.library.register_fake("gscnn_ops::_dual_task_loss_emulate_cuda")
-def _dtl_emulate_fake(prob, target, sigma, threshold, ignore_index, tile_h, tile_w, threads):
-    return prob.new_empty(()), prob.new_empty((), dtype=torch.float64)
-
-
-@torch.library.register_fake("gscnn_ops::_dual_task_loss_backward_emulate_cuda")
-def _dtl_backward_emulate_fake(grad, prob, target, count, sigma, threshold, ignore_index, tile_h,
-                               tile_w, threads):
-    return _like_prob(prob)
 # --- edge_targets (integer input: no autograd) --------------------------------------------------
 
 _LABEL_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
@@ -247,10 +211,8 @@ def _edge_targets_fake(target, radius=2.0, ignore_index=255):
     return target.new_empty(target.shape, dtype=torch.bool)  # contiguous, like the kernels
 
 
-@torch.library.register_fake("gscnn_ops::_edge_targets_emulate_cuda")
-def _edge_targets_emulate_fake(target, radius, ignore_index, threads, blocks):
-    _check_edge_targets_fake("gscnn_ops._edge_targets_emulate_cuda", target, radius)
-    return target.new_empty(target.shape, dtype=torch.bool)
+
+
 # --- boundary_fscore_counts (integer counts: no autograd) -----------------------------------------
 
 @torch.library.register_fake("gscnn_ops::boundary_fscore_counts")
@@ -258,9 +220,3 @@ def _boundary_fscore_counts_fake(pred, target, num_classes, radii, ignore_index)
     torch._check(pred.dim() == 3 and target.dim() == 3,
                  lambda: "gscnn_ops.boundary_fscore_counts: pred and target must be (N, H, W)")
     return pred.new_empty((pred.shape[0], num_classes, len(radii), 6), dtype=torch.int64)
-
-
-@torch.library.register_fake("gscnn_ops::_boundary_fscore_counts_emulate_cuda")
-def _boundary_fscore_counts_emulate_fake(pred, target, num_classes, radii, ignore_index, threads,
-                                         blocks, images_per_chunk):
-    return _boundary_fscore_counts_fake(pred, target, num_classes, radii, ignore_index)

@@ -1,6 +1,7 @@
 #pragma once
 // The arithmetic of the boundary F-score (the DAVIS measure), written once for the CPU kernels and
-// the CUDA kernels (and so run by the CPU emulation of the CUDA kernels too).
+// the CUDA block programs (common/boundary_fscore_program.h, also run by the emulated GPU of the
+// tests).
 //
 // Everything works on bit-packed binary maps. A *plane* is one binary map of one image: H rows of
 // Wwords = ceil(W / 64) 64-bit words, bit i of word j of row y being pixel (y, 64 j + i); bits
@@ -24,6 +25,7 @@
 #include <cmath>
 #include <cstdint>
 
+#include "device_intrinsics.h"
 #include "host_device.h"
 
 namespace gscnn {
@@ -34,34 +36,9 @@ constexpr int kWordBits = 64;
 // kMaxRadii of them per thread.
 constexpr int kMaxRadii = 32;
 
-GSCNN_HD int ctz64(uint64_t v) {  // v != 0
-#if defined(__CUDA_ARCH__)
-  return __ffsll(static_cast<long long>(v)) - 1;
-#else
-  return __builtin_ctzll(v);
-#endif
-}
-
-GSCNN_HD int clz64(uint64_t v) {  // v != 0
-#if defined(__CUDA_ARCH__)
-  return __clzll(static_cast<long long>(v));
-#else
-  return __builtin_clzll(v);
-#endif
-}
-
-GSCNN_HD int popcount64(uint64_t v) {
-#if defined(__CUDA_ARCH__)
-  return __popcll(v);
-#else
-  // Inline SWAR rather than __builtin_popcountll, which is a libgcc call in a baseline x86-64
-  // build (no POPCNT instruction assumed).
-  v = v - ((v >> 1) & 0x5555555555555555ULL);
-  v = (v & 0x3333333333333333ULL) + ((v >> 2) & 0x3333333333333333ULL);
-  v = (v + (v >> 4)) & 0x0F0F0F0F0F0F0F0FULL;
-  return static_cast<int>((v * 0x0101010101010101ULL) >> 56);
-#endif
-}
+GSCNN_HD int ctz64(uint64_t v) { return hd::ffs64(v) - 1; }  // v != 0
+GSCNN_HD int clz64(uint64_t v) { return hd::clz64(v); }
+GSCNN_HD int popcount64(uint64_t v) { return hd::popcount64(v); }
 
 GSCNN_HD int64_t words_per_row(int64_t W) { return (W + kWordBits - 1) / kWordBits; }
 
@@ -206,12 +183,12 @@ GSCNN_HD int64_t nearest_radius_sq(const uint64_t* plane, const uint64_t* occ, i
 
 // For every set bit of the boundary word w of row y of `src`, looks for the nearest boundary
 // pixel of `dst` (dst_occ: its occupancy cells) and adds 1 to counter j (counters[j * stride])
-// for every radius j within which it lies. Counter_t is the counters' type (a shared-memory
-// column on CUDA).
-template <typename Counter_t>
+// for every radius j within which it lies. CounterPtr points to the counters (a shared-memory
+// column on the GPU, the emulator's recording pointer in the tests).
+template <typename CounterPtr>
 GSCNN_HD void match_word(uint64_t word, const uint64_t* dst, const uint64_t* dst_occ, int64_t H,
                          int64_t Wwords, int64_t W, int64_t y, int64_t w, const Radii& radii,
-                         Counter_t* counters, int64_t stride) {
+                         CounterPtr counters, int64_t stride) {
   while (word != 0) {
     const int64_t x = w * kWordBits + ctz64(word);
     word &= word - 1;

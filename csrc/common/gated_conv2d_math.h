@@ -20,47 +20,18 @@
 #include <cstdint>
 #include <type_traits>
 
+#include "device_intrinsics.h"
 #include "host_device.h"
-
 
 namespace gscnn {
 namespace gcl {
 
-#if !defined(__CUDA_ARCH__)
-// exp(x) for x <= 0 in float: relative error below 1e-7 for x >= -87, about 1e-38 absolute below.
-// Branch-free (the clamp is written with fabs, not as a max, which GCC will not vectorise without
-// -ffinite-math-only), so that the CPU loops over the pixels of a tile vectorise.
-inline float exp_nonpositive(float x) {
-  const float d = x + 87.0f;
-  x -= 0.5f * (d - __builtin_fabsf(d));  // x = max(x, -87), exact for x >= -87
-  const int32_t n = static_cast<int32_t>(x * 1.44269504088896341f - 0.5f);  // round(x / ln 2)
-  const float nf = static_cast<float>(n);
-  const float r = (x - nf * 0.693359375f) + nf * 2.12194440e-4f;  // x - n ln 2, two-part ln 2
-  float p = 1.9875691500e-4f;  // Cephes expf polynomial on [-ln2/2, ln2/2]
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  p = p * r * r + r + 1.0f;
-  return p * __builtin_bit_cast(float, (n + 127) << 23);  // times 2^n
-}
-#endif
 
 template <typename acc_t>
 GSCNN_HD acc_t sigmoid(acc_t z) {
   // Through e = exp(-|z|) <= 1, which never overflows; one division, no branch.
   const acc_t az = z < acc_t(0) ? -z : z;
-#if defined(__CUDA_ARCH__)
-  const acc_t e = exp(-az);
-#else
-  acc_t e;
-  if constexpr (std::is_same_v<acc_t, float>) {
-    e = exp_nonpositive(-az);
-  } else {
-    e = std::exp(-az);
-  }
-#endif
+  const acc_t e = hd::exp_nonpositive(-az);
   const acc_t num = z >= acc_t(0) ? acc_t(1) : e;
   return num / (acc_t(1) + e);
 }
@@ -98,13 +69,16 @@ struct PixelIndexer {
 };
 
 // Input channel d = [s || r]_d of pixel t of a tile held in [channel][pixel] buffers with
-// leading dimension ld. The gates read their input through this.
-template <typename acc_t>
+// leading dimension ld (Ptr: a pointer, or the emulator's recording pointer). The gates read
+// their input through this.
+template <typename acc_t, typename Ptr = const acc_t*>
 struct TileColumn {
-  const acc_t* S;  // C rows
-  const acc_t* R;  // Cr rows
+  Ptr S;  // C rows
+  Ptr R;  // Cr rows
   int64_t C, ld, t;
-  GSCNN_HD acc_t operator()(int64_t d) const { return d < C ? S[d * ld + t] : R[(d - C) * ld + t]; }
+  GSCNN_HD acc_t operator()(int64_t d) const {
+    return d < C ? static_cast<acc_t>(S[d * ld + t]) : static_cast<acc_t>(R[(d - C) * ld + t]);
+  }
 };
 
 // Linear gate of the paper: z = w_g . x + b_g. `x(d)` returns input channel d at the pixel.
@@ -194,39 +168,46 @@ struct GradLayout {
 // F = 1 + alpha and DZ = dL/dz (F and DZ are 0 at padding pixels, which so add nothing).
 // `lanes[l]` receives the sum over pixels t = l (mod L) (T a multiple of L): L = 1 on the GPU
 // (one running sum per thread), a vector width on the CPU, where lane-wise adds vectorise without
-// reassociating a sum; the lanes are added once, at the end.
-template <int L, typename acc_t>
-GSCNN_HD void tile_entry_accumulate(const GradLayout& Ly, int64_t e, const acc_t* G,
-                                    const acc_t* S, const acc_t* R, const acc_t* F,
-                                    const acc_t* DZ, int64_t ld, int64_t T, acc_t* lanes) {
+// reassociating a sum; the lanes are added once, at the end. Ptr: a pointer, or the emulator's
+// recording pointer.
+template <int L, typename acc_t, typename Ptr>
+GSCNN_HD void tile_entry_accumulate(const GradLayout& Ly, int64_t e, Ptr G, Ptr S, Ptr R, Ptr F,
+                                    Ptr DZ, int64_t ld, int64_t T, acc_t* lanes) {
   acc_t v[L];  // a local copy: the compiler may keep it in registers (lanes could alias G...)
   for (int l = 0; l < L; ++l) v[l] = lanes[l];
+  auto at = [](const Ptr& p, int64_t i) { return static_cast<acc_t>(p[i]); };
   if (e < Ly.bias_offset()) {  // dW[o][c] = sum g_o * s_c * (1 + alpha)
-    const acc_t* g = G + (e / Ly.C) * ld;
-    const acc_t* x = S + (e % Ly.C) * ld;
+    const Ptr g = G + (e / Ly.C) * ld;
+    const Ptr x = S + (e % Ly.C) * ld;
     for (int64_t t = 0; t < T; t += L)
-      for (int l = 0; l < L; ++l) v[l] += g[t + l] * x[t + l] * F[t + l];
+      for (int l = 0; l < L; ++l) v[l] += at(g, t + l) * at(x, t + l) * at(F, t + l);
   } else if (e < Ly.gate_weight_offset()) {  // db[o] = sum g_o
-    const acc_t* g = G + (e - Ly.bias_offset()) * ld;
+    const Ptr g = G + (e - Ly.bias_offset()) * ld;
     for (int64_t t = 0; t < T; t += L)
-      for (int l = 0; l < L; ++l) v[l] += g[t + l];
+      for (int l = 0; l < L; ++l) v[l] += at(g, t + l);
   } else if (e < Ly.gate_bias_offset()) {  // dw_g[d] = sum dz * x_d
     const int64_t d = e - Ly.gate_weight_offset();
-    const acc_t* x = d < Ly.C ? S + d * ld : R + (d - Ly.C) * ld;
+    const Ptr x = d < Ly.C ? S + d * ld : R + (d - Ly.C) * ld;
     for (int64_t t = 0; t < T; t += L)
-      for (int l = 0; l < L; ++l) v[l] += DZ[t + l] * x[t + l];
+      for (int l = 0; l < L; ++l) v[l] += at(DZ, t + l) * at(x, t + l);
   } else {  // db_g = sum dz
     for (int64_t t = 0; t < T; t += L)
-      for (int l = 0; l < L; ++l) v[l] += DZ[t + l];
+      for (int l = 0; l < L; ++l) v[l] += at(DZ, t + l);
   }
   for (int l = 0; l < L; ++l) lanes[l] = v[l];
 }
 
-// Number of partial-sum rows for a backward pass over `num_tiles` tiles of pixels. A function of
-// the problem size only (never of the thread count or the GPU), so results are reproducible.
-GSCNN_HD int64_t num_partials(int64_t num_tiles) {
-  constexpr int64_t kMaxPartials = 1024;
-  return num_tiles < kMaxPartials ? num_tiles : kMaxPartials;
+// Rows of per-block partial sums of a backward pass over P pixels, each row holding the
+// `entries` = GradLayout::size() parameter-gradient sums: one per 256 pixels, at most 1024, and
+// at most 2^25 partial sums in all (128 MiB in float32), so that very wide layers still fit. A
+// function of the problem only (neither of the thread count nor of the device).
+GSCNN_HD int64_t num_partials(int64_t P, int64_t entries) {
+  constexpr int64_t kMaxRows = 1024, kMaxSums = int64_t(1) << 25;
+  int64_t rows = (P + 255) / 256;
+  rows = rows < kMaxRows ? rows : kMaxRows;
+  const int64_t budget = kMaxSums / (entries > 0 ? entries : 1);
+  rows = rows < budget ? rows : budget;
+  return rows > 1 ? rows : 1;
 }
 
 }  // namespace gcl

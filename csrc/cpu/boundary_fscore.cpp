@@ -13,7 +13,7 @@
 #include <atomic>
 #include <memory>
 
-#include "../common/boundary_fscore_host.h"
+#include "../common/boundary_fscore_launch.h"
 #include "../common/boundary_fscore_math.h"
 
 namespace gscnn {
@@ -21,37 +21,26 @@ namespace {
 
 constexpr const char* kOp = "gscnn_ops.boundary_fscore_counts";
 
-void atomic_min(std::atomic<int64_t>& a, int64_t v) {
-  int64_t cur = a.load();
-  while (v < cur && !a.compare_exchange_weak(cur, v)) {
-  }
-}
-
-// Masks of image n into planes (pred planes 0..K-1, target planes K..2K-1). Returns the flat
-// indices of the first bad pred and target labels (kNoBadPixel for none).
+// Masks of image n into planes (pred planes 0..K-1, target planes K..2K-1). Bad labels go to the
+// status words (common/label_errors.h: the first in (n, y, x) order wins).
 template <typename P, typename T>
-std::pair<int64_t, int64_t> build_masks(const bfs::LabelMap<P>& pred, const bfs::LabelMap<T>& target,
-                                        int64_t n, const BfsSizes& z, int64_t ignore_index,
-                                        uint64_t* planes) {
+void build_masks(const bfs::LabelMap<P>& pred, const bfs::LabelMap<T>& target, int64_t n,
+                 const BfsSizes& z, int64_t ignore_index, uint64_t* planes, uint64_t* bad_pred,
+                 uint64_t* bad_target) {
   const int64_t Wwords = z.Wwords(), PW = z.plane_words();
-  std::atomic<int64_t> bad_pred{kNoBadPixel}, bad_target{kNoBadPixel};
   const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(z.W, 1));
   at::parallel_for(0, z.H, grain, [&](int64_t y0, int64_t y1) {
-    int64_t bp = kNoBadPixel, bt = kNoBadPixel;
     for (int64_t y = y0; y < y1; ++y) {
-      const int64_t row_flat = (n * z.H + y) * z.W;
       for (int64_t w = 0; w < Wwords; ++w) {
         const bfs::BadPixels bad =
             bfs::build_mask_word(pred, target, n, y, w, z.W, z.K, ignore_index, planes,
                                  planes + z.K * PW, PW, y * Wwords + w);
-        if (bad.pred_x >= 0) bp = std::min(bp, row_flat + bad.pred_x);
-        if (bad.target_x >= 0) bt = std::min(bt, row_flat + bad.target_x);
+        if (bad.pred_x >= 0) labels::record(bad_pred, n, y, bad.pred_x, pred.at(n, y, bad.pred_x));
+        if (bad.target_x >= 0)
+          labels::record(bad_target, n, y, bad.target_x, target.at(n, y, bad.target_x));
       }
     }
-    if (bp != kNoBadPixel) atomic_min(bad_pred, bp);
-    if (bt != kNoBadPixel) atomic_min(bad_target, bt);
   });
-  return {bad_pred.load(), bad_target.load()};
 }
 
 // Turns mask plane `m` into its boundary plane in place, fills its occupancy cells `occ`, and
@@ -117,10 +106,10 @@ at::Tensor boundary_fscore_counts_cpu(const at::Tensor& pred_in, const at::Tenso
     const auto pm = label_map<P>(pred);
     const auto tm = label_map<T>(target);
     for (int64_t n = 0; n < z.N; ++n) {
-      const auto [bad_pred, bad_target] = build_masks(pm, tm, n, z, ignore_index, planes.get());
-      if (bad_pred != kNoBadPixel || bad_target != kNoBadPixel) {
-        report_bad_labels(kOp, pred, target, K, ignore_index, bad_pred, bad_target);
-      }
+      labels::HostStatus bad_pred, bad_target;
+      build_masks(pm, tm, n, z, ignore_index, planes.get(), bad_pred.get(), bad_target.get());
+      bad_pred.raise_if_bad(kOp, "pred", K, ignore_index);
+      bad_target.raise_if_bad(kOp, "target", K, ignore_index);
       std::atomic<int64_t> next_class{0};
       at::parallel_for(0, std::min<int64_t>(at::get_num_threads(), K), 1, [&](int64_t, int64_t) {
         for (int64_t k = next_class++; k < K; k = next_class++) {

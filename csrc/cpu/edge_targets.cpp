@@ -1,10 +1,10 @@
-// CPU edge_targets op: argument handling (common/edge_targets_host.h) and the choice of the
+// CPU edge_targets op: argument handling (common/edge_targets_launch.h) and the choice of the
 // kernel build for this processor (edge_targets_{baseline,avx2,avx512}.cpp, one source:
 // edge_targets_kernels_impl.h).
 
 #include <torch/library.h>
 
-#include "../common/edge_targets_host.h"
+#include "../common/edge_targets_launch.h"
 #include "edge_targets_kernels.h"
 
 namespace gscnn {

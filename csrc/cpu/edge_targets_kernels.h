@@ -11,7 +11,7 @@
 #include <cstdint>
 #include <cstring>
 
-#include "../common/edge_targets.h"
+#include "../common/edge_targets_math.h"
 #include "cpu_isa.h"
 
 namespace gscnn {

@@ -3,7 +3,7 @@
 // the build's namespace. No include guard: meant to be included once per build.
 //
 // Output rows in parallel. For an output row, one pass over the row per offset (dy, dx) of the
-// disk (common/edge_targets.h), columns innermost: o[x] |= rule.separates(c[x], nb[x + dx]). That
+// disk (common/edge_targets_math.h), columns innermost: o[x] |= rule.separates(c[x], nb[x + dx]). That
 // loop vectorises (compares of two label rows, an or into a byte row). Unlike the CUDA kernel, a
 // pixel cannot stop at the first edge found: every pixel pays the whole disk, about
 // pi * radius^2 compares (12 neighbours at radius 2).

@@ -1,10 +1,10 @@
-// CPU gated_conv2d ops: argument handling (common/gated_conv2d_host.h) and the choice of the
+// CPU gated_conv2d ops: argument handling (common/gated_conv2d_launch.h) and the choice of the
 // kernel build for this processor (gated_conv2d_{baseline,avx2,avx512}.cpp, one source:
 // gated_conv2d_kernels_impl.h).
 
 #include <torch/library.h>
 
-#include "../common/gated_conv2d_host.h"
+#include "../common/gated_conv2d_launch.h"
 #include "gated_conv2d_kernels.h"
 
 namespace gscnn {

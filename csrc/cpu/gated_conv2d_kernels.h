@@ -15,7 +15,7 @@
 #include <cstring>
 #include <vector>
 
-#include "../common/gated_conv2d_checks.h"
+#include "../common/gated_conv2d_launch.h"
 #include "../common/gated_conv2d_math.h"
 #include "../common/strided.h"
 #include "cpu_isa.h"

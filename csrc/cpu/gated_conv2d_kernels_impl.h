@@ -222,7 +222,7 @@ at::Tensor backward_kernel(const GclSizes& z, const at::Tensor& grad_out,
   const gcl::LinearGate<acc_t, scalar_t> gate{wg, gate_bias.const_data_ptr<scalar_t>()};
   const gcl::GradLayout layout{z.C, z.Cr, z.Cout};
   const TileGrid grid(z.N, z.H * z.W);
-  const int64_t nb = gcl::num_partials(grid.count);
+  const int64_t nb = std::min(gcl::num_partials(z.pixels(), layout.size()), grid.count);
   auto partials = at::empty({nb, layout.size()}, s.options().dtype(at::toOpMathType(s.scalar_type())));
   acc_t* part = partials.data_ptr<acc_t>();
 

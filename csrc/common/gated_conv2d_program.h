@@ -1,43 +1,85 @@
 #pragma once
-// The bodies of the CUDA gated_conv2d kernels, written as per-thread phases that only meet at
-// block barriers. The CUDA kernels (cuda/gated_conv2d.cu) run each phase on every thread with
-// __syncthreads() between phases; the CPU emulator (cpu/gated_conv2d_block_emulation.cpp) runs
-// each phase for every thread of a block in turn, with `smem` a per-block array. So the CPU test
-// suite runs the GPU kernels' own indexing, tiling, padding and reduction code. Races and memory
-// model errors are beyond its reach: those need compute-sanitizer on a GPU.
-
-#include "gated_conv2d_math.h"
-#include "strided.h"
+// The block programs of the CUDA gated_conv2d kernels (common/exec.h): the code each block of
+// cuda/gated_conv2d.cu runs, and that the emulator of the tests runs on the CPU. Shared-memory
+// pointers are a template parameter (Ptr): a plain pointer on the GPU, a recording pointer in the
+// emulator.
 
 #include <ATen/OpMathType.h>
+
+#include "exec.h"
+#include "gated_conv2d_math.h"
+#include "strided.h"
 
 namespace gscnn {
 namespace gcl {
 
 // ---------------------------------------------------------------------------------------------
-// Forward: one thread per pixel; the thread's column of the shared tile X holds its pixel's
-// C + Cr input channels (read once from global memory, reused by every output channel).
+// Forward: one thread per pixel, grid-stride over the pixels. Staged: the thread's column of the
+// shared tile X holds its pixel's C + Cr input channels (read once from global memory, reused by
+// the gate and every output channel). Direct (layers too wide for the shared memory of any block
+// size): the channels are read from global memory where they are used. Threads only touch their
+// own column: no barrier.
 
-template <typename scalar_t, typename acc_t, typename Gate>
-struct ForwardBlock {
+// Channel d of the thread's pixel, from its column of the shared tile.
+template <typename acc_t, typename Ptr>
+struct StagedColumn {
+  Ptr X;
+  int64_t T, t;
+  GSCNN_HD acc_t operator()(int64_t d) const { return static_cast<acc_t>(X[d * T + t]); }
+};
+
+// Channel d of the thread's pixel, from the inputs.
+template <typename acc_t, typename scalar_t>
+struct DirectColumn {
+  const Strided4d<const scalar_t>& s;
+  const Strided4d<const scalar_t>& r;
+  int64_t so, ro, C;
+  GSCNN_HD acc_t operator()(int64_t d) const {
+    return static_cast<acc_t>(d < C ? s.at(so, d) : r.at(ro, d - C));
+  }
+};
+
+template <typename scalar_t, typename Gate>
+struct ForwardProgram {
+  using acc_t = at::opmath_type<scalar_t>;
+  static constexpr int kMaxThreads = 256;
+
   Gate gate;
   Strided4d<const scalar_t> s, r;
   Strided4d<scalar_t> out, alpha;
   const scalar_t* W;  // Cout x C
   const scalar_t* b;  // Cout, or null
   int64_t P, C, Cr, Cout;
+  bool staged;
 
+  // Shared memory of a staged block of T threads, in acc_t elements.
   static GSCNN_HD int64_t shared_elems(int64_t C, int64_t Cr, int64_t T) { return (C + Cr) * T; }
 
-  GSCNN_HD void pixel(acc_t* X, int64_t p, int64_t t, int64_t T) const {
-    const Pixel q = Pixel::of(p, s.px.HW, s.px.W);  // every tensor here has the same N, H, W
-    const int64_t so = s.px.offset(q), ro = r.px.offset(q);
-    for (int64_t c = 0; c < C; ++c) X[c * T + t] = static_cast<acc_t>(s.at(so, c));
-    for (int64_t j = 0; j < Cr; ++j) X[(C + j) * T + t] = static_cast<acc_t>(r.at(ro, j));
-    const acc_t a = sigmoid(gate.logit(TileColumn<acc_t>{X, X + C * T, C, T, t}, C + Cr));
+  template <typename Exec>
+  GSCNN_HD void operator()(Exec& ex) const {
+    auto X = ex.template shared<acc_t>();
+    const int64_t T = ex.threads(), first = ex.block() * T, step = ex.grid() * T;
+    ex.for_each_thread([&](int64_t t) {
+      for (int64_t p = first + t; p < P; p += step) {
+        const Pixel q = Pixel::of(p, s.px.HW, s.px.W);  // every tensor has the same N, H, W
+        const int64_t so = s.px.offset(q), ro = r.px.offset(q);
+        if (staged) {
+          for (int64_t c = 0; c < C; ++c) X[c * T + t] = static_cast<acc_t>(s.at(so, c));
+          for (int64_t j = 0; j < Cr; ++j) X[(C + j) * T + t] = static_cast<acc_t>(r.at(ro, j));
+          pixel(StagedColumn<acc_t, decltype(X)>{X, T, t}, q);
+        } else {
+          pixel(DirectColumn<acc_t, scalar_t>{s, r, so, ro, C}, q);
+        }
+      }
+    });
+  }
+
+  // alpha and out at pixel q; x(d) is input channel d of the pixel.
+  template <typename Column>
+  GSCNN_HD void pixel(const Column& x, const Pixel& q) const {
+    const acc_t a = sigmoid(gate.logit(x, C + Cr));
     const acc_t f = acc_t(1) + a;
     alpha.at(alpha.px.offset(q), 0) = static_cast<scalar_t>(a);
-
     // out_o = b_o + (1 + alpha) * (W s)_o, four output channels per pass over the column.
     const int64_t oo = out.px.offset(q);
     int64_t o = 0;
@@ -45,7 +87,7 @@ struct ForwardBlock {
       acc_t y[4] = {0, 0, 0, 0};
       const scalar_t* w = W + o * C;
       for (int64_t c = 0; c < C; ++c) {
-        const acc_t u = X[c * T + t];
+        const acc_t u = x(c);
         y[0] += static_cast<acc_t>(w[c]) * u;
         y[1] += static_cast<acc_t>(w[C + c]) * u;
         y[2] += static_cast<acc_t>(w[2 * C + c]) * u;
@@ -55,7 +97,7 @@ struct ForwardBlock {
     }
     for (; o < Cout; ++o) {
       acc_t y = 0;
-      for (int64_t c = 0; c < C; ++c) y += static_cast<acc_t>(W[o * C + c]) * X[c * T + t];
+      for (int64_t c = 0; c < C; ++c) y += static_cast<acc_t>(W[o * C + c]) * x(c);
       store_out(oo, o, f, y);
     }
   }
@@ -67,14 +109,15 @@ struct ForwardBlock {
 };
 
 // ---------------------------------------------------------------------------------------------
-// Backward (linear gate). Block `blk` walks tiles blk, blk + blocks, ... of T pixels. Per tile:
+// Backward (linear gate). The grid has one block per row of `partials` (gcl::num_partials); block
+// blk walks tiles blk, blk + grid, ... of T pixels:
 //   pixel phase  (thread t, pixel tile*T + t): load g, s, r into the shared tiles, compute ds and
 //                dr, leave 1 + alpha and dz in the shared rows F and DZ (0 at padding pixels);
-//   barrier;
+//   barrier      (the reduce phase reads every thread's column);
 //   reduce phase (thread t owns partial-sum entries t, t + T, ...): add the tile's contribution
 //                to the block's row of `partials` (global memory; only thread t ever touches
 //                entry t, so no atomics and no size limit from shared memory);
-//   barrier (the next tile overwrites the shared tiles).
+//   barrier      (the next tile overwrites the columns the reduce phase reads).
 
 // Shared memory of the backward block, in acc_t elements: tiles G (Cout rows), S (C), R (Cr), F and
 // DZ (one row each), rows padded to T + 1 so that the reduce phase, where a warp reads one pixel
@@ -91,26 +134,42 @@ struct BackwardShared {
   }
 };
 
-template <typename scalar_t, typename acc_t>
-struct BackwardBlock {
+template <typename scalar_t>
+struct BackwardProgram {
+  using acc_t = at::opmath_type<scalar_t>;
+  static constexpr int kMaxThreads = 256;
+
   Strided4d<const scalar_t> g, g_alpha, s, r;  // g_alpha.data is null when alpha got no gradient
   Strided4d<scalar_t> ds, dr;
   const scalar_t* wg;  // C + Cr
   const scalar_t* bg;  // 1
   const scalar_t* W;   // Cout x C
+  acc_t* partials;     // (grid, L.size())
   int64_t P;
   GradLayout L;
 
   GSCNN_HD int64_t num_tiles(int64_t T) const { return (P + T - 1) / T; }
 
-  // row: this block's row of the partial sums (global memory).
-  GSCNN_HD void zero_partials(acc_t* row, int64_t t, int64_t T) const {
-    for (int64_t e = t; e < L.size(); e += T) row[e] = acc_t(0);
+  template <typename Exec>
+  GSCNN_HD void operator()(Exec& ex) const {
+    auto smem = ex.template shared<acc_t>();
+    const int64_t T = ex.threads();
+    acc_t* row = partials + ex.block() * L.size();
+    ex.for_each_thread([&](int64_t t) {
+      for (int64_t e = t; e < L.size(); e += T) row[e] = acc_t(0);
+    });
+    for (int64_t tile = ex.block(); tile < num_tiles(T); tile += ex.grid()) {
+      ex.for_each_thread([&](int64_t t) { pixel_phase(smem, tile, t, T); });
+      ex.sync();
+      ex.for_each_thread([&](int64_t t) { reduce_phase(smem, row, t, T); });
+      ex.sync();
+    }
   }
 
-  GSCNN_HD void pixel_phase(acc_t* smem, int64_t tile, int64_t t, int64_t T) const {
+  template <typename Ptr>
+  GSCNN_HD void pixel_phase(Ptr smem, int64_t tile, int64_t t, int64_t T) const {
     const BackwardShared sh(L, T);
-    acc_t *G = smem + sh.G, *S = smem + sh.S, *R = smem + sh.R;
+    const auto G = smem + sh.G, S = smem + sh.S, R = smem + sh.R;
     const int64_t C = L.C, Cr = L.Cr, Cout = L.Cout, ld = sh.ld;
     const int64_t p = tile * T + t;
     acc_t f = 0, dz = 0;
@@ -121,14 +180,15 @@ struct BackwardBlock {
       for (int64_t c = 0; c < C; ++c) S[c * ld + t] = static_cast<acc_t>(s.at(so, c));
       for (int64_t j = 0; j < Cr; ++j) R[j * ld + t] = static_cast<acc_t>(r.at(ro, j));
       const LinearGate<acc_t, scalar_t> gate{wg, bg};
-      const acc_t a = sigmoid(gate.logit(TileColumn<acc_t>{S, R, C, ld, t}, C + Cr));
+      const acc_t a = sigmoid(gate.logit(TileColumn<acc_t, decltype(S)>{S, R, C, ld, t}, C + Cr));
       f = acc_t(1) + a;
 
       // dalpha = g_alpha + sum_c gu_c s_c with gu = W^T g; gu is recomputed for ds rather than
       // stored (it would need another C rows of shared memory).
       acc_t dalpha = g_alpha.data ? static_cast<acc_t>(g_alpha.at(g_alpha.px.offset(q), 0))
                                   : acc_t(0);
-      for (int64_t c = 0; c < C; ++c) dalpha += shape_column_grad(G, c, ld, t) * S[c * ld + t];
+      for (int64_t c = 0; c < C; ++c)
+        dalpha += shape_column_grad(G, c, ld, t) * static_cast<acc_t>(S[c * ld + t]);
       dz = gate_logit_grad(dalpha, a);
 
       const int64_t dso = ds.px.offset(q), dro = dr.px.offset(q);
@@ -148,64 +208,23 @@ struct BackwardBlock {
   }
 
   // gu_c = (W^T g)_c for the pixel in column t of G.
-  GSCNN_HD acc_t shape_column_grad(const acc_t* G, int64_t c, int64_t ld, int64_t t) const {
+  template <typename Ptr>
+  GSCNN_HD acc_t shape_column_grad(const Ptr& G, int64_t c, int64_t ld, int64_t t) const {
     acc_t gu = 0;
-    for (int64_t o = 0; o < L.Cout; ++o) gu += static_cast<acc_t>(W[o * L.C + c]) * G[o * ld + t];
+    for (int64_t o = 0; o < L.Cout; ++o)
+      gu += static_cast<acc_t>(W[o * L.C + c]) * static_cast<acc_t>(G[o * ld + t]);
     return gu;
   }
 
-  GSCNN_HD void reduce_phase(const acc_t* smem, acc_t* row, int64_t t, int64_t T) const {
+  template <typename Ptr>
+  GSCNN_HD void reduce_phase(Ptr smem, acc_t* row, int64_t t, int64_t T) const {
     const BackwardShared sh(L, T);
     for (int64_t e = t; e < L.size(); e += T) {
-      tile_entry_accumulate<1>(L, e, smem + sh.G, smem + sh.S, smem + sh.R, smem + sh.F,
-                               smem + sh.DZ, sh.ld, T, row + e);
+      tile_entry_accumulate<1, acc_t>(L, e, smem + sh.G, smem + sh.S, smem + sh.R, smem + sh.F,
+                                      smem + sh.DZ, sh.ld, T, row + e);
     }
   }
 };
-
-}  // namespace gcl
-}  // namespace gscnn
-
-namespace gscnn {
-namespace gcl {
-
-// Host-side construction of the block descriptions from tensors (shared by the CUDA launchers and
-// the CPU emulator). Weights must be contiguous; b, g_alpha may be undefined.
-template <typename scalar_t, typename Gate>
-ForwardBlock<scalar_t, at::opmath_type<scalar_t>, Gate> make_forward_block(
-    const Gate& gate, const at::Tensor& s, const at::Tensor& r, const at::Tensor& out,
-    const at::Tensor& alpha, const at::Tensor& W, const at::Tensor& b) {
-  return {gate,
-          strided4d<const scalar_t>(s),
-          strided4d<const scalar_t>(r),
-          strided4d<scalar_t>(out),
-          strided4d<scalar_t>(alpha),
-          W.const_data_ptr<scalar_t>(),
-          b.defined() ? b.const_data_ptr<scalar_t>() : nullptr,
-          s.size(0) * s.size(2) * s.size(3),
-          s.size(1),
-          r.size(1),
-          W.size(0)};
-}
-
-template <typename scalar_t>
-BackwardBlock<scalar_t, at::opmath_type<scalar_t>> make_backward_block(
-    const at::Tensor& g, const at::Tensor& g_alpha, const at::Tensor& s, const at::Tensor& r,
-    const at::Tensor& ds, const at::Tensor& dr, const at::Tensor& wg, const at::Tensor& bg,
-    const at::Tensor& W) {
-  return {strided4d<const scalar_t>(g),
-          g_alpha.defined() ? strided4d<const scalar_t>(g_alpha)
-                            : Strided4d<const scalar_t>{nullptr, 0, PixelIndexer{1, 1, 0, 0, 0}},
-          strided4d<const scalar_t>(s),
-          strided4d<const scalar_t>(r),
-          strided4d<scalar_t>(ds),
-          strided4d<scalar_t>(dr),
-          wg.const_data_ptr<scalar_t>(),
-          bg.const_data_ptr<scalar_t>(),
-          W.const_data_ptr<scalar_t>(),
-          s.size(0) * s.size(2) * s.size(3),
-          GradLayout{s.size(1), r.size(1), W.size(0)}};
-}
 
 }  // namespace gcl
 }  // namespace gscnn

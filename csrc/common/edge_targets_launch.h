@@ -1,15 +1,20 @@
 #pragma once
-// The host side of every edge_targets implementation (CPU kernel, CUDA kernel, CPU emulation of
-// the CUDA kernel): argument checks, output allocation, dtype dispatch and the construction of
-// the kernel's problem description. Each implementation supplies only a `launch` callback.
+// The host side of edge_targets on every device (CPU kernel, CUDA kernel, the emulated GPU of the
+// tests): argument checks, output allocation, dtype dispatch, the construction of the kernel's
+// problem description and, for the GPU, the launch selection. Each device supplies only a
+// `launch` callback.
 
 #include <ATen/Dispatch.h>
 #include <ATen/ops/empty.h>
 
+#include <algorithm>
 #include <limits>
+#include <type_traits>
 
 #include "checks.h"
-#include "edge_targets.h"
+#include "edge_targets_math.h"
+#include "edge_targets_program.h"
+#include "launch.h"
 
 namespace gscnn {
 
@@ -37,9 +42,9 @@ bool representable(int64_t v) {
 }
 
 // launch(block) runs the kernel on a non-empty input; block is an et::EdgeTargetsBlock<T, bool>.
-template <typename Launch>
+template <typename KernelFn>
 at::Tensor run_edge_targets(const char* op, const at::Tensor& target, double radius,
-                            int64_t ignore_index, Launch&& launch) {
+                            int64_t ignore_index, KernelFn&& launch) {
   check_edge_targets(op, target, radius);
   const int64_t N = target.size(0), H = target.size(1), W = target.size(2);
   auto out = at::empty({N, H, W}, target.options().dtype(at::kBool));
@@ -58,6 +63,34 @@ at::Tensor run_edge_targets(const char* op, const at::Tensor& target, double rad
     }
   });
   return out;
+}
+
+// GPU: one thread per output pixel, the largest block the kernel allows (256), a grid-stride loop
+// over a grid that fills the GPU a few times over.
+inline Launch select_edge_targets(int64_t pixels, const DeviceLimits& d, const KernelLimits& k,
+                                  const LaunchOverride& ov = {}) {
+  Launch l;
+  l.threads = ov.threads ? ov.threads : largest_block(d, k, {256, 128, 64, 32});
+  const int64_t resident = std::max<int64_t>(1, resident_blocks_per_sm(d, k, l.threads, 0));
+  l.blocks = ov.blocks ? ov.blocks
+                       : std::max<int64_t>(1, std::min({ceil_div(pixels, l.threads),
+                                                        d.sm_count * resident * 4,
+                                                        kMaxGridBlocks}));
+  return l;
+}
+
+// The kernel callback of run_edge_targets for a device that runs block programs (the CUDA op and
+// the emulated GPU; see program_forward_kernel in gated_conv2d_launch.h for the interface).
+template <typename Device>
+auto program_edge_targets_kernel(const char* op, Device& device, const at::Tensor& like) {
+  return [op, &device, &like](const auto& block) {
+    device.run(
+        op, like,
+        [&](const DeviceLimits& d, const KernelLimits& k, const LaunchOverride& ov) {
+          return select_edge_targets(block.pixels(), d, k, ov);
+        },
+        [&](const Launch&) { return et::EdgeTargetsProgram<std::decay_t<decltype(block)>>{block}; });
+  };
 }
 
 }  // namespace gscnn

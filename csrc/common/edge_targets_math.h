@@ -9,9 +9,9 @@
 // The disk is the set of integer offsets with dy^2 + dx^2 <= d2max, d2max = floor(radius^2):
 // dy^2 + dx^2 is an integer, so this is exactly dy^2 + dx^2 <= radius^2 (radius^2 in double).
 //
-// Everything here is used by both kernels: the CUDA kernel body (EdgeTargetsBlock::pixel, one
-// thread per pixel; the CPU emulation op runs the same function) and the CPU row kernel
-// (cpu/edge_targets.cpp), which walks the same disk rows with the same label rule.
+// Everything here is used by both kernels: the CUDA block program (common/edge_targets_program.h:
+// EdgeTargetsBlock::pixel, one thread per pixel) and the CPU row kernel
+// (cpu/edge_targets_kernels_impl.h), which walks the same disk rows with the same label rule.
 
 #include <cmath>
 #include <cstdint>
@@ -23,11 +23,7 @@ namespace et {
 
 // floor(sqrt(v)) for 0 <= v < 2^62, exact: the float estimate is corrected in integers.
 GSCNN_HD int64_t isqrt(int64_t v) {
-#if defined(__CUDA_ARCH__)
-  int64_t r = static_cast<int64_t>(sqrtf(static_cast<float>(v)));
-#else
-  int64_t r = static_cast<int64_t>(std::sqrt(static_cast<float>(v)));
-#endif
+  int64_t r = static_cast<int64_t>(sqrtf(static_cast<float>(v)));  // host and device: IEEE
   while (r > 0 && r * r > v) --r;
   while ((r + 1) * (r + 1) <= v) ++r;
   return r;

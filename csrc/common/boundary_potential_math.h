@@ -1,0 +1,203 @@
+#pragma once
+// The boundary potential and dual-task loss of Gated-SCNN (paper eq. 4-5): the arithmetic and
+// the tile geometry of the tiled stencil pipeline (common/boundary_potential_program.h) that the
+// CPU kernels, the CUDA kernels and the emulated GPU of the tests run.
+//
+// The math, per (n, k) channel of the class probabilities P (N, K, H, W):
+//   B  = G_y * (G_x * P)          separable Gaussian, taps g(a) = exp(-a^2 / 2 sigma^2) / sum,
+//                                 a = -R..R, R = ceil(3 sigma), replicate borders (clamped index)
+//   gx = (B(i, cl(j+1)) - B(i, cl(j-1))) / 2,  gy likewise (replicate borders)
+//   zeta = sqrt(gx^2 + gy^2) / sqrt(2)
+// and the same zeta_hat for the one-hot labels (0 in every channel at ignore pixels). A pixel is
+// kept when no ignore pixel lies within Chebyshev distance R + 1; P+ = kept (n, k, pixel) with
+// zeta > threshold or zeta_hat > threshold; loss = sum_{P+} |zeta - zeta_hat| / max(|P+|, 1).
+//
+// Tiling. A block owns one image n and one TH x TW tile of pixels, and loops over the K channels
+// (so the labels and the keep mask are loaded and computed once per tile). It loads its tile plus
+// a halo of h pixels (clamped coordinates: the replicate border), blurs rows, then columns, and
+// takes the gradient, all in a local ("shared") buffer. Regions, as offsets from the tile:
+//   E  = tile + h              probabilities (and labels) as loaded
+//   X  = rows of E, columns tile + (h - R)       after the row blur
+//   B  = tile + (h - R)                           after the column blur
+//   Z  = tile + (h - R - 1)                       where zeta is evaluated
+// Forward: h = R + 1, so Z is the tile. Backward: h = 2R + 2, so Z = tile + (R + 1), every pixel
+// whose zeta depends on a pixel of the tile; the adjoints are then gathered (no scatter, so no
+// races on the GPU): dB on tile + R, dX on tile rows x (tile + R) columns, dP on the tile.
+//
+// Each kernel is a block program (common/exec.h): per-thread phases separated by block barriers.
+// CUDA runs a phase on every thread with __syncthreads() between phases; the emulator of the tests
+// runs each phase for every thread of a block before the next; the CPU kernels run the same
+// program with one thread per block (T = 1), where every phase is a plain nested loop over its
+// region.
+
+#include <cmath>
+#include <cstdint>
+
+#include "host_device.h"
+
+namespace gscnn {
+namespace dtl {
+
+// Largest Gaussian radius: sigma <= 32 / 3. The taps travel by value in the kernel arguments.
+constexpr int kMaxRadius = 32;
+
+template <typename acc_t>
+struct Taps {
+  int R;
+  acc_t g[2 * kMaxRadius + 1];    // g[a + R], a = -R..R, sums to 1
+  acc_t cum[2 * kMaxRadius + 2];  // cum[i] = g[0] + ... + g[i - 1]
+};
+
+GSCNN_HD int64_t clampi(int64_t v, int64_t hi) { return v < 0 ? 0 : (v > hi ? hi : v); }
+
+template <typename acc_t>
+GSCNN_HD acc_t hd_sqrt(acc_t x) {
+  return sqrt(x);
+}
+
+// zeta from the central differences.
+template <typename acc_t>
+GSCNN_HD acc_t potential(acc_t gx, acc_t gy) {
+  return hd_sqrt<acc_t>(gx * gx + gy * gy) * acc_t(0.70710678118654752440);
+}
+
+// The factor c with d zeta / d gx = c * gx and d zeta / d gy = c * gy, times the incoming dzeta:
+// zeta = |g| / sqrt(2)  =>  d zeta / d g = g / (sqrt(2) |g|) = g / (2 zeta). Zero where zeta = 0
+// (the subgradient we choose at the kink).
+template <typename acc_t>
+GSCNN_HD acc_t potential_grad_factor(acc_t dzeta, acc_t zeta) {
+  return zeta > acc_t(0) ? dzeta / (acc_t(2) * zeta) : acc_t(0);
+}
+
+// Whether an (n, k, pixel) of a kept pixel belongs to P+ (the paper's "non-zero in either map").
+template <typename acc_t>
+GSCNN_HD bool in_band(acc_t zeta, acc_t zeta_hat, acc_t threshold) {
+  return zeta > threshold || zeta_hat > threshold;
+}
+
+// d |zeta - zeta_hat| / d zeta, with sign(0) = 0.
+template <typename acc_t>
+GSCNN_HD acc_t abs_grad(acc_t zeta, acc_t zeta_hat) {
+  const acc_t d = zeta - zeta_hat;
+  return d > acc_t(0) ? acc_t(1) : (d < acc_t(0) ? acc_t(-1) : acc_t(0));
+}
+
+// Adjoint of a replicate-padded blur along an axis of length n: the weight with which B(rp)
+// contributes to dX(r), i.e. the sum of g(a) over a in [-R, R] with clamp(rp + a) == r. Interior
+// r: g(r - rp). At the borders the clamp sent every tap beyond the edge onto the edge pixel.
+template <typename acc_t>
+GSCNN_HD acc_t blur_adjoint_weight(const Taps<acc_t>& k, int64_t r, int64_t rp, int64_t n) {
+  const int64_t R = k.R;
+  if (r != 0 && r != n - 1) {
+    const int64_t a = r - rp;
+    return (a >= -R && a <= R) ? k.g[a + R] : acc_t(0);
+  }
+  int64_t lo = (r == 0) ? -R : r - rp;
+  int64_t hi = (r == n - 1) ? R : r - rp;
+  lo = lo < -R ? -R : lo;
+  hi = hi > R ? R : hi;
+  return lo > hi ? acc_t(0) : k.cum[hi + R + 1] - k.cum[lo + R];
+}
+
+// d B(i, j) from the adjoints of gx at row i (dg is DGX, or DGY walked along a column): the
+// transpose of gx(j) = (B(cl(j+1)) - B(cl(j-1))) / 2. `at(j)` reads the adjoint of position j.
+template <typename acc_t, typename At>
+GSCNN_HD acc_t central_difference_adjoint(int64_t j, int64_t n, At at) {
+  acc_t s = 0;
+  if (j >= 1) s += at(j - 1);
+  if (j == n - 1) s += at(j);
+  if (j + 1 <= n - 1) s -= at(j + 1);
+  if (j == 0) s -= at(j);
+  return acc_t(0.5) * s;
+}
+
+// Elements e = t, t + T, ... of a rows x cols region in row-major order, as (row, col). With one
+// thread (the CPU kernels) a plain nested loop; on the GPU consecutive threads take consecutive
+// columns (coalesced global loads, conflict-free shared memory).
+template <typename F>
+GSCNN_HD void for_each_2d(int64_t rows, int64_t cols, int64_t t, int64_t T, F&& f) {
+  if (T == 1) {
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t c = 0; c < cols; ++c) f(r, c);
+    return;
+  }
+  if (cols <= 0) return;
+  int64_t r = t / cols, c = t % cols;
+  const int64_t dr = T / cols, dc = T % cols;
+  while (r < rows) {
+    f(r, c);
+    r += dr;
+    c += dc;
+    if (c >= cols) {
+      c -= cols;
+      ++r;
+    }
+  }
+}
+
+// Strided views of the tensors, 64-bit offsets.
+template <typename T>
+struct View4 {
+  T* data;
+  int64_t sN, sK, sH, sW;
+  GSCNN_HD T& at(int64_t n, int64_t k, int64_t i, int64_t j) const {
+    return data[n * sN + k * sK + i * sH + j * sW];
+  }
+};
+
+struct Labels {
+  const int64_t* data;
+  int64_t sN, sH, sW;
+  GSCNN_HD int64_t at(int64_t n, int64_t i, int64_t j) const {
+    return data[n * sN + i * sH + j * sW];
+  }
+};
+
+// Offsets (in acc_t elements) of the block's buffers, for a tile TH x TW, radius R, halo h.
+struct Layout {
+  int64_t TH, TW, R, h;
+  int64_t EH, EW, XW, BH, ZH, ZW, DH, DW;  // region sizes (D = tile + R, for the backward)
+  int64_t L, P, X, Xh, B, Bh, keep, DGX, DGY, dB, dX, red, total;
+
+  GSCNN_HD Layout(int64_t TH_, int64_t TW_, int64_t R_, bool loss, bool backward, int64_t T)
+      : TH(TH_), TW(TW_), R(R_), h(backward ? 2 * R_ + 2 : R_ + 1) {
+    EH = TH + 2 * h;
+    EW = TW + 2 * h;
+    XW = EW - 2 * R;
+    BH = EH - 2 * R;
+    ZH = BH - 2;
+    ZW = XW - 2;
+    DH = TH + 2 * R;
+    DW = TW + 2 * R;
+    int64_t o = 0;
+    L = o;
+    if (loss) o += EH * EW;
+    P = o;
+    o += EH * EW;
+    X = o;
+    o += EH * XW;
+    Xh = o;
+    if (loss) o += EH * XW;
+    B = o;
+    o += BH * XW;
+    Bh = o;
+    if (loss) o += BH * XW;
+    keep = o;
+    if (loss) o += ZH * ZW;
+    DGX = o;
+    if (backward) o += ZH * ZW;
+    DGY = o;
+    if (backward) o += ZH * ZW;
+    dB = o;
+    if (backward) o += DH * DW;
+    dX = o;
+    if (backward) o += TH * DW;
+    red = o;
+    if (loss && !backward) o += 3 * T;  // per thread: sum, count, bad labels
+    total = o;
+  }
+};
+
+
+}  // namespace dtl
+}  // namespace gscnn

@@ -1,0 +1,374 @@
+#pragma once
+// The block program of the boundary_potential and dual_task_loss kernels (common/exec.h), forward
+// and backward: the tiled stencil pipeline of common/boundary_potential_math.h, which the CUDA
+// kernels, the CPU kernels (one thread per block) and the emulated GPU of the tests all run.
+
+#include <ATen/OpMathType.h>
+
+#include <cstdint>
+
+#include "boundary_potential_math.h"
+#include "exec.h"
+#include "label_errors.h"
+
+namespace gscnn {
+namespace dtl {
+
+// Per-thread state of the loss forward (registers on the GPU): the thread's share of
+// sum |zeta - zeta_hat| and |P+| over the tile, and the bad labels it met.
+template <typename acc_t>
+struct LossState {
+  acc_t sum, count, bad;
+};
+
+// One kernel of the family: kLoss (dual-task loss) or not (boundary potential), kBackward or not.
+// Every phase takes the block's buffer `sm` (Ptr: a pointer, or the emulator's recording
+// pointer), the block's tile (n, i0, j0), and (t, T).
+template <typename scalar_t, bool kLoss, bool kBackward>
+struct Pipeline {
+  using acc_t = at::opmath_type<scalar_t>;
+  static constexpr int kMaxThreads = 256;
+  static constexpr bool is_loss = kLoss, is_backward = kBackward;
+  View4<const scalar_t> prob;
+  Labels target;             // kLoss
+  View4<scalar_t> out;       // zeta (potential forward) or grad_prob (backward)
+  View4<const scalar_t> grad_zeta;  // potential backward
+  const double* scale;       // loss backward: grad_loss / max(|P+|, 1), one value on the device
+  double* partials;          // loss forward: (sum |zeta - zeta_hat|, |P+|, bad labels) per tile
+  uint64_t* status;          // loss: where bad labels are recorded (common/label_errors.h)
+  int64_t N, K, H, W, TH, TW, tiles_h, tiles_w;
+  int64_t ignore_index;
+  acc_t threshold;
+  Taps<acc_t> taps;
+
+  GSCNN_HD int64_t num_tiles() const { return N * tiles_h * tiles_w; }
+  GSCNN_HD Layout layout(int64_t T) const { return Layout(TH, TW, taps.R, kLoss, kBackward, T); }
+
+  struct Tile {
+    int64_t n, i0, j0;
+  };
+  GSCNN_HD Tile tile_of(int64_t blk) const {
+    const int64_t per_image = tiles_h * tiles_w;
+    const int64_t n = blk / per_image, rem = blk - n * per_image;
+    const int64_t ty = rem / tiles_w, tx = rem - ty * tiles_w;
+    return {n, ty * TH, tx * TW};
+  }
+
+  // --- phases shared by every kernel ------------------------------------------------------
+
+  // Labels of E (clamped) as acc_t: the class, or -1 at ignore pixels and at bad labels (neither
+  // a class index nor ignore_index), which are recorded in `status` (the first one of the image
+  // in (n, y, x) order wins, whatever the schedule) and counted in the thread's `bad`.
+  template <typename Ptr>
+  GSCNN_HD void load_labels(Ptr sm, const Layout& Lo, Tile tl, int64_t t, int64_t T,
+                            acc_t& bad) const {
+    const Ptr Lb = sm + Lo.L;
+    const int64_t oi = tl.i0 - Lo.h, oj = tl.j0 - Lo.h;
+    for_each_2d(Lo.EH, Lo.EW, t, T, [&](int64_t r, int64_t c) {
+      const int64_t i = clampi(oi + r, H - 1), j = clampi(oj + c, W - 1);
+      const int64_t y = target.at(tl.n, i, j);
+      const bool valid = y >= 0 && y < K;
+      if (!valid && y != ignore_index) {
+        labels::record(status, tl.n, i, j, y);
+        bad += acc_t(1);
+      }
+      Lb[r * Lo.EW + c] = valid ? static_cast<acc_t>(y) : acc_t(-1);
+    });
+  }
+
+  // keep on Z: in the image and no ignore pixel within Chebyshev distance R + 1 (E holds exactly
+  // the clamped (2R + 3)^2 neighbourhood of every Z pixel; clamping only repeats image pixels of
+  // that neighbourhood).
+  template <typename Ptr>
+  GSCNN_HD void keep_mask(Ptr sm, const Layout& Lo, Tile tl, int64_t t, int64_t T) const {
+    const Ptr Lb = sm + Lo.L;
+    const Ptr keep = sm + Lo.keep;
+    const int64_t d = 2 * Lo.R + 3, off = Lo.h - Lo.R - 1;  // Z row zr <-> E rows zr + off...
+    const int64_t zi = tl.i0 - off, zj = tl.j0 - off;
+    for_each_2d(Lo.ZH, Lo.ZW, t, T, [&](int64_t r, int64_t c) {
+      bool ok = zi + r >= 0 && zi + r < H && zj + c >= 0 && zj + c < W;
+      // Z pixel (r, c) is E pixel (r + R + 1 + off - off, ...) = (r + R + 1, c + R + 1) shifted
+      // by the ball: E rows r .. r + 2R + 2.
+      for (int64_t a = 0; a < d && ok; ++a)
+        for (int64_t b = 0; b < d; ++b)
+          if (Lb[(r + a) * Lo.EW + c + b] < acc_t(0)) {
+            ok = false;
+            break;
+          }
+      keep[r * Lo.ZW + c] = ok ? acc_t(1) : acc_t(0);
+    });
+  }
+
+  // Channel k of P over E (clamped coordinates: the replicate border).
+  template <typename Ptr>
+  GSCNN_HD void load_prob(Ptr sm, const Layout& Lo, Tile tl, int64_t k, int64_t t,
+                          int64_t T) const {
+    const Ptr Pb = sm + Lo.P;
+    const int64_t oi = tl.i0 - Lo.h, oj = tl.j0 - Lo.h;
+    for_each_2d(Lo.EH, Lo.EW, t, T, [&](int64_t r, int64_t c) {
+      Pb[r * Lo.EW + c] =
+          static_cast<acc_t>(prob.at(tl.n, k, clampi(oi + r, H - 1), clampi(oj + c, W - 1)));
+    });
+  }
+
+  // Row blur: X(r, c) = sum_i g[i] P(r, c + i) (and the one-hot of class k).
+  template <typename Ptr>
+  GSCNN_HD void blur_rows(Ptr sm, const Layout& Lo, int64_t k, int64_t t, int64_t T) const {
+    const Ptr Pb = sm + Lo.P;
+    const Ptr Lb = sm + Lo.L;
+    const Ptr X = sm + Lo.X;
+    const Ptr Xh = sm + Lo.Xh;
+    const int64_t nt = 2 * taps.R + 1;
+    const acc_t kk = static_cast<acc_t>(k);
+    for_each_2d(Lo.EH, Lo.XW, t, T, [&](int64_t r, int64_t c) {
+      const Ptr p = Pb + r * Lo.EW + c;
+      acc_t s = 0;
+      for (int64_t i = 0; i < nt; ++i) s += taps.g[i] * p[i];
+      X[r * Lo.XW + c] = s;
+      if (kLoss) {
+        const Ptr l = Lb + r * Lo.EW + c;
+        acc_t sh = 0;
+        for (int64_t i = 0; i < nt; ++i) sh += l[i] == kk ? taps.g[i] : acc_t(0);
+        Xh[r * Lo.XW + c] = sh;
+      }
+    });
+  }
+
+  // Column blur: B(r, c) = sum_i g[i] X(r + i, c).
+  template <typename Ptr>
+  GSCNN_HD void blur_cols(Ptr sm, const Layout& Lo, int64_t t, int64_t T) const {
+    const int64_t nt = 2 * taps.R + 1;
+    for_each_2d(Lo.BH, Lo.XW, t, T, [&](int64_t r, int64_t c) {
+      const Ptr x = sm + Lo.X + r * Lo.XW + c;
+      acc_t s = 0;
+      for (int64_t i = 0; i < nt; ++i) s += taps.g[i] * x[i * Lo.XW];
+      sm[Lo.B + r * Lo.XW + c] = s;
+      if (kLoss) {
+        const Ptr xh = sm + Lo.Xh + r * Lo.XW + c;
+        acc_t sh = 0;
+        for (int64_t i = 0; i < nt; ++i) sh += taps.g[i] * xh[i * Lo.XW];
+        sm[Lo.Bh + r * Lo.XW + c] = sh;
+      }
+    });
+  }
+
+  // Central differences at the Z pixel with image coordinates (y, x) (in the image) from the
+  // buffer B (origin: Z origin - 1).
+  struct Diff {
+    acc_t gx, gy;
+  };
+  template <typename Ptr>
+  GSCNN_HD Diff diff(Ptr Bb, const Layout& Lo, int64_t bi0, int64_t bj0, int64_t y,
+                     int64_t x) const {
+    const Ptr row = Bb + (y - bi0) * Lo.XW;
+    const acc_t gx = acc_t(0.5) * (row[clampi(x + 1, W - 1) - bj0] - row[clampi(x - 1, W - 1) - bj0]);
+    const acc_t gy = acc_t(0.5) * (Bb[(clampi(y + 1, H - 1) - bi0) * Lo.XW + x - bj0] -
+                                   Bb[(clampi(y - 1, H - 1) - bi0) * Lo.XW + x - bj0]);
+    return {gx, gy};
+  }
+
+  // --- forward --------------------------------------------------------------------------------
+
+  // Forward, on Z = the tile: write zeta (potential) or add to the thread's (sum, count) (loss).
+  template <typename Ptr>
+  GSCNN_HD void forward_zeta(Ptr sm, const Layout& Lo, Tile tl, int64_t k, int64_t t,
+                             int64_t T, acc_t& sum, acc_t& count) const {
+    const int64_t bi0 = tl.i0 - 1, bj0 = tl.j0 - 1;  // B origin
+    for_each_2d(Lo.TH, Lo.TW, t, T, [&](int64_t r, int64_t c) {
+      const int64_t y = tl.i0 + r, x = tl.j0 + c;
+      if (y >= H || x >= W) return;
+      const Diff d = diff(sm + Lo.B, Lo, bi0, bj0, y, x);
+      const acc_t zeta = potential(d.gx, d.gy);
+      if (!kLoss) {
+        out.at(tl.n, k, y, x) = static_cast<scalar_t>(zeta);
+        return;
+      }
+      if (sm[Lo.keep + r * Lo.ZW + c] == acc_t(0)) return;
+      const Diff dh = diff(sm + Lo.Bh, Lo, bi0, bj0, y, x);
+      const acc_t zeta_hat = potential(dh.gx, dh.gy);
+      if (in_band(zeta, zeta_hat, threshold)) {
+        sum += zeta > zeta_hat ? zeta - zeta_hat : zeta_hat - zeta;
+        count += acc_t(1);
+      }
+    });
+  }
+
+  // Block reduction of the loss partials of a tile, in a fixed order (deterministic): every
+  // thread publishes its (sum, count, bad), then thread 0 adds them in thread order into the
+  // tile's row of `partials`.
+  template <typename Ptr>
+  GSCNN_HD void publish(Ptr sm, const Layout& Lo, int64_t t, int64_t T,
+                        const LossState<acc_t>& st) const {
+    sm[Lo.red + t] = st.sum;
+    sm[Lo.red + T + t] = st.count;
+    sm[Lo.red + 2 * T + t] = st.bad;
+  }
+  template <typename Ptr>
+  GSCNN_HD void reduce(Ptr sm, const Layout& Lo, int64_t tile, int64_t t, int64_t T) const {
+    if (t != 0) return;
+    double s = 0, c = 0, b = 0;
+    for (int64_t i = 0; i < T; ++i) {
+      s += static_cast<double>(static_cast<acc_t>(sm[Lo.red + i]));
+      c += static_cast<double>(static_cast<acc_t>(sm[Lo.red + T + i]));
+      b += static_cast<double>(static_cast<acc_t>(sm[Lo.red + 2 * T + i]));
+    }
+    partials[3 * tile] = s;
+    partials[3 * tile + 1] = c;
+    partials[3 * tile + 2] = b;
+  }
+
+  // --- backward -------------------------------------------------------------------------------
+
+  // d zeta on Z, turned into (DGX, DGY), the adjoints of the central differences (0 outside the
+  // image and, for the loss, outside P+).
+  template <typename Ptr>
+  GSCNN_HD void backward_zeta(Ptr sm, const Layout& Lo, Tile tl, int64_t k, int64_t t,
+                              int64_t T) const {
+    const int64_t zi0 = tl.i0 - Lo.R - 1, zj0 = tl.j0 - Lo.R - 1;
+    const int64_t bi0 = zi0 - 1, bj0 = zj0 - 1;
+    const acc_t s = kLoss ? static_cast<acc_t>(*scale) : acc_t(0);
+    for_each_2d(Lo.ZH, Lo.ZW, t, T, [&](int64_t r, int64_t c) {
+      const int64_t y = zi0 + r, x = zj0 + c;
+      acc_t fx = 0, fy = 0;
+      if (y >= 0 && y < H && x >= 0 && x < W) {
+        const Diff d = diff(sm + Lo.B, Lo, bi0, bj0, y, x);
+        const acc_t zeta = potential(d.gx, d.gy);
+        acc_t dzeta = 0;
+        if (kLoss) {
+          if (sm[Lo.keep + r * Lo.ZW + c] != acc_t(0)) {
+            const Diff dh = diff(sm + Lo.Bh, Lo, bi0, bj0, y, x);
+            const acc_t zeta_hat = potential(dh.gx, dh.gy);
+            if (in_band(zeta, zeta_hat, threshold)) dzeta = s * abs_grad(zeta, zeta_hat);
+          }
+        } else {
+          dzeta = static_cast<acc_t>(grad_zeta.at(tl.n, k, y, x));
+        }
+        const acc_t f = potential_grad_factor(dzeta, zeta);
+        fx = f * d.gx;
+        fy = f * d.gy;
+      }
+      sm[Lo.DGX + r * Lo.ZW + c] = fx;
+      sm[Lo.DGY + r * Lo.ZW + c] = fy;
+    });
+  }
+
+  // dB on D = tile + R: transpose of the central differences (gather form).
+  template <typename Ptr>
+  GSCNN_HD void backward_diff(Ptr sm, const Layout& Lo, Tile tl, int64_t t, int64_t T) const {
+    const int64_t di0 = tl.i0 - Lo.R, dj0 = tl.j0 - Lo.R;
+    const int64_t zi0 = di0 - 1, zj0 = dj0 - 1;
+    const Ptr DGX = sm + Lo.DGX;
+    const Ptr DGY = sm + Lo.DGY;
+    for_each_2d(Lo.DH, Lo.DW, t, T, [&](int64_t r, int64_t c) {
+      const int64_t y = di0 + r, x = dj0 + c;
+      acc_t v = 0;
+      if (y >= 0 && y < H && x >= 0 && x < W) {
+        const Ptr rowx = DGX + (y - zi0) * Lo.ZW - zj0;
+        const Ptr colx = DGY + (x - zj0) - zi0 * Lo.ZW;
+        v = central_difference_adjoint<acc_t>(x, W, [&](int64_t j) -> acc_t { return rowx[j]; }) +
+            central_difference_adjoint<acc_t>(y, H, [&](int64_t i) -> acc_t { return colx[i * Lo.ZW]; });
+      }
+      sm[Lo.dB + r * Lo.DW + c] = v;
+    });
+  }
+
+  // dX on tile rows x D columns: transpose of the column blur.
+  template <typename Ptr>
+  GSCNN_HD void backward_blur_cols(Ptr sm, const Layout& Lo, Tile tl, int64_t t,
+                                   int64_t T) const {
+    const int64_t di0 = tl.i0 - Lo.R, dj0 = tl.j0 - Lo.R;
+    const int64_t R = Lo.R;
+    for_each_2d(Lo.TH, Lo.DW, t, T, [&](int64_t r, int64_t c) {
+      const int64_t y = tl.i0 + r, x = dj0 + c;
+      acc_t v = 0;
+      if (y < H && x >= 0 && x < W) {
+        const Ptr col = sm + Lo.dB + c;
+        const bool edge = y == 0 || y == H - 1;
+        for (int64_t yp = y - R; yp <= y + R; ++yp) {
+          if (yp < 0 || yp >= H) continue;
+          const acc_t w = edge ? blur_adjoint_weight(taps, y, yp, H) : taps.g[y - yp + R];
+          v += w * col[(yp - di0) * Lo.DW];
+        }
+      }
+      sm[Lo.dX + r * Lo.DW + c] = v;
+    });
+  }
+
+  // dP on the tile: transpose of the row blur; written to grad_prob.
+  template <typename Ptr>
+  GSCNN_HD void backward_blur_rows(Ptr sm, const Layout& Lo, Tile tl, int64_t k,
+                                   int64_t t, int64_t T) const {
+    const int64_t dj0 = tl.j0 - Lo.R;
+    const int64_t R = Lo.R;
+    for_each_2d(Lo.TH, Lo.TW, t, T, [&](int64_t r, int64_t c) {
+      const int64_t y = tl.i0 + r, x = tl.j0 + c;
+      if (y >= H || x >= W) return;
+      const Ptr row = sm + Lo.dX + r * Lo.DW - dj0;
+      const bool edge = x == 0 || x == W - 1;
+      acc_t v = 0;
+      for (int64_t xp = x - R; xp <= x + R; ++xp) {
+        if (xp < 0 || xp >= W) continue;
+        const acc_t w = edge ? blur_adjoint_weight(taps, x, xp, W) : taps.g[x - xp + R];
+        v += w * row[xp];
+      }
+      out.at(tl.n, k, y, x) = static_cast<scalar_t>(v);
+    });
+  }
+
+  // --- the block program ----------------------------------------------------------------------
+  // Blocks walk the tiles grid-stride. Per tile: (loss) labels, then the keep mask; per class k:
+  // load, blur the rows, blur the columns, then the forward's zeta or the backward's four adjoint
+  // phases; (loss forward) the tile's block reduction. A barrier separates two phases only where
+  // the later one reads what another thread wrote in the earlier one, or overwrites what another
+  // thread read there (tests/test_block_programs.py removes each barrier in turn and checks that
+  // the emulator's race detector objects).
+  template <typename Exec>
+  GSCNN_HD void operator()(Exec& ex) const {
+    auto sm = ex.template shared<acc_t>();
+    const int64_t T = ex.threads();
+    const Layout Lo = layout(T);
+    auto st = ex.template registers<LossState<acc_t>>();
+    for (int64_t tile = ex.block(); tile < num_tiles(); tile += ex.grid()) {
+      const Tile tl = tile_of(tile);
+      if (kLoss) {
+        ex.for_each_thread([&](int64_t t) {
+          st(t) = LossState<acc_t>{acc_t(0), acc_t(0), acc_t(0)};
+          load_labels(sm, Lo, tl, t, T, st(t).bad);
+        });
+        ex.sync();
+        ex.for_each_thread([&](int64_t t) { keep_mask(sm, Lo, tl, t, T); });
+      }
+      for (int64_t k = 0; k < K; ++k) {
+        ex.for_each_thread([&](int64_t t) { load_prob(sm, Lo, tl, k, t, T); });
+        ex.sync();
+        ex.for_each_thread([&](int64_t t) { blur_rows(sm, Lo, k, t, T); });
+        ex.sync();
+        ex.for_each_thread([&](int64_t t) { blur_cols(sm, Lo, t, T); });
+        ex.sync();
+        if (!kBackward) {
+          ex.for_each_thread([&](int64_t t) {
+            forward_zeta(sm, Lo, tl, k, t, T, st(t).sum, st(t).count);
+          });
+        } else {
+          ex.for_each_thread([&](int64_t t) { backward_zeta(sm, Lo, tl, k, t, T); });
+          ex.sync();
+          ex.for_each_thread([&](int64_t t) { backward_diff(sm, Lo, tl, t, T); });
+          ex.sync();
+          ex.for_each_thread([&](int64_t t) { backward_blur_cols(sm, Lo, tl, t, T); });
+          ex.sync();
+          ex.for_each_thread([&](int64_t t) { backward_blur_rows(sm, Lo, tl, k, t, T); });
+        }
+      }
+      if (kLoss && !kBackward) {
+        ex.for_each_thread([&](int64_t t) { publish(sm, Lo, t, T, st(t)); });
+        ex.sync();
+        ex.for_each_thread([&](int64_t t) { reduce(sm, Lo, tile, t, T); });
+      }
+      // No barrier at the end of a tile or of a class: every buffer the last phases read is next
+      // written two or more barriers later.
+    }
+  }
+};
+
+}  // namespace dtl
+}  // namespace gscnn

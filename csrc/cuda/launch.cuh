@@ -1,0 +1,118 @@
+#pragma once
+// The one CUDA kernel of the library, and how every op launches it.
+//
+// program_kernel<Program> runs a block program (common/exec.h) with the GPU policy: its body is
+// the program, which the CPU emulator of the tests runs too. launch_program() is the shared
+// launch helper of every op: the device guard is the op's; here the kernel's attributes are
+// read and its shared-memory opt-in is set once per device (to the device's maximum, so that
+// later launches on other host threads never run under a smaller limit), the op's launch
+// selection is called with the cached device limits, the launch is checked against those
+// limits, global scratch memory is allocated when the launch asks for it, and the kernel goes
+// to the current stream with its launch checked.
+
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAStream.h>
+#include <cuda_runtime_api.h>
+
+#include <map>
+#include <mutex>
+#include <string>
+#include <type_traits>
+#include <utility>
+
+#include "../common/exec.h"
+#include "../common/launch.h"
+#include "device.h"
+#include "label_status.h"
+
+namespace gscnn {
+namespace cuda {
+
+template <typename Program>
+__global__ void __launch_bounds__(Program::kMaxThreads)
+    program_kernel(const Program program, unsigned char* scratch, int64_t scratch_bytes) {
+  GpuExec ex{scratch, scratch_bytes};
+  program(ex);
+}
+
+// The compiled kernel's registers and static shared memory on `device`, read once per device.
+// The first call per device also raises the clear "no kernel for this GPU" error when the build
+// has neither machine code nor PTX for it, and opts the kernel in to the device's maximum of
+// dynamic shared memory.
+template <typename Program>
+const KernelLimits& kernel_limits(int device, const char* op) {
+  static std::mutex mu;
+  static std::map<int, KernelLimits> cache;
+  std::lock_guard<std::mutex> lock(mu);
+  auto it = cache.find(device);
+  if (it != cache.end()) return it->second;
+  const void* fn = reinterpret_cast<const void*>(&program_kernel<Program>);
+  cudaFuncAttributes a{};
+  const cudaError_t err = cudaFuncGetAttributes(&a, fn);
+  if (err == cudaErrorNoKernelImageForDevice || err == cudaErrorInvalidDeviceFunction) {
+    (void)cudaGetLastError();  // not a sticky error: clear it before raising ours
+    raise_no_kernel_image(device, op);
+  }
+  C10_CUDA_CHECK(err);
+  const KernelLimits k{a.numRegs, a.maxThreadsPerBlock, static_cast<int64_t>(a.sharedSizeBytes)};
+  const int64_t most = max_dynamic_shared(device_info(device).limits, k);
+  C10_CUDA_CHECK(cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                      static_cast<int>(most)));
+  return cache.emplace(device, k).first->second;
+}
+
+// Launches a block program on t's device: select(DeviceLimits, KernelLimits, LaunchOverride{})
+// chooses the launch
+// (a Launch, or an op's choice holding one as .launch), make(choice) builds the program.
+template <typename Select, typename Make>
+void launch_program(const char* op, const at::Tensor& t, Select&& select, Make&& make) {
+  using Choice = std::decay_t<decltype(select(std::declval<const DeviceLimits&>(),
+                                              std::declval<const KernelLimits&>(),
+                                              std::declval<const LaunchOverride&>()))>;
+  using Program = std::decay_t<decltype(make(std::declval<const Choice&>()))>;
+  const int device = t.get_device();
+  const DeviceLimits& d = device_info(device).limits;
+  const KernelLimits& k = kernel_limits<Program>(device, op);
+  const Choice choice = select(d, k, LaunchOverride{});
+  const Launch& l = launch_of(choice);
+  const std::string problem = launch_problem(l, d, k);
+  TORCH_CHECK(problem.empty(), op, ": internal error: the launch chosen for this input needs ",
+              problem);
+  const Program program = make(choice);
+  at::Tensor scratch;
+  unsigned char* scratch_ptr = nullptr;
+  if (l.uses_scratch()) {
+    scratch = at::empty({l.blocks * l.scratch_bytes_per_block}, t.options().dtype(at::kByte));
+    scratch_ptr = scratch.data_ptr<uint8_t>();
+  }
+  program_kernel<Program>
+      <<<static_cast<unsigned>(l.blocks), static_cast<unsigned>(l.threads),
+         static_cast<size_t>(l.shared_bytes), c10::cuda::getCurrentCUDAStream(device)>>>(
+          program, scratch_ptr, l.scratch_bytes_per_block);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+}
+
+// The device object of the ops' program callbacks (see e.g. program_forward_kernel in
+// common/gated_conv2d_launch.h); the emulator of the tests has the same interface.
+struct Device {
+  template <typename Select, typename Make>
+  void run(const char* op, const at::Tensor& like, Select&& select, Make&& make) {
+    launch_program(op, like, std::forward<Select>(select), std::forward<Make>(make));
+  }
+  // Bad labels (common/label_errors.h): raise what an earlier call found, hand the kernel the
+  // device's status word; afterwards queue its copy to the host mirror. No synchronisation.
+  uint64_t* label_status_begin(labels::Slot slot, const char* op, const char* arg,
+                               int64_t num_classes, int64_t ignore_index, const at::Tensor& like) {
+    return cuda::label_status_begin(like.get_device(), slot, op, arg, num_classes, ignore_index);
+  }
+  void label_status_end(labels::Slot slot, const char*, const char*, int64_t, int64_t,
+                        const at::Tensor& like) {
+    label_status_publish(like.get_device(), slot,
+                         c10::cuda::getCurrentCUDAStream(like.get_device()).stream());
+  }
+};
+
+}  // namespace cuda
+}  // namespace gscnn

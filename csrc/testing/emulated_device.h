@@ -1,0 +1,76 @@
+#pragma once
+// The emulated GPU of the tests: the `device` of the ops' program callbacks (the same interface
+// as cuda::Device in cuda/launch.cuh). It makes the op's own launch choice for a GPU of the tests'
+// table (DeviceLimits, KernelLimits), possibly with parts forced, checks that an unforced choice
+// fits that GPU, and runs the program with the emulator (emulator.h). Bad labels are reported
+// as on the CPU: at once.
+
+#include <ATen/core/Tensor.h>
+#include <c10/util/Exception.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "../common/label_errors.h"
+#include "../common/launch.h"
+#include "emulator.h"
+
+namespace gscnn {
+namespace testing {
+
+// What the last emulated launch was (for the tests: gscnn_testing::last_launch).
+struct LaunchRecord {
+  int64_t blocks = 0, threads = 0, shared_bytes = 0, scratch_bytes = 0, tile_h = 0, tile_w = 0,
+          barriers = 0, variant = 0;
+  std::vector<int64_t> list() const {
+    return {blocks, threads, shared_bytes, scratch_bytes, tile_h, tile_w, barriers, variant};
+  }
+};
+LaunchRecord& last_launch();
+
+struct EmulatedDevice : labels::HostLabelStatus {  // bad labels: raised at once
+  DeviceLimits device;
+  KernelLimits kernel;
+  LaunchOverride force;
+  EmuOptions options;
+
+  // gpu: 8 device limits then 3 kernel limits (see tests/emulation.py).
+  EmulatedDevice(const std::vector<int64_t>& gpu, const std::vector<int64_t>& forced,
+                 int64_t skip_barrier)
+      : device(DeviceLimits::from_list(std::vector<int64_t>(gpu.begin(), gpu.begin() + 8))),
+        kernel(KernelLimits::from_list(std::vector<int64_t>(gpu.begin() + 8, gpu.end()))),
+        force(LaunchOverride::from_list(forced)) {
+    TORCH_CHECK(gpu.size() == 11, "gscnn_testing: 'gpu' must hold 11 limits, got ", gpu.size());
+    TORCH_CHECK(forced.empty() || forced.size() == 5,
+                "gscnn_testing: 'force' must be empty or [threads, blocks, tile_h, tile_w, "
+                "memory], got ", forced.size(), " values");
+    TORCH_CHECK(force.threads >= 0 && force.threads <= 1024 && force.blocks >= 0,
+                "gscnn_testing: bad forced launch");
+    options.skip_barrier = skip_barrier;
+  }
+
+  template <typename Select, typename Make>
+  void run(const char* op, const at::Tensor&, Select&& select, Make&& make) {
+    const auto choice = select(device, kernel, force);
+    const Launch& l = launch_of(choice);
+    if (!force.any()) {
+      const std::string problem = launch_problem(l, device, kernel);
+      TORCH_CHECK(problem.empty(), op, ": the launch selection chose a launch this GPU cannot run: ",
+                  problem);
+    }
+    const auto program = make(choice);
+    LaunchRecord& rec = last_launch();
+    rec = LaunchRecord{l.blocks, l.threads, l.shared_bytes, l.scratch_bytes_per_block};
+    if constexpr (requires { choice.tile; }) {
+      rec.tile_h = choice.tile.TH;
+      rec.tile_w = choice.tile.TW;
+    }
+    if constexpr (requires { choice.staged; }) rec.variant = choice.staged ? 0 : 1;
+    rec.barriers = emulate(op, program, l, options);
+  }
+
+};
+
+}  // namespace testing
+}  // namespace gscnn

@@ -1,0 +1,231 @@
+#pragma once
+// The GPU emulator of the tests: runs the library's block programs (common/exec.h) on the CPU
+// exactly as the CUDA kernel does -- the same program, the same launch (chosen by the op's own
+// launch selection for a GPU from the tests' table, or forced) -- block by block, and within a
+// block every thread in turn, one barrier interval after the other.
+//
+// Shared memory (and a launch's global scratch memory, which plays the same role) is filled with
+// 0xFF bytes at the start of every block (NaN in float, -1 in integers), and every access to it
+// goes through TrackedPtr, which reports to a SharedMemoryTracker:
+//   * a thread reading or writing a word that another thread wrote in the same barrier interval,
+//     or writing a word that another thread read in it: a race on the GPU (no barrier orders the
+//     two accesses). The emulator's sequential order would hide it; the tracker does not.
+//   * a read of a word that no thread wrote since the block started (uninitialised memory).
+//   * an access outside the block's buffer.
+// Each is raised as an error naming the op, the block, the interval, the threads and the offset.
+// EmuOptions::skip_barrier removes one barrier (the k-th sync() of every block) so that a test
+// can show that the tracker catches a missing barrier.
+
+#include <c10/util/Exception.h>
+
+#include <cstdint>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "../common/launch.h"
+
+namespace gscnn {
+namespace testing {
+
+struct EmuOptions {
+  bool track = true;          // record accesses and fail on races / uninitialised reads
+  int64_t skip_barrier = -1;  // >= 0: the k-th sync() of each block is not a barrier
+};
+
+class SharedMemoryTracker {
+ public:
+  explicit SharedMemoryTracker(const char* op) : op_(op) {}
+
+  void new_block(int64_t block, size_t bytes, bool track) {
+    block_ = block;
+    bytes_ = bytes;
+    track_ = track;
+    interval_ = 1;
+    words_.assign(track ? (bytes + 3) / 4 : 0, Word{});
+  }
+  void barrier() { ++interval_; }
+  void set_thread(int64_t t) { thread_ = static_cast<int32_t>(t); }
+  int64_t interval() const { return interval_; }
+
+  void read(size_t offset, size_t size) {
+    check_bounds(offset, size, "reads");
+    if (!track_) return;
+    for (size_t w = offset / 4; w < (offset + size + 3) / 4; ++w) {
+      Word& x = words_[w];
+      if (!x.written) fail("reads", offset, "that no thread of the block has written (uninitialised shared memory)", -1);
+      if (x.w_interval == interval_ && x.writer != thread_)
+        fail("reads", offset, "that another thread wrote in the same barrier interval", x.writer);
+      if (x.r_interval != interval_) {
+        x.r_interval = interval_;
+        x.reader = thread_;
+      } else if (x.reader != thread_) {
+        x.reader = kManyReaders;
+      }
+    }
+  }
+
+  void write(size_t offset, size_t size) {
+    check_bounds(offset, size, "writes");
+    if (!track_) return;
+    for (size_t w = offset / 4; w < (offset + size + 3) / 4; ++w) {
+      Word& x = words_[w];
+      if (x.w_interval == interval_ && x.writer != thread_)
+        fail("writes", offset, "that another thread wrote in the same barrier interval", x.writer);
+      if (x.r_interval == interval_ && x.reader != thread_)
+        fail("writes", offset, "that another thread read in the same barrier interval",
+             x.reader == kManyReaders ? -1 : x.reader);
+      x.w_interval = interval_;
+      x.writer = thread_;
+      x.written = true;
+    }
+  }
+
+ private:
+  static constexpr int32_t kManyReaders = -2;
+  struct Word {
+    int64_t w_interval = 0, r_interval = 0;
+    int32_t writer = -1, reader = -1;
+    bool written = false;
+  };
+
+  void check_bounds(size_t offset, size_t size, const char* what) const {
+    TORCH_CHECK(offset + size <= bytes_, op_, ": emulated block ", block_, ": thread ", thread_,
+                " ", what, " bytes [", offset, ", ", offset + size,
+                ") outside its shared memory of ", bytes_, " bytes");
+  }
+  [[noreturn]] void fail(const char* what, size_t offset, const char* why, int32_t other) const {
+    const bool race = std::strstr(why, "uninitialised") == nullptr;
+    TORCH_CHECK(false, op_, ": ", race ? "shared-memory race" : "uninitialised shared memory",
+                " in emulated block ", block_, ", barrier interval ", interval_, ": thread ",
+                thread_, " ", what, " byte offset ", offset, " ", why,
+                other >= 0 ? " (thread " + std::to_string(other) + ")" : std::string(),
+                race ? "; a barrier (ex.sync()) is missing between the two accesses" : "");
+  }
+
+  const char* op_;
+  int64_t block_ = 0, interval_ = 1;
+  size_t bytes_ = 0;
+  bool track_ = true;
+  int32_t thread_ = 0;
+  std::vector<Word> words_;
+};
+
+// A reference to one element of the block's memory that reports reads and writes.
+template <typename T>
+class TrackedRef {
+ public:
+  TrackedRef(T* p, unsigned char* base, SharedMemoryTracker* tr) : p_(p), base_(base), tr_(tr) {}
+  operator T() const {
+    tr_->read(offset(), sizeof(T));
+    return *p_;
+  }
+  const TrackedRef& operator=(T v) const {
+    tr_->write(offset(), sizeof(T));
+    *p_ = v;
+    return *this;
+  }
+  const TrackedRef& operator=(const TrackedRef& o) const { return *this = static_cast<T>(o); }
+  const TrackedRef& operator+=(T v) const { return *this = static_cast<T>(*this) + v; }
+  const TrackedRef& operator-=(T v) const { return *this = static_cast<T>(*this) - v; }
+
+ private:
+  size_t offset() const { return reinterpret_cast<unsigned char*>(p_) - base_; }
+  T* p_;
+  unsigned char* base_;
+  SharedMemoryTracker* tr_;
+};
+
+// A pointer into the block's memory whose element accesses go through TrackedRef.
+template <typename T>
+class TrackedPtr {
+ public:
+  TrackedPtr(T* p, unsigned char* base, SharedMemoryTracker* tr) : p_(p), base_(base), tr_(tr) {}
+  TrackedRef<T> operator[](int64_t i) const { return TrackedRef<T>(p_ + i, base_, tr_); }
+  TrackedRef<T> operator*() const { return (*this)[0]; }
+  TrackedPtr operator+(int64_t i) const { return TrackedPtr(p_ + i, base_, tr_); }
+  TrackedPtr operator-(int64_t i) const { return TrackedPtr(p_ - i, base_, tr_); }
+  TrackedPtr& operator+=(int64_t i) {
+    p_ += i;
+    return *this;
+  }
+
+ private:
+  T* p_;
+  unsigned char* base_;
+  SharedMemoryTracker* tr_;
+};
+
+// The execution policy of the emulator (the interface of common/exec.h).
+class EmuExec {
+ public:
+  EmuExec(int64_t block, int64_t grid, int64_t threads, unsigned char* memory,
+          SharedMemoryTracker* tracker, const EmuOptions& opt)
+      : block_(block), grid_(grid), threads_(threads), memory_(memory), tracker_(tracker),
+        opt_(opt) {}
+
+  int64_t block() const { return block_; }
+  int64_t grid() const { return grid_; }
+  int64_t threads() const { return threads_; }
+
+  template <typename F>
+  void for_each_thread(F&& f) {
+    for (int64_t t = 0; t < threads_; ++t) {
+      tracker_->set_thread(t);
+      f(t);
+    }
+  }
+  void sync() {
+    if (syncs_++ != opt_.skip_barrier) tracker_->barrier();
+  }
+  int64_t barriers_seen() const { return syncs_; }
+
+  template <typename T>
+  TrackedPtr<T> shared() const {
+    return TrackedPtr<T>(reinterpret_cast<T*>(memory_), memory_, tracker_);
+  }
+
+  template <typename S>
+  struct Registers {
+    std::vector<S> values;
+    S& operator()(int64_t t) { return values[t]; }
+  };
+  // Per-thread state, poison-filled like the shared memory (registers start undefined too).
+  template <typename S>
+  Registers<S> registers() const {
+    Registers<S> r{std::vector<S>(threads_)};
+    std::memset(static_cast<void*>(r.values.data()), 0xFF, sizeof(S) * threads_);
+    return r;
+  }
+
+ private:
+  int64_t block_, grid_, threads_;
+  unsigned char* memory_;
+  SharedMemoryTracker* tracker_;
+  const EmuOptions& opt_;
+  int64_t syncs_ = 0;
+};
+
+// Runs `program` over the grid of `launch`. Shared memory (or the scratch slice, which the GPU
+// allocates per block) is the launch's per-block buffer, poison-filled for every block. Returns
+// the number of barriers block 0 met (for the tests that remove one).
+template <typename Program>
+int64_t emulate(const char* op, const Program& program, const Launch& launch,
+                const EmuOptions& opt) {
+  const size_t bytes = static_cast<size_t>(launch.uses_scratch() ? launch.scratch_bytes_per_block
+                                                                 : launch.shared_bytes);
+  std::vector<unsigned char> memory(bytes + 16);
+  SharedMemoryTracker tracker(op);
+  int64_t first_block_barriers = 0;
+  for (int64_t b = 0; b < launch.blocks; ++b) {
+    std::memset(memory.data(), 0xFF, memory.size());
+    tracker.new_block(b, bytes, opt.track);
+    EmuExec ex(b, launch.blocks, launch.threads, memory.data(), &tracker, opt);
+    program(ex);
+    if (b == 0) first_block_barriers = ex.barriers_seen();
+  }
+  return first_block_barriers;
+}
+
+}  // namespace testing
+}  // namespace gscnn
