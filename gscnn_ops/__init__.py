@@ -15,6 +15,7 @@ from .models import GSCNN, GSCNNLoss  # noqa: E402
 from .nn import DualTaskLoss, GatedConv2d, fold_gate_net  # noqa: E402
 from .ops import (  # noqa: E402
     boundary_fscore_counts,
+    check_errors,
     boundary_potential,
     dual_task_loss,
     edge_targets,
@@ -33,6 +34,7 @@ __all__ = [
     "boundary_fscore_counts",
     "boundary_potential",
     "build_info",
+    "check_errors",
     "dual_task_loss",
     "edge_targets",
     "fold_gate_net",

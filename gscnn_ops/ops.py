@@ -132,10 +132,41 @@ def dual_task_loss(prob: Tensor, target: Tensor, sigma: float = 1.0,
 
     Returns:
         0-dim tensor, dtype of prob.
+
+    Bad labels (neither in [0, K) nor ``ignore_index``) are found by the kernel itself, without a
+    host synchronisation: on the CPU they raise at once; on CUDA that call's loss is NaN and the
+    error is raised by the next call on the device or by :func:`check_errors`.
     """
     (prob,) = _prepare("dual_task_loss", [prob])
     loss, _ = _ops.dual_task_loss(prob, target, float(sigma), float(threshold), int(ignore_index))
     return loss
+def check_errors(device=None) -> None:
+    """Raises the first bad label that a CUDA op found and has not reported yet.
+
+    On CUDA, the ops that read label maps (:func:`dual_task_loss`, :func:`boundary_fscore_counts`)
+    check every label inside their kernels and never make the host wait for the GPU: a bad label
+    (neither a class index in [0, K) nor ``ignore_index``) makes that call's loss NaN, and is
+    raised by the op's next call on the same device, or here, which waits for the device and
+    raises at once (``gscnn train`` calls it at every log step). On the CPU the ops raise
+    immediately and this does nothing.
+
+    Args:
+        device: a CUDA device (index, string or torch.device); None: every device that ran one
+            of those ops.
+    """
+    if not _HAS_CUDA_KERNELS or not torch.cuda.is_initialized():
+        return
+    if device is None:
+        indices = range(torch.cuda.device_count())
+    else:
+        device = torch.device("cuda", device) if isinstance(device, int) else torch.device(device)
+        if device.type != "cuda":
+            return
+        indices = [device.index if device.index is not None else torch.cuda.current_device()]
+    for index in indices:
+        _ops._raise_pending_label_errors(index)
+
+
 def edge_targets(target: Tensor, radius: float = 2.0, ignore_index: int = 255) -> Tensor:
     """Edge ground truth for Gated-SCNN's shape stream, computed on the target's device.
 

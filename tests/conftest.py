@@ -169,3 +169,12 @@ def cuda_skip_reason():
 
 requires_cuda = pytest.mark.skipif(cuda_skip_reason() is not None,
                                    reason=str(cuda_skip_reason()))
+
+
+@pytest.fixture(scope="session")
+def emu():
+    """The emulated GPU (tests/emulation.py): builds the test extension once per session."""
+    import emulation
+
+    emulation.load()
+    return emulation

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch.library import opcheck
 
+import emulation
 import gscnn_ops
 from gscnn_ops import reference
 from gscnn_ops.metrics import BoundaryFScore, boundary_radii, scores_from_counts
@@ -311,8 +312,7 @@ def test_empty_inputs():
         p = torch.zeros(shape, dtype=torch.int64)
         counts = gscnn_ops.boundary_fscore_counts(p, p, 3, [1, 2], IGNORE)
         assert counts.shape == (shape[0], 3, 2, 6) and counts.sum() == 0
-        emulated = ops._boundary_fscore_counts_emulate_cuda(p, p, 3, [1, 2], IGNORE, 32, 2, 0)
-        assert torch.equal(emulated, counts)
+        assert torch.equal(emulated_counts(p, p, 3, [1, 2], IGNORE, 32, 2, 0), counts)
 
 
 def test_large_radius_is_clamped_not_overflowing():
@@ -324,11 +324,20 @@ def test_large_radius_is_clamped_not_overflowing():
     assert torch.equal(got[..., 3][has_both], got[..., 2][has_both])
 
 
-# --- the CUDA kernels, emulated on the CPU ------------------------------------------------------
+# --- the CUDA kernels' block programs, on the emulated GPU (tests/emulation.py) ---------------
 
-# (threads, blocks per plane, images per chunk): a full warp, a single thread, an odd block with
-# grid-stride loops, more blocks than cells (idle blocks), chunks of one and of two images.
-LAUNCHES = [(32, 4, 0), (1, 3, 1), (7, 2, 2), (64, 50, 0), (5, 1, 1)]
+# (threads, blocks per plane, images per chunk): the production launch (0, 0: the op's own
+# selection for an H100), a full warp, a single thread, an odd block with grid-stride loops, more
+# blocks than cells (idle blocks), chunks of one and of two images.
+LAUNCHES = [(0, 0, 0), (32, 4, 0), (1, 3, 1), (7, 2, 2), (64, 50, 0), (5, 1, 1)]
+
+
+def emulated_counts(pred, target, num_classes, radii, ignore_index, threads=0, blocks=0, chunk=0,
+                    gpu="sm_90"):
+    emulation.load()
+    return torch.ops.gscnn_testing.boundary_fscore_counts(
+        pred, target, num_classes, radii, ignore_index, emulation.gpu(gpu),
+        emulation.launch(threads, blocks), chunk)
 
 
 @pytest.mark.parametrize("shape", SHAPES[:6])
@@ -337,8 +346,7 @@ def test_emulated_cuda_kernels_match_cpu_op(shape, threads, blocks, chunk):
     n, h, w, k = shape
     pred, target = make_pair(n, h, w, k, seed=w * 7 + h)
     want = gscnn_ops.boundary_fscore_counts(pred, target, k, RADII, IGNORE)
-    got = ops._boundary_fscore_counts_emulate_cuda(pred, target, k, RADII, IGNORE, threads, blocks,
-                                                   chunk)
+    got = emulated_counts(pred, target, k, RADII, IGNORE, threads, blocks, chunk)
     torch.testing.assert_close(got, want, rtol=0, atol=0)
 
 
@@ -346,25 +354,18 @@ def test_emulated_cuda_kernels_strided_and_mixed_dtypes():
     pred, target = make_pair(3, 30, 75, 5, seed=15)
     p, t = pred.transpose(1, 2).to(torch.int32), target.transpose(1, 2).to(torch.uint8)
     want = reference.boundary_fscore_counts(p, t, 5, [0, 2, 6], IGNORE)
-    got = ops._boundary_fscore_counts_emulate_cuda(p, t, 5, [0, 2, 6], IGNORE, 16, 3, 2)
+    got = emulated_counts(p, t, 5, [0, 2, 6], IGNORE, 16, 3, 2)
     torch.testing.assert_close(got, want, rtol=0, atol=0)
 
 
-def test_emulated_cuda_kernels_report_bad_labels():
+@pytest.mark.parametrize("chunk", [1, 0])
+def test_emulated_cuda_kernels_report_bad_labels(chunk):
     pred, target = make_pair(3, 10, 70, 3, seed=16)
     target = target.clone()
     target[2, 4, 66] = 7
-    target[1, 9, 3] = 9  # the first bad pixel in (n, y, x) order
+    target[1, 9, 3] = 9  # the first bad pixel in (n, y, x) order, found in the second chunk
     with pytest.raises(RuntimeError, match=r"argument 'target' has label 9 at \[1, 9, 3\]"):
-        ops._boundary_fscore_counts_emulate_cuda(pred, target, 3, [1], IGNORE, 8, 2, 1)
-
-
-def test_emulation_launch_arguments_are_checked():
-    p = torch.zeros(1, 4, 4, dtype=torch.int64)
-    with pytest.raises(RuntimeError, match="_boundary_fscore_counts_emulate_cuda: argument 'threads'"):
-        ops._boundary_fscore_counts_emulate_cuda(p, p, 2, [1], IGNORE, 0, 1, 0)
-    with pytest.raises(RuntimeError, match="argument 'blocks'"):
-        ops._boundary_fscore_counts_emulate_cuda(p, p, 2, [1], IGNORE, 32, 0, 0)
+        emulated_counts(pred, target, 3, [1], IGNORE, 8, 2, chunk)
 
 
 # --- opcheck ------------------------------------------------------------------------------------
@@ -374,8 +375,6 @@ def test_opcheck_counts_op():
     opcheck(ops.boundary_fscore_counts.default, (pred, target, 4, [1, 3], IGNORE))
     opcheck(ops.boundary_fscore_counts.default, (pred.to(torch.uint8), target.to(torch.uint8), 4,
                                                  [0], IGNORE))
-    opcheck(ops._boundary_fscore_counts_emulate_cuda.default,
-            (pred, target, 4, [2], IGNORE, 32, 2, 1))
 
 
 def test_compiled_call_matches_eager():
@@ -579,8 +578,8 @@ def test_bad_arguments(entry, replace, arg, pattern):
     if entry == "functional":
         call, op = lambda: gscnn_ops.boundary_fscore_counts(**args), OP
     else:
-        op = "gscnn_ops._boundary_fscore_counts_emulate_cuda"
-        call = lambda: ops._boundary_fscore_counts_emulate_cuda(  # noqa: E731
+        op = "gscnn_testing.boundary_fscore_counts"
+        call = lambda: emulated_counts(  # noqa: E731
             args["pred"], args["target"], args["num_classes"], args["radii"], args["ignore_index"],
             32, 2, 0)
     with pytest.raises(RuntimeError, match=re.escape(op) + ": ") as info:
@@ -659,8 +658,10 @@ def test_cuda_strided_inputs_and_bad_labels():
                                rtol=0, atol=0)
     t = target.clone()
     t[1, 3, 5] = 9
+    # Found by the kernel without a host sync; raised once the host waits for the device.
+    gscnn_ops.boundary_fscore_counts(pred.cuda(), t.cuda(), 4, [1], IGNORE)
     with pytest.raises(RuntimeError, match=r"argument 'target' has label 9 at \[1, 3, 5\]"):
-        gscnn_ops.boundary_fscore_counts(pred.cuda(), t.cuda(), 4, [1], IGNORE)
+        gscnn_ops.check_errors()
 
 
 @requires_cuda

@@ -58,3 +58,19 @@ def test_unknown_isa_is_rejected(monkeypatch):
     monkeypatch.setenv("GSCNN_CPU_ISA", "sse9")
     with pytest.raises(RuntimeError, match="GSCNN_CPU_ISA must be baseline, avx2 or avx512"):
         gscnn_ops.gated_conv2d(*make_inputs(1, 1, 1, 1, 1, 1))
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_saturated_gates(monkeypatch, isa, emu):
+    # Gate logits of +-1e30 and +-inf: alpha is 1 or 0 (sigmoid's limits; below 1e-37 off), in
+    # every CPU build and in the CUDA program. (The CPU's vectorised exp once clamped its argument with
+    # x - (x + 87), which is 0 for x = -1e30 in float: alpha came out 0.5.)
+    _use_isa(monkeypatch, isa)
+    for dtype in (torch.float32, torch.float64):
+        s, r, gw, gb, w, b = make_inputs(1, 3, 1, 2, 2, 70, dtype=dtype)
+        for logit, want in [(1e30, 1.0), (-1e30, 0.0), (float("inf"), 1.0), (-float("inf"), 0.0)]:
+            gb = torch.full((1,), logit, dtype=dtype)
+            for alpha in (gscnn_ops.gated_conv2d(s, r, gw * 0, gb, w, b)[1],
+                          torch.ops.gscnn_testing.gated_conv2d(s, r, gw * 0, gb, w, b, emu.gpu())[1]):
+                torch.testing.assert_close(alpha, torch.full_like(alpha, want), rtol=0, atol=1e-37,
+                                           msg=lambda m: f"{dtype}, logit {logit}: {m}")

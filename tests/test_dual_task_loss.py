@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import emulation
 import gscnn_ops
 from gscnn_ops import reference
 from gscnn_ops.ops import DUAL_TASK_THRESHOLD
@@ -230,11 +231,18 @@ def test_torch_compile_fullgraph():
     torch.testing.assert_close(g, gw)
 
 
-# --- the CUDA kernels' code, emulated on the CPU ---------------------------------------------
+# --- the CUDA kernels' block program, on the emulated GPU (tests/emulation.py) ----------------
 
-# (tile_h, tile_w, threads): tiles smaller than the image with halos crossing borders, tiles
-# larger than the image, a thread count that divides nothing, one thread, a full block.
-LAUNCHES = [(4, 5, 7), (8, 8, 32), (3, 16, 1), (32, 32, 256), (1, 1, 3), (16, 8, 64)]
+# (tile_h, tile_w, threads): the production launch (0: the op's own selection for an H100), tiles
+# smaller than the image with halos crossing borders, tiles larger than the image, a thread count
+# that divides nothing, one thread, a full block.
+LAUNCHES = [(0, 0, 0), (4, 5, 7), (8, 8, 32), (3, 16, 1), (32, 32, 256), (1, 1, 3), (16, 8, 64)]
+
+
+def emulated(op, *args, tile=(0, 0), threads=0, blocks=0, memory=-1, gpu="sm_90"):
+    emulation.load()
+    return getattr(torch.ops.gscnn_testing, op)(
+        *args, emulation.gpu(gpu), emulation.launch(threads, blocks, tile, memory))
 
 
 @pytest.mark.parametrize("tile_h,tile_w,threads", LAUNCHES)
@@ -242,8 +250,9 @@ LAUNCHES = [(4, 5, 7), (8, 8, 32), (3, 16, 1), (32, 32, 256), (1, 1, 3), (16, 8,
 def test_emulated_cuda_potential(tile_h, tile_w, threads, shape):
     prob = rand_prob(*shape)
     gz = torch.randn(shape, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
-    zeta = ops._boundary_potential_emulate_cuda(prob, 1.0, tile_h, tile_w, threads)
-    g = ops._boundary_potential_backward_emulate_cuda(gz, prob, 1.0, tile_h, tile_w, threads)
+    launch = dict(tile=(tile_h, tile_w), threads=threads, blocks=3 if threads else 0)
+    zeta = emulated("boundary_potential", prob, 1.0, **launch)
+    g = emulated("boundary_potential_backward", gz, prob, 1.0, **launch)
     p = prob.clone().requires_grad_()
     zref = reference.boundary_potential(p, 1.0)
     (gref,) = torch.autograd.grad(zref, p, gz)
@@ -258,12 +267,11 @@ def test_emulated_cuda_dual_task_loss(tile_h, tile_w, threads, shape, sigma):
     N, K, H, W = shape
     prob = rand_prob(*shape)
     target = blob_labels(N, H, W, K, ignore_frac=0.25)
-    loss, count = ops._dual_task_loss_emulate_cuda(prob, target, sigma, DUAL_TASK_THRESHOLD, IGN,
-                                                   tile_h, tile_w, threads)
-    grad = ops._dual_task_loss_backward_emulate_cuda(torch.tensor(2.0, dtype=torch.float64),
-                                                     prob, target, count, sigma,
-                                                     DUAL_TASK_THRESHOLD, IGN, tile_h, tile_w,
-                                                     threads)
+    launch = dict(tile=(tile_h, tile_w), threads=threads, blocks=2 if threads else 0)
+    loss, count = emulated("dual_task_loss", prob, target, sigma, DUAL_TASK_THRESHOLD, IGN,
+                           **launch)
+    grad = emulated("dual_task_loss_backward", torch.tensor(2.0, dtype=torch.float64), prob,
+                    target, count, sigma, DUAL_TASK_THRESHOLD, IGN, **launch)
     rloss, rg = ref_loss_and_grad(prob, target, sigma)
     torch.testing.assert_close(loss, rloss, **TIGHT_TOL[torch.float64])
     torch.testing.assert_close(grad, 2 * rg, **TIGHT_TOL[torch.float64])
@@ -271,16 +279,41 @@ def test_emulated_cuda_dual_task_loss(tile_h, tile_w, threads, shape, sigma):
     assert ops.dual_task_loss(prob, target, sigma, DUAL_TASK_THRESHOLD, IGN)[1].item() == count.item()
 
 
-def test_emulated_cuda_float32():
-    prob = rand_prob(1, 3, 20, 33, dtype=torch.float32)
+@pytest.mark.parametrize("gpu", ["sm_75", "sm_86", "sm_90"])
+def test_emulated_cuda_large_sigma_runs_from_global_memory(gpu):
+    # sigma = 10: a halo of 62 pixels in the backward. Its buffers fit no GPU's shared memory at
+    # any tile, so the selection puts them in global scratch memory instead of failing (as the
+    # old kernels did for sigma > 8 on an H100, > 5 on sm_86/89).
+    prob = rand_prob(1, 2, 9, 11)
+    target = blob_labels(1, 9, 11, 2)
+    loss, count = emulated("dual_task_loss", prob, target, 10.0, DUAL_TASK_THRESHOLD, IGN, gpu=gpu)
+    grad = emulated("dual_task_loss_backward", torch.tensor(1.0, dtype=torch.float64), prob,
+                    target, count, 10.0, DUAL_TASK_THRESHOLD, IGN, gpu=gpu)
+    assert emulation.last_launch()["scratch_bytes"] > 0
+    rloss, rg = ref_loss_and_grad(prob, target, 10.0)
+    torch.testing.assert_close(loss, rloss, **TIGHT_TOL[torch.float64])
+    torch.testing.assert_close(grad, rg, **TIGHT_TOL[torch.float64])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_emulated_cuda_reduced_precision(dtype):
+    # Against the float64 reference of the same (rounded) probabilities. The loss accumulates in
+    # float32 then float64 and is rounded once to the dtype; the gradient is a float32 sum of at
+    # most (2R + 1)^2 products rounded once: within an epsilon of the dtype of the largest value.
+    prob = rand_prob(1, 3, 20, 33, dtype=dtype)
     target = blob_labels(1, 20, 33, 3, ignore_frac=0.2)
-    loss, count = ops._dual_task_loss_emulate_cuda(prob, target, 1.0, DUAL_TASK_THRESHOLD, IGN,
-                                                   8, 16, 64)
-    grad = ops._dual_task_loss_backward_emulate_cuda(torch.tensor(1.0), prob, target, count, 1.0,
-                                                     DUAL_TASK_THRESHOLD, IGN, 8, 16, 64)
-    rloss, rg = ref_loss_and_grad(prob, target)
-    torch.testing.assert_close(loss.double(), rloss, **TIGHT_TOL[torch.float32])
-    torch.testing.assert_close(grad.double(), rg, **TIGHT_TOL[torch.float32])
+    loss, count = emulated("dual_task_loss", prob, target, 1.0, DUAL_TASK_THRESHOLD, IGN)
+    grad = emulated("dual_task_loss_backward", torch.tensor(1.0, dtype=dtype), prob, target,
+                    count, 1.0, DUAL_TASK_THRESHOLD, IGN)
+    rloss, rg = ref_loss_and_grad(prob.double(), target)
+    if dtype == torch.float32:
+        torch.testing.assert_close(loss.double(), rloss, **TIGHT_TOL[torch.float32])
+        torch.testing.assert_close(grad.double(), rg, **TIGHT_TOL[torch.float32])
+        return
+    eps = LOW_PRECISION_EPS[dtype]
+    assert loss.dtype == grad.dtype == dtype
+    torch.testing.assert_close(loss.double(), rloss, rtol=eps, atol=0)
+    torch.testing.assert_close(grad.double(), rg, rtol=eps, atol=eps * rg.abs().max().item())
 
 
 # --- properties -----------------------------------------------------------------------------
@@ -395,10 +428,10 @@ def test_errors():
         gscnn_ops.dual_task_loss(prob, y[0])
     bad = y.clone()
     bad[0, 2, 3] = 3
-    with pytest.raises(RuntimeError, match=r"label 3; labels must be in \[0, K\) = \[0, 3\) or equal to ignore_index = 255"):
+    with pytest.raises(RuntimeError, match=r"dual_task_loss: argument 'target' has label 3 at \[0, 2, 3\]; expected a class in \[0, 3\) or ignore_index 255"):
         gscnn_ops.dual_task_loss(prob, bad)
     bad[0, 2, 3] = -1
-    with pytest.raises(RuntimeError, match=r"label -1 \(negative\)"):
+    with pytest.raises(RuntimeError, match=r"'target' has label -1 at \[0, 2, 3\]"):
         gscnn_ops.dual_task_loss(prob, bad)
     # -1 is fine when it is the ignore index
     gscnn_ops.dual_task_loss(prob, bad, ignore_index=-1)

@@ -16,6 +16,7 @@ import torch
 from hypothesis import given, settings, strategies as st
 from torch.library import opcheck
 
+import emulation
 import gscnn_ops
 from gscnn_ops import reference
 from conftest import requires_cuda
@@ -132,7 +133,7 @@ def test_disk_is_exactly_dy2_plus_dx2_at_most_radius2(radius, count):
         want[:] = False
     assert int(got.sum()) == count
     assert_same(got, want)
-    assert_same(ops._edge_targets_emulate_cuda(labels, radius, 255, 32, 2), want, "emulated")
+    assert_same(emulated_edge_targets(labels, radius, 255, 32, 2), want, "emulated")
 
 
 def test_ignored_pixels_are_not_edges_and_separate_nothing():
@@ -163,7 +164,7 @@ def test_radius_beyond_the_image(radius):
     # Everything is within reach: every valid pixel of an image with 2+ valid classes is an edge.
     assert_same(got, labels != 255)
     assert_same(reference.edge_targets(labels, radius), got, "reference")
-    assert_same(ops._edge_targets_emulate_cuda(labels, radius, 255, 16, 3), got, "emulated")
+    assert_same(emulated_edge_targets(labels, radius, 255, 16, 3), got, "emulated")
     single = torch.where(labels == 255, labels, torch.zeros_like(labels))
     assert not gscnn_ops.edge_targets(single, radius).any()
 
@@ -174,7 +175,7 @@ def test_ignore_index_the_dtype_cannot_hold_ignores_nothing():
     got = gscnn_ops.edge_targets(labels, 2, ignore_index=-1)  # 255 is then an ordinary class
     assert_same(got, brute_force(labels, 2, -1))
     assert_same(got, gscnn_ops.edge_targets(labels.long(), 2, ignore_index=-1), "int64")
-    assert_same(got, ops._edge_targets_emulate_cuda(labels, 2.0, -1, 8, 2), "emulated")
+    assert_same(got, emulated_edge_targets(labels, 2.0, -1, 8, 2), "emulated")
     assert not torch.equal(got, gscnn_ops.edge_targets(labels, 2, ignore_index=255))
 
 
@@ -208,7 +209,7 @@ def test_radius_and_ignore_index_defaults_and_int_radius():
 @pytest.mark.parametrize("shape", [(0, 4, 5), (2, 0, 5), (2, 3, 0)])
 def test_empty_inputs(shape):
     labels = torch.zeros(shape, dtype=torch.int64)
-    for out in (gscnn_ops.edge_targets(labels), ops._edge_targets_emulate_cuda(labels, 2.0, 255, 32, 1),
+    for out in (gscnn_ops.edge_targets(labels), emulated_edge_targets(labels, 2.0, 255, 32, 1),
                 reference.edge_targets(labels)):
         assert out.shape == shape and out.dtype == torch.bool
 
@@ -226,7 +227,7 @@ def test_property_random_maps(N, H, W, radius, num_classes, dtype, layout, seed)
         labels = labels.transpose(1, 2).contiguous().transpose(1, 2)
     want = brute_force(labels, radius, ignore)
     assert_same(gscnn_ops.edge_targets(labels, radius, ignore), want, "op")
-    assert_same(ops._edge_targets_emulate_cuda(labels, radius, ignore, 5, 2), want, "emulated")
+    assert_same(emulated_edge_targets(labels, radius, ignore, 5, 2), want, "emulated")
 
 
 # --- strides --------------------------------------------------------------------------------------
@@ -252,7 +253,7 @@ def test_non_contiguous_inputs(name, labels):
     assert want.any()
     assert_same(gscnn_ops.edge_targets(labels), want, f"{name}: op")
     # The CUDA kernel reads every stride as it is (no copy): its emulation covers that indexing.
-    assert_same(ops._edge_targets_emulate_cuda(labels, 2.0, 255, 32, 3), want, f"{name}: emulated")
+    assert_same(emulated_edge_targets(labels, 2.0, 255, 32, 3), want, f"{name}: emulated")
 
 
 # --- the CPU builds and threads -----------------------------------------------------------------
@@ -287,9 +288,17 @@ def test_result_does_not_depend_on_thread_count(restore_num_threads):
 
 # --- the CUDA kernel's code, emulated on the CPU -------------------------------------------------
 
-# (threads, blocks): a full block, a grid smaller than the input (grid-stride loop), odd block
-# sizes, one thread per block.
-LAUNCHES = [(256, 1024), (32, 1), (7, 3), (64, 2), (1, 5)]
+# (threads, blocks): the production launch (0, 0: the op's own selection for an H100), a full
+# block, a grid smaller than the input (grid-stride loop), odd block sizes, one thread per block.
+LAUNCHES = [(0, 0), (256, 1024), (32, 1), (7, 3), (64, 2), (1, 5)]
+
+
+def emulated_edge_targets(labels, radius, ignore_index, threads=0, blocks=0, gpu="sm_90"):
+    """The CUDA kernel's block program, run by the emulated GPU (tests/emulation.py)."""
+    emulation.load()
+    return torch.ops.gscnn_testing.edge_targets(labels, float(radius), ignore_index,
+                                                emulation.gpu(gpu),
+                                                emulation.launch(threads, blocks))
 
 
 @pytest.mark.parametrize("threads,blocks", LAUNCHES)
@@ -297,7 +306,7 @@ LAUNCHES = [(256, 1024), (32, 1), (7, 3), (64, 2), (1, 5)]
 def test_emulated_cuda_kernel_matches_cpu_op(threads, blocks, radius):
     for shape in [(2, 13, 17), (1, 1, 1), (3, 5, 4), (1, 8, 1)]:
         labels = make_labels(*shape, seed=sum(shape))
-        got = ops._edge_targets_emulate_cuda(labels, float(radius), 255, threads, blocks)
+        got = emulated_edge_targets(labels, float(radius), 255, threads, blocks)
         assert_same(got, gscnn_ops.edge_targets(labels, radius), f"{shape} r={radius}")
 
 
@@ -305,16 +314,8 @@ def test_emulated_cuda_kernel_matches_cpu_op(threads, blocks, radius):
 def test_emulated_cuda_kernel_label_dtypes(dtype):
     ignore = IGNORE_FOR[dtype]
     labels = make_labels(2, 15, 22, ignore_index=ignore, dtype=dtype, seed=23)
-    got = ops._edge_targets_emulate_cuda(labels, 2.0, ignore, 64, 2)
+    got = emulated_edge_targets(labels, 2.0, ignore, 64, 2)
     assert_same(got, brute_force(labels, 2.0, ignore))
-
-
-def test_emulation_rejects_bad_launch_shapes():
-    labels = make_labels(1, 3, 3)
-    with pytest.raises(RuntimeError, match="_edge_targets_emulate_cuda: argument 'threads'"):
-        ops._edge_targets_emulate_cuda(labels, 2.0, 255, 0, 1)
-    with pytest.raises(RuntimeError, match="_edge_targets_emulate_cuda: argument 'blocks'"):
-        ops._edge_targets_emulate_cuda(labels, 2.0, 255, 32, 0)
 
 
 # --- registration, opcheck, torch.compile ----------------------------------------------------------
@@ -338,7 +339,6 @@ def opcheck_samples(device="cpu"):
 def test_opcheck(i):
     target, radius, ignore = opcheck_samples()[i]
     opcheck(ops.edge_targets.default, (target, radius, ignore))
-    opcheck(ops._edge_targets_emulate_cuda.default, (target, radius, ignore, 32, 2))
 
 
 def test_torch_compile_fullgraph():

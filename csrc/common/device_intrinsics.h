@@ -59,18 +59,20 @@ GSCNN_HD void atomic_min_u64(uint64_t* p, uint64_t v) {
 }
 
 // exp(x) for x <= 0 in the accumulation type. On the GPU CUDA's exp/expf (at most 2 ulp off in
-// float). On the host, in float, a branch-free Cephes polynomial (below 1e-7 relative error for
-// x >= -87, about 1e-38 absolute below), written so that the CPU loops over the pixels of a tile
-// vectorise (the clamp uses fabs, not a max, which GCC will not vectorise without
-// -ffinite-math-only); in double, std::exp.
+// float). On the host, in float, a branch-free Cephes polynomial (within 1 ulp for x >= -87, about
+// 1e-38 absolute below, -inf included), written so that the CPU loops over the pixels of a tile
+// vectorise: the clamp to -87 is a bitwise select on the comparison's mask (a max, or a ?:, would
+// not vectorise without -ffinite-math-only; arithmetic on x + 87 would cancel for |x| > 1e9 and
+// give exp(-1e30) = 1). In double, std::exp.
 template <typename acc_t>
 GSCNN_HD acc_t exp_nonpositive(acc_t x) {
 #if defined(__CUDA_ARCH__)
   return exp(x);
 #else
   if constexpr (sizeof(acc_t) == sizeof(float)) {
-    const float d = x + 87.0f;
-    x -= 0.5f * (d - __builtin_fabsf(d));  // x = max(x, -87), exact for x >= -87
+    const int32_t below = -static_cast<int32_t>(x + 87.0f < 0.0f);  // all ones where x < -87
+    x = __builtin_bit_cast(float, (__builtin_bit_cast(int32_t, x) & ~below) |
+                                      (__builtin_bit_cast(int32_t, -87.0f) & below));
     const int32_t n = static_cast<int32_t>(x * 1.44269504088896341f - 0.5f);  // round(x / ln 2)
     const float nf = static_cast<float>(n);
     const float r = (x - nf * 0.693359375f) + nf * 2.12194440e-4f;  // x - n ln 2, two-part ln 2

@@ -117,7 +117,7 @@ struct ForwardProgram {
 //   reduce phase (thread t owns partial-sum entries t, t + T, ...): add the tile's contribution
 //                to the block's row of `partials` (global memory; only thread t ever touches
 //                entry t, so no atomics and no size limit from shared memory);
-//   barrier      (the next tile overwrites the columns the reduce phase reads).
+// and a barrier between two tiles (the next pixel phase overwrites what the reduce phase read).
 
 // Shared memory of the backward block, in acc_t elements: tiles G (Cout rows), S (C), R (Cr), F and
 // DZ (one row each), rows padded to T + 1 so that the reduce phase, where a warp reads one pixel
@@ -159,10 +159,10 @@ struct BackwardProgram {
       for (int64_t e = t; e < L.size(); e += T) row[e] = acc_t(0);
     });
     for (int64_t tile = ex.block(); tile < num_tiles(T); tile += ex.grid()) {
+      if (tile != ex.block()) ex.sync();  // the last reduce phase read what this one overwrites
       ex.for_each_thread([&](int64_t t) { pixel_phase(smem, tile, t, T); });
       ex.sync();
       ex.for_each_thread([&](int64_t t) { reduce_phase(smem, row, t, T); });
-      ex.sync();
     }
   }
 

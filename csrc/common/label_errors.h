@@ -15,9 +15,9 @@
 //         in the meantime. (csrc/cuda/label_status.cpp)
 //
 // The word: n, y, x and the label in 16 bits each, most significant first, so that the unsigned
-// minimum is the first bad pixel in (n, y, x) order. Positions past 65534 and labels outside
-// [-32767, 32766] saturate (the message then says ">=" / "<="); labels that large are not class
-// indices anyway.
+// minimum is the first bad pixel in (n, y, x) order. Positions from 65535 on and labels outside
+// [-32766, 32767] saturate (the message then says ">= 65535", ">= 32768" or "<= -32767"); labels
+// that large are not class indices anyway.
 
 #include <c10/util/Exception.h>
 

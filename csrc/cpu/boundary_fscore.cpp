@@ -105,11 +105,11 @@ at::Tensor boundary_fscore_counts_cpu(const at::Tensor& pred_in, const at::Tenso
     using T = std::remove_const_t<std::remove_pointer_t<decltype(t_tag)>>;
     const auto pm = label_map<P>(pred);
     const auto tm = label_map<T>(target);
+    // Bad labels of every image, raised after the last one, pred first: the same error as the
+    // GPU programs give (they see all the images before the host looks).
+    labels::HostStatus bad_pred, bad_target;
     for (int64_t n = 0; n < z.N; ++n) {
-      labels::HostStatus bad_pred, bad_target;
       build_masks(pm, tm, n, z, ignore_index, planes.get(), bad_pred.get(), bad_target.get());
-      bad_pred.raise_if_bad(kOp, "pred", K, ignore_index);
-      bad_target.raise_if_bad(kOp, "target", K, ignore_index);
       std::atomic<int64_t> next_class{0};
       at::parallel_for(0, std::min<int64_t>(at::get_num_threads(), K), 1, [&](int64_t, int64_t) {
         for (int64_t k = next_class++; k < K; k = next_class++) {
@@ -136,6 +136,8 @@ at::Tensor boundary_fscore_counts_cpu(const at::Tensor& pred_in, const at::Tenso
         }
       });
     }
+    bad_pred.raise_if_bad(kOp, "pred", K, ignore_index);
+    bad_target.raise_if_bad(kOp, "target", K, ignore_index);
   });
   return out;
 }

@@ -44,12 +44,14 @@ DeviceStatus& status_of(int device) {  // g_mutex held
               "gscnn_ops: the first call of an op that checks labels on cuda:", device,
               " is being captured into a CUDA graph; run it once before capturing (a warm-up "
               "call allocates the status words it records bad labels into)");
+  // Once per device and process (host sync allowed: first use, never in a captured graph).
   DeviceStatus s;
-  C10_CUDA_CHECK(cudaMalloc(&s.words, labels::kNumSlots * sizeof(uint64_t)));
-  C10_CUDA_CHECK(cudaMemset(s.words, 0xFF, labels::kNumSlots * sizeof(uint64_t)));
-  C10_CUDA_CHECK(cudaDeviceSynchronize());  // once per device: the words are clean before use
-  C10_CUDA_CHECK(cudaHostAlloc(reinterpret_cast<void**>(&s.mirror),
-                               labels::kNumSlots * sizeof(uint64_t), cudaHostAllocPortable));
+  const size_t bytes = labels::kNumSlots * sizeof(uint64_t);
+  C10_CUDA_CHECK(cudaMalloc(&s.words, bytes));         // host sync allowed: first use
+  C10_CUDA_CHECK(cudaMemset(s.words, 0xFF, bytes));    // host sync allowed: first use
+  C10_CUDA_CHECK(cudaDeviceSynchronize());             // host sync allowed: first use
+  C10_CUDA_CHECK(cudaHostAlloc(reinterpret_cast<void**>(&s.mirror), bytes,  // host sync allowed
+                               cudaHostAllocPortable));
   for (int i = 0; i < labels::kNumSlots; ++i) s.mirror[i] = labels::kNoBadLabel;
   return g_devices.emplace(device, s).first->second;
 }
@@ -57,10 +59,10 @@ DeviceStatus& status_of(int device) {  // g_mutex held
 // The error path (g_mutex held): wait for the device, so that every queued copy has landed and
 // the mirror holds the first bad label of every call so far, clear the slot, raise.
 [[noreturn]] void raise_slot(int device, DeviceStatus& s, int slot, const char* when) {
-  C10_CUDA_CHECK(cudaDeviceSynchronize());
+  C10_CUDA_CHECK(cudaDeviceSynchronize());                              // host sync allowed: error
   const uint64_t code = read_mirror(s, slot);
-  C10_CUDA_CHECK(cudaMemset(s.words + slot, 0xFF, sizeof(uint64_t)));
-  C10_CUDA_CHECK(cudaDeviceSynchronize());
+  C10_CUDA_CHECK(cudaMemset(s.words + slot, 0xFF, sizeof(uint64_t)));  // host sync allowed: error
+  C10_CUDA_CHECK(cudaDeviceSynchronize());                              // host sync allowed: error
   __atomic_store_n(s.mirror + slot, labels::kNoBadLabel, __ATOMIC_RELEASE);
   const SlotCall& c = s.calls[slot];
   TORCH_CHECK(false, labels::describe(c.op, c.arg, code, c.num_classes, c.ignore_index),
@@ -101,7 +103,7 @@ void raise_pending_label_errors(int64_t device) {
   auto it = cuda::g_devices.find(static_cast<int>(device));
   if (it == cuda::g_devices.end()) return;  // no op that checks labels ran on this device
   const c10::cuda::CUDAGuard guard(static_cast<c10::DeviceIndex>(device));
-  C10_CUDA_CHECK(cudaDeviceSynchronize());
+  C10_CUDA_CHECK(cudaDeviceSynchronize());  // host sync allowed: check_errors() waits on purpose
   for (int slot = 0; slot < labels::kNumSlots; ++slot) {
     if (cuda::read_mirror(it->second, slot) != labels::kNoBadLabel) {
       cuda::raise_slot(static_cast<int>(device), it->second, slot, "an earlier call");

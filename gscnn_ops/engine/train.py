@@ -31,6 +31,7 @@ from torch.utils.data import DataLoader, DistributedSampler, Sampler
 from ..data import SegmentationSamples, build_dataset
 from ..data.prepare import collate
 from ..models import GSCNN, GSCNNLoss
+from ..ops import check_errors
 from . import _cli
 from .checkpoint import load_checkpoint, make_payload, model_config, save_checkpoint
 from .distributed import (DistInfo, all_gather_objects, all_reduce_mean, convert_sync_batchnorm,
@@ -377,6 +378,9 @@ def _train(cfg: TrainConfig, info: DistInfo, stop_after: Optional[int]) -> dict:
             bar.update(1)
             if step % cfg.log_every == 0 or step == cfg.steps:
                 mean = all_reduce_mean(sums / since, info).cpu()
+                # The host waits for the device here anyway: report the bad labels that the
+                # CUDA kernels recorded without stopping the stream (they made the loss NaN).
+                check_errors()
                 if not torch.isfinite(mean).all():
                     first = step - since // cfg.accumulate + 1
                     terms = {k: float(v) for k, v in zip(LOSS_TERMS, mean)}

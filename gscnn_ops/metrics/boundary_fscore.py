@@ -157,7 +157,9 @@ class BoundaryFScore:
         :func:`gscnn_ops.ops.boundary_fscore_counts` for the columns)."""
         if not self._counts:
             return torch.zeros(0, self.num_classes, len(self.thresholds), 6, dtype=torch.int64)
-        return torch.cat([c.cpu() for c in self._counts])
+        counts = torch.cat([c.cpu() for c in self._counts])
+        ops.check_errors()  # bad labels found on the GPU since the last update, now waited for
+        return counts
 
     def scores(self) -> Dict[str, Tensor]:
         """Per-image scores: "precision", "recall", "f" float64 (num_images, K, T), and "present"

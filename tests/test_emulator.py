@@ -1,0 +1,108 @@
+"""The emulated GPU itself (csrc/testing/emulator.h): what its checks catch, and that every
+barrier of every block program is needed -- removing any one of them is a race the emulator
+reports. (On a real GPU compute-sanitizer's racecheck and initcheck do the same:
+scripts/gpu_check.sh.)"""
+
+import pytest
+import torch
+from conftest import make_inputs
+
+
+def selftest(emu, which, threads=8):
+    return torch.ops.gscnn_testing.emulator_selftest(which, threads)
+
+
+def test_a_correct_program_passes(emu):
+    assert selftest(emu, "ok").tolist() == [1, 2, 3, 4, 5, 6, 7, 0]
+
+
+@pytest.mark.parametrize("which,pattern", [
+    ("missing_barrier", r"shared-memory race .* thread 0 reads byte offset 4 that another thread "
+                        r"wrote in the same barrier interval \(thread 1\)"),
+    ("write_write", r"shared-memory race .* writes byte offset 4 that another thread wrote"),
+    ("uninitialised", r"uninitialised shared memory .* reads byte offset 4 that no thread"),
+    ("out_of_bounds", r"reads bytes \[32, 36\) outside its shared memory of 32 bytes"),
+])
+def test_the_emulator_catches(emu, which, pattern):
+    with pytest.raises(RuntimeError, match=pattern):
+        selftest(emu, which)
+
+
+def test_registers_start_poisoned(emu):
+    assert torch.isnan(selftest(emu, "uninitialised_register")).all()
+
+
+# Every block program, on an input and a forced launch that give each block several tiles (or
+# classes), so that every barrier of the loop bodies is met more than once. The block sizes divide
+# no row length of the tiles' buffers: with, say, 16 threads on 16-wide buffers every thread would
+# read only the column it wrote itself, and a missing barrier there would go unseen.
+def _dual_task_inputs(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    prob = torch.softmax(torch.randn(1, 3, 13, 17, generator=g, dtype=torch.float64), 1)
+    target = torch.randint(0, 3, (1, 13, 17), generator=g)
+    target[0, :2, :3] = 255
+    return prob, target
+
+
+def _gcl_backward(emu, skip):
+    s, r, gw, gb, w, _ = make_inputs(1, 4, 1, 3, 5, 7)
+    go = torch.randn(1, 3, 5, 7, dtype=torch.float64)
+    torch.ops.gscnn_testing.gated_conv2d_backward(go, None, s, r, gw, gb, w, emu.gpu(),
+                                                  emu.launch(8, 2), skip)
+
+
+def _potential(emu, skip):
+    prob, _ = _dual_task_inputs()
+    torch.ops.gscnn_testing.boundary_potential(prob, 1.0, emu.gpu(), emu.launch(13, 2, (5, 6)),
+                                               skip)
+
+
+def _potential_backward(emu, skip):
+    prob, _ = _dual_task_inputs()
+    torch.ops.gscnn_testing.boundary_potential_backward(torch.ones_like(prob), prob, 1.0,
+                                                        emu.gpu(), emu.launch(13, 2, (5, 6)), skip)
+
+
+def _loss(emu, skip):
+    prob, target = _dual_task_inputs()
+    torch.ops.gscnn_testing.dual_task_loss(prob, target, 1.0, 1e-2, 255, emu.gpu(),
+                                           emu.launch(13, 2, (5, 6)), skip)
+
+
+def _loss_backward(emu, skip):
+    prob, target = _dual_task_inputs()
+    count = torch.tensor(100.0, dtype=torch.float64)
+    torch.ops.gscnn_testing.dual_task_loss_backward(torch.tensor(1.0, dtype=torch.float64), prob,
+                                                    target, count, 1.0, 1e-2, 255, emu.gpu(),
+                                                    emu.launch(13, 2, (5, 6)), skip)
+
+
+def _fscore(emu, skip):
+    g = torch.Generator().manual_seed(1)
+    pred = torch.randint(0, 3, (1, 20, 70), generator=g)
+    target = torch.randint(0, 3, (1, 20, 70), generator=g)
+    torch.ops.gscnn_testing.boundary_fscore_counts(pred, target, 3, [1, 3], 255, emu.gpu(),
+                                                   emu.launch(8, 2), 0, skip)
+
+
+PROGRAMS = {
+    "gated_conv2d_backward": _gcl_backward,
+    "boundary_potential": _potential,
+    "boundary_potential_backward": _potential_backward,
+    "dual_task_loss": _loss,
+    "dual_task_loss_backward": _loss_backward,
+    "boundary_fscore_counts": _fscore,  # its boundary and match programs (one barrier each)
+}
+
+
+@pytest.mark.parametrize("name", PROGRAMS)
+def test_every_barrier_is_needed(emu, name):
+    run = PROGRAMS[name]
+    run(emu, -1)  # all barriers in place: no race, no uninitialised read
+    barriers = emu.last_launch()["barriers"]
+    assert barriers >= 1
+    # Remove each barrier that block 0 meets in turn (the first 24: every barrier of a loop body
+    # comes around well before that).
+    for k in range(min(barriers, 24)):
+        with pytest.raises(RuntimeError, match="shared-memory race"):
+            run(emu, k)

@@ -1,0 +1,156 @@
+"""The CUDA gated_conv2d kernels' own block programs, run on the CPU by the emulated GPU
+(tests/emulation.py): the launches each GPU of the table gets from the op's own selection, forced
+launches that small inputs need to reach partial tiles, odd block sizes, grid-stride loops and
+the global-memory variants, against the float64 reference, with the race detector on."""
+
+import pytest
+import torch
+from conftest import LOW_PRECISION_EPS, make_inputs, make_mlp_inputs, upstream_grads
+
+from gscnn_ops import reference
+
+ARGS = ("s", "r", "gate_weight", "gate_bias", "weight", "bias")
+
+SHAPES = [  # N, C, Cr, Cout, H, W
+    (2, 5, 2, 7, 7, 9),     # Cout = 7: one group of four output channels plus three left over
+    (1, 3, 1, 4, 1, 1),     # 1x1 image, batch 1
+    (3, 9, 3, 2, 5, 13),    # Cout < 4: only the remainder loop
+    (1, 1, 1, 1, 3, 2),     # single channels
+    (2, 32, 1, 32, 6, 11),  # the shape stream's first GCL
+]
+
+# (threads, blocks, memory): a full warp, a block smaller than the image, an odd block size
+# (padding in every tile), grids too small for the input (grid-stride loops, several tiles per
+# block), one thread; memory 1 = the direct forward / global-scratch backward.
+FORCED = [(32, 1024, -1), (32, 1, -1), (7, 3, -1), (64, 2, 1), (1, 5, -1), (13, 2, 1)]
+
+
+def ops(emu):
+    return torch.ops.gscnn_testing
+
+
+def reference_grads(inputs, grad_out, grad_alpha):
+    leaves = [x.detach().clone().requires_grad_() for x in inputs]
+    out, alpha = reference.gated_conv2d(*leaves)
+    loss = (out * grad_out).sum() + ((alpha * grad_alpha).sum() if grad_alpha is not None else 0)
+    return torch.autograd.grad(loss, leaves)
+
+
+def check_forward(emu, inputs, gpu, force=(), tol=1e-12):
+    out, alpha = ops(emu).gated_conv2d(*inputs, gpu, list(force))
+    ref_out, ref_alpha = reference.gated_conv2d(*inputs)
+    torch.testing.assert_close(out, ref_out, rtol=tol, atol=tol)
+    torch.testing.assert_close(alpha, ref_alpha, rtol=tol, atol=tol)
+
+
+def check_backward(emu, inputs, gpu, force=(), with_grad_alpha=True, tol=1e-11):
+    s, r, gw, gb, w, b = inputs
+    go, ga = upstream_grads(reference.gated_conv2d(*inputs)[0].shape, (s.shape[0], 1) + s.shape[2:],
+                            s.dtype)
+    ga = ga if with_grad_alpha else None
+    got = ops(emu).gated_conv2d_backward(go, ga, s, r, gw, gb, w, gpu, list(force))
+    want = reference_grads(inputs, go, ga)
+    for name, g, e in zip(ARGS, got, want):
+        torch.testing.assert_close(g, e, rtol=tol, atol=tol, msg=lambda m, n=name: f"grad {n}: {m}")
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("gpu", ["sm_75", "sm_86", "sm_90", "sm_120"])
+def test_production_launches_match_reference(emu, shape, gpu):
+    inputs = make_inputs(*shape)
+    check_forward(emu, inputs, emu.gpu(gpu))
+    check_backward(emu, inputs, emu.gpu(gpu))
+    assert emu.last_launch()["threads"] >= 64  # never the single-warp blocks of old
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("threads,blocks,memory", FORCED)
+def test_forced_launches_match_reference(emu, shape, threads, blocks, memory):
+    inputs = make_inputs(*shape)
+    force = emu.launch(threads, blocks, memory=memory)
+    check_forward(emu, inputs, emu.gpu(), force)
+    assert emu.last_launch()["variant"] == (1 if memory == 1 else 0)
+    check_backward(emu, inputs, emu.gpu(), force, with_grad_alpha=blocks % 2 == 0)
+    assert (emu.last_launch()["scratch_bytes"] > 0) == (memory == 1)
+
+
+def test_mlp_forward(emu):
+    inputs = make_mlp_inputs(2, 6, 2, 8, 5, 4, 7)
+    for force in ([], emu.launch(5, 3), emu.launch(32, 2, memory=1)):
+        out, alpha = ops(emu).gated_conv2d_mlp(*inputs, emu.gpu(), force)
+        ref_out, ref_alpha = reference.gated_conv2d_mlp(*inputs)
+        torch.testing.assert_close(out, ref_out, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(alpha, ref_alpha, rtol=1e-12, atol=1e-12)
+
+
+def test_strided_inputs_channels_last_and_views(emu):
+    inputs = make_inputs(2, 6, 1, 4, 5, 7, channels_last=True)
+    out, _ = ops(emu).gated_conv2d(*inputs, emu.gpu())
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    check_forward(emu, inputs, emu.gpu())
+    s, r, gw, gb, w, b = make_inputs(2, 6, 1, 4, 5, 7)
+    s_view = torch.randn(2, 10, 5, 7, dtype=torch.float64)[:, 2:8]         # channel slice
+    r_expanded = torch.randn(1, 1, 5, 7, dtype=torch.float64).expand(2, 1, 5, 7)  # stride 0 on N
+    strided = [s_view, r_expanded, gw, gb, w, b]
+    check_forward(emu, strided, emu.gpu(), emu.launch(16, 3))
+    check_backward(emu, strided, emu.gpu(), emu.launch(16, 3))
+
+
+@pytest.mark.parametrize("gpu", ["sm_75", "sm_90"])
+def test_layers_too_wide_for_shared_memory_run_from_global_memory(emu, gpu):
+    # C + Cr = 2001 channels: no block size stages them in shared memory, so the forward reads
+    # them where it uses them; the backward's tiles (Cout + C + Cr rows) go to global scratch.
+    inputs = make_inputs(1, 2000, 1, 3, 2, 3)
+    check_forward(emu, inputs, emu.gpu(gpu), tol=1e-11)
+    assert emu.last_launch()["variant"] == 1 and emu.last_launch()["shared_bytes"] == 0
+    inputs = make_inputs(1, 300, 1, 300, 2, 3)
+    check_backward(emu, inputs, emu.gpu(gpu), tol=1e-10)
+    assert emu.last_launch()["scratch_bytes"] > 0 and emu.last_launch()["shared_bytes"] == 0
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_against_float64_reference(emu, dtype):
+    # Values as the model sees them (make_inputs keeps the gate logits O(1): alpha is neither
+    # saturated nor constant). The program reads half values, accumulates in float32 and rounds
+    # each result once: within one epsilon of the dtype of the float64 reference computed from
+    # the same rounded inputs (conftest.LOW_PRECISION_EPS), as documented in the README.
+    inputs = make_inputs(2, 16, 1, 16, 9, 10, dtype=dtype)
+    inputs64 = [t.double() for t in inputs]
+    eps = LOW_PRECISION_EPS[dtype]
+    got = ops(emu).gated_conv2d(*inputs, emu.gpu())
+    want = reference.gated_conv2d(*inputs64)
+    for g, e in zip(got, want):
+        assert g.dtype == dtype
+        torch.testing.assert_close(g.double(), e, rtol=eps, atol=eps * e.abs().max().item())
+    go, _ = upstream_grads((2, 16, 9, 10), (2, 1, 9, 10), dtype)
+    got = ops(emu).gated_conv2d_backward(go, None, *inputs[:5], emu.gpu())
+    want = reference_grads(inputs64, go.double(), None)
+    for name, g, e in zip(ARGS, got, want):
+        assert g.dtype == dtype
+        # Parameter gradients are sums over all 180 pixels, accumulated in float32 and rounded once.
+        torch.testing.assert_close(g.double(), e, rtol=eps, atol=eps * e.abs().max().item(),
+                                   msg=lambda m, n=name: f"grad {n}: {m}")
+
+
+def test_backward_is_bitwise_reproducible(emu):
+    inputs = make_inputs(2, 8, 1, 8, 13, 17, dtype=torch.float32)
+    go = torch.randn(2, 8, 13, 17)
+    first = ops(emu).gated_conv2d_backward(go, None, *inputs[:5], emu.gpu(), emu.launch(32, 4))
+    second = ops(emu).gated_conv2d_backward(go, None, *inputs[:5], emu.gpu(), emu.launch(32, 4))
+    for a, c in zip(first, second):
+        assert torch.equal(a, c)
+
+
+def test_empty_batch(emu):
+    inputs = make_inputs(0, 3, 1, 2, 4, 4)
+    out, alpha = ops(emu).gated_conv2d(*inputs, emu.gpu())
+    assert out.shape == (0, 2, 4, 4) and alpha.shape == (0, 1, 4, 4)
+    grads = ops(emu).gated_conv2d_backward(torch.empty(0, 2, 4, 4, dtype=torch.float64), None,
+                                           *inputs[:5], emu.gpu())
+    assert grads[4].shape == (2, 3, 1, 1) and torch.count_nonzero(grads[4]) == 0
+
+
+def test_bad_forced_launch_is_rejected(emu):
+    inputs = make_inputs(1, 2, 1, 2, 3, 3)
+    with pytest.raises(RuntimeError, match="bad forced launch"):
+        ops(emu).gated_conv2d(*inputs, emu.gpu(), emu.launch(2000, 1))
