@@ -1,16 +1,19 @@
 """Build of gscnn_ops._C: the C++ (CPU) kernels always, the CUDA kernels when CUDA can be built.
 
 Environment switches:
-  FORCE_CUDA=1          build the CUDA kernels even without a GPU (CI, build machines); needs nvcc
-                        and TORCH_CUDA_ARCH_LIST (defaults to "9.0" when forced without a GPU).
+  FORCE_CUDA=1          build the CUDA kernels even without a GPU (CI, wheels, Docker); needs nvcc.
   FORCE_CUDA=0          never build the CUDA kernels.
-  TORCH_CUDA_ARCH_LIST  GPU architectures, e.g. "8.0;9.0" (honoured by torch's cpp_extension).
+  TORCH_CUDA_ARCH_LIST  GPU architectures, e.g. "8.0;9.0+PTX" (honoured by torch's cpp_extension).
+                        Default without a GPU: every data-centre and desktop architecture CUDA 13
+                        supports, 7.5 ... 12.0, with PTX for the newest so that later GPUs
+                        JIT-compile it (gscnn_ops/_cuda_archs.py); with GPUs: theirs, with PTX.
   MAX_JOBS              parallel compile jobs (honoured by ninja through cpp_extension).
   CUDA_HOME             the CUDA toolkit root; found from `nvcc` on PATH when unset.
   GSCNN_DEBUG=1         -O0 -g builds.
 """
 
 import glob
+import importlib.util
 import json
 import os
 import shutil
@@ -19,6 +22,19 @@ import subprocess
 from setuptools import find_packages, setup
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
+
+
+def _load_cuda_archs():
+    # The package's own module, loaded by path: importing gscnn_ops would load the extension that
+    # this script is about to build.
+    spec = importlib.util.spec_from_file_location(
+        "_gscnn_cuda_archs", os.path.join(ROOT, "gscnn_ops", "_cuda_archs.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+cuda_archs = _load_cuda_archs()
 
 
 def _toolkit_root_from_nvcc(nvcc):
@@ -78,12 +94,18 @@ def _want_cuda():
             + ("this torch is a CPU-only build" if torch.version.cuda is None else "")
             + ("no CUDA toolkit (nvcc) was found; set CUDA_HOME" if _cuda_home is None else "")
         )
-    if forced:
-        if not torch.cuda.is_available() and not os.environ.get("TORCH_CUDA_ARCH_LIST"):
-            # Without a GPU cpp_extension cannot guess the architecture; the lent GPUs are Hopper.
-            os.environ["TORCH_CUDA_ARCH_LIST"] = "9.0"
-        return True
-    return usable and torch.cuda.is_available()
+    want = forced or (usable and torch.cuda.is_available())
+    if want and not os.environ.get("TORCH_CUDA_ARCH_LIST", "").strip():
+        # Set it ourselves (cpp_extension would guess only from the GPUs here, without PTX, and
+        # crash without one), so that the build info records exactly what nvcc built.
+        if torch.cuda.is_available():
+            caps = [torch.cuda.get_device_capability(i) for i in range(torch.cuda.device_count())]
+            os.environ["TORCH_CUDA_ARCH_LIST"] = cuda_archs.with_ptx_for_newest(caps)
+        else:
+            os.environ["TORCH_CUDA_ARCH_LIST"] = cuda_archs.DEFAULT_ARCH_LIST
+    if want:
+        cuda_archs.parse(os.environ["TORCH_CUDA_ARCH_LIST"])  # a clear error for a bad list
+    return want
 
 
 def _extension():
@@ -94,12 +116,15 @@ def _extension():
     if _want_cuda():
         sources += sorted(glob.glob("csrc/cuda/*.cu")) + sorted(glob.glob("csrc/cuda/*.cpp"))
         nvcc = opt + ["--expt-relaxed-constexpr", "-lineinfo"]
+        # The architectures, for the "no kernel for this GPU" error (cuda/device.cpp), as one
+        # preprocessor token: sm_80__sm_90__compute_90.
+        targets = "__".join(cuda_archs.nvcc_targets(os.environ["TORCH_CUDA_ARCH_LIST"]))
         return CUDAExtension(
             "gscnn_ops._C",
             sources,
             extra_compile_args={"cxx": cxx, "nvcc": nvcc},
             extra_link_args=["-fopenmp"],
-            define_macros=[("GSCNN_WITH_CUDA", "1")],
+            define_macros=[("GSCNN_WITH_CUDA", "1"), ("GSCNN_CUDA_ARCHS", targets)],
         ), True
     return CppExtension(
         "gscnn_ops._C", sources, extra_compile_args={"cxx": cxx}, extra_link_args=["-fopenmp"]
@@ -120,6 +145,8 @@ class BuildWithInfo(BuildExtension):
             "torch_cuda": torch.version.cuda,
             "with_cuda": WITH_CUDA,
             "cuda_arch_list": os.environ.get("TORCH_CUDA_ARCH_LIST") if WITH_CUDA else None,
+            "cuda_targets": (cuda_archs.nvcc_targets(os.environ["TORCH_CUDA_ARCH_LIST"])
+                             if WITH_CUDA else []),
             "nvcc": _nvcc_version() if WITH_CUDA else None,
         }
         target = os.path.join(os.path.dirname(self.get_ext_fullpath("gscnn_ops._C")),

@@ -24,15 +24,10 @@ def build_info():
         return {}
 
 
-def _same_release(a, b):
-    # 2.14.1+cu130 and 2.14.1+cu130 match; a local rebuild tag after '+' must match too.
-    return a == b
-
-
 def load():
     info = build_info()
     built = info.get("torch_version")
-    if built and not _same_release(built, torch.__version__):
+    if built and built != torch.__version__:
         raise ImportError(
             f"gscnn_ops was built against torch {built} but torch {torch.__version__} is "
             f"installed; C++ extensions only work with the torch they were compiled for. "
@@ -54,6 +49,29 @@ def load():
             stacklevel=3,
         )
     return info
+
+
+def gpu_coverage(info=None):
+    """For each visible GPU: its name, compute capability, and how this build runs on it
+    (machine code, PTX compiled by the driver at first use, or not at all)."""
+    from . import _cuda_archs
+
+    info = build_info() if info is None else info
+    arch_list = info.get("cuda_arch_list") if info.get("with_cuda") else None
+    gpus = []
+    for i in range(torch.cuda.device_count() if torch.cuda.is_available() else 0):
+        cap = torch.cuda.get_device_capability(i)
+        how = _cuda_archs.coverage(arch_list, cap) if arch_list else None
+        gpus.append({
+            "index": i,
+            "name": torch.cuda.get_device_name(i),
+            "compute_capability": f"{cap[0]}.{cap[1]}",
+            "runs": {"sass": "yes, machine code",
+                     "ptx": "yes, PTX compiled by the driver at first use (slow first call)",
+                     None: (f"no: rebuild with TORCH_CUDA_ARCH_LIST=\"{cap[0]}.{cap[1]}\" "
+                            f"FORCE_CUDA=1 {REBUILD}")}[how],
+        })
+    return gpus
 
 
 def has_cuda_kernels():

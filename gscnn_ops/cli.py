@@ -17,10 +17,12 @@ import torch
 
 def cmd_info(args):
     import gscnn_ops
+    from gscnn_ops._extension import gpu_coverage
 
     info = dict(gscnn_ops.build_info())
     info["cuda_kernels_registered"] = gscnn_ops.has_cuda_kernels()
     info["cuda_available"] = torch.cuda.is_available()
+    info["gpus"] = gpu_coverage(info)
     print(json.dumps(info, indent=1))
     return 0
 
