@@ -1,9 +1,11 @@
-"""A short CUDA workload for compute-sanitizer (memcheck, racecheck): every gated_conv2d kernel on
-shapes that hit partial tiles, grid-stride loops, channels_last, wide layers (opt-in shared
-memory) and every dtype, and edge_targets on label maps of every dtype, strided views and radii
-reaching past the image. Exits non-zero when a result disagrees with the CPU kernels.
-memory) and every dtype, and the boundary_fscore_counts kernels on small, odd and multi-word
-images. Exits non-zero when a result disagrees with the CPU kernels.
+"""A short CUDA workload for compute-sanitizer (memcheck, racecheck, synccheck, initcheck): every
+gated_conv2d kernel on shapes that hit partial tiles, grid-stride loops, channels_last, wide
+layers (opt-in shared memory, and the direct / global-scratch variants of layers too wide for
+it) and every dtype; edge_targets on label maps of every dtype, strided views and radii reaching
+past the image; boundary_fscore_counts on small, odd and multi-word images; the boundary
+potential and dual-task loss at sigma 1 and at sigma 10 (global-scratch tiles); and a bad label
+reported through the device status word. Exits non-zero when a result disagrees with the CPU
+kernels.
 
     compute-sanitizer --tool memcheck python scripts/cuda_smoke.py
 """
@@ -47,7 +49,8 @@ def main():
         print("no CUDA device")
         return 2
     ok = True
-    shapes = [(1, 1, 1, 1, 1, 1), (2, 8, 1, 8, 7, 13), (2, 32, 1, 32, 33, 65), (1, 600, 2, 16, 5, 9)]
+    shapes = [(1, 1, 1, 1, 1, 1), (2, 8, 1, 8, 7, 13), (2, 32, 1, 32, 33, 65), (1, 600, 2, 16, 5, 9),
+              (1, 1900, 1, 300, 3, 5)]
     for dtype, tol in [(torch.float32, 1e-4), (torch.float16, 2e-2), (torch.bfloat16, 1e-1)]:
         for N, C, Cr, Cout, H, W in shapes:
             g = torch.Generator().manual_seed(0)
@@ -80,6 +83,7 @@ def main():
     ok &= edge_targets_smoke()
     ok &= boundary_fscore_smoke()
     ok &= dual_task_smoke()
+    ok &= bad_label_smoke()
     torch.cuda.synchronize()
     print("ALL OK" if ok else "MISMATCHES FOUND")
     return 0 if ok else 1
@@ -103,11 +107,29 @@ def boundary_fscore_smoke():
     return ok
 
 
+def bad_label_smoke():
+    """A bad label: NaN loss, no error until check_errors(), then the message, then clean."""
+    prob = torch.softmax(torch.randn(2, 3, 20, 30), 1).cuda()
+    target = torch.randint(0, 3, (2, 20, 30)).cuda()
+    target[1, 4, 7] = 3
+    loss = gscnn_ops.dual_task_loss(prob, target)
+    try:
+        gscnn_ops.check_errors()
+        ok = False
+    except RuntimeError as e:
+        ok = "has label 3 at [1, 4, 7]" in str(e) and bool(torch.isnan(loss))
+    gscnn_ops.check_errors()
+    print(f"{'ok ' if ok else 'BAD'} bad label reported through the device status word")
+    return ok
+
+
 def dual_task_smoke():
     """boundary_potential and dual_task_loss, forward and backward, on CUDA against the CPU."""
     ok = True
+    cases = [(1.0, n, k, h, w) for n, k, h, w in [(1, 2, 1, 1), (2, 3, 7, 13), (2, 5, 45, 70),
+                                                 (1, 19, 130, 97)]] + [(10.0, 1, 2, 50, 70)]
     for dtype, tol in [(torch.float32, 1e-4), (torch.bfloat16, 5e-2)]:
-        for n, k, h, w in [(1, 2, 1, 1), (2, 3, 7, 13), (2, 5, 45, 70), (1, 19, 130, 97)]:
+        for sigma, n, k, h, w in cases:
             g = torch.Generator().manual_seed(n * h * w + k)
             logits = torch.randn(n, k, h, w, generator=g) * 3
             target = torch.randint(0, k, (n, h, w), generator=g)
@@ -115,15 +137,15 @@ def dual_task_smoke():
             prob = logits.softmax(1).to(dtype)
             for device_prob, device_target, name in ((prob, target, "cpu"), (prob.cuda(), target.cuda(), "cuda")):
                 p = device_prob.detach().requires_grad_()
-                zeta = gscnn_ops.boundary_potential(p, 1.0)
-                loss = gscnn_ops.dual_task_loss(p, device_target, 1.0)
+                zeta = gscnn_ops.boundary_potential(p, sigma)
+                loss = gscnn_ops.dual_task_loss(p, device_target, sigma)
                 (zeta.float().square().mean() + loss.float()).backward()
                 if name == "cpu":
                     want = (zeta.detach(), loss.detach(), p.grad)
                 else:
                     got = (zeta.detach(), loss.detach(), p.grad)
             for what, a, b in zip(("zeta", "loss", "grad"), got, want):
-                ok &= check(f"dual-task {what} {dtype} N{n} K{k} {h}x{w}", a, b, tol)
+                ok &= check(f"dual-task {what} {dtype} sigma {sigma} N{n} K{k} {h}x{w}", a, b, tol)
     return ok
 
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# GPU check, for a machine with a CUDA GPU (e.g. the lent H100/H200, through the device tool):
-# build, CUDA tests, compute-sanitizer (memcheck + racecheck), CUDA benchmarks, the engine on the
-# GPU (training, tiled eval, NCCL when two GPUs, eval memory at 1024x2048), one report.
+# GPU check, for a machine with a CUDA GPU: build, CUDA tests (with the no-host-sync and CUDA-graph
+# tests), compute-sanitizer (memcheck, racecheck, synccheck, initcheck), CUDA benchmarks, the
+# engine on the GPU (training, tiled eval, NCCL when two GPUs, eval memory at 1024x2048), one
+# report.
 #
 #   bash scripts/gpu_check.sh [REPORT_DIR]       (default: $OUT if set, else ./gpu_report)
 #
@@ -33,13 +34,14 @@ step() {  # step NAME COMMAND...: runs it, logs its tail, remembers a failure
 
 export TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0} MAX_JOBS=${MAX_JOBS:-16} FORCE_CUDA=1
 step build pip install --no-build-isolation --no-deps -e .
-step tests_cuda python -m pytest -q -p no:cacheprovider tests/test_cuda.py tests/test_cuda_emulation.py \
-  tests/test_edge_targets.py
+step tests_cuda python -m pytest -q -p no:cacheprovider tests/test_cuda.py tests/test_no_host_sync.py \
+  tests/test_label_errors.py tests/test_cuda_build.py tests/test_edge_targets.py
 step tests_all python -m pytest -q -p no:cacheprovider -x tests --ignore=tests/test_cmake_build.py
 SAN=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
 step memcheck "$SAN" --tool memcheck --error-exitcode 1 python scripts/cuda_smoke.py
 step racecheck "$SAN" --tool racecheck --error-exitcode 1 python scripts/cuda_smoke.py
 step synccheck "$SAN" --tool synccheck --error-exitcode 1 python scripts/cuda_smoke.py
+step initcheck "$SAN" --tool initcheck --error-exitcode 1 python scripts/cuda_smoke.py
 step benchmarks python -m pytest benchmarks -q -p no:cacheprovider --benchmark-only -k cuda \
   --benchmark-json="$REPORT/bench_cuda.json"
 if [ -f "$REPORT/bench_cuda.json" ]; then

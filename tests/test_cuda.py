@@ -186,3 +186,27 @@ def test_cuda_module_mlp_eval_matches_cpu():
         expected = module(s, r)
         got = module.cuda()(s.cuda(), r.cuda())
     torch.testing.assert_close(got.cpu(), expected, rtol=1e-5, atol=1e-5)
+
+
+@requires_cuda
+def test_cuda_layers_too_wide_for_shared_memory_and_large_sigma_run():
+    # Sizes the old kernels refused on CUDA only: C + Cr > ~1800 (forward, backward) and sigma
+    # above 8 (the dual-task backward). Now the direct / global-scratch programs run them.
+    inputs = make_inputs(1, 1900, 1, 64, 3, 5)
+    cuda = [t.cuda() for t in inputs]
+    for a, b in zip(gscnn_ops.gated_conv2d(*cuda), gscnn_ops.gated_conv2d(*inputs)):
+        torch.testing.assert_close(a.cpu(), b, rtol=1e-9, atol=1e-9)
+    go = torch.randn(1, 64, 3, 5, dtype=torch.float64)
+    got = torch.ops.gscnn_ops.gated_conv2d_backward(go.cuda(), None, *cuda[:5])
+    want = torch.ops.gscnn_ops.gated_conv2d_backward(go, None, *inputs[:5])
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a.cpu(), b, rtol=1e-9, atol=1e-9)
+    prob = torch.softmax(torch.randn(1, 3, 40, 50, dtype=torch.float64), 1)
+    target = torch.randint(0, 3, (1, 40, 50))
+    p_cpu, p_gpu = prob.clone().requires_grad_(), prob.cuda().requires_grad_()
+    loss_cpu = gscnn_ops.dual_task_loss(p_cpu, target, sigma=10.0)
+    loss_gpu = gscnn_ops.dual_task_loss(p_gpu, target.cuda(), sigma=10.0)
+    loss_cpu.backward()
+    loss_gpu.backward()
+    torch.testing.assert_close(loss_gpu.cpu(), loss_cpu)
+    torch.testing.assert_close(p_gpu.grad.cpu(), p_cpu.grad)
