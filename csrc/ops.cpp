@@ -61,7 +61,8 @@ TORCH_LIBRARY(gscnn_ops, m) {
   m.def("boundary_potential(Tensor prob, float sigma) -> Tensor zeta");
   m.def("boundary_potential_backward(Tensor grad_zeta, Tensor prob, float sigma) -> Tensor");
   // Dual-task loss (paper eq. 5): sum over P+ of |zeta - zeta_hat| / max(|P+|, 1). Returns the
-  // loss (0-dim, prob's dtype) and |P+| (0-dim float64, used by the backward).
+  // loss (0-dim, prob's dtype) and |P+| (0-dim float64, used by the backward). Both are NaN when
+  // a CUDA kernel met a bad label (reported later: common/label_errors.h).
   m.def(
       "dual_task_loss(Tensor prob, Tensor target, float sigma, float threshold, "
       "int ignore_index) -> (Tensor loss, Tensor count)");

@@ -129,19 +129,6 @@ inline at::Tensor assemble_counts(const at::Tensor& sums, const at::Tensor& matc
 
 namespace bfs {
 
-// Mask: one thread per word, grid-stride over a grid that fills the GPU a few times over.
-inline Launch select_mask(int64_t items, const DeviceLimits& d, const KernelLimits& k,
-                          const LaunchOverride& ov = {}) {
-  Launch l;
-  l.threads = ov.threads ? ov.threads : largest_block(d, k, {256, 128, 64, 32});
-  const int64_t resident = std::max<int64_t>(1, resident_blocks_per_sm(d, k, l.threads, 0));
-  l.blocks = ov.blocks ? ov.blocks
-                       : std::max<int64_t>(1, std::min({ceil_div(items, l.threads),
-                                                        d.sm_count * resident * 4,
-                                                        kMaxGridBlocks}));
-  return l;
-}
-
 // Boundary and match: the largest block (256 ... 32) whose 64-bit counters (`counters` per
 // thread) fit the shared memory; `chunks` blocks per plane, enough to fill the GPU a few times
 // over, never more than a plane has cells for, and a grid that fits gridDim.x.
@@ -210,7 +197,7 @@ at::Tensor run_boundary_fscore_programs(const char* op, const at::Tensor& pred_i
       device.run(
           op, pred,
           [&](const DeviceLimits& d, const KernelLimits& k, const LaunchOverride& ov) {
-            return bfs::select_mask(mask.num_items(), d, k, ov);
+            return select_grid_stride(mask.num_items(), d, k, ov);  // one thread per word
           },
           [&](const Launch&) { return mask; });
     });

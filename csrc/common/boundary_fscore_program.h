@@ -67,6 +67,17 @@ struct MaskProgram {
   }
 };
 
+// The boundary and match programs: every thread's word phase (its cells, counters in shared
+// memory), a barrier, then the block's sums of the counters into its row of partial sums.
+template <typename Program, typename Exec>
+GSCNN_HD void word_then_reduce(const Program& p, Exec& ex) {
+  auto smem = ex.template shared<int64_t>();
+  const int64_t T = ex.threads(), b = ex.block();
+  ex.for_each_thread([&](int64_t t) { p.word_phase(smem, b, t, T); });
+  ex.sync();
+  ex.for_each_thread([&](int64_t t) { p.reduce_phase(smem, b, t, T); });
+}
+
 // Columns of the boundary kernel's partial sums (per image and class).
 enum SumColumn : int64_t { kSumPredPixels, kSumTargetPixels, kSumPredBoundary, kSumTargetBoundary,
                            kNumSums };
@@ -86,11 +97,7 @@ struct BoundaryProgram {
 
   template <typename Exec>
   GSCNN_HD void operator()(Exec& ex) const {
-    auto smem = ex.template shared<int64_t>();
-    const int64_t T = ex.threads(), b = ex.block();
-    ex.for_each_thread([&](int64_t t) { word_phase(smem, b, t, T); });
-    ex.sync();
-    ex.for_each_thread([&](int64_t t) { reduce_phase(smem, b, t, T); });
+    word_then_reduce(*this, ex);
   }
 
   template <typename Ptr>
@@ -148,11 +155,7 @@ struct MatchProgram {
 
   template <typename Exec>
   GSCNN_HD void operator()(Exec& ex) const {
-    auto smem = ex.template shared<int64_t>();
-    const int64_t T = ex.threads(), b = ex.block();
-    ex.for_each_thread([&](int64_t t) { word_phase(smem, b, t, T); });
-    ex.sync();
-    ex.for_each_thread([&](int64_t t) { reduce_phase(smem, b, t, T); });
+    word_then_reduce(*this, ex);
   }
 
   template <typename Ptr>

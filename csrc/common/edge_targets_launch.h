@@ -65,20 +65,6 @@ at::Tensor run_edge_targets(const char* op, const at::Tensor& target, double rad
   return out;
 }
 
-// GPU: one thread per output pixel, the largest block the kernel allows (256), a grid-stride loop
-// over a grid that fills the GPU a few times over.
-inline Launch select_edge_targets(int64_t pixels, const DeviceLimits& d, const KernelLimits& k,
-                                  const LaunchOverride& ov = {}) {
-  Launch l;
-  l.threads = ov.threads ? ov.threads : largest_block(d, k, {256, 128, 64, 32});
-  const int64_t resident = std::max<int64_t>(1, resident_blocks_per_sm(d, k, l.threads, 0));
-  l.blocks = ov.blocks ? ov.blocks
-                       : std::max<int64_t>(1, std::min({ceil_div(pixels, l.threads),
-                                                        d.sm_count * resident * 4,
-                                                        kMaxGridBlocks}));
-  return l;
-}
-
 // The kernel callback of run_edge_targets for a device that runs block programs (the CUDA op and
 // the emulated GPU; see program_forward_kernel in gated_conv2d_launch.h for the interface).
 template <typename Device>
@@ -87,7 +73,7 @@ auto program_edge_targets_kernel(const char* op, Device& device, const at::Tenso
     device.run(
         op, like,
         [&](const DeviceLimits& d, const KernelLimits& k, const LaunchOverride& ov) {
-          return select_edge_targets(block.pixels(), d, k, ov);
+          return select_grid_stride(block.pixels(), d, k, ov);  // one thread per pixel
         },
         [&](const Launch&) { return et::EdgeTargetsProgram<std::decay_t<decltype(block)>>{block}; });
   };

@@ -208,12 +208,8 @@ inline ForwardChoice select_forward(int64_t P, int64_t C, int64_t Cr, int64_t ac
   ForwardChoice c{Launch{}, staged};
   c.launch.threads = T;
   c.launch.shared_bytes = staged ? bytes(T) : 0;
-  const int64_t resident =
-      std::max<int64_t>(1, resident_blocks_per_sm(d, k, T, c.launch.shared_bytes));
-  c.launch.blocks = ov.blocks ? ov.blocks
-                              : std::max<int64_t>(1, std::min({ceil_div(P, T),
-                                                               d.sm_count * resident * 4,
-                                                               kMaxGridBlocks}));
+  c.launch.blocks =
+      ov.blocks ? ov.blocks : grid_stride_blocks(P, T, c.launch.shared_bytes, d, k);
   return c;
 }
 

@@ -138,6 +138,24 @@ inline int64_t largest_block(const DeviceLimits& d, const KernelLimits& k,
 
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
+// Blocks for a grid-stride loop over `items` with blocks of `threads` threads: enough to fill
+// every SM four times over at the occupancy the launch allows, never more than the items need.
+inline int64_t grid_stride_blocks(int64_t items, int64_t threads, int64_t shared_bytes,
+                                  const DeviceLimits& d, const KernelLimits& k) {
+  const int64_t resident = std::max<int64_t>(1, resident_blocks_per_sm(d, k, threads, shared_bytes));
+  return std::max<int64_t>(
+      1, std::min({ceil_div(items, threads), d.sm_count * resident * 4, kMaxGridBlocks}));
+}
+
+// One thread per item, grid-stride, no shared memory: the largest block the kernel allows.
+inline Launch select_grid_stride(int64_t items, const DeviceLimits& d, const KernelLimits& k,
+                                 const LaunchOverride& ov) {
+  Launch l;
+  l.threads = ov.threads ? ov.threads : largest_block(d, k, {256, 128, 64, 32});
+  l.blocks = ov.blocks ? ov.blocks : grid_stride_blocks(items, l.threads, 0, d, k);
+  return l;
+}
+
 // The Launch of an op's launch choice: the choice itself, or its .launch member (ops whose
 // programs take more from the selection, such as a tile shape or a variant).
 inline const Launch& launch_of(const Launch& l) { return l; }

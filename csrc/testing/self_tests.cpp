@@ -79,8 +79,8 @@ std::vector<int64_t> select_launch(std::string op, std::vector<int64_t> sz,
     return as_list(gcl::select_backward(sz.at(0), gcl::GradLayout{sz.at(1), sz.at(2), sz.at(3)},
                                         sz.at(4), d, k));
   }
-  if (op == "edge_targets") return as_list(select_edge_targets(sz.at(0), d, k));  // P
-  if (op == "boundary_fscore_mask") return as_list(bfs::select_mask(sz.at(0), d, k));  // items
+  if (op == "edge_targets" || op == "boundary_fscore_mask")  // pixels / mask words
+    return as_list(select_grid_stride(sz.at(0), d, k, LaunchOverride{}));
   if (op == "boundary_fscore_blocks") {  // planes, cells, counters per thread
     const auto c = bfs::select_blocks(sz.at(0), sz.at(1), sz.at(2), d, k);
     return as_list(c.launch, 0, 0, c.chunks);
