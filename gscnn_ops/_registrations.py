@@ -194,7 +194,7 @@ _LABEL_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
 
 
 def _check_edge_targets_fake(op, target, radius):
-    # The same checks, and messages, as csrc/common/edge_targets_host.h.
+    # The same checks, and messages, as csrc/common/edge_targets_launch.h.
     torch._check(target.dim() == 3, lambda: (
         f"{op}: argument 'target' must be a 3-D (N, H, W) label map tensor, got a "
         f"{target.dim()}-D tensor of shape {list(target.shape)}"))

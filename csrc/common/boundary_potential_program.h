@@ -320,7 +320,7 @@ struct Pipeline {
   // load, blur the rows, blur the columns, then the forward's zeta or the backward's four adjoint
   // phases; (loss forward) the tile's block reduction. A barrier separates two phases only where
   // the later one reads what another thread wrote in the earlier one, or overwrites what another
-  // thread read there (tests/test_block_programs.py removes each barrier in turn and checks that
+  // thread read there (tests/test_emulator.py removes each barrier in turn and checks that
   // the emulator's race detector objects).
   template <typename Exec>
   GSCNN_HD void operator()(Exec& ex) const {
