@@ -13,9 +13,9 @@
 // zeta > threshold or zeta_hat > threshold; loss = sum_{P+} |zeta - zeta_hat| / max(|P+|, 1).
 //
 // Tiling. A block works on one image n and one TH x TW tile of pixels at a time, looping over the
-// K channels (so the labels and the keep mask are loaded and computed once per tile). It loads its tile plus
-// a halo of h pixels (clamped coordinates: the replicate border), blurs rows, then columns, and
-// takes the gradient, all in a local ("shared") buffer. Regions, as offsets from the tile:
+// K channels (so the labels and the keep mask are loaded and computed once per tile). It loads
+// its tile plus a halo of h pixels (clamped coordinates: the replicate border), blurs rows, then
+// columns, and takes the gradient, all in a local ("shared") buffer. Regions, as offsets from the tile:
 //   E  = tile + h              probabilities (and labels) as loaded
 //   X  = rows of E, columns tile + (h - R)       after the row blur
 //   B  = tile + (h - R)                           after the column blur
