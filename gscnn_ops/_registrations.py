@@ -188,6 +188,31 @@ torch.library.register_autograd("gscnn_ops::dual_task_loss", _dtl_backward,
 
 
 
+# --- no double backward -------------------------------------------------------------------------
+# The fused backward kernels have no derivative of their own. Without an autograd formula their
+# outputs would simply not require grad, and a second derivative through them (a gradient
+# penalty, meta-learning) would come out as zeros with only a warning: a silently wrong answer.
+# So each backward op gets a formula that raises, naming the op and the way out. (The MLP gate's
+# backward is plain tensor ops: its double backward works.)
+
+def _register_no_double_backward(backward_op, forward_op):
+    def backward(ctx, *grads):
+        raise RuntimeError(
+            f"gscnn_ops.{backward_op}: double backward is not supported (a derivative of the "
+            f"gradient of gscnn_ops.{forward_op}: the fused backward kernel has none). For "
+            f"second derivatives use gscnn_ops.reference.{forward_op}, whose plain tensor ops "
+            f"autograd differentiates twice.")
+
+    torch.library.register_autograd(f"gscnn_ops::{backward_op}", backward,
+                                    setup_context=lambda ctx, inputs, output: None)
+
+
+for _backward_op, _forward_op in [("gated_conv2d_backward", "gated_conv2d"),
+                                  ("boundary_potential_backward", "boundary_potential"),
+                                  ("dual_task_loss_backward", "dual_task_loss")]:
+    _register_no_double_backward(_backward_op, _forward_op)
+
+
 # --- edge_targets (integer input: no autograd) --------------------------------------------------
 
 _LABEL_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)

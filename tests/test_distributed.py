@@ -33,8 +33,11 @@ def _bn_worker(rank, world, port, x, grad_out, state, queue):
         part = x.chunk(world)[rank].clone().requires_grad_()
         y = bn(part)
         y.backward(grad_out.chunk(world)[rank])
-        queue.put((rank, y.detach(), part.grad, bn.weight.grad, bn.bias.grad,
-                   bn.running_mean, bn.running_var))
+        # Plain nested lists, not tensors: a tensor put on a multiprocessing queue travels as a
+        # handle to shared memory that dies with this process, and the parent may read it too
+        # late (seen on a busy machine: FileNotFoundError in the resource sharer).
+        queue.put((rank, *(t.detach().tolist() for t in (
+            y, part.grad, bn.weight.grad, bn.bias.grad, bn.running_mean, bn.running_var))))
     finally:
         dist.destroy_process_group()
 
@@ -59,7 +62,8 @@ def test_all_reduce_batchnorm_equals_batchnorm_over_the_global_batch():
              for r in range(2)]
     for p in procs:
         p.start()
-    results = dict((r[0], r[1:]) for r in (queue.get(timeout=120) for _ in procs))
+    results = {r[0]: [torch.tensor(v) for v in r[1:]]
+               for r in (queue.get(timeout=120) for _ in procs)}
     for p in procs:
         p.join(timeout=60)
         assert p.exitcode == 0

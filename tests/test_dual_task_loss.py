@@ -81,7 +81,9 @@ def test_reference_step_edge_peak():
     p = torch.zeros(1, 1, 9, 20, dtype=torch.float64)
     p[..., 10:] = 1
     z = reference.boundary_potential(p, 1.0)[0, 0, 4]
-    assert 0.22 < z.max().item() < 0.23 and z[9] == z.max()
+    # The two peaks are equal up to rounding (the last bit differs between CPU instruction sets).
+    assert 0.22 < z.max().item() < 0.23
+    torch.testing.assert_close(z[9], z.max(), rtol=1e-12, atol=0)
     torch.testing.assert_close(z[:10], z[10:].flip(0))
     assert z[:6].abs().max() == 0 and z[14:].abs().max() == 0  # beyond R + 1: exactly 0
 
