@@ -89,3 +89,45 @@ def test_overfit_one_small_batch():
     last = {k: v.item() for k, v in terms.items()}
     assert last["total"] < 0.3 * first["total"], (first, last)
     assert last["seg"] < 0.2 * first["seg"], (first, last)
+
+
+def test_terms_by_hand_on_a_tiny_map():
+    # One row of six pixels: classes 0 0 0 0 1, then an ignore pixel. With edge radius 1 the edge
+    # targets are the two pixels at the 0|1 boundary (x = 3, 4): 2 positives, 3 negatives among
+    # the 5 valid pixels. Every term below is written out from the paper / the release's formulas
+    # with plain floats, not with the code under test.
+    import math
+
+    target = torch.tensor([[[0, 0, 0, 0, 1, 255]]])
+    seg = torch.tensor([[[[2.0, 1.0, 0.5, -1.0, 0.0, 3.0]],
+                         [[0.0, 0.5, 1.0, 1.0, 2.0, -3.0]]]], dtype=torch.float64)
+    edge = torch.tensor([[[[-3.0, -1.0, 0.5, 2.0, 1.0, 4.0]]]], dtype=torch.float64)
+    labels = [0, 0, 0, 0, 1]
+    is_edge = [0, 0, 0, 1, 1]
+
+    def ce(x):  # cross-entropy of pixel x against its label
+        a, b = seg[0, 0, 0, x].item(), seg[0, 1, 0, x].item()
+        z = (a, b)[labels[x]]
+        return math.log(math.exp(a) + math.exp(b)) - z
+
+    def bce(x):  # binary cross-entropy on the logit
+        l, y = edge[0, 0, 0, x].item(), is_edge[x]
+        return math.log1p(math.exp(l)) - y * l
+
+    valid = range(5)
+    seg_term = sum(ce(x) for x in valid) / 5
+    # class balance: positives weighted by the fraction of negatives (3/5), negatives by 2/5
+    edge_term = sum((3 / 5 if is_edge[x] else 2 / 5) * bce(x) for x in valid) / 5
+    # regulariser 2: CE over valid pixels with sigmoid(edge) > 0.8, i.e. logit > 1.386: x = 3
+    att_term = ce(3)
+    # release class weights: 1 + (1 - frequency) for present classes: 1.2 for class 0, 1.8 for 1
+    weighted_seg = sum((1.2, 1.8)[labels[x]] * ce(x) for x in valid) / (4 * 1.2 + 1.8)
+
+    loss = GSCNNLoss(edge_radius=1.0, dual_weight=0.0).eval()
+    terms = loss(GSCNNOutput(seg=seg, edge=edge), target)
+    for name, want in [("seg", seg_term), ("edge", edge_term), ("att", att_term)]:
+        assert terms[name].item() == pytest.approx(want, rel=1e-6), name
+    assert terms["total"].item() == pytest.approx(seg_term + 20 * edge_term + att_term, rel=1e-6)
+    weighted = GSCNNLoss(edge_radius=1.0, dual_weight=0.0, class_weighting=True).eval()
+    assert weighted(GSCNNOutput(seg=seg, edge=edge), target)["seg"].item() == pytest.approx(
+        weighted_seg, rel=1e-6)

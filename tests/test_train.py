@@ -2,6 +2,7 @@
 checkpoints and logs are what they claim, and bad settings get clear errors."""
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -64,9 +65,11 @@ def test_resume_is_exact_in_process(tmp_path):
 
 @pytest.mark.slow
 def test_killed_and_resumed_run_ends_with_the_same_weights(tmp_path):
-    args = ["--backbone", "resnet18", "--steps", "6", "--batch-size", "2", "--synthetic-length",
-            "6", "--synthetic-size", "48", "80", "--workers", "0", "--checkpoint-every", "1",
-            "--no-progress", "--no-tensorboard", "--deterministic", "--device", "cpu"]
+    steps = 12  # far more than the run can do between two looks at its checkpoint
+    args = ["--backbone", "resnet18", "--steps", str(steps), "--batch-size", "2",
+            "--synthetic-length", "6", "--synthetic-size", "48", "80", "--workers", "0",
+            "--checkpoint-every", "1", "--no-progress", "--no-tensorboard", "--deterministic",
+            "--device", "cpu"]
     cli = [sys.executable, "-m", "gscnn_ops", "train"]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     straight = tmp_path / "straight"
@@ -84,10 +87,16 @@ def test_killed_and_resumed_run_ends_with_the_same_weights(tmp_path):
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
     stopped_at = load_checkpoint(str(ckpt))["train_state"]["step"]
-    assert 2 <= stopped_at <= 6
+    assert 2 <= stopped_at < steps
     subprocess.run(cli + args + ["--out", str(killed), "--resume", str(ckpt)], env=env,
                    check=True, timeout=300, capture_output=True)
+    # The second process resumed where the first was killed (the log is appended to) and went on
+    # to the end.
+    events = [r for r in _log(killed) if "event" in r]
+    assert [(e["event"], e["step"]) for e in events][:2] == [("start", 0), ("resume", stopped_at)]
+    assert max(r["step"] for r in _log(killed) if "loss_total" in r) == steps
     a, _ = load_model(str(straight / "model.pt"))
     b, _ = load_model(str(killed / "model.pt"))
     assert state_digest(a) == state_digest(b)
@@ -105,10 +114,41 @@ def test_checkpoints_rebuild_the_model(tmp_path):
 
 
 @pytest.mark.parametrize("amp", ["bf16", "fp16"])
-def test_mixed_precision_trains(tmp_path, amp):
-    summary = train(TrainConfig(out=str(tmp_path), steps=2, amp=amp, augment=False, **TINY))
-    assert summary["finished"]
-    assert all(r["loss_total"] == r["loss_total"] for r in _log(tmp_path) if "loss_total" in r)
+def test_mixed_precision_trains(tmp_path, amp, monkeypatch):
+    from gscnn_ops.models import GSCNN
+
+    # What the model's forward runs under, and whether the loss scaler is on.
+    seen = []
+    forward = GSCNN.forward
+
+    def spy(self, *args, **kwargs):
+        seen.append((torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu")))
+        return forward(self, *args, **kwargs)
+
+    monkeypatch.setattr(GSCNN, "forward", spy)
+    scalers = []
+    scaler_init = torch.amp.GradScaler.__init__
+
+    def record_scaler(self, *args, **kwargs):
+        scaler_init(self, *args, **kwargs)
+        scalers.append(self.is_enabled())
+
+    monkeypatch.setattr(torch.amp.GradScaler, "__init__", record_scaler)
+    runs = {}
+    for mode in ("none", amp):
+        seen.clear()
+        out = tmp_path / mode
+        summary = train(TrainConfig(out=str(out), steps=2, amp=mode, augment=False, **TINY))
+        assert summary["finished"]
+        runs[mode] = [r["loss_total"] for r in _log(out) if "loss_total" in r]
+        assert all(math.isfinite(v) for v in runs[mode]), runs[mode]
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(mode)
+        assert seen and all(on == (dtype is not None) for on, _ in seen)
+        assert dtype is None or all(d == dtype for _, d in seen)
+    assert scalers == [False, amp == "fp16"]
+    # The first step's loss is computed at the same initial weights: mixed precision changes it
+    # by rounding only (bf16 keeps 8 bits of mantissa, fp16 11).
+    torch.testing.assert_close(runs[amp][0], runs["none"][0], rtol=5e-2, atol=0)
 
 
 def test_resume_refuses_other_settings_and_weights_only_files(tmp_path):
