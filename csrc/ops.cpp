@@ -5,6 +5,7 @@
 #include <torch/library.h>
 
 #include "common/label_errors.h"
+#include "cpu/cpu_isa.h"
 
 #if defined(GSCNN_OPS_PYTHON_MODULE)
 #include <Python.h>
@@ -74,4 +75,7 @@ TORCH_LIBRARY(gscnn_ops, m) {
   // waiting for the device (gscnn_ops.check_errors; common/label_errors.h). No tensor argument:
   // one kernel for every dispatch key.
   m.def("_raise_pending_label_errors(int device) -> ()", &gscnn::raise_pending_label_errors);
+  // The instruction set the CPU kernels run with here (baseline, avx2 or avx512: the widest this
+  // processor has, or GSCNN_CPU_ISA), for tests and `gscnn info`.
+  m.def("_cpu_isa() -> str", &gscnn::cpu::cpu_isa_name);
 }

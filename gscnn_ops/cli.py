@@ -21,6 +21,7 @@ def cmd_info(args):
 
     info = dict(gscnn_ops.build_info())
     info["cuda_kernels_registered"] = gscnn_ops.has_cuda_kernels()
+    info["cpu_kernels"] = torch.ops.gscnn_ops._cpu_isa()
     info["cuda_available"] = torch.cuda.is_available()
     info["gpus"] = gpu_coverage(info)
     print(json.dumps(info, indent=1))

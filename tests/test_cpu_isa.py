@@ -7,10 +7,16 @@ import torch
 import gscnn_ops
 from gscnn_ops import reference
 
-from conftest import TIGHT_TOL, make_inputs
+from conftest import TIGHT_TOL, assert_low_precision_close, make_inputs
 
 ISAS = ["baseline", "avx2", "avx512"]
 ops = torch.ops.gscnn_ops
+
+
+def _cpu_flags():
+    with open("/proc/cpuinfo") as f:
+        return next((set(line.split(":")[1].split()) for line in f if line.startswith("flags")),
+                    set())
 
 
 def _use_isa(monkeypatch, isa):
@@ -22,6 +28,36 @@ def _use_isa(monkeypatch, isa):
         if "lacks" in str(e):
             pytest.skip(f"this CPU has no {isa}")
         raise
+    assert ops._cpu_isa() == isa  # the build that runs is the one asked for
+
+
+@pytest.mark.skipif(not __import__("os").path.exists("/proc/cpuinfo"), reason="needs Linux")
+def test_default_is_the_widest_build_this_cpu_runs(monkeypatch):
+    monkeypatch.delenv("GSCNN_CPU_ISA", raising=False)
+    flags = _cpu_flags()
+    widest = ("avx512" if {"avx512f", "avx512bw", "avx512vl", "avx512dq", "avx2", "fma",
+                           "f16c"} <= flags
+              else "avx2" if {"avx2", "fma", "f16c"} <= flags else "baseline")
+    assert ops._cpu_isa() == widest
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_each_cpu_build_half_precision(monkeypatch, isa, dtype):
+    # Each build's half-precision loads and stores (F16C / AVX-512 conversions, or scalar code in
+    # the baseline), against the float64 reference at the documented tolerance.
+    _use_isa(monkeypatch, isa)
+    x = make_inputs(2, 19, 2, 11, 3, 50, dtype=dtype)
+    x64 = [t.double() for t in x]
+    for got, want, name in zip(gscnn_ops.gated_conv2d(*x), reference.gated_conv2d(*x64),
+                               ("out", "alpha")):
+        assert_low_precision_close(got, want, dtype, f"{isa} {name}")
+    g = torch.randn(2, 11, 3, 50, dtype=torch.float64).to(dtype)
+    got = ops.gated_conv2d_backward(g, None, *x[:5])
+    leaves = [t.detach().clone().requires_grad_() for t in x64]
+    want = torch.autograd.grad((reference.gated_conv2d(*leaves)[0] * g.double()).sum(), leaves)
+    for name, u, v in zip(["s", "r", "gate_weight", "gate_bias", "weight", "bias"], got, want):
+        assert_low_precision_close(u, v, dtype, f"{isa} grad {name}")
 
 
 @pytest.mark.parametrize("isa", ISAS)

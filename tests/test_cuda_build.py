@@ -48,7 +48,7 @@ def test_shipped_library_has_no_test_only_ops():
     assert sorted(names) == sorted(f"gscnn_ops::{op}" for op in [
         "gated_conv2d", "gated_conv2d_mlp", "gated_conv2d_backward", "edge_targets",
         "boundary_fscore_counts", "boundary_potential", "boundary_potential_backward",
-        "dual_task_loss", "dual_task_loss_backward", "_raise_pending_label_errors"])
+        "dual_task_loss", "dual_task_loss_backward", "_raise_pending_label_errors", "_cpu_isa"])
 
 
 def cuobjdump():

@@ -41,5 +41,13 @@ inline Isa cpu_isa() {
 #endif
 }
 
+inline std::string cpu_isa_name() {
+  switch (cpu_isa()) {
+    case Isa::avx512: return "avx512";
+    case Isa::avx2: return "avx2";
+    default: return "baseline";
+  }
+}
+
 }  // namespace cpu
 }  // namespace gscnn
