@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from conftest import oracle
 from gscnn_ops.models.canny import canny
 
 
@@ -17,7 +18,7 @@ def smooth_noisy_image(channels, h, w, seed):
 @pytest.mark.parametrize("seed", range(6))
 @pytest.mark.parametrize("channels", [1, 3])
 def test_matches_opencv(seed, channels):
-    cv2 = pytest.importorskip("cv2")
+    cv2 = oracle("cv2")
     img = smooth_noisy_image(channels, 41 + 9 * seed, 57 + 4 * seed, seed)
     ours = canny(img)[0, 0].numpy() > 0
     arr = img[0].permute(1, 2, 0).contiguous().numpy()
@@ -55,7 +56,7 @@ def test_bad_arguments():
 def test_colour_ties_pick_the_first_channel_as_opencv(seed):
     """Channel 1 is the negative of channel 0: equal magnitudes, opposite gradient signs, so the
     tie rule decides the NMS direction (OpenCV keeps the first channel)."""
-    cv2 = pytest.importorskip("cv2")
+    cv2 = oracle("cv2")
     c0 = smooth_noisy_image(1, 45, 61, 10 + seed)[0, 0]
     img = torch.stack([c0, 255 - c0, c0 // 2])[None]
     ours = canny(img)[0, 0].numpy() > 0

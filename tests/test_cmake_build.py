@@ -22,6 +22,7 @@ import textwrap
 import time
 
 import pytest
+from conftest import missing_tool
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LIB_NAME = "libgscnn_ops.so"
@@ -77,7 +78,7 @@ def cmake_library(tmp_path_factory):
         return os.path.join(build_dir, LIB_NAME)
     cmake, seen = _find_cmake()
     if cmake is None:
-        pytest.skip(
+        missing_tool(
             "needs cmake >= 3.26 (pip install 'cmake>=3.26'); found: " + (", ".join(seen) or "none")
         )
     import torch  # only for its CMake prefix; nothing of gscnn_ops is loaded here

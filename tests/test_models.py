@@ -5,6 +5,7 @@ import copy
 import pytest
 import torch
 
+from conftest import oracle
 from gscnn_ops.models import GSCNN, ResNet, WiderResNet38, load_pretrained
 
 BACKBONES = ["resnet18", "resnet34", "resnet50", "resnet101"]
@@ -184,7 +185,7 @@ def test_same_keys_and_features_as_torchvision(name):
     """Where torchvision is installed: identical parameter names and shapes, and with the same
     weights the same features (ResNet-50 at output stride 8 equals torchvision's
     replace_stride_with_dilation=[False, True, True])."""
-    torchvision = pytest.importorskip("torchvision")
+    torchvision = oracle("torchvision")
     torch.manual_seed(0)
     tv = getattr(torchvision.models, name)(
         replace_stride_with_dilation=[False, True, True] if name == "resnet50" else None).eval()
