@@ -92,3 +92,23 @@ def test_engine_modules_are_not_hidden_by_their_functions():
     for name in ("train", "evaluate", "predict", "inference", "demo", "checkpoint"):
         assert isinstance(getattr(engine, name), types.ModuleType), name
     assert callable(engine.infer) and engine.TrainConfig().lr == 0.01
+
+
+def test_eval_reports_a_corrupt_file_met_in_a_loader_worker_in_one_line(tmp_path, capsys):
+    # The first image is fine (the size check before the run reads it); the third is corrupt and
+    # is only met by a DataLoader worker process in the middle of the run.
+    data = _disc_dataset(tmp_path / "data", n=4)
+    (data / "images" / "img2.png").write_bytes(b"\x89PNG\r\n\x1a\n not really a PNG")
+    from gscnn_ops import GSCNN
+    from gscnn_ops.engine.checkpoint import make_payload, model_config, save_checkpoint
+
+    model = GSCNN(2, "resnet18")
+    save_checkpoint(tmp_path / "m.pt", make_payload(model, model_config(model, "resnet18", 8),
+                                                    ["background", "disc"], [[0, 0, 0]] * 2))
+    rc = main(["eval", "--checkpoint", str(tmp_path / "m.pt"), "--dataset", "folder",
+               "--data-root", str(data), "--no-progress", "--device", "cpu", "--workers", "2",
+               "--crop-factors", "4"])
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    first = err.strip().splitlines()[0]
+    assert first.startswith("gscnn eval: error: ") and "img2.png" in first, err

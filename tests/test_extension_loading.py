@@ -40,3 +40,37 @@ def test_cli_info_and_bad_arguments(capsys):
         cli.main(["train", "--amp", "fp8"])  # not a choice
     with pytest.raises(SystemExit):
         cli.main(["no-such-command"])
+
+
+class _PretendCuda(torch.Tensor):
+    """A CPU tensor that says it is on CUDA: enough to reach the ops' device check."""
+
+    @property
+    def device(self):
+        return torch.device("cuda", 0)
+
+
+@pytest.mark.parametrize("op", ["gated_conv2d", "dual_task_loss", "edge_targets",
+                                "boundary_fscore_counts"])
+def test_cuda_tensors_on_a_build_without_cuda_kernels(monkeypatch, op):
+    # What a CPU-only build says to a user with CUDA tensors (not the dispatcher's "could not run
+    # ... with arguments from the CUDA backend"), checked without a GPU.
+    from gscnn_ops import ops
+
+    monkeypatch.setattr(ops, "_HAS_CUDA_KERNELS", False)
+    cuda = lambda t: torch.Tensor._make_subclass(_PretendCuda, t)  # noqa: E731
+    calls = {
+        "gated_conv2d": lambda: ops.gated_conv2d(cuda(torch.zeros(1, 2, 3, 3)), torch.zeros(1, 1, 3, 3),
+                                                 torch.zeros(1, 3, 1, 1), torch.zeros(1),
+                                                 torch.zeros(2, 2, 1, 1)),
+        "dual_task_loss": lambda: ops.dual_task_loss(cuda(torch.zeros(1, 2, 3, 3)),
+                                                     torch.zeros(1, 3, 3, dtype=torch.long)),
+        "edge_targets": lambda: ops.edge_targets(cuda(torch.zeros(1, 3, 3, dtype=torch.long))),
+        "boundary_fscore_counts": lambda: ops.boundary_fscore_counts(
+            cuda(torch.zeros(1, 3, 3, dtype=torch.long)), torch.zeros(1, 3, 3, dtype=torch.long),
+            2, [1], 255),
+    }
+    with pytest.raises(RuntimeError, match=rf"gscnn_ops.{op}: the tensors are on CUDA but "
+                                           r"gscnn_ops was built without its CUDA kernels.*"
+                                           r"FORCE_CUDA=1 pip install"):
+        calls[op]()

@@ -377,12 +377,16 @@ def test_autocast_cpu_bfloat16():
     assert torch.count_nonzero(grads[0]) > 0
 
 
-def test_autocast_does_not_change_float32_outside_region():
+def test_autocast_applies_inside_its_region_only():
     inputs = make_inputs(2, 5, 3, 4, 7, 13, dtype=torch.float32)
+    before = gscnn_ops.gated_conv2d(*inputs)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        pass
-    out, alpha = gscnn_ops.gated_conv2d(*inputs)
-    assert out.dtype == torch.float32 and alpha.dtype == torch.float32
+        inside = gscnn_ops.gated_conv2d(*inputs)
+    after = gscnn_ops.gated_conv2d(*inputs)
+    assert all(t.dtype == torch.bfloat16 for t in inside)
+    assert all(t.dtype == torch.float32 for t in before + after)
+    for b, a in zip(before, after):  # nothing of the region lingers
+        assert torch.equal(b, a)
 
 
 def test_autocast_leaves_float64_alone_like_conv2d():

@@ -56,9 +56,9 @@ def test_ignore_index_and_class_labels_are_fine():
     prob, target = prob_and_target()
     target[0, 2:4, 3:6] = 255
     for call in loss_calls(prob, target).values():
-        call()
+        assert torch.isfinite(torch.as_tensor(call()[0])).all()
     target[0, 2:4, 3:6] = -1  # -1 is fine when it is the ignore index
-    ops.dual_task_loss(prob, target, 1.0, 1e-2, -1)
+    assert torch.isfinite(ops.dual_task_loss(prob, target, 1.0, 1e-2, -1)[0])
 
 
 def test_extreme_labels_and_positions_saturate_in_the_message():

@@ -106,10 +106,12 @@ def test_training_step_has_no_host_sync():
     try:
         for _ in range(2):
             optimizer.zero_grad(set_to_none=True)
-            step().backward()
+            loss = step()
+            loss.backward()
             optimizer.step()
     finally:
         torch.cuda.set_sync_debug_mode("default")
+    assert torch.isfinite(loss)
 
 
 @requires_cuda

@@ -68,6 +68,12 @@ def fail(command: str, error: BaseException) -> int:
     """Prints ``gscnn COMMAND: error: MESSAGE`` to stderr and returns the usage-error code."""
     message = error.args[0] if isinstance(error, (FileNotFoundError, KeyError)) and error.args \
         else str(error)
+    lines = str(message).strip().splitlines()
+    if lines and lines[0].startswith("Caught ") and "DataLoader worker" in lines[0]:
+        # Re-raised from a data-loader worker: the message is "Caught X in DataLoader worker
+        # process N." and the worker's traceback; its last line is the original
+        # "module.X: message". Keep that message, on one line.
+        message = lines[-1].split(": ", 1)[-1]
     print(f"gscnn {command}: error: {message}", file=sys.stderr)
     return USAGE_ERROR
 
