@@ -59,7 +59,9 @@ def test_gscnn_model(benchmark, peak_memory, device, direction, impl):
         _MODELS.clear()
         _MODELS[key] = _models(device, backbone)
     model = _MODELS[key][impl]
-    loss_fn = GSCNNLoss() if impl != "baseline" else None
+    # The reference case runs the reference losses too (edge targets and dual-task term in plain
+    # PyTorch), so that it is the whole unfused pipeline against the whole fused one.
+    loss_fn = None if impl == "baseline" else GSCNNLoss(fused=impl == "gscnn-fused")
     image, canny, target = _batch(device, n, h, w)
 
     def call():
