@@ -294,7 +294,10 @@ def test_module_under_torch_compile_fullgraph(gate, train):
         return out.square().mean() + alpha.mean()
 
     eager_module = copy.deepcopy(module)
-    compiled = torch.compile(step, fullgraph=True)
+    # aot_eager: what is tested is that the module traces in one graph through the fake kernels
+    # and autograd formulas; Inductor's code generation is tested once, on the op
+    # (test_gated_conv2d.py), and on the whole model (test_models.py, slow).
+    compiled = torch.compile(step, fullgraph=True, backend="aot_eager")
     loss = compiled(module, s, r)
     loss.backward()
     eager_loss = step(eager_module, s, r)

@@ -191,6 +191,7 @@ def test_bfloat16_autocast_forward_and_backward_stay_finite():
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
 
 
+@pytest.mark.slow  # the suite's one whole-model Inductor compile
 def test_torch_compile_of_the_model_matches_eager():
     torch.manual_seed(0)
     model = GSCNN(3, "resnet18").eval()
