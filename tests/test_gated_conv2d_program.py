@@ -154,3 +154,7 @@ def test_bad_forced_launch_is_rejected(emu):
     inputs = make_inputs(1, 2, 1, 2, 3, 3)
     with pytest.raises(RuntimeError, match="bad forced launch"):
         ops(emu).gated_conv2d(*inputs, emu.gpu(), emu.launch(2000, 1))
+    with pytest.raises(RuntimeError, match="'gpu' must hold 11 limits, got 3"):
+        ops(emu).gated_conv2d(*inputs, [1, 2, 3])
+    with pytest.raises(RuntimeError, match="'force' must be empty or"):
+        ops(emu).gated_conv2d(*inputs, emu.gpu(), [32])

@@ -38,16 +38,22 @@ struct EmulatedDevice : labels::HostLabelStatus {  // bad labels: raised at once
   // gpu: 8 device limits then 3 kernel limits (see tests/emulation.py).
   EmulatedDevice(const std::vector<int64_t>& gpu, const std::vector<int64_t>& forced,
                  int64_t skip_barrier)
-      : device(DeviceLimits::from_list(std::vector<int64_t>(gpu.begin(), gpu.begin() + 8))),
+      : device(DeviceLimits::from_list(checked(gpu, forced))),
         kernel(KernelLimits::from_list(std::vector<int64_t>(gpu.begin() + 8, gpu.end()))),
         force(LaunchOverride::from_list(forced)) {
+    TORCH_CHECK(force.threads >= 0 && force.threads <= 1024 && force.blocks >= 0,
+                "gscnn_testing: bad forced launch");
+    options.skip_barrier = skip_barrier;
+  }
+
+  // The device limits of `gpu`, after checking both lists (before anything reads them).
+  static std::vector<int64_t> checked(const std::vector<int64_t>& gpu,
+                                      const std::vector<int64_t>& forced) {
     TORCH_CHECK(gpu.size() == 11, "gscnn_testing: 'gpu' must hold 11 limits, got ", gpu.size());
     TORCH_CHECK(forced.empty() || forced.size() == 5,
                 "gscnn_testing: 'force' must be empty or [threads, blocks, tile_h, tile_w, "
                 "memory], got ", forced.size(), " values");
-    TORCH_CHECK(force.threads >= 0 && force.threads <= 1024 && force.blocks >= 0,
-                "gscnn_testing: bad forced launch");
-    options.skip_barrier = skip_barrier;
+    return std::vector<int64_t>(gpu.begin(), gpu.begin() + 8);
   }
 
   template <typename Select, typename Make>
