@@ -29,6 +29,7 @@ struct Pipeline {
   using acc_t = at::opmath_type<scalar_t>;
   static constexpr int kMaxThreads = 256;
   static constexpr bool is_loss = kLoss, is_backward = kBackward;
+  static constexpr bool kGlobalScratch = true;  // large problems: buffers in global memory
   View4<const scalar_t> prob;
   Labels target;             // kLoss
   View4<scalar_t> out;       // zeta (potential forward) or grad_prob (backward)

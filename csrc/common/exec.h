@@ -13,8 +13,9 @@
 //
 // The policies:
 //   GpuExec    (CUDA kernels, below)  for_each_thread(f) is f(threadIdx.x); sync() is
-//              __syncthreads(); shared<T>() is the dynamic shared memory, or the block's slice of
-//              a global scratch buffer when the launch put it there (large problems).
+//              __syncthreads(); shared<T>() is the dynamic shared memory, or, in the kernels
+//              instantiated for it (programs with kGlobalScratch), the block's slice of a global
+//              scratch buffer when the launch put it there (large problems).
 //   SerialExec (CPU kernels, below)   one thread per block, sync() does nothing: each
 //              for_each_thread is a plain loop nest over its region.
 //   EmuExec    (tests: csrc/testing/emulator.h) runs every thread of the block in turn, each
@@ -38,8 +39,12 @@
 namespace gscnn {
 
 #if defined(__CUDACC__)
+// kScratch: the block's "shared" memory is its slice of a global scratch buffer (large problems),
+// not the dynamic shared memory. A compile-time choice, so that the shared-memory kernels address
+// shared memory (LDS/STS) and not through generic pointers that could point anywhere.
+template <bool kScratch>
 struct GpuExec {
-  unsigned char* scratch;           // null: shared memory is the dynamic shared memory
+  unsigned char* scratch;           // kScratch: the buffer
   int64_t scratch_bytes_per_block;  // the slice of `scratch` each block owns
 
   __device__ int64_t block() const { return static_cast<int64_t>(blockIdx.x); }
@@ -57,9 +62,12 @@ struct GpuExec {
   template <typename T>
   __device__ T* shared() const {
     extern __shared__ __align__(16) unsigned char gscnn_dynamic_shared[];
-    return reinterpret_cast<T*>(
-        scratch != nullptr ? scratch + static_cast<int64_t>(blockIdx.x) * scratch_bytes_per_block
-                           : gscnn_dynamic_shared);
+    if constexpr (kScratch) {
+      return reinterpret_cast<T*>(scratch +
+                                  static_cast<int64_t>(blockIdx.x) * scratch_bytes_per_block);
+    } else {
+      return reinterpret_cast<T*>(gscnn_dynamic_shared);
+    }
   }
 
   template <typename S>

@@ -138,6 +138,7 @@ template <typename scalar_t>
 struct BackwardProgram {
   using acc_t = at::opmath_type<scalar_t>;
   static constexpr int kMaxThreads = 256;
+  static constexpr bool kGlobalScratch = true;  // large problems: buffers in global memory
 
   Strided4d<const scalar_t> g, g_alpha, s, r;  // g_alpha.data is null when alpha got no gradient
   Strided4d<scalar_t> ds, dr;

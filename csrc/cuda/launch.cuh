@@ -30,25 +30,38 @@
 namespace gscnn {
 namespace cuda {
 
-template <typename Program>
+// kScratch: the block's buffers live in global scratch memory (see GpuExec). Only programs that
+// declare kGlobalScratch are instantiated that way.
+template <typename Program, bool kScratch>
 __global__ void __launch_bounds__(Program::kMaxThreads)
     program_kernel(const Program program, unsigned char* scratch, int64_t scratch_bytes) {
-  GpuExec ex{scratch, scratch_bytes};
+  GpuExec<kScratch> ex{scratch, scratch_bytes};
   program(ex);
+}
+
+// Whether a program can run with its buffers in global scratch memory (a kGlobalScratch member
+// set to true); the others get one kernel, for shared memory.
+template <typename Program>
+constexpr bool may_use_scratch() {
+  if constexpr (requires { Program::kGlobalScratch; }) {
+    return Program::kGlobalScratch;
+  } else {
+    return false;
+  }
 }
 
 // The compiled kernel's registers and static shared memory on `device`, read once per device.
 // The first call per device also raises the clear "no kernel for this GPU" error when the build
 // has neither machine code nor PTX for it, and opts the kernel in to the device's maximum of
 // dynamic shared memory.
-template <typename Program>
+template <typename Program, bool kScratch = false>
 const KernelLimits& kernel_limits(int device, const char* op) {
   static std::mutex mu;
   static std::map<int, KernelLimits> cache;
   std::lock_guard<std::mutex> lock(mu);
   auto it = cache.find(device);
   if (it != cache.end()) return it->second;
-  const void* fn = reinterpret_cast<const void*>(&program_kernel<Program>);
+  const void* fn = reinterpret_cast<const void*>(&program_kernel<Program, kScratch>);
   cudaFuncAttributes a{};
   const cudaError_t err = cudaFuncGetAttributes(&a, fn);
   if (err == cudaErrorNoKernelImageForDevice || err == cudaErrorInvalidDeviceFunction) {
@@ -81,16 +94,25 @@ void launch_program(const char* op, const at::Tensor& t, Select&& select, Make&&
   TORCH_CHECK(problem.empty(), op, ": internal error: the launch chosen for this input needs ",
               problem);
   const Program program = make(choice);
-  at::Tensor scratch;
-  unsigned char* scratch_ptr = nullptr;
-  if (l.uses_scratch()) {
-    scratch = at::empty({l.blocks * l.scratch_bytes_per_block}, t.options().dtype(at::kByte));
-    scratch_ptr = scratch.data_ptr<uint8_t>();
+  const auto stream = c10::cuda::getCurrentCUDAStream(device);
+  const dim3 grid(static_cast<unsigned>(l.blocks)), block(static_cast<unsigned>(l.threads));
+  if constexpr (may_use_scratch<Program>()) {
+    if (l.uses_scratch()) {
+      // The scratch kernel's own attributes (read and opted in once per device too); its
+      // registers differ a little, its __launch_bounds__ do not.
+      (void)kernel_limits<Program, true>(device, op);
+      at::Tensor scratch =
+          at::empty({l.blocks * l.scratch_bytes_per_block}, t.options().dtype(at::kByte));
+      program_kernel<Program, true><<<grid, block, 0, stream>>>(
+          program, scratch.data_ptr<uint8_t>(), l.scratch_bytes_per_block);
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+      return;
+    }
   }
-  program_kernel<Program>
-      <<<static_cast<unsigned>(l.blocks), static_cast<unsigned>(l.threads),
-         static_cast<size_t>(l.shared_bytes), c10::cuda::getCurrentCUDAStream(device)>>>(
-          program, scratch_ptr, l.scratch_bytes_per_block);
+  TORCH_CHECK(!l.uses_scratch(), op, ": internal error: global scratch memory chosen for a "
+              "program without a scratch kernel");
+  program_kernel<Program, false><<<grid, block, static_cast<size_t>(l.shared_bytes), stream>>>(
+      program, nullptr, 0);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
