@@ -128,7 +128,7 @@ def benchmark_rows():
     P = 8 * 800 * 800
     for C in (8, 16, 32):
         for dtype, b in (("fp32", 4), ("bf16", 2)):
-            rows.append((f"gated_conv2d fwd C={C} {dtype}", "gated_conv2d", [P, C, 1, 4],
+            rows.append((f"gated_conv2d fwd C={C} {dtype}", "gated_conv2d_small_c", [P, C, 1, 4],
                          P * ((C + 1) + (C + 1)) * b))
             # backward reads grad_out, s, r (and recomputes alpha), writes grad_s, grad_r
             rows.append((f"gated_conv2d bwd C={C} {dtype}", "gated_conv2d_backward",
@@ -152,6 +152,7 @@ def launch_table(kernel_limits):
     lines = []
     for name, op, sizes, nbytes in benchmark_rows():
         program = {"gated_conv2d": "gcl::ForwardProgram<float, gcl::LinearGate",
+                   "gated_conv2d_small_c": f"gcl::ForwardProgramSmallC<float, {sizes[1]}>",
                    "gated_conv2d_backward": "gcl::BackwardProgram<float>",
                    "dual_task_loss": "dtl::Pipeline<float, true, false>",
                    "dual_task_loss_backward": "dtl::Pipeline<float, true, true>"}[op]

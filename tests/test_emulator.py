@@ -51,6 +51,11 @@ def _gcl_backward(emu, skip):
                                                   emu.launch(8, 2), skip)
 
 
+def _gcl_forward_shape_stream(emu, skip):
+    s, r, gw, gb, w, b = make_inputs(1, 8, 1, 8, 5, 7)
+    torch.ops.gscnn_testing.gated_conv2d(s, r, gw, gb, w, b, emu.gpu(), emu.launch(13, 2), skip)
+
+
 def _potential(emu, skip):
     prob, _ = _dual_task_inputs()
     torch.ops.gscnn_testing.boundary_potential(prob, 1.0, emu.gpu(), emu.launch(13, 2, (5, 6)),
@@ -86,6 +91,7 @@ def _fscore(emu, skip):
 
 
 PROGRAMS = {
+    "gated_conv2d (shape stream widths)": _gcl_forward_shape_stream,
     "gated_conv2d_backward": _gcl_backward,
     "boundary_potential": _potential,
     "boundary_potential_backward": _potential_backward,

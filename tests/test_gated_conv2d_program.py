@@ -29,6 +29,13 @@ def ops(emu):
     return torch.ops.gscnn_testing
 
 
+def specialised(shape):
+    """Whether the forward runs the program for the shape stream's layers (C = C_out in 8, 16,
+    32, linear gate), which stages its parameters in shared memory behind one barrier."""
+    _, C, _, Cout, _, _ = shape
+    return C == Cout and C in (8, 16, 32)
+
+
 def reference_grads(inputs, grad_out, grad_alpha):
     leaves = [x.detach().clone().requires_grad_() for x in inputs]
     out, alpha = reference.gated_conv2d(*leaves)
@@ -69,9 +76,26 @@ def test_forced_launches_match_reference(emu, shape, threads, blocks, memory):
     inputs = make_inputs(*shape)
     force = emu.launch(threads, blocks, memory=memory)
     check_forward(emu, inputs, emu.gpu(), force)
-    assert emu.last_launch()["variant"] == (1 if memory == 1 else 0)
+    if not specialised(shape):  # the shape stream's layers have their own program, no variants
+        assert emu.last_launch()["variant"] == (1 if memory == 1 else 0)
     check_backward(emu, inputs, emu.gpu(), force, with_grad_alpha=blocks % 2 == 0)
     assert (emu.last_launch()["scratch_bytes"] > 0) == (memory == 1)
+
+
+@pytest.mark.parametrize("C", [8, 16, 32, 12])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_shape_stream_widths_run_their_own_program(emu, C, channels_last):
+    inputs = make_inputs(2, C, 2, C, 9, 13, channels_last=channels_last)
+    for force in ([], emu.launch(7, 3), emu.launch(64, 1)):
+        check_forward(emu, inputs, emu.gpu(), force)
+        assert emu.last_launch()["barriers"] == (1 if C != 12 else 0)
+    no_bias = inputs[:5] + [None]
+    check_forward(emu, no_bias, emu.gpu())
+    # the MLP gate keeps the generic program
+    mlp = make_mlp_inputs(1, C, 1, 6, C, 4, 5)
+    out, alpha = ops(emu).gated_conv2d_mlp(*mlp, emu.gpu())
+    torch.testing.assert_close(out, reference.gated_conv2d_mlp(*mlp)[0], rtol=1e-12, atol=1e-12)
+    assert emu.last_launch()["barriers"] == 0
 
 
 def test_mlp_forward(emu):

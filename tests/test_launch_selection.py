@@ -69,6 +69,16 @@ def test_gated_conv2d_forward(emu, name):
 
 
 @pytest.mark.parametrize("name", GPUS)
+def test_gated_conv2d_forward_shape_stream_widths(emu, name):
+    for C in (8, 16, 32):
+        for Cr in (1, 3, 64):
+            for P in PIXELS:
+                l = select(emu, "gated_conv2d_small_c", [P, C, Cr, 4], name)
+                assert problems(l, name) == [] and l["threads"] == 256, (C, Cr, P, l)
+                assert l["shared"] == (C * C + 2 * C + Cr + 1) * 4
+
+
+@pytest.mark.parametrize("name", GPUS)
 def test_gated_conv2d_backward(emu, name):
     for C in CHANNELS:
         for Cout in (1, 16, 32, 256, 1024, 4096):
@@ -147,7 +157,8 @@ def test_selections_fit_the_compiled_kernels(emu):
         if os.environ.get("GSCNN_EXPECT_CUDA_KERNELS") == "1":
             pytest.fail("the CUDA build's kernels could not be read with cuobjdump")
         pytest.skip("no CUDA kernels in this build, or no cuobjdump")
-    programs = {"ForwardProgram": ("gated_conv2d", [10**6, 32, 1, 4]),
+    programs = {"ForwardProgramSmallC": ("gated_conv2d_small_c", [10**6, 32, 1, 4]),
+                "ForwardProgram": ("gated_conv2d", [10**6, 32, 1, 4]),
                 "BackwardProgram": ("gated_conv2d_backward", [10**6, 32, 1, 32, 4]),
                 "Pipeline": ("dual_task_loss_backward", [8, 800, 800, 3, 4]),
                 "EdgeTargetsProgram": ("edge_targets", [10**6]),
@@ -156,7 +167,7 @@ def test_selections_fit_the_compiled_kernels(emu):
                 "MatchProgram": ("boundary_fscore_blocks", [38, 1000, 32])}
     seen = set()
     for mangled, (regs, static) in kernels.items():
-        program = next((p for p in programs if p in mangled), None)
+        program = next((p for p in programs if p in mangled), None)  # SmallC first: a prefix
         assert program is not None, f"a kernel no test knows: {mangled}"
         seen.add(program)
         assert regs <= 255

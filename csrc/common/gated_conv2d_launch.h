@@ -270,19 +270,64 @@ BackwardProgram<scalar_t> make_backward_program(const at::Tensor& g, const at::T
           GradLayout{s.size(1), r.size(1), W.size(0)}};
 }
 
-}  // namespace gcl
-
 // The kernel callbacks of run_gated_conv2d_forward / _backward for a device that runs block
 // programs: the CUDA op (cuda/gated_conv2d.cu) and the emulator of the tests. Device provides
 //   run(op, like, select, make): select(DeviceLimits, KernelLimits, LaunchOverride) -> a Launch,
 //   or a choice holding one as .launch; make(choice) -> the program; runs it on like's device.
+// The forward for the shape stream's widths (linear gate, C = C_out in {8, 16, 32}): the
+// specialised program, its parameters in shared memory, 256 threads, grid-stride.
+inline Launch select_forward_small_c(int64_t P, int64_t shared_bytes, const DeviceLimits& d,
+                                     const KernelLimits& k, const LaunchOverride& ov = {}) {
+  Launch l;
+  l.threads = ov.threads ? ov.threads : largest_block(d, k, {256, 128, 64, 32});
+  l.shared_bytes = shared_bytes;
+  l.blocks = ov.blocks ? ov.blocks : grid_stride_blocks(P, l.threads, shared_bytes, d, k);
+  return l;
+}
+
+}  // namespace gcl
+
 template <typename Device>
 auto program_forward_kernel(const char* op, Device& device) {
   return [op, &device](const auto& gate, const GclSizes& z, const at::Tensor& s,
                        const at::Tensor& r, const at::Tensor& weight, const at::Tensor& bias,
                        at::Tensor& out, at::Tensor& alpha) {
     using scalar_t = gcl::gate_scalar_t<decltype(gate)>;
-    const int64_t acc_bytes = sizeof(at::opmath_type<scalar_t>);
+    using acc_t = at::opmath_type<scalar_t>;
+    const int64_t acc_bytes = sizeof(acc_t);
+    if constexpr (std::is_same_v<std::decay_t<decltype(gate)>, gcl::LinearGate<acc_t, scalar_t>>) {
+      // The shape stream's layers: the specialised program (the gate's parameters are the
+      // contiguous gate_weight and gate_bias it points to).
+      auto small = [&](auto kc) -> bool {
+        constexpr int kC = decltype(kc)::value;
+        if (z.C != kC || z.Cout != kC) return false;
+        const int64_t shared = gcl::ForwardProgramSmallC<scalar_t, kC>::shared_elems(z.Cr) *
+                               acc_bytes;
+        device.run(
+            op, s,
+            [&](const DeviceLimits& d, const KernelLimits& k, const LaunchOverride& ov) {
+              return gcl::select_forward_small_c(z.pixels(), shared, d, k, ov);
+            },
+            [&](const Launch&) {
+              gcl::ForwardProgramSmallC<scalar_t, kC> p{};
+              p.s = strided4d<const scalar_t>(s);
+              p.r = strided4d<const scalar_t>(r);
+              p.out = strided4d<scalar_t>(out);
+              p.alpha = strided4d<scalar_t>(alpha);
+              p.W = weight.const_data_ptr<scalar_t>();
+              p.b = bias.defined() ? bias.const_data_ptr<scalar_t>() : nullptr;
+              p.wg = gate.weight;
+              p.bg = gate.bias;
+              p.P = z.pixels();
+              p.Cr = z.Cr;
+              return p;
+            });
+        return true;
+      };
+      if (small(std::integral_constant<int, 8>{}) || small(std::integral_constant<int, 16>{}) ||
+          small(std::integral_constant<int, 32>{}))
+        return;
+    }
     device.run(
         op, s,
         [&](const DeviceLimits& d, const KernelLimits& k, const LaunchOverride& ov) {

@@ -109,6 +109,97 @@ struct ForwardProgram {
 };
 
 // ---------------------------------------------------------------------------------------------
+// Forward for the shape stream's layers: linear gate, C = C_out = kC in {8, 16, 32}. The block
+// first stages the parameters in shared memory (W transposed to [c][o], so that each step of the
+// inner loop reads four output channels' weights with one vector load that every thread of the
+// warp shares: a broadcast), then each thread takes its pixels grid-stride: the kC channels of s
+// into registers (read once), the gate logit, then out = b + (1 + alpha) * W s with kC
+// accumulators in registers. Per pixel: kC + Cr global loads, kC + 1 global stores, and
+// kC * kC / 4 shared loads against kC * kC FMAs -- the generic program issued four global
+// (uniform-address) weight loads and a shared load per channel per four outputs.
+
+template <typename scalar_t, int kC>
+struct ForwardProgramSmallC {
+  using acc_t = at::opmath_type<scalar_t>;
+  static constexpr int kMaxThreads = 256;
+  // Registers: kC channels and kC accumulators per thread. Four blocks of 256 threads per SM
+  // (64 registers each) where that fits them (kC <= 16), two (128) for kC = 32: a memory-bound
+  // kernel wants many warps in flight.
+  static constexpr int kMinBlocks = kC <= 16 ? 4 : 2;
+  static_assert(kC % 4 == 0, "four output channels per vector load");
+
+  Strided4d<const scalar_t> s, r;
+  Strided4d<scalar_t> out, alpha;
+  const scalar_t* W;   // kC x kC, [o][c]
+  const scalar_t* b;   // kC, or null
+  const scalar_t* wg;  // kC + Cr
+  const scalar_t* bg;  // 1
+  int64_t P, Cr;
+
+  // Shared memory, in acc_t elements: Wt[c][o] (kC * kC), bias (kC), gate weights (kC + Cr),
+  // gate bias (1).
+  static GSCNN_HD int64_t shared_elems(int64_t Cr) { return kC * kC + kC + kC + Cr + 1; }
+
+  template <typename Exec>
+  GSCNN_HD void operator()(Exec& ex) const {
+    auto sm = ex.template shared<acc_t>();
+    const auto Wt = sm, B = sm + kC * kC, WG = sm + kC * kC + kC;
+    const int64_t T = ex.threads(), first = ex.block() * T, step = ex.grid() * T;
+    const int64_t n_params = shared_elems(Cr);
+    ex.for_each_thread([&](int64_t t) {
+      for (int64_t e = t; e < n_params; e += T) {
+        acc_t v;
+        if (e < kC * kC) {
+          v = static_cast<acc_t>(W[(e % kC) * kC + e / kC]);  // Wt[c][o] = W[o][c], c = e / kC
+        } else if (e < kC * kC + kC) {
+          v = b ? static_cast<acc_t>(b[e - kC * kC]) : acc_t(0);
+        } else if (e < n_params - 1) {
+          v = static_cast<acc_t>(wg[e - kC * kC - kC]);
+        } else {
+          v = static_cast<acc_t>(bg[0]);
+        }
+        sm[e] = v;
+      }
+    });
+    ex.sync();  // every thread reads every parameter
+    ex.for_each_thread([&](int64_t t) {
+      for (int64_t p = first + t; p < P; p += step) pixel(Wt, B, WG, p);
+    });
+  }
+
+  template <typename Ptr>
+  GSCNN_HD void pixel(const Ptr& Wt, const Ptr& B, const Ptr& WG, int64_t p) const {
+    const Pixel q = Pixel::of(p, s.px.HW, s.px.W);  // every tensor has the same N, H, W
+    const int64_t so = s.px.offset(q), ro = r.px.offset(q);
+    acc_t x[kC];  // in registers: every loop over it below is unrolled
+    acc_t z = static_cast<acc_t>(WG[kC + Cr]);
+    GSCNN_UNROLL
+    for (int c = 0; c < kC; ++c) {
+      x[c] = static_cast<acc_t>(s.at(so, c));
+      z += static_cast<acc_t>(WG[c]) * x[c];
+    }
+    for (int64_t j = 0; j < Cr; ++j)
+      z += static_cast<acc_t>(WG[kC + j]) * static_cast<acc_t>(r.at(ro, j));
+    const acc_t a = sigmoid(z);
+    const acc_t f = acc_t(1) + a;
+    alpha.at(alpha.px.offset(q), 0) = static_cast<scalar_t>(a);
+    acc_t y[kC];
+    GSCNN_UNROLL
+    for (int o = 0; o < kC; ++o) y[o] = acc_t(0);
+    GSCNN_UNROLL
+    for (int c = 0; c < kC; ++c) {
+      const Ptr w = Wt + c * kC;
+      GSCNN_UNROLL
+      for (int o = 0; o < kC; ++o) y[o] += static_cast<acc_t>(w[o]) * x[c];
+    }
+    const int64_t oo = out.px.offset(q);
+    GSCNN_UNROLL
+    for (int o = 0; o < kC; ++o)
+      out.at(oo, o) = static_cast<scalar_t>(static_cast<acc_t>(B[o]) + f * y[o]);
+  }
+};
+
+// ---------------------------------------------------------------------------------------------
 // Backward (linear gate). The grid has one block per row of `partials` (gcl::num_partials); block
 // blk walks tiles blk, blk + grid, ... of T pixels:
 //   pixel phase  (thread t, pixel tile*T + t): load g, s, r into the shared tiles, compute ds and

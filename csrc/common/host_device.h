@@ -7,3 +7,12 @@
 #else
 #define GSCNN_HD inline
 #endif
+
+// Full unrolling of a loop with a compile-time trip count, where it matters that the compiler
+// does it (arrays indexed by the loop variable then stay in registers). nvcc only: the CPU
+// compilers unroll what pays by themselves.
+#if defined(__CUDA_ARCH__)
+#define GSCNN_UNROLL _Pragma("unroll")
+#else
+#define GSCNN_UNROLL
+#endif

@@ -30,10 +30,21 @@
 namespace gscnn {
 namespace cuda {
 
+// The blocks per SM a program asks the compiler to leave room for (a kMinBlocks member; 1 by
+// default): with kMaxThreads, what __launch_bounds__ caps the registers with.
+template <typename Program>
+constexpr int min_blocks() {
+  if constexpr (requires { Program::kMinBlocks; }) {
+    return Program::kMinBlocks;
+  } else {
+    return 1;
+  }
+}
+
 // kScratch: the block's buffers live in global scratch memory (see GpuExec). Only programs that
 // declare kGlobalScratch are instantiated that way.
 template <typename Program, bool kScratch>
-__global__ void __launch_bounds__(Program::kMaxThreads)
+__global__ void __launch_bounds__(Program::kMaxThreads, min_blocks<Program>())
     program_kernel(const Program program, unsigned char* scratch, int64_t scratch_bytes) {
   GpuExec<kScratch> ex{scratch, scratch_bytes};
   program(ex);

@@ -75,6 +75,12 @@ std::vector<int64_t> select_launch(std::string op, std::vector<int64_t> sz,
     const auto c = gcl::select_forward(sz.at(0), sz.at(1), sz.at(2), sz.at(3), d, k);
     return as_list(c.launch, 0, 0, c.staged ? 0 : 1);
   }
+  if (op == "gated_conv2d_small_c") {  // P, C (= C_out: 8, 16 or 32), Cr, acc_bytes
+    const int64_t C = sz.at(1), Cr = sz.at(2);
+    return as_list(gcl::select_forward_small_c(sz.at(0), (C * C + 2 * C + Cr + 1) * sz.at(3), d,
+                                               k),
+                   0, 0, 2);
+  }
   if (op == "gated_conv2d_backward") {  // P, C, Cr, Cout, acc_bytes
     return as_list(gcl::select_backward(sz.at(0), gcl::GradLayout{sz.at(1), sz.at(2), sz.at(3)},
                                         sz.at(4), d, k));
