@@ -154,8 +154,8 @@ def launch_table(kernel_limits):
         program = {"gated_conv2d": "gcl::ForwardProgram<float, gcl::LinearGate",
                    "gated_conv2d_small_c": f"gcl::ForwardProgramSmallC<float, {sizes[1]}>",
                    "gated_conv2d_backward": "gcl::BackwardProgram<float>",
-                   "dual_task_loss": "dtl::Pipeline<float, true, false>",
-                   "dual_task_loss_backward": "dtl::Pipeline<float, true, true>"}[op]
+                   "dual_task_loss": "dtl::Pipeline<float, true, false, 3>",
+                   "dual_task_loss_backward": "dtl::Pipeline<float, true, true, 3>"}[op]
         regs, static = next(((r["regs"], r["shared"]) for n, r in kernel_limits.items()
                              if n.startswith(program) and n.endswith("[shared]")), (255, 0))
         gpu = emulation.gpu("sm_90", regs_per_thread=regs, static_smem=static)

@@ -23,14 +23,14 @@ def test_kernel_report(emu):
                          timeout=600).stdout
     resources = out.split("## Innermost loops")[0]
     for program in ("gcl::ForwardProgram<float", "gcl::BackwardProgram<float> [shared]",
-                    "gcl::BackwardProgram<float> [global scratch]", "dtl::Pipeline<float, true, true> [shared]",
+                    "gcl::BackwardProgram<float> [global scratch]", "dtl::Pipeline<float, true, true, 3> [shared]",
                     "et::EdgeTargetsProgram", "bfs::MatchProgram"):
         assert program in resources, program
     rows = [line for line in resources.splitlines() if line.startswith("| ") and "[" in line]
     assert all(line.split("|")[5].strip() == "0" for line in rows), "a kernel spills registers"
     # the shared-memory kernels address shared memory (LDS/STS), not generic pointers
     loops = out.split("## Innermost loops")[1].split("## Benchmark")[0]
-    lds = [line for line in loops.splitlines() if "Pipeline<float, true, true> [shared]" in line]
+    lds = [line for line in loops.splitlines() if "Pipeline<float, true, true, 3> [shared]" in line]
     assert lds and sum(int(line.split("|")[6]) for line in lds) > 0
     table = out.split("## Benchmark shapes")[1]
     assert "gated_conv2d fwd C=32 fp32" in table and "dual_task_loss bwd bf16" in table

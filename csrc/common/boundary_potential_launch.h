@@ -15,6 +15,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <type_traits>
 #include <vector>
 
 #include "boundary_potential_program.h"
@@ -79,8 +80,8 @@ inline int64_t num_tiles(const at::Tensor& prob, TileShape ts) {
 // The program of one op of the family. Undefined tensors and null pointers for what it does not
 // use: target and status (potential), grad_zeta (all but the potential backward), scale (all but
 // the loss backward), partials (all but the loss forward).
-template <typename scalar_t, bool kLoss, bool kBackward>
-Pipeline<scalar_t, kLoss, kBackward> make_pipeline(const at::Tensor& prob,
+template <typename scalar_t, bool kLoss, bool kBackward, int kR = 0>
+Pipeline<scalar_t, kLoss, kBackward, kR> make_pipeline(const at::Tensor& prob,
                                                    const at::Tensor& target, const at::Tensor& out,
                                                    const at::Tensor& grad_zeta,
                                                    const double* scale, double* partials,
@@ -88,7 +89,7 @@ Pipeline<scalar_t, kLoss, kBackward> make_pipeline(const at::Tensor& prob,
                                                    double threshold, int64_t ignore_index,
                                                    TileShape ts) {
   using acc_t = at::opmath_type<scalar_t>;
-  Pipeline<scalar_t, kLoss, kBackward> p{};
+  Pipeline<scalar_t, kLoss, kBackward, kR> p{};
   p.prob = view4<const scalar_t>(prob);
   if (target.defined())
     p.target = Labels{target.const_data_ptr<int64_t>(), target.stride(0), target.stride(1),
@@ -110,6 +111,17 @@ Pipeline<scalar_t, kLoss, kBackward> make_pipeline(const at::Tensor& prob,
   p.threshold = static_cast<acc_t>(threshold);
   p.taps = make_taps<acc_t>(sigma);
   return p;
+}
+
+// Calls f(std::integral_constant<int, kR>) with kR = 3 for the paper's sigma (radius 3: sigma in
+// (2/3, 1]), the program with the radius fixed at compile time, and kR = 0 (any radius) else.
+template <typename F>
+void with_radius(double sigma, F&& f) {
+  if (radius_of(sigma) == 3) {
+    f(std::integral_constant<int, 3>{});
+  } else {
+    f(std::integral_constant<int, 0>{});
+  }
 }
 
 // --- GPU launch selection ---------------------------------------------------------------------
@@ -206,13 +218,15 @@ at::Tensor run_boundary_potential(const char* op, const at::Tensor& prob, double
   auto zeta = at::empty(prob.sizes(), prob.options().memory_format(output_memory_format(prob)));
   if (empty_image(prob)) return zeta;
   GSCNN_PIPELINE_DISPATCH(prob.scalar_type(), [&] {
-    device.run(op, prob,
-               pipeline_selector<false, false>(prob, sigma, sizeof(at::opmath_type<scalar_t>)),
-               [&](const PipelineChoice& c) {
-                 return make_pipeline<scalar_t, false, false>(prob, at::Tensor(), zeta,
-                                                              at::Tensor(), nullptr, nullptr,
-                                                              nullptr, sigma, 0.0, 0, c.tile);
-               });
+    with_radius(sigma, [&](auto kr) {
+      device.run(op, prob,
+                 pipeline_selector<false, false>(prob, sigma, sizeof(at::opmath_type<scalar_t>)),
+                 [&](const PipelineChoice& c) {
+                   return make_pipeline<scalar_t, false, false, decltype(kr)::value>(
+                       prob, at::Tensor(), zeta, at::Tensor(), nullptr, nullptr, nullptr, sigma,
+                       0.0, 0, c.tile);
+                 });
+    });
   });
   return zeta;
 }
@@ -227,13 +241,15 @@ at::Tensor run_boundary_potential_backward(const char* op, const at::Tensor& gra
   auto grad = at::empty(prob.sizes(), prob.options().memory_format(output_memory_format(prob)));
   if (empty_image(prob)) return grad;
   GSCNN_PIPELINE_DISPATCH(prob.scalar_type(), [&] {
-    device.run(op, prob,
-               pipeline_selector<false, true>(prob, sigma, sizeof(at::opmath_type<scalar_t>)),
-               [&](const PipelineChoice& c) {
-                 return make_pipeline<scalar_t, false, true>(prob, at::Tensor(), grad, grad_zeta,
-                                                             nullptr, nullptr, nullptr, sigma,
-                                                             0.0, 0, c.tile);
-               });
+    with_radius(sigma, [&](auto kr) {
+      device.run(op, prob,
+                 pipeline_selector<false, true>(prob, sigma, sizeof(at::opmath_type<scalar_t>)),
+                 [&](const PipelineChoice& c) {
+                   return make_pipeline<scalar_t, false, true, decltype(kr)::value>(
+                       prob, at::Tensor(), grad, grad_zeta, nullptr, nullptr, nullptr, sigma,
+                       0.0, 0, c.tile);
+                 });
+    });
   });
   return grad;
 }

@@ -24,7 +24,10 @@ struct LossState {
 // One kernel of the family: kLoss (dual-task loss) or not (boundary potential), kBackward or not.
 // Every phase takes the block's buffer `sm` (Ptr: a pointer, or the emulator's recording
 // pointer), the block's tile (n, i0, j0), and (t, T).
-template <typename scalar_t, bool kLoss, bool kBackward>
+// kR > 0: the Gaussian radius as a compile-time constant (the paper's sigma = 1 gives R = 3), so
+// that every loop over the taps unrolls and the taps live in registers, not in indexed parameter
+// (constant-bank) loads; kR = 0: the radius of `taps`, any sigma.
+template <typename scalar_t, bool kLoss, bool kBackward, int kR = 0>
 struct Pipeline {
   using acc_t = at::opmath_type<scalar_t>;
   static constexpr int kMaxThreads = 256;
@@ -43,7 +46,16 @@ struct Pipeline {
   Taps<acc_t> taps;
 
   GSCNN_HD int64_t num_tiles() const { return N * tiles_h * tiles_w; }
-  GSCNN_HD Layout layout(int64_t T) const { return Layout(TH, TW, taps.R, kLoss, kBackward, T); }
+  GSCNN_HD int64_t radius() const {
+    if constexpr (kR > 0) {
+      return kR;
+    } else {
+      return taps.R;
+    }
+  }
+  GSCNN_HD Layout layout(int64_t T) const {
+    return Layout(TH, TW, radius(), kLoss, kBackward, T);
+  }
 
   struct Tile {
     int64_t n, i0, j0;
@@ -119,16 +131,18 @@ struct Pipeline {
     const Ptr Lb = sm + Lo.L;
     const Ptr X = sm + Lo.X;
     const Ptr Xh = sm + Lo.Xh;
-    const int64_t nt = 2 * taps.R + 1;
+    const int64_t nt = 2 * radius() + 1;
     const acc_t kk = static_cast<acc_t>(k);
     for_each_2d(Lo.EH, Lo.XW, t, T, [&](int64_t r, int64_t c) {
       const Ptr p = Pb + r * Lo.EW + c;
       acc_t s = 0;
+      GSCNN_UNROLL
       for (int64_t i = 0; i < nt; ++i) s += taps.g[i] * p[i];
       X[r * Lo.XW + c] = s;
       if (kLoss) {
         const Ptr l = Lb + r * Lo.EW + c;
         acc_t sh = 0;
+        GSCNN_UNROLL
         for (int64_t i = 0; i < nt; ++i) sh += l[i] == kk ? taps.g[i] : acc_t(0);
         Xh[r * Lo.XW + c] = sh;
       }
@@ -138,15 +152,17 @@ struct Pipeline {
   // Column blur: B(r, c) = sum_i g[i] X(r + i, c).
   template <typename Ptr>
   GSCNN_HD void blur_cols(Ptr sm, const Layout& Lo, int64_t t, int64_t T) const {
-    const int64_t nt = 2 * taps.R + 1;
+    const int64_t nt = 2 * radius() + 1;
     for_each_2d(Lo.BH, Lo.XW, t, T, [&](int64_t r, int64_t c) {
       const Ptr x = sm + Lo.X + r * Lo.XW + c;
       acc_t s = 0;
+      GSCNN_UNROLL
       for (int64_t i = 0; i < nt; ++i) s += taps.g[i] * x[i * Lo.XW];
       sm[Lo.B + r * Lo.XW + c] = s;
       if (kLoss) {
         const Ptr xh = sm + Lo.Xh + r * Lo.XW + c;
         acc_t sh = 0;
+        GSCNN_UNROLL
         for (int64_t i = 0; i < nt; ++i) sh += taps.g[i] * xh[i * Lo.XW];
         sm[Lo.Bh + r * Lo.XW + c] = sh;
       }
@@ -278,13 +294,14 @@ struct Pipeline {
   GSCNN_HD void backward_blur_cols(Ptr sm, const Layout& Lo, Tile tl, int64_t t,
                                    int64_t T) const {
     const int64_t di0 = tl.i0 - Lo.R, dj0 = tl.j0 - Lo.R;
-    const int64_t R = Lo.R;
+    const int64_t R = radius();
     for_each_2d(Lo.TH, Lo.DW, t, T, [&](int64_t r, int64_t c) {
       const int64_t y = tl.i0 + r, x = dj0 + c;
       acc_t v = 0;
       if (y < H && x >= 0 && x < W) {
         const Ptr col = sm + Lo.dB + c;
         const bool edge = y == 0 || y == H - 1;
+        GSCNN_UNROLL
         for (int64_t yp = y - R; yp <= y + R; ++yp) {
           if (yp < 0 || yp >= H) continue;
           const acc_t w = edge ? blur_adjoint_weight(taps, y, yp, H) : taps.g[y - yp + R];
@@ -300,13 +317,14 @@ struct Pipeline {
   GSCNN_HD void backward_blur_rows(Ptr sm, const Layout& Lo, Tile tl, int64_t k,
                                    int64_t t, int64_t T) const {
     const int64_t dj0 = tl.j0 - Lo.R;
-    const int64_t R = Lo.R;
+    const int64_t R = radius();
     for_each_2d(Lo.TH, Lo.TW, t, T, [&](int64_t r, int64_t c) {
       const int64_t y = tl.i0 + r, x = tl.j0 + c;
       if (y >= H || x >= W) return;
       const Ptr row = sm + Lo.dX + r * Lo.DW - dj0;
       const bool edge = x == 0 || x == W - 1;
       acc_t v = 0;
+      GSCNN_UNROLL
       for (int64_t xp = x - R; xp <= x + R; ++xp) {
         if (xp < 0 || xp >= W) continue;
         const acc_t w = edge ? blur_adjoint_weight(taps, x, xp, W) : taps.g[x - xp + R];

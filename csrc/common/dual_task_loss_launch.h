@@ -48,14 +48,17 @@ std::tuple<at::Tensor, at::Tensor> run_dual_task_loss(const char* op, const at::
                                                ignore_index, prob);
   at::Tensor partials;  // (tiles, 3): sum |zeta - zeta_hat|, |P+|, bad labels
   GSCNN_PIPELINE_DISPATCH(prob.scalar_type(), [&] {
-    device.run(op, prob,
-               pipeline_selector<true, false>(prob, sigma, sizeof(at::opmath_type<scalar_t>)),
-               [&](const PipelineChoice& c) {
-                 partials = at::empty({num_tiles(prob, c.tile), 3}, dopts);
-                 return make_pipeline<scalar_t, true, false>(
-                     prob, target, at::Tensor(), at::Tensor(), nullptr,
-                     partials.data_ptr<double>(), status, sigma, threshold, ignore_index, c.tile);
-               });
+    with_radius(sigma, [&](auto kr) {
+      device.run(op, prob,
+                 pipeline_selector<true, false>(prob, sigma, sizeof(at::opmath_type<scalar_t>)),
+                 [&](const PipelineChoice& c) {
+                   partials = at::empty({num_tiles(prob, c.tile), 3}, dopts);
+                   return make_pipeline<scalar_t, true, false, decltype(kr)::value>(
+                       prob, target, at::Tensor(), at::Tensor(), nullptr,
+                       partials.data_ptr<double>(), status, sigma, threshold, ignore_index,
+                       c.tile);
+                 });
+    });
   });
   device.label_status_end(labels::kDualTaskLossTarget, op, "target", K, ignore_index, prob);
   const auto total = partials.sum(0);  // a fixed order for a given shape: deterministic
@@ -91,13 +94,15 @@ at::Tensor run_dual_task_loss_backward(const char* op, const at::Tensor& grad_lo
   uint64_t* status = device.label_status_begin(labels::kDualTaskLossTarget, op, "target", K,
                                                ignore_index, prob);
   GSCNN_PIPELINE_DISPATCH(prob.scalar_type(), [&] {
-    device.run(op, prob,
-               pipeline_selector<true, true>(prob, sigma, sizeof(at::opmath_type<scalar_t>)),
-               [&](const PipelineChoice& c) {
-                 return make_pipeline<scalar_t, true, true>(
-                     prob, target, grad, at::Tensor(), scale.const_data_ptr<double>(), nullptr,
-                     status, sigma, threshold, ignore_index, c.tile);
-               });
+    with_radius(sigma, [&](auto kr) {
+      device.run(op, prob,
+                 pipeline_selector<true, true>(prob, sigma, sizeof(at::opmath_type<scalar_t>)),
+                 [&](const PipelineChoice& c) {
+                   return make_pipeline<scalar_t, true, true, decltype(kr)::value>(
+                       prob, target, grad, at::Tensor(), scale.const_data_ptr<double>(), nullptr,
+                       status, sigma, threshold, ignore_index, c.tile);
+                 });
+    });
   });
   device.label_status_end(labels::kDualTaskLossTarget, op, "target", K, ignore_index, prob);
   return grad;
