@@ -4,9 +4,17 @@ potential, a kornia-style pipeline (a 2-D Gaussian blur as one depthwise conv2d,
 gradient as a depthwise 2-output conv2d, as kornia.filters.gaussian_blur2d + spatial_gradient do;
 written here with conv2d, no kornia needed), in one run.
 
-Groups are "<device>-<loss|potential>-fwdbwd-<dtype>", each comparing the implementations on
-identical inputs. How time and memory are measured: conftest.py. Shapes: K = 19 classes
-(Cityscapes); CPU (2, 19, 256, 512) float32; CUDA (8, 19, 800, 800) float32 and bfloat16.
+Groups are "<device>-<loss|loss_confident|potential>-fwdbwd-<dtype>", each comparing the
+implementations on identical inputs. How time and memory are measured: conftest.py. Shapes:
+K = 19 classes (Cityscapes); CPU (2, 19, 256, 512) float32; CUDA (8, 19, 800, 800) float32 and
+bfloat16.
+
+Inputs: "loss" and "potential" use a noisy softmax (random logits plus a margin for the label's
+class: every class varies in every tile, nothing can be skipped); "loss_confident" a confident
+one, flat away from the label boundaries as a trained network's output is, where most (tile,
+class) pairs hold no label of the class and a flat probability, which the fused kernels skip.
+"floor" is the time to read the input and write a tensor of its size once (a clone): the memory
+traffic a fused forward + backward cannot avoid, measured in the same run.
 
     python -m pytest benchmarks/test_bench_dual_task_loss.py --benchmark-only \
         --benchmark-json=out.json && python benchmarks/summarize.py out.json
@@ -28,8 +36,9 @@ _DTYPE_NAME = {torch.float32: "f32", torch.bfloat16: "bf16"}
 # Allowed max|x - ref| / max|ref| against a float64 reference of the same inputs.
 _TOL = {torch.float32: 1e-4, torch.bfloat16: 5e-2}
 DEVICE_DTYPES = (("cpu", torch.float32), ("cuda", torch.float32), ("cuda", torch.bfloat16))
-IMPLS = {"loss": ("fused", "eager", "compiled"),
-         "potential": ("fused", "eager", "compiled", "kornia_style")}
+IMPLS = {"loss": ("fused", "eager", "compiled", "floor"),
+         "loss_confident": ("fused", "eager", "floor"),
+         "potential": ("fused", "eager", "compiled", "kornia_style", "floor")}
 
 
 def kornia_style_potential(prob, sigma=SIGMA):
@@ -61,6 +70,8 @@ def dtl_impls():
         ("potential", "eager"): reference.boundary_potential,
         ("potential", "compiled"): torch.compile(reference.boundary_potential, dynamic=False),
         ("potential", "kornia_style"): kornia_style_potential,
+        ("loss_confident", "fused"): gscnn_ops.dual_task_loss,
+        ("loss_confident", "eager"): reference.dual_task_loss,
     }
 
 
@@ -75,23 +86,40 @@ def _params():
     return out
 
 
-def make_inputs(device, dtype, n, h, w, seed=0):
-    """Softmax of random logits (sharpened, so class regions and boundaries exist) and labels
-    made of 16x16 blocks of random classes with an ignore stripe."""
+def make_inputs(device, dtype, n, h, w, seed=0, confident=False):
+    """Labels made of 16x16 blocks of random classes with an ignore stripe, and the softmax of
+    random logits plus a margin of 4 for the label's class (noisy: every class varies
+    everywhere), or (confident) of a margin of 12 smoothed over 9x9 pixels plus noise of 0.3
+    (flat away from the boundaries)."""
     g = torch.Generator().manual_seed(seed)
     labels = torch.randint(0, K, (n, (h + 15) // 16, (w + 15) // 16), generator=g)
     labels = labels.repeat_interleave(16, 1).repeat_interleave(16, 2)[:, :h, :w].contiguous()
     labels[:, : max(1, h // 10)] = IGNORE
-    logits = torch.randn(n, K, h, w, generator=g) + 4 * F.one_hot(labels % K, K).permute(0, 3, 1, 2)
+    one_hot = F.one_hot(labels % K, K).permute(0, 3, 1, 2).float()
+    if confident:
+        logits = F.avg_pool2d(12 * one_hot, 9, 1, 4, count_include_pad=False)
+        logits = logits + 0.3 * torch.randn(n, K, h, w, generator=g)
+    else:
+        logits = torch.randn(n, K, h, w, generator=g) + 4 * one_hot
     prob = logits.softmax(1).to(device=device, dtype=dtype)
     grad_zeta = torch.randn(n, K, h, w, generator=g).to(device=device, dtype=dtype)
     return prob, labels.to(device), grad_zeta
 
 
+def floor(prob):
+    """Reads prob and writes a tensor of its size once."""
+    return prob.clone(), None
+
+
 def make_call(fn, what, prob, target, grad_zeta, device):
     def call():
+        if fn is floor:
+            out = floor(prob)
+            if device == "cuda":
+                torch.cuda.synchronize()
+            return out
         p = prob.detach().requires_grad_()
-        if what == "loss":
+        if what.startswith("loss"):
             out = fn(p, target)
             (g,) = torch.autograd.grad(out, p)
         else:
@@ -109,7 +137,7 @@ _REF = {}
 def reference_result(key, what, prob, target, grad_zeta):
     if key not in _REF:
         _REF.clear()
-        fn = reference.dual_task_loss if what == "loss" else reference.boundary_potential
+        fn = reference.dual_task_loss if what.startswith("loss") else reference.boundary_potential
         call = make_call(fn, what, prob.double(), target, grad_zeta.double(), prob.device.type)
         _REF[key] = tuple(t.detach() for t in call())
     return _REF[key]
@@ -123,8 +151,10 @@ def test_dual_task_loss(benchmark, settings, dtl_impls, peak_memory, run_timed, 
     if device == "cuda" and impl == "fused" and not gscnn_ops.has_cuda_kernels():
         pytest.skip("gscnn_ops was built without its CUDA kernels")
     st = settings[device]
-    prob, target, grad_zeta = make_inputs(device, dtype, st.n, st.h, st.w)
-    call = make_call(dtl_impls[(what, impl)], what, prob, target, grad_zeta, device)
+    prob, target, grad_zeta = make_inputs(device, dtype, st.n, st.h, st.w,
+                                          confident=what == "loss_confident")
+    fn = floor if impl == "floor" else dtl_impls[(what, impl)]
+    call = make_call(fn, what, prob, target, grad_zeta, device)
     benchmark.group = f"{device}-{what}-fwdbwd-{_DTYPE_NAME[dtype]}"
     info = benchmark.extra_info
     info.update(impl=impl, device=device, dtype=_DTYPE_NAME[dtype], direction="fwdbwd", what=what,
@@ -132,7 +162,8 @@ def test_dual_task_loss(benchmark, settings, dtl_impls, peak_memory, run_timed, 
 
     # First call (compiles for "compiled"), checked against the float64 reference.
     got = call()
-    want = reference_result((device, dtype, what, st), what, prob, target, grad_zeta)
+    want = () if impl == "floor" else reference_result((device, dtype, what, st), what, prob,
+                                                        target, grad_zeta)
     for name, x, ref in zip(("out", "grad_prob"), got, want):
         scale = ref.abs().max().item() or 1.0
         err = (x.detach().double() - ref).abs().max().item() / scale

@@ -110,3 +110,44 @@ def test_saturated_gates(monkeypatch, isa, emu):
                           torch.ops.gscnn_testing.gated_conv2d(s, r, gw * 0, gb, w, b, emu.gpu())[1]):
                 torch.testing.assert_close(alpha, torch.full_like(alpha, want), rtol=0, atol=1e-37,
                                            msg=lambda m: f"{dtype}, logit {logit}: {m}")
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
+def test_each_cpu_build_dual_task_loss_and_potential(monkeypatch, isa, dtype):
+    # The boundary_potential / dual_task_loss kernels of each build (their own per-ISA files),
+    # forward and backward, on an image of 2 x 2 CPU tiles (32 x 256) with ignore pixels and
+    # skippable classes, against the float64 reference.
+    _use_isa(monkeypatch, isa)
+    g = torch.Generator().manual_seed(0)
+    N, K, H, W = 1, 4, 37, 300
+    target = torch.randint(0, 2, (N, H // 8 + 1, W // 8 + 1), generator=g)
+    target = target.repeat_interleave(8, 1).repeat_interleave(8, 2)[:, :H, :W].contiguous()
+    target[:, 3:6, 100:140] = 255
+    logits = 8.0 * torch.nn.functional.one_hot(target.clamp(max=K - 1), K).permute(0, 3, 1, 2)
+    prob64 = (logits.double() + 0.5 * torch.randn(N, K, H, W, generator=g,
+                                                  dtype=torch.float64)).softmax(1)
+    prob = prob64.to(dtype)
+    p = prob.clone().requires_grad_()
+    loss = gscnn_ops.dual_task_loss(p, target)
+    (grad,) = torch.autograd.grad(loss, p)
+    q = prob.double().requires_grad_()
+    ref = reference.dual_task_loss(q, target)
+    (ref_grad,) = torch.autograd.grad(ref, q)
+    # The potential on a noisy softmax: its gradient g / (2 zeta) is ill-conditioned where the map
+    # is flat (zeta ~ 0), which would test float32 rounding rather than the kernels.
+    gz = torch.randn(N, K, H, W, generator=g, dtype=torch.float64)
+    noisy = (3 * torch.randn(N, K, H, W, generator=g, dtype=torch.float64)).softmax(1).to(dtype)
+    z = noisy.clone().requires_grad_()
+    zeta = gscnn_ops.boundary_potential(z)
+    (zgrad,) = torch.autograd.grad(zeta, z, gz.to(dtype))
+    z64 = noisy.double().requires_grad_()
+    ref_zeta = reference.boundary_potential(z64)
+    (ref_zgrad,) = torch.autograd.grad(ref_zeta, z64, gz.to(dtype).double())
+    pairs = [(loss, ref, "loss"), (grad, ref_grad, "grad"), (zeta, ref_zeta, "zeta"),
+             (zgrad, ref_zgrad, "potential grad")]
+    for got, want, name in pairs:
+        if dtype == torch.bfloat16:
+            assert_low_precision_close(got, want, dtype, f"{isa} {name}")
+        else:
+            torch.testing.assert_close(got.double(), want, **TIGHT_TOL[dtype], msg=f"{isa} {name}")

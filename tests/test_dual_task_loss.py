@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from hypothesis import given, settings, strategies as st
 
 import emulation
 import gscnn_ops
@@ -281,6 +282,26 @@ def test_emulated_cuda_dual_task_loss(tile_h, tile_w, threads, shape, sigma):
     assert ops.dual_task_loss(prob, target, sigma, DUAL_TASK_THRESHOLD, IGN)[1].item() == count.item()
 
 
+@pytest.mark.parametrize("tile_h,tile_w,threads", [(0, 0, 0), (8, 8, 32), (16, 8, 64), (3, 16, 1)])
+def test_emulated_cuda_skipping_is_exact(tile_h, tile_w, threads):
+    """The block program skips (tile, class) pairs that cannot reach P+ (a barrier that ORs the
+    threads' verdicts): most pairs here, next to pairs only one condition would skip."""
+    N, K, H, W = 2, 5, 40, 70
+    labels = blob_labels(N, H, W, 2, seed=3, ignore_frac=0.2)
+    prob = peaked_prob(labels, K, noise=1e-3)
+    prob[0, 4, 20:, 50:] += 0.1  # class 4: in no label, but with an edge
+    prob[1] = 1 / K  # a flat prediction: the labels' boundaries alone are in P+
+    launch = dict(tile=(tile_h, tile_w), threads=threads, blocks=2 if threads else 0)
+    dirty_heap(prob)
+    loss, count = emulated("dual_task_loss", prob, labels, 1.0, DUAL_TASK_THRESHOLD, IGN, **launch)
+    dirty_heap(prob)
+    grad = emulated("dual_task_loss_backward", torch.tensor(1.0, dtype=torch.float64), prob,
+                    labels, count, 1.0, DUAL_TASK_THRESHOLD, IGN, **launch)
+    rloss, rg = ref_loss_and_grad(prob, labels)
+    torch.testing.assert_close(loss, rloss, **TIGHT_TOL[torch.float64])
+    torch.testing.assert_close(grad, rg, **TIGHT_TOL[torch.float64])
+
+
 @pytest.mark.parametrize("gpu", ["sm_75", "sm_86", "sm_90"])
 def test_emulated_cuda_large_sigma_runs_from_global_memory(gpu):
     # sigma = 10: a halo of 62 pixels in the backward. Its buffers fit no GPU's shared memory at
@@ -411,6 +432,92 @@ def test_default_threshold_excludes_flat_noise():
     count = ops.dual_task_loss(prob, torch.zeros(1, 64, 64, dtype=torch.long), 1.0,
                                DUAL_TASK_THRESHOLD, IGN)[1]
     assert count.item() == 0
+
+
+# --- exact skipping (CPU kernels) -------------------------------------------------------------
+# The CPU kernels skip a (tile, class) pair whose halo holds no label of the class and whose
+# probabilities vary by at most 2 * threshold: nothing of it can be in P+. Skipping must be exact:
+# these inputs make most pairs skippable (a confident, piecewise-flat softmax) next to pairs that
+# only one of the two conditions would skip.
+
+def dirty_heap(like):
+    """Allocates and frees a NaN-filled tensor the size of `like`, so that the next output of that
+    size likely reuses its memory: a kernel that skips writing part of its output then returns
+    NaNs instead of the zeros a fresh allocation may happen to hold."""
+    torch.full_like(like, float("nan"))
+
+
+def peaked_prob(target, K, dtype=torch.float64, noise=0.0, seed=0):
+    """A confident softmax: flat away from the label boundaries, smooth across them."""
+    logits = 12.0 * F.one_hot(target.clamp(0, K - 1), K).permute(0, 3, 1, 2).double()
+    logits = F.avg_pool2d(logits, 5, 1, 2, count_include_pad=False)
+    if noise:
+        g = torch.Generator().manual_seed(seed)
+        logits = logits + noise * torch.randn(logits.shape, generator=g, dtype=torch.float64)
+    return logits.softmax(1).to(dtype)
+
+
+@settings(max_examples=25, deadline=None)
+@given(N=st.integers(1, 2), K=st.integers(2, 7), H=st.integers(1, 90), W=st.integers(1, 600),
+       seed=st.integers(0, 10**6), noise=st.sampled_from([0.0, 1e-3, 0.3]),
+       ignore=st.booleans())
+def test_skipping_is_exact(N, K, H, W, seed, noise, ignore):
+    target = blob_labels(N, H, W, K, seed=seed, ignore_frac=0.3 if ignore else 0.0)
+    # classes above K // 2 never appear in the labels: their channels are skippable where flat
+    labels = torch.where(target == IGN, target, target.clamp(max=K // 2))
+    prob = peaked_prob(labels, K, noise=noise, seed=seed)
+    dirty_heap(prob)
+    loss, g = fused_loss_and_grad(prob, labels)
+    rloss, rg = ref_loss_and_grad(prob, labels)
+    torch.testing.assert_close(loss, rloss, **TIGHT_TOL[torch.float64])
+    torch.testing.assert_close(g, rg, **TIGHT_TOL[torch.float64])
+
+
+@pytest.mark.parametrize("case", ["absent_class_varying_prob", "present_class_flat_prob",
+                                  "negative_threshold", "range_just_over"])
+def test_skipping_only_what_cannot_reach_p_plus(case):
+    """Each input has pairs that one skip condition alone would drop although they are in P+."""
+    K, H, W = 3, 40, 300
+    target = torch.zeros(1, H, W, dtype=torch.long)
+    threshold = DUAL_TASK_THRESHOLD
+    if case == "absent_class_varying_prob":
+        # class 2 is in no label, but its probability has an edge: zeta > threshold there
+        prob = torch.full((1, K, H, W), 0.05, dtype=torch.float64)
+        prob[:, 2, :, 150:] = 0.25
+    elif case == "present_class_flat_prob":
+        # a flat prediction, while the labels have a class-1 square: zeta_hat > threshold
+        target[:, 10:20, 100:130] = 1
+        prob = torch.full((1, K, H, W), 1 / K, dtype=torch.float64)
+    elif case == "negative_threshold":
+        # every kept pixel is in P+ (zeta_hat = 0 > threshold), flat or not
+        prob = torch.full((1, K, H, W), 1 / K, dtype=torch.float64)
+        prob[:, 2, 5:9, 7:11] += 1e-4
+        threshold = -1e-3
+    else:
+        # a step of 2.2 * threshold: not skippable by the bound, and a step of 5 * threshold
+        # in another tile, which reaches P+ (zeta ~ 0.27 * step)
+        prob = torch.full((1, K, H, W), 0.3, dtype=torch.float64)
+        prob[:, 2, :, 40:] += 2.2 * threshold
+        prob[:, 2, :, 290:] += 5 * threshold
+    loss, g = fused_loss_and_grad(prob, target, threshold=threshold)
+    rloss, rg = ref_loss_and_grad(prob, target, threshold=threshold)
+    count = ops.dual_task_loss(prob, target, 1.0, threshold, IGN)[1]
+    assert count.item() > 0
+    torch.testing.assert_close(loss, rloss, **TIGHT_TOL[torch.float64])
+    torch.testing.assert_close(g, rg, **TIGHT_TOL[torch.float64])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_skipping_keeps_nan_and_inf(dtype):
+    """A non-finite probability in an otherwise skippable tile is not skipped: the result is what
+    the unskipped computation gives (the reference's), NaN gradients included."""
+    target = torch.zeros(1, 40, 300, dtype=torch.long)
+    for bad in (float("nan"), float("inf")):
+        prob = torch.full((1, 3, 40, 300), 0.1, dtype=torch.float64)
+        prob[0, 2, 20, 270] = bad
+        _, g = fused_loss_and_grad(prob.to(dtype), target)
+        _, rg = ref_loss_and_grad(prob, target)
+        assert torch.equal(torch.isnan(g), torch.isnan(rg))
 
 
 # --- errors ---------------------------------------------------------------------------------

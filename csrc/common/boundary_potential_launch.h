@@ -2,8 +2,8 @@
 // The host side of boundary_potential and boundary_potential_backward on every device, and what
 // dual_task_loss (common/dual_task_loss_launch.h) shares with them: argument checks, the Gaussian
 // taps, the construction of the block program (common/boundary_potential_program.h) from tensors,
-// the GPU launch selection (tile shape, shared or global memory), and the CPU device, which runs
-// the same program with one thread per block, blocks spread over the cores.
+// the GPU launch selection (tile shape, shared or global memory). The CPU device, which runs
+// CPU kernels of the same problem, is in cpu/boundary_potential_kernels.h.
 //
 // An op body runs on a `device` with the interface of cuda::Device (cuda/launch.cuh): run(op,
 // like, select, make) and, for the ops that check labels, label_status_begin / _end.
@@ -11,7 +11,6 @@
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
-#include <ATen/Parallel.h>
 
 #include <algorithm>
 #include <cmath>
@@ -180,30 +179,6 @@ auto pipeline_selector(const at::Tensor& prob, double sigma, int64_t acc_bytes) 
                            kBackward, acc_bytes, d, k, ov);
   };
 }
-
-// --- the CPU device ---------------------------------------------------------------------------
-// One thread per block and tiles of 32 rows x 256 columns: the block's buffers (a few hundred KiB)
-// stay in L2, and the halo (R + 1 forward, 2R + 2 backward) is a small fraction of the tile for
-// sigma ~ 1. Tiles are spread over the cores with at::parallel_for, each core with one buffer;
-// nothing of size N*K*H*W is allocated besides the output. Bad labels are raised at once.
-struct CpuPipelineDevice : labels::HostLabelStatus {
-  template <typename Select, typename Make>
-  void run(const char*, const at::Tensor&, Select&&, Make&& make) {
-    PipelineChoice c{};
-    c.tile = {32, 256};
-    c.launch.threads = 1;
-    const auto program = make(c);
-    using acc_t = typename std::decay_t<decltype(program)>::acc_t;
-    const int64_t tiles = program.num_tiles(), total = program.layout(1).total;
-    at::parallel_for(0, tiles, 1, [&](int64_t begin, int64_t end) {
-      std::vector<acc_t> sm(total);
-      for (int64_t tile = begin; tile < end; ++tile) {
-        SerialExec ex{tile, tiles, sm.data()};
-        program(ex);
-      }
-    });
-  }
-};
 
 // --- op bodies ----------------------------------------------------------------------------------
 

@@ -26,9 +26,8 @@
 //
 // Each kernel is a block program (common/exec.h): per-thread phases separated by block barriers.
 // CUDA runs a phase on every thread with __syncthreads() between phases; the emulator of the tests
-// runs each phase for every thread of a block before the next; the CPU kernels run the same
-// program with one thread per block (T = 1), where every phase is a plain nested loop over its
-// region.
+// runs each phase for every thread of a block before the next. The CPU kernels
+// (cpu/boundary_potential_kernels_impl.h) use the same regions, one tile per core at a time.
 
 #include <cmath>
 #include <cstdint>
@@ -73,6 +72,21 @@ GSCNN_HD acc_t potential_grad_factor(acc_t dzeta, acc_t zeta) {
 template <typename acc_t>
 GSCNN_HD bool in_band(acc_t zeta, acc_t zeta_hat, acc_t threshold) {
   return zeta > threshold || zeta_hat > threshold;
+}
+
+// Exact skipping of a (tile, class) pair by the dual-task loss. If no label of the class lies in
+// the tile's halo E, zeta_hat = 0 on the tile; and if every probability of the class in E is
+// within `dev` of one of them, v0, then every blurred value lies in [v0 - dev, v0 + dev] (a blur
+// is an average), |gx|, |gy| <= dev (half a difference of two of them) and zeta =
+// sqrt(gx^2 + gy^2) / sqrt(2) <= dev. When the bound, with a margin for the rounding of the blurs,
+// the differences and the square root, is at most the threshold, no pixel of the tile is in P+:
+// the forward adds nothing and the backward's gradient is 0. A NaN deviation is never flat.
+template <typename acc_t>
+GSCNN_HD bool flat_within_threshold(acc_t dev, acc_t v0, acc_t threshold, int64_t R) {
+  const acc_t eps = sizeof(acc_t) == 4 ? acc_t(1.1920928955078125e-7) : acc_t(2.220446049250313e-16);
+  const acc_t c = acc_t(8 * R + 16) * eps;
+  const acc_t a0 = v0 < acc_t(0) ? -v0 : v0, at = threshold < acc_t(0) ? -threshold : threshold;
+  return dev * (acc_t(1) + c) + c * (a0 + at) <= threshold;
 }
 
 // d |zeta - zeta_hat| / d zeta, with sign(0) = 0.

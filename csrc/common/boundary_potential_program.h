@@ -1,7 +1,8 @@
 #pragma once
 // The block program of the boundary_potential and dual_task_loss kernels (common/exec.h), forward
 // and backward: the tiled stencil pipeline of common/boundary_potential_math.h, which the CUDA
-// kernels, the CPU kernels (one thread per block) and the emulated GPU of the tests all run.
+// kernels and the emulated GPU of the tests run. The CPU kernels (cpu/boundary_potential_kernels.h)
+// compute the same tiles from the same struct (views, taps, tile shape) with code for a CPU core.
 
 #include <ATen/OpMathType.h>
 
@@ -14,11 +15,13 @@
 namespace gscnn {
 namespace dtl {
 
-// Per-thread state of the loss forward (registers on the GPU): the thread's share of
-// sum |zeta - zeta_hat| and |P+| over the tile, and the bad labels it met.
+// Per-thread state of the loss (registers on the GPU): the thread's share of sum |zeta - zeta_hat|
+// and |P+| over the tile (forward), the bad labels it met, and whether its part of the halo rules
+// out skipping the current class.
 template <typename acc_t>
 struct LossState {
   acc_t sum, count, bad;
+  bool need;
 };
 
 // One kernel of the family: kLoss (dual-task loss) or not (boundary potential), kBackward or not.
@@ -30,8 +33,10 @@ struct LossState {
 template <typename scalar_t, bool kLoss, bool kBackward, int kR = 0>
 struct Pipeline {
   using acc_t = at::opmath_type<scalar_t>;
+  using scalar_type = scalar_t;
   static constexpr int kMaxThreads = 256;
   static constexpr bool is_loss = kLoss, is_backward = kBackward;
+  static constexpr int kRadius = kR;  // 0: the radius of `taps`
   static constexpr bool kGlobalScratch = true;  // large problems: buffers in global memory
   View4<const scalar_t> prob;
   Labels target;             // kLoss
@@ -112,15 +117,39 @@ struct Pipeline {
     });
   }
 
-  // Channel k of P over E (clamped coordinates: the replicate border).
+  // Channel k of P over E (clamped coordinates: the replicate border). Loss: returns whether
+  // this thread's part of E rules out skipping class k (flat_within_threshold,
+  // common/boundary_potential_math.h): a label of class k, or a probability farther than the
+  // bound allows from v0, the probability at E's origin, which every thread reads.
   template <typename Ptr>
-  GSCNN_HD void load_prob(Ptr sm, const Layout& Lo, Tile tl, int64_t k, int64_t t,
+  GSCNN_HD bool load_prob(Ptr sm, const Layout& Lo, Tile tl, int64_t k, int64_t t,
                           int64_t T) const {
     const Ptr Pb = sm + Lo.P;
     const int64_t oi = tl.i0 - Lo.h, oj = tl.j0 - Lo.h;
+    const acc_t v0 =
+        kLoss ? static_cast<acc_t>(prob.at(tl.n, k, clampi(oi, H - 1), clampi(oj, W - 1)))
+              : acc_t(0);
+    const acc_t kk = static_cast<acc_t>(k);
+    const int64_t R = radius();
+    bool need = false;
     for_each_2d(Lo.EH, Lo.EW, t, T, [&](int64_t r, int64_t c) {
-      Pb[r * Lo.EW + c] =
+      const acc_t v =
           static_cast<acc_t>(prob.at(tl.n, k, clampi(oi + r, H - 1), clampi(oj + c, W - 1)));
+      Pb[r * Lo.EW + c] = v;
+      if (kLoss) {
+        const acc_t dev = v > v0 ? v - v0 : v0 - v;  // NaN stays NaN: never flat
+        need = need || sm[Lo.L + r * Lo.EW + c] == kk ||
+               !flat_within_threshold(dev, v0, threshold, R);
+      }
+    });
+    return need;
+  }
+
+  // The loss backward's gradient of a skipped (tile, class): 0.
+  GSCNN_HD void write_zeros(Tile tl, int64_t k, int64_t t, int64_t T) const {
+    for_each_2d(TH, TW, t, T, [&](int64_t r, int64_t c) {
+      const int64_t y = tl.i0 + r, x = tl.j0 + c;
+      if (y < H && x < W) out.at(tl.n, k, y, x) = static_cast<scalar_t>(0);
     });
   }
 
@@ -336,8 +365,9 @@ struct Pipeline {
 
   // --- the block program ----------------------------------------------------------------------
   // Blocks walk the tiles grid-stride. Per tile: (loss) labels, then the keep mask; per class k:
-  // load, blur the rows, blur the columns, then the forward's zeta or the backward's four adjoint
-  // phases; (loss forward) the tile's block reduction. A barrier separates two phases only where
+  // load (the loss: skip the class if no thread needs it, a barrier that ORs the threads'
+  // answers), blur the rows, blur the columns, then the forward's zeta or the backward's four
+  // adjoint phases; (loss forward) the tile's block reduction. A barrier separates two phases only where
   // the later one reads what another thread wrote in the earlier one, or overwrites what another
   // thread read there (tests/test_emulator.py removes each barrier in turn and checks that
   // the emulator's race detector objects).
@@ -351,15 +381,24 @@ struct Pipeline {
       const Tile tl = tile_of(tile);
       if (kLoss) {
         ex.for_each_thread([&](int64_t t) {
-          st(t) = LossState<acc_t>{acc_t(0), acc_t(0), acc_t(0)};
+          st(t) = LossState<acc_t>{acc_t(0), acc_t(0), acc_t(0), false};
           load_labels(sm, Lo, tl, t, T, st(t).bad);
         });
         ex.sync();
         ex.for_each_thread([&](int64_t t) { keep_mask(sm, Lo, tl, t, T); });
       }
       for (int64_t k = 0; k < K; ++k) {
-        ex.for_each_thread([&](int64_t t) { load_prob(sm, Lo, tl, k, t, T); });
-        ex.sync();
+        if (kLoss) {
+          // Exact skipping: a class that no thread needs is done (backward: gradient 0).
+          ex.for_each_thread([&](int64_t t) { st(t).need = load_prob(sm, Lo, tl, k, t, T); });
+          if (!ex.sync_any([&](int64_t t) { return st(t).need; })) {
+            if (kBackward) ex.for_each_thread([&](int64_t t) { write_zeros(tl, k, t, T); });
+            continue;
+          }
+        } else {
+          ex.for_each_thread([&](int64_t t) { load_prob(sm, Lo, tl, k, t, T); });
+          ex.sync();
+        }
         ex.for_each_thread([&](int64_t t) { blur_rows(sm, Lo, k, t, T); });
         ex.sync();
         ex.for_each_thread([&](int64_t t) { blur_cols(sm, Lo, t, T); });

@@ -1,6 +1,8 @@
 #pragma once
-// Block programs: the body of every CUDA kernel of the library, written once and run by three
-// execution policies (GPU, CPU, test emulator).
+// Block programs: the body of every CUDA kernel of the library, written once and run by two
+// execution policies: the GPU's, and the test emulator's, which runs the same code on the CPU
+// thread by thread and checks its barriers. (The ops' CPU kernels are separate code written for a
+// CPU core, tested against the same references.)
 //
 // A block program is a struct with
 //     template <typename Exec> GSCNN_HD void operator()(Exec& ex) const;
@@ -16,8 +18,6 @@
 //              __syncthreads(); shared<T>() is the dynamic shared memory, or, in the kernels
 //              instantiated for it (programs with kGlobalScratch), the block's slice of a global
 //              scratch buffer when the launch put it there (large problems).
-//   SerialExec (CPU kernels, below)   one thread per block, sync() does nothing: each
-//              for_each_thread is a plain loop nest over its region.
 //   EmuExec    (tests: csrc/testing/emulator.h) runs every thread of the block in turn, each
 //              barrier interval before the next, with poison-filled shared memory whose every
 //              access is recorded: a thread reading or writing what another thread wrote in the
@@ -27,8 +27,10 @@
 //   int64_t block(), grid(), threads()  blockIdx.x, gridDim.x, blockDim.x
 //   for_each_thread(f)                  f(t) for every thread t of the block
 //   sync()                              block barrier
+//   sync_any(pred)                      block barrier that returns, to every thread, whether
+//                                       pred(t) held for some thread t (__syncthreads_or)
 //   shared<T>()                         the block's shared memory as a pointer-like to T (a T* on
-//                                       the GPU and CPU; a recording pointer in the emulator)
+//                                       the GPU; a recording pointer in the emulator)
 //   registers<S>()                      per-thread state that lives across barriers: r(t) is
 //                                       thread t's S (a register variable on the GPU)
 
@@ -58,6 +60,10 @@ struct GpuExec {
   // __syncthreads() also orders the block's global-memory accesses, so a block program runs the
   // same on shared memory and on its slice of global scratch memory.
   __device__ void sync() const { __syncthreads(); }
+  template <typename F>
+  __device__ bool sync_any(F&& pred) const {
+    return __syncthreads_or(pred(static_cast<int64_t>(threadIdx.x)) ? 1 : 0) != 0;
+  }
 
   template <typename T>
   __device__ T* shared() const {
@@ -81,34 +87,5 @@ struct GpuExec {
   }
 };
 #endif
-
-// One thread per block, on the CPU: the CPU kernels run block programs this way, block by block
-// (in parallel over blocks), with a per-worker buffer as shared memory.
-struct SerialExec {
-  int64_t block_index, num_blocks;
-  void* smem;
-
-  int64_t block() const { return block_index; }
-  int64_t grid() const { return num_blocks; }
-  int64_t threads() const { return 1; }
-  template <typename F>
-  void for_each_thread(F&& f) const {
-    f(int64_t{0});
-  }
-  void sync() const {}
-  template <typename T>
-  T* shared() const {
-    return static_cast<T*>(smem);
-  }
-  template <typename S>
-  struct Registers {
-    S value;
-    S& operator()(int64_t) { return value; }
-  };
-  template <typename S>
-  Registers<S> registers() const {
-    return Registers<S>{};
-  }
-};
 
 }  // namespace gscnn

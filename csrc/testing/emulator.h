@@ -178,6 +178,14 @@ class EmuExec {
   void sync() {
     if (syncs_++ != opt_.skip_barrier) tracker_->barrier();
   }
+  // A barrier that also tells every thread whether pred(t) held for any thread t.
+  template <typename F>
+  bool sync_any(F&& pred) {
+    bool any = false;
+    for (int64_t t = 0; t < threads_; ++t) any |= static_cast<bool>(pred(t));
+    sync();
+    return any;
+  }
   int64_t barriers_seen() const { return syncs_; }
 
   template <typename T>

@@ -1,0 +1,478 @@
+// The CPU kernels of boundary_potential and dual_task_loss, compiled once per instruction set:
+// the including file defines GSCNN_CPU_ISA (the namespace) after including
+// boundary_potential_kernels.h and, for the AVX builds, after `#pragma GCC target`.
+// No #include here: every header must come before the pragma (see gated_conv2d_kernels.h).
+//
+// The math is that of common/boundary_potential_math.h; the geometry of a tile is the GPU
+// program's (regions E, X, B, Z, D of the Layout there), with the tile clipped to the image:
+//   E = tile + h (h = R + 1 forward, 2R + 2 backward), loaded with clamped coordinates
+//   X = E rows x (tile + h - R) columns    row blur          B = tile + h - R   column blur
+//   Z = tile + h - R - 1                  zeta (forward: the tile; backward: tile + R + 1)
+//   D = tile + R                          dB (backward), then dX on tile rows x D columns
+// Every pass is a loop over a buffer row with unit stride, which the compiler vectorises. Borders:
+// B rows and columns outside the image are overwritten with the edge row / column, so the
+// central differences need no clamping (the forward's replicate border); in the backward the
+// adjoints of that replication are folded back onto the edge, and the blurs' adjoints use the
+// interior weights everywhere except on the image's first and last row and column, which get the
+// replicate-border weights of blur_adjoint_weight.
+
+#if !defined(GSCNN_CPU_ISA)
+#error "define GSCNN_CPU_ISA before including boundary_potential_kernels_impl.h"
+#endif
+
+// The build passes -fno-math-errno (setup.py, CMakeLists.txt): the loops that take zeta's square
+// root vectorise only without errno.
+
+namespace gscnn {
+namespace cpu {
+namespace GSCNN_CPU_ISA {
+namespace {
+
+// out[c] = sum_i w[i] * src[i * step + c] for c < n: the blurs and their adjoints. kNt > 0: the
+// number of taps at compile time (accumulator in a register, taps unrolled); else nt at run time
+// (tap-outer loop over the row, the same order of summation).
+template <int kNt, typename acc_t>
+inline void weighted_rows(acc_t* __restrict out, const acc_t* __restrict src, int64_t step,
+                          const acc_t* __restrict w, int64_t nt, int64_t n) {
+  if constexpr (kNt > 0) {
+    acc_t wr[kNt];
+    for (int i = 0; i < kNt; ++i) wr[i] = w[i];
+    for (int64_t c = 0; c < n; ++c) {
+      acc_t s = 0;
+      for (int i = 0; i < kNt; ++i) s += wr[i] * src[i * step + c];
+      out[c] = s;
+    }
+  } else {
+    for (int64_t c = 0; c < n; ++c) out[c] = acc_t(0);
+    for (int64_t i = 0; i < nt; ++i) {
+      const acc_t wi = w[i];
+      const acc_t* __restrict s = src + i * step;
+      for (int64_t c = 0; c < n; ++c) out[c] += wi * s[c];
+    }
+  }
+}
+
+// One row of a strided tensor, columns x0 .. x0 + n - 1 clamped to [0, W): the replicate border.
+template <typename T, typename D>
+inline void load_clamped_row(D* __restrict dst, const T* row, int64_t sW, int64_t x0, int64_t n,
+                             int64_t W) {
+  const int64_t lo = std::clamp<int64_t>(-x0, 0, n);          // dst[c < lo]: column 0
+  const int64_t hi = std::clamp<int64_t>(W - x0, lo, n);      // dst[lo <= c < hi]: in the image
+  const D first = static_cast<D>(row[0]), last = static_cast<D>(row[(W - 1) * sW]);
+  for (int64_t c = 0; c < lo; ++c) dst[c] = first;
+  const T* src = row + (x0 + lo) * sW;
+  if (sW == 1) {
+    for (int64_t c = lo; c < hi; ++c) dst[c] = static_cast<D>(src[c - lo]);
+  } else {
+    for (int64_t c = lo; c < hi; ++c) dst[c] = static_cast<D>(src[(c - lo) * sW]);
+  }
+  for (int64_t c = hi; c < n; ++c) dst[c] = last;
+}
+
+// Sum of row[0 .. n) in a fixed order (lane-blocked, so that it vectorises without reassociating
+// anything at run time): deterministic for a given build.
+template <typename acc_t>
+inline acc_t row_sum(const acc_t* __restrict row, int64_t n) {
+  constexpr int kLanes = 16;
+  acc_t lane[kLanes] = {};
+  int64_t c = 0;
+  for (; c + kLanes <= n; c += kLanes)
+    for (int l = 0; l < kLanes; ++l) lane[l] += row[c + l];
+  for (int l = 0; c < n; ++c, ++l) lane[l] += row[c];
+  acc_t s = 0;
+  for (int l = 0; l < kLanes; ++l) s += lane[l];
+  return s;
+}
+
+template <typename Program>
+struct TileKernel {
+  using scalar_t = typename Program::scalar_type;
+  using acc_t = typename Program::acc_t;
+  static constexpr bool kLoss = Program::is_loss, kBackward = Program::is_backward;
+
+  const Program& p;
+  int64_t R, nt, h;
+  acc_t g[2 * dtl::kMaxRadius + 1];
+
+  // Per-core buffers (row-major, the row strides below).
+  std::vector<acc_t> P, X, B, O, Xh, Bh, FX, FY, dB, dX, tmp, tmp2;
+  std::vector<int32_t> lab;       // E: class, or -1 (ignore or bad)
+  std::vector<uint8_t> keep, present;
+  std::vector<uint8_t> ignore_rows;  // E rows x Z columns: an ignore label in the row window
+
+  explicit TileKernel(const Program& prog) : p(prog) {
+    R = p.radius();
+    nt = 2 * R + 1;
+    h = kBackward ? 2 * R + 2 : R + 1;
+    for (int64_t i = 0; i < nt; ++i) g[i] = p.taps.g[i];
+    const int64_t EH = p.TH + 2 * h, EW = p.TW + 2 * h;
+    P.resize(EH * EW);
+    X.resize(EH * EW);
+    B.resize(EH * EW);
+    tmp.resize(EW);
+    tmp2.resize(EW);
+    if (kLoss) {
+      O.resize(EH * EW);
+      Xh.resize(EH * EW);
+      Bh.resize(EH * EW);
+      lab.resize(EH * EW);
+      keep.resize(EH * EW);
+      ignore_rows.resize(EH * EW);
+      present.resize(p.K);
+    }
+    if (kBackward) {
+      FX.resize(EH * EW);
+      FY.resize(EH * EW);
+      dB.resize(EH * EW);
+      dX.resize(EH * EW);
+    }
+  }
+
+  // Separable blur: mid (EH x XW) = rows of `in` blurred, out (BH x XW) = columns of mid blurred.
+  template <int kNt>
+  void blur(const acc_t* in, acc_t* mid, acc_t* out, int64_t EH, int64_t XW, int64_t ld) const {
+    for (int64_t r = 0; r < EH; ++r) weighted_rows<kNt>(mid + r * ld, in + r * ld, 1, g, nt, XW);
+    for (int64_t r = 0; r + 2 * R < EH; ++r)
+      weighted_rows<kNt>(out + r * ld, mid + r * ld, ld, g, nt, XW);
+  }
+
+  // B holds BH x XW values with origin (by0, bx0): rows / columns outside the image become copies
+  // of the image's edge row / column (the replicate border of the central differences).
+  void replicate_border(acc_t* Bb, int64_t BH, int64_t XW, int64_t ld, int64_t by0,
+                        int64_t bx0) const {
+    const int64_t H = p.H, W = p.W;
+    const int64_t cl = std::clamp<int64_t>(-bx0, 0, XW), ch = std::clamp<int64_t>(W - bx0, cl, XW);
+    for (int64_t r = 0; r < BH; ++r) {
+      const int64_t y = by0 + r;
+      if (y < 0 || y >= H) continue;
+      acc_t* row = Bb + r * ld;
+      for (int64_t c = 0; c < cl; ++c) row[c] = row[cl];
+      for (int64_t c = ch; c < XW; ++c) row[c] = row[ch - 1];
+    }
+    const int64_t rl = std::clamp<int64_t>(-by0, 0, BH), rh = std::clamp<int64_t>(H - by0, rl, BH);
+    for (int64_t r = 0; r < rl; ++r) std::copy_n(Bb + rl * ld, XW, Bb + r * ld);
+    for (int64_t r = rh; r < BH; ++r) std::copy_n(Bb + (rh - 1) * ld, XW, Bb + r * ld);
+  }
+
+  // Labels of E, their bad values recorded; the classes present; the keep mask on Z (no ignore
+  // pixel within Chebyshev distance R + 1, as a separable box test); returns the bad count.
+  int64_t load_labels(int64_t n, int64_t ey0, int64_t ex0, int64_t EH, int64_t EW, int64_t ZH,
+                      int64_t ZW, int64_t zy0, int64_t zx0, int64_t ld) {
+    const int64_t H = p.H, W = p.W, K = p.K;
+    std::fill(present.begin(), present.end(), uint8_t(0));
+    int64_t bad = 0;
+    bool any_ignore = false;
+    for (int64_t r = 0; r < EH; ++r) {
+      const int64_t y = std::clamp<int64_t>(ey0 + r, 0, H - 1);
+      int32_t* row = lab.data() + r * ld;
+      for (int64_t c = 0; c < EW; ++c) {
+        const int64_t x = std::clamp<int64_t>(ex0 + c, 0, W - 1);
+        const int64_t v = p.target.at(n, y, x);
+        const bool valid = v >= 0 && v < K;
+        if (!valid && v != p.ignore_index) {
+          labels::record(p.status, n, y, x, v);
+          ++bad;
+        }
+        if (valid) present[v] = 1;
+        any_ignore |= !valid;
+        row[c] = valid ? static_cast<int32_t>(v) : -1;
+      }
+    }
+    const int64_t d = 2 * R + 3;
+    for (int64_t r = 0; r < ZH; ++r) {
+      const int64_t y = zy0 + r;
+      uint8_t* k = keep.data() + r * ld;
+      for (int64_t c = 0; c < ZW; ++c) {
+        const int64_t x = zx0 + c;
+        k[c] = y >= 0 && y < H && x >= 0 && x < W;
+      }
+    }
+    if (!any_ignore) return bad;
+    for (int64_t r = 0; r < EH; ++r) {  // ignore_rows(r, c): an ignore label in E row r, cols c .. c + d
+      const int32_t* row = lab.data() + r * ld;
+      uint8_t* o = ignore_rows.data() + r * ld;
+      for (int64_t c = 0; c < ZW; ++c) {
+        uint8_t any = 0;
+        for (int64_t b = 0; b < d; ++b) any |= row[c + b] < 0;
+        o[c] = any;
+      }
+    }
+    for (int64_t r = 0; r < ZH; ++r) {
+      uint8_t* k = keep.data() + r * ld;
+      for (int64_t a = 0; a < d; ++a) {
+        const uint8_t* o = ignore_rows.data() + (r + a) * ld;
+        for (int64_t c = 0; c < ZW; ++c) k[c] &= !o[c];
+      }
+    }
+    return bad;
+  }
+
+  // --- one tile ---------------------------------------------------------------------------------
+
+  // zeta at Z row r, columns [c0, c1), of the blurred map Bb (origin: Z origin - 1).
+  static inline void zeta_row(const acc_t* __restrict Bb, int64_t ld, int64_t r, int64_t c0,
+                              int64_t c1, acc_t* __restrict gx, acc_t* __restrict gy,
+                              acc_t* __restrict zeta) {
+    const acc_t* up = Bb + r * ld + 1;
+    const acc_t* mid = Bb + (r + 1) * ld;
+    const acc_t* down = Bb + (r + 2) * ld + 1;
+    for (int64_t c = c0; c < c1; ++c) {
+      const acc_t x = acc_t(0.5) * (mid[c + 2] - mid[c]);
+      const acc_t y = acc_t(0.5) * (down[c] - up[c]);
+      gx[c] = x;
+      gy[c] = y;
+      zeta[c] = std::sqrt(x * x + y * y) * acc_t(0.70710678118654752440);
+    }
+  }
+
+  template <int kNt>
+  void run_tile(int64_t tile) {
+    const auto tl = p.tile_of(tile);
+    const int64_t n = tl.n, i0 = tl.i0, j0 = tl.j0, H = p.H, W = p.W;
+    const int64_t th = std::min(p.TH, H - i0), tw = std::min(p.TW, W - j0);
+    const int64_t ld = p.TW + 2 * h;  // row stride of every buffer
+    const int64_t EH = th + 2 * h, EW = tw + 2 * h, XW = EW - 2 * R, BH = EH - 2 * R;
+    const int64_t ZH = BH - 2, ZW = XW - 2;
+    const int64_t ey0 = i0 - h, ex0 = j0 - h;   // E origin
+    const int64_t by0 = ey0 + R, bx0 = ex0 + R;  // B origin
+    const int64_t zy0 = by0 + 1, zx0 = bx0 + 1;  // Z origin
+    const acc_t thr = p.threshold;
+    int64_t bad = 0;
+    if (kLoss) bad = load_labels(n, ey0, ex0, EH, EW, ZH, ZW, zy0, zx0, ld);
+    double sum = 0, count = 0;
+    const acc_t scale = kLoss && kBackward ? static_cast<acc_t>(*p.scale) : acc_t(0);
+    // Z columns [zc0, zc1) are in the image.
+    const int64_t zc0 = std::clamp<int64_t>(-zx0, 0, ZW), zc1 = std::clamp<int64_t>(W - zx0, zc0, ZW);
+
+    for (int64_t k = 0; k < p.K; ++k) {
+      // P over E, and (loss) its range for the skip test.
+      const scalar_t* base = p.prob.data + n * p.prob.sN + k * p.prob.sK;
+      constexpr int kLanes = 16;
+      acc_t lo[kLanes], hi[kLanes], nonfinite[kLanes];
+      for (int l = 0; l < kLanes; ++l) {
+        lo[l] = std::numeric_limits<acc_t>::infinity();
+        hi[l] = -lo[l];
+        nonfinite[l] = 0;
+      }
+      for (int64_t r = 0; r < EH; ++r) {
+        acc_t* row = P.data() + r * ld;
+        load_clamped_row(row, base + std::clamp<int64_t>(ey0 + r, 0, H - 1) * p.prob.sH,
+                         p.prob.sW, ex0, EW, W);
+        if (kLoss) {
+          int64_t c = 0;
+          for (; c + kLanes <= EW; c += kLanes)
+            for (int l = 0; l < kLanes; ++l) {
+              const acc_t v = row[c + l];
+              lo[l] = v < lo[l] ? v : lo[l];
+              hi[l] = v > hi[l] ? v : hi[l];
+              nonfinite[l] += v - v;  // NaN for a NaN or an infinity
+            }
+          for (int l = 0; c < EW; ++c, ++l) {
+            const acc_t v = row[c];
+            lo[l] = v < lo[l] ? v : lo[l];
+            hi[l] = v > hi[l] ? v : hi[l];
+            nonfinite[l] += v - v;
+          }
+        }
+      }
+      const bool has_class = kLoss && present[k];
+      if (kLoss && !has_class) {
+        // Exact skip: zeta_hat = 0 on the whole tile, and zeta <= (max - min) / 2 (a blur is an
+        // average, a central difference half a difference of two averages, zeta <= max(|gx|,
+        // |gy|)), so if that bound is <= threshold no pixel of the tile is in P+. The margin
+        // covers the rounding of the blurs, differences and square root.
+        acc_t mn = lo[0], mx = hi[0], nf = 0;
+        for (int l = 0; l < kLanes; ++l) {
+          mn = std::min(mn, lo[l]);
+          mx = std::max(mx, hi[l]);
+          nf += nonfinite[l];
+        }
+        const acc_t eps = std::numeric_limits<acc_t>::epsilon();
+        const acc_t margin = acc_t(8 * R + 16) * eps * (std::max(std::abs(mn), std::abs(mx)) +
+                                                        std::abs(thr));
+        if (nf == acc_t(0) && acc_t(0.5) * (mx - mn) + margin <= thr) {
+          if (kBackward) {
+            for (int64_t r = 0; r < th; ++r) {
+              scalar_t* out = &p.out.at(n, k, i0 + r, j0);
+              for (int64_t c = 0; c < tw; ++c) out[c * p.out.sW] = scalar_t(0);
+            }
+          }
+          continue;
+        }
+      }
+      blur<kNt>(P.data(), X.data(), B.data(), EH, XW, ld);
+      replicate_border(B.data(), BH, XW, ld, by0, bx0);
+      if (has_class) {
+        const int32_t kk = static_cast<int32_t>(k);
+        for (int64_t r = 0; r < EH; ++r) {
+          const int32_t* l = lab.data() + r * ld;
+          acc_t* o = O.data() + r * ld;
+          for (int64_t c = 0; c < EW; ++c) o[c] = l[c] == kk ? acc_t(1) : acc_t(0);
+        }
+        blur<kNt>(O.data(), Xh.data(), Bh.data(), EH, XW, ld);
+        replicate_border(Bh.data(), BH, XW, ld, by0, bx0);
+      }
+
+      if (!kBackward) {
+        // Z is the tile (ZH = th, ZW = tw).
+        acc_t* gx = FXrow();
+        acc_t* gy = gx + ld;
+        acc_t* zeta = gy + ld;
+        for (int64_t r = 0; r < th; ++r) {
+          zeta_row(B.data(), ld, r, 0, tw, gx, gy, zeta);
+          if (!kLoss) {
+            scalar_t* out = &p.out.at(n, k, i0 + r, j0);
+            for (int64_t c = 0; c < tw; ++c) out[c * p.out.sW] = static_cast<scalar_t>(zeta[c]);
+            continue;
+          }
+          acc_t* zh = tmp2.data();
+          if (has_class) {
+            zeta_row(Bh.data(), ld, r, 0, tw, gx, gy, zh);
+          } else {
+            std::fill_n(zh, tw, acc_t(0));
+          }
+          const uint8_t* kp = keep.data() + r * ld;
+          acc_t* a = tmp.data();
+          acc_t* m = gx;  // 1 on P+, else 0 (gx, gy are no longer needed)
+          for (int64_t c = 0; c < tw; ++c) {
+            const bool in = (kp[c] != 0) & ((zeta[c] > thr) | (zh[c] > thr));  // no branches
+            const acc_t d = zeta[c] > zh[c] ? zeta[c] - zh[c] : zh[c] - zeta[c];
+            a[c] = in ? d : acc_t(0);
+            m[c] = in ? acc_t(1) : acc_t(0);
+          }
+          sum += static_cast<double>(row_sum(a, tw));
+          count += static_cast<double>(row_sum(m, tw));
+        }
+        continue;
+      }
+
+      // Backward. (FX, FY) on Z: the adjoint of zeta, times the central differences.
+      const scalar_t* gz_base =
+          kLoss ? nullptr : p.grad_zeta.data + n * p.grad_zeta.sN + k * p.grad_zeta.sK;
+      for (int64_t r = 0; r < ZH; ++r) {
+        acc_t* fx = FX.data() + r * ld;
+        acc_t* fy = FY.data() + r * ld;
+        const int64_t y = zy0 + r;
+        std::fill_n(fx, ZW, acc_t(0));
+        std::fill_n(fy, ZW, acc_t(0));
+        if (y < 0 || y >= H || zc0 == zc1) continue;
+        acc_t* zeta = tmp.data();
+        zeta_row(B.data(), ld, r, zc0, zc1, fx, fy, zeta);
+        acc_t* dz = tmp2.data();
+        if (kLoss) {
+          const uint8_t* kp = keep.data() + r * ld;
+          if (has_class) {
+            acc_t* zh = dB.data();  // a free row: dB is written after every (FX, FY) row
+            acc_t* hx = dX.data();
+            acc_t* hy = dX.data() + ld;
+            zeta_row(Bh.data(), ld, r, zc0, zc1, hx, hy, zh);
+            for (int64_t c = zc0; c < zc1; ++c) {
+              const bool in = (kp[c] != 0) & ((zeta[c] > thr) | (zh[c] > thr));
+              dz[c] = in ? scale * dtl::abs_grad(zeta[c], zh[c]) : acc_t(0);
+            }
+          } else {
+            const bool zero_in_band = acc_t(0) > thr;  // zeta_hat = 0
+            for (int64_t c = zc0; c < zc1; ++c) {
+              const bool in = (kp[c] != 0) & ((zeta[c] > thr) | zero_in_band);
+              dz[c] = in ? scale * dtl::abs_grad(zeta[c], acc_t(0)) : acc_t(0);
+            }
+          }
+        } else {
+          load_clamped_row(dz + zc0, gz_base + y * p.grad_zeta.sH, p.grad_zeta.sW, zx0 + zc0,
+                           zc1 - zc0, W);
+        }
+        for (int64_t c = zc0; c < zc1; ++c) {
+          const acc_t f = zeta[c] > acc_t(0) ? dz[c] / (acc_t(2) * zeta[c]) : acc_t(0);
+          fx[c] *= f;
+          fy[c] *= f;
+        }
+      }
+      // dB on D = Z shrunk by 1 (origin dy0, dx0): the transposed central differences, with the
+      // replicate border's adjoint folded onto the image's edge; 0 outside the image.
+      const int64_t DH = th + 2 * R, DW = tw + 2 * R, dy0 = zy0 + 1, dx0 = zx0 + 1;
+      const int64_t dc0 = std::clamp<int64_t>(-dx0, 0, DW), dc1 = std::clamp<int64_t>(W - dx0, dc0, DW);
+      for (int64_t r = 0; r < DH; ++r) {
+        acc_t* d = dB.data() + r * ld;
+        const int64_t y = dy0 + r;
+        std::fill_n(d, DW, acc_t(0));
+        if (y < 0 || y >= H) continue;
+        const acc_t* fx = FX.data() + (r + 1) * ld;
+        const acc_t* fyu = FY.data() + r * ld + 1;
+        const acc_t* fy = FY.data() + (r + 1) * ld + 1;
+        const acc_t* fyd = FY.data() + (r + 2) * ld + 1;
+        for (int64_t c = dc0; c < dc1; ++c)
+          d[c] = acc_t(0.5) * (fx[c] - fx[c + 2]) + acc_t(0.5) * (fyu[c] - fyd[c]);
+        if (y == 0)
+          for (int64_t c = dc0; c < dc1; ++c) d[c] -= acc_t(0.5) * fy[c];
+        if (y == H - 1)
+          for (int64_t c = dc0; c < dc1; ++c) d[c] += acc_t(0.5) * fy[c];
+        if (dx0 + dc0 == 0) d[dc0] -= acc_t(0.5) * fx[dc0 + 1];
+        if (dx0 + dc1 == W) d[dc1 - 1] += acc_t(0.5) * fx[dc1];
+      }
+      // dX on tile rows x D columns (transposed column blur), then dP on the tile (transposed
+      // row blur); the image's first and last row / column take the replicate border's weights.
+      acc_t w[2 * dtl::kMaxRadius + 1];
+      auto edge_weights = [&](int64_t at, int64_t len) {
+        for (int64_t i = 0; i < nt; ++i) {
+          const int64_t src = at - R + i;
+          w[i] = src < 0 || src >= len ? acc_t(0) : dtl::blur_adjoint_weight(p.taps, at, src, len);
+        }
+      };
+      for (int64_t r = 0; r < th; ++r) {
+        const int64_t y = i0 + r;
+        if (y == 0 || y == H - 1) {
+          edge_weights(y, H);
+          weighted_rows<0>(dX.data() + r * ld, dB.data() + r * ld, ld, w, nt, DW);
+        } else {
+          weighted_rows<kNt>(dX.data() + r * ld, dB.data() + r * ld, ld, g, nt, DW);
+        }
+      }
+      for (int64_t r = 0; r < th; ++r) {
+        const acc_t* dx = dX.data() + r * ld;
+        acc_t* v = tmp.data();
+        weighted_rows<kNt>(v, dx, 1, g, nt, tw);
+        if (j0 == 0) {
+          edge_weights(0, W);
+          weighted_rows<0>(v, dx, 1, w, nt, 1);
+        }
+        if (j0 + tw == W) {
+          edge_weights(W - 1, W);
+          weighted_rows<0>(v + tw - 1, dx + tw - 1, 1, w, nt, 1);
+        }
+        scalar_t* out = &p.out.at(n, k, i0 + r, j0);
+        for (int64_t c = 0; c < tw; ++c) out[c * p.out.sW] = static_cast<scalar_t>(v[c]);
+      }
+    }
+    if (kLoss && !kBackward) {
+      p.partials[3 * tile] = sum;
+      p.partials[3 * tile + 1] = count;
+      p.partials[3 * tile + 2] = static_cast<double>(bad);
+    }
+  }
+
+  // Three rows of scratch for the forward's (gx, gy, zeta): the backward's FX buffer, or X's
+  // spare space after the blurs (X is rewritten by the next class's blur).
+  acc_t* FXrow() { return kBackward ? FX.data() : X.data(); }
+};
+
+}  // namespace
+
+template <typename Program>
+void run_pipeline(const Program& program) {
+  const int64_t tiles = program.num_tiles();
+  constexpr int kNt = Program::kRadius > 0 ? 2 * Program::kRadius + 1 : 0;
+  at::parallel_for(0, tiles, 1, [&](int64_t begin, int64_t end) {
+    TileKernel<Program> kernel(program);
+    for (int64_t tile = begin; tile < end; ++tile) kernel.template run_tile<kNt>(tile);
+  });
+}
+
+#define GSCNN_INSTANTIATE_PIPELINE(T, kLoss, kBackward, kR)                      \
+  template void run_pipeline<dtl::Pipeline<T, kLoss, kBackward, kR>>(            \
+      const dtl::Pipeline<T, kLoss, kBackward, kR>&);
+GSCNN_FOR_EACH_PIPELINE(GSCNN_INSTANTIATE_PIPELINE)
+#undef GSCNN_INSTANTIATE_PIPELINE
+
+}  // namespace GSCNN_CPU_ISA
+}  // namespace cpu
+}  // namespace gscnn
