@@ -2,7 +2,9 @@
 reference and torch.compile(reference), forward and forward+backward, in one run.
 
 Groups (pytest-benchmark ``benchmark.group``) are "<device>-<fwd|fwdbwd>-C<C>-<dtype>", so each
-table of the report compares the three implementations on identical inputs. See conftest.py for
+table of the report compares the three implementations on identical inputs. The fwdbwd groups
+also time "floor": one copy of the traffic forward + backward cannot avoid (s, r and the two
+upstream gradients read once; out, alpha, grad_s and grad_r written once), in the same run. See conftest.py for
 how time and memory are measured; summarize.py turns the JSON into ratio tables.
 
 Shapes: the shape stream of GSCNN has C = 32, 16, 8 channels at its three gates, gated by one
@@ -36,7 +38,7 @@ def _params():
         marks = [pytest.mark.cuda] if device == "cuda" else []
         for direction in DIRECTIONS:
             for c in CHANNELS:
-                for impl in IMPLS:
+                for impl in IMPLS + (("floor",) if direction == "fwdbwd" else ()):
                     out.append(pytest.param(
                         device, dtype, direction, c, impl, marks=marks,
                         id=f"{device}-{_DTYPE_NAME[dtype]}-{direction}-C{c}-{impl}"))
@@ -102,6 +104,20 @@ def make_call(fn, leaves, direction, device):
     return call
 
 
+def make_floor_call(leaves, device):
+    """The same-run floor of forward + backward: s, r, g_out, g_alpha each read once and copied
+    into a fresh tensor (out, alpha, grad_s, grad_r are their sizes)."""
+    s, r = leaves[0].detach(), leaves[1].detach()
+    g_out, g_alpha = make_grads(leaves)
+
+    def call():
+        result = (s.clone(), r.clone(), g_out.clone(), g_alpha.clone())
+        if device == "cuda":
+            torch.cuda.synchronize()
+        return result
+    return call
+
+
 _REF_CACHE = {}
 
 
@@ -133,9 +149,11 @@ def test_gated_conv2d(benchmark, settings, impls, peak_memory, run_timed, hbm_by
     if device == "cuda" and impl == "fused" and not gscnn_ops.has_cuda_kernels():
         pytest.skip("gscnn_ops was built without its CUDA kernels")
     st = settings[device]
-    fn = impls[impl]
     leaves = make_inputs(device, dtype, st.n, c, st.h, st.w, requires_grad=(direction == "fwdbwd"))
-    call = make_call(fn, leaves, direction, device)
+    if impl == "floor":
+        call = make_floor_call(leaves, device)
+    else:
+        call = make_call(impls[impl], leaves, direction, device)
 
     dtype_name = _DTYPE_NAME[dtype]
     benchmark.group = f"{device}-{direction}-C{c}-{dtype_name}"
@@ -146,8 +164,9 @@ def test_gated_conv2d(benchmark, settings, impls, peak_memory, run_timed, hbm_by
     # 1. First call: compiles (for "compiled"), creates oneDNN primitives, etc.; checked against
     #    a float64 reference so a benchmark can never time a wrong result.
     what = f"gated_conv2d {impl} {benchmark.group}"
-    check_close(call(), reference_result((device, dtype, direction, c, st), leaves, direction),
-                dtype, what)
+    if impl != "floor":
+        check_close(call(), reference_result((device, dtype, direction, c, st), leaves, direction),
+                    dtype, what)
 
     # 2. Peak memory of one (warm) call, outside the timed rounds.
     info["peak_mem_bytes"] = peak_memory(call, device)

@@ -131,8 +131,8 @@ def benchmark_rows():
             rows.append((f"gated_conv2d fwd C={C} {dtype}", "gated_conv2d_small_c", [P, C, 1, 4],
                          P * ((C + 1) + (C + 1)) * b))
             # backward reads grad_out, s, r (and recomputes alpha), writes grad_s, grad_r
-            rows.append((f"gated_conv2d bwd C={C} {dtype}", "gated_conv2d_backward",
-                         [P, C, 1, C, 4], P * (C + C + 1 + C + 1) * b))
+            rows.append((f"gated_conv2d bwd C={C} {dtype}", "gated_conv2d_backward_small_c",
+                         [P, C, 1, 4], P * (C + C + 1 + C + 1) * b))
     K, N, H, W = 19, 8, 800, 800
     for dtype, b in (("fp32", 4), ("bf16", 2)):
         rows.append((f"dual_task_loss fwd {dtype}", "dual_task_loss", [N, H, W, 3, 4],
@@ -154,6 +154,7 @@ def launch_table(kernel_limits):
         program = {"gated_conv2d": "gcl::ForwardProgram<float, gcl::LinearGate",
                    "gated_conv2d_small_c": f"gcl::ForwardProgramSmallC<float, {sizes[1]}>",
                    "gated_conv2d_backward": "gcl::BackwardProgram<float>",
+                   "gated_conv2d_backward_small_c": f"gcl::BackwardProgramSmallC<float, {sizes[1]}>",
                    "dual_task_loss": "dtl::Pipeline<float, true, false, 3>",
                    "dual_task_loss_backward": "dtl::Pipeline<float, true, true, 3>"}[op]
         regs, static = next(((r["regs"], r["shared"]) for n, r in kernel_limits.items()

@@ -51,6 +51,14 @@ def _gcl_backward(emu, skip):
                                                   emu.launch(8, 2), skip)
 
 
+def _gcl_backward_shape_stream(emu, skip):
+    # 35 pixels, 13 threads: 3 tiles over 2 blocks, 12 work items of dW (3 pixel groups of 5)
+    s, r, gw, gb, w, _ = make_inputs(1, 8, 1, 8, 5, 7)
+    go = torch.randn(1, 8, 5, 7, dtype=torch.float64)
+    torch.ops.gscnn_testing.gated_conv2d_backward(go, None, s, r, gw, gb, w, emu.gpu(),
+                                                  emu.launch(13, 2), skip)
+
+
 def _gcl_forward_shape_stream(emu, skip):
     s, r, gw, gb, w, b = make_inputs(1, 8, 1, 8, 5, 7)
     torch.ops.gscnn_testing.gated_conv2d(s, r, gw, gb, w, b, emu.gpu(), emu.launch(13, 2), skip)
@@ -93,6 +101,7 @@ def _fscore(emu, skip):
 PROGRAMS = {
     "gated_conv2d (shape stream widths)": _gcl_forward_shape_stream,
     "gated_conv2d_backward": _gcl_backward,
+    "gated_conv2d_backward (shape stream widths)": _gcl_backward_shape_stream,
     "boundary_potential": _potential,
     "boundary_potential_backward": _potential_backward,
     "dual_task_loss": _loss,

@@ -79,6 +79,20 @@ def test_gated_conv2d_forward_shape_stream_widths(emu, name):
 
 
 @pytest.mark.parametrize("name", GPUS)
+def test_gated_conv2d_backward_shape_stream_widths(emu, name):
+    for C in (8, 16, 32):
+        for Cr in (1, 8):
+            for acc in (4, 8):
+                for P in PIXELS:
+                    l = select(emu, "gated_conv2d_backward_small_c", [P, C, Cr, acc], name)
+                    assert problems(l, name) == [], (C, Cr, acc, P, l)
+                    # 128 threads for float32 everywhere; 32 at the least (float64, small GPUs)
+                    assert l["threads"] == 128 or (acc == 8 and l["threads"] >= 32), l
+                    entries = C * C + C + C + Cr + 1
+                    assert l["blocks"] <= 1024 and l["blocks"] * entries <= max(2**25, entries)
+
+
+@pytest.mark.parametrize("name", GPUS)
 def test_gated_conv2d_backward(emu, name):
     for C in CHANNELS:
         for Cout in (1, 16, 32, 256, 1024, 4096):
@@ -158,6 +172,7 @@ def test_selections_fit_the_compiled_kernels(emu):
             pytest.fail("the CUDA build's kernels could not be read with cuobjdump")
         pytest.skip("no CUDA kernels in this build, or no cuobjdump")
     programs = {"ForwardProgramSmallC": ("gated_conv2d_small_c", [10**6, 32, 1, 4]),
+                "BackwardProgramSmallC": ("gated_conv2d_backward_small_c", [10**6, 32, 1, 4]),
                 "ForwardProgram": ("gated_conv2d", [10**6, 32, 1, 4]),
                 "BackwardProgram": ("gated_conv2d_backward", [10**6, 32, 1, 32, 4]),
                 "Pipeline": ("dual_task_loss_backward", [8, 800, 800, 3, 4]),

@@ -37,6 +37,10 @@ struct Pipeline {
   static constexpr int kMaxThreads = 256;
   static constexpr bool is_loss = kLoss, is_backward = kBackward;
   static constexpr int kRadius = kR;  // 0: the radius of `taps`
+  // Blocks per SM the registers must allow (launch bounds; at most 64 / 128 registers): the
+  // forward's shared buffers allow five 256-thread blocks per SM at 32 x 32 tiles, the
+  // backward's two.
+  static constexpr int kMinBlocks = kBackward ? 2 : 4;
   static constexpr bool kGlobalScratch = true;  // large problems: buffers in global memory
   View4<const scalar_t> prob;
   Labels target;             // kLoss

@@ -285,6 +285,25 @@ inline Launch select_forward_small_c(int64_t P, int64_t shared_bytes, const Devi
   return l;
 }
 
+// The backward for the shape stream's widths: 128 threads (float32, kC = 32: 64 KiB, three
+// blocks per SM on an H100; 256 threads would leave room for one), else 64 or 32 (float64 on
+// GPUs with less shared memory; at most ~47 KiB), one block per row of partial sums. Used for
+// Cr <= kMaxSmallCr (the shape stream's Cr is 1). elems(T): the program's shared elements.
+constexpr int64_t kMaxSmallCr = 8;
+template <typename Elems>
+Launch select_backward_small_c(int64_t P, const GradLayout& L, Elems&& elems, int64_t acc_bytes,
+                               const DeviceLimits& d, const KernelLimits& k,
+                               const LaunchOverride& ov = {}) {
+  Launch l;
+  l.blocks = ov.blocks ? ov.blocks : num_partials(P, L.size());
+  l.threads = ov.threads ? ov.threads
+                         : largest_fitting_block(d, k, {128, 64, 32}, [&](int64_t T) {
+                             return elems(T) * acc_bytes;
+                           });
+  l.shared_bytes = elems(l.threads) * acc_bytes;
+  return l;
+}
+
 }  // namespace gcl
 
 template <typename Device>
@@ -350,14 +369,39 @@ auto program_backward_kernel(const char* op, Device& device) {
     const gcl::GradLayout layout{z.C, z.Cr, z.Cout};
     const int64_t acc_bytes = sizeof(at::opmath_type<scalar_t>);
     at::Tensor partials;
+    auto make_partials = [&](const Launch& l) {
+      partials = at::empty({l.blocks, layout.size()},
+                           s.options().dtype(at::toOpMathType(s.scalar_type())));
+    };
+    // The shape stream's layers: the specialised program (gcl::BackwardProgramSmallC).
+    auto small = [&](auto kc) -> bool {
+      constexpr int kC = decltype(kc)::value;
+      using Program = gcl::BackwardProgramSmallC<scalar_t, kC>;
+      if (z.C != kC || z.Cout != kC || z.Cr > gcl::kMaxSmallCr) return false;
+      device.run(
+          op, s,
+          [&](const DeviceLimits& d, const KernelLimits& k, const LaunchOverride& ov) {
+            return gcl::select_backward_small_c(
+                z.pixels(), layout, [&](int64_t T) { return Program::shared_elems(z.Cr, T); },
+                acc_bytes, d, k, ov);
+          },
+          [&](const Launch& l) {
+            make_partials(l);
+            return Program{
+                gcl::make_backward_program<scalar_t>(g, ga, s, r, ds, dr, gw, gb, w, partials)};
+          });
+      return true;
+    };
+    if (small(std::integral_constant<int, 8>{}) || small(std::integral_constant<int, 16>{}) ||
+        small(std::integral_constant<int, 32>{}))
+      return partials;
     device.run(
         op, s,
         [&](const DeviceLimits& d, const KernelLimits& k, const LaunchOverride& ov) {
           return gcl::select_backward(z.pixels(), layout, acc_bytes, d, k, ov);
         },
         [&](const Launch& l) {
-          partials = at::empty({l.blocks, layout.size()},
-                               s.options().dtype(at::toOpMathType(s.scalar_type())));
+          make_partials(l);
           return gcl::make_backward_program<scalar_t>(g, ga, s, r, ds, dr, gw, gb, w, partials);
         });
     return partials;

@@ -6,6 +6,8 @@
 
 #include <ATen/OpMathType.h>
 
+#include <type_traits>
+
 #include "exec.h"
 #include "gated_conv2d_math.h"
 #include "strided.h"
@@ -315,6 +317,229 @@ struct BackwardProgram {
       tile_entry_accumulate<1, acc_t>(L, e, smem + sh.G, smem + sh.S, smem + sh.R, smem + sh.F,
                                       smem + sh.DZ, sh.ld, T, row + e);
     }
+  }
+};
+
+// ---------------------------------------------------------------------------------------------
+// Backward for the shape stream's widths (linear gate, C = C_out = kC in {8, 16, 32}, few Cr).
+// The generic program recomputed gu = W^T g twice per pixel and, in its reduction, read three
+// shared values per (parameter entry, pixel). Here:
+//   parameters  W ([o][c], read as broadcast rows), gate weights and bias staged once per block;
+//   pixel phase (thread t, pixel tile * T + t): s, g in registers; alpha; gu once (registers);
+//               ds, dr written; the shared rows G = g, S = s, R = r, DZ = dz and F = 1 + alpha
+//               filled (0 at padding pixels);
+//   reduce      dW = G (S F)^T as 4 x 4 register tiles: work item (entry block eb, pixel group
+//               pg) sums its block over its pixels (9 loads per 16 FMAs, 16-byte loads on the
+//               GPU) into its own slot of shared accumulators; db, dw_g, db_g are sums of G,
+//               S DZ, R DZ and DZ, each owned by one thread, added to the block's row of
+//               `partials`;
+//   end         the pixel groups' accumulators summed in order into the row (deterministic).
+// Every work item and every row entry belongs to exactly one thread: no atomics.
+
+template <int kC>
+struct BackwardSmallCShared {
+  static constexpr int kB = 4;                                  // dW register tile: kB x kB
+  static constexpr int kEB = (kC / kB) * (kC / kB);             // entry blocks of dW
+  int64_t ld, WG, G, S, R, DZ, F, ACC, groups, span, items, total;
+  GSCNN_HD BackwardSmallCShared(int64_t Cr, int64_t T) {
+    ld = (T + 3) / 4 * 4 + 4;  // 16-byte aligned rows, 4 banks apart
+    WG = kC * kC;              // W [o][c] at 0
+    G = (WG + kC + Cr + 1 + 3) / 4 * 4;
+    S = G + kC * ld;           // G, S, R, DZ: the order of the layout's db, dw_g, db_g
+    R = S + kC * ld;
+    DZ = R + Cr * ld;
+    F = DZ + ld;
+    ACC = F + ld;
+    groups = T >= kEB ? T / kEB : 1;
+    span = (T + groups - 1) / groups;
+    items = kEB * groups;
+    total = ACC + items * kB * kB;
+  }
+};
+
+template <typename scalar_t, int kC>
+struct BackwardProgramSmallC {
+  using acc_t = at::opmath_type<scalar_t>;
+  using Sh = BackwardSmallCShared<kC>;
+  static constexpr int kMaxThreads = 256;
+  // At most 128 registers (launch bounds for two blocks of 256 threads): four blocks of the
+  // 128-thread launch per SM where shared memory allows.
+  static constexpr int kMinBlocks = 2;
+  static constexpr int kB = Sh::kB, kEB = Sh::kEB;
+  static_assert(kC % 4 == 0, "4 x 4 tiles of dW");
+
+  // The problem, as the generic program holds it (views, parameters, partial sums, layout):
+  // make_backward_program builds both.
+  BackwardProgram<scalar_t> a;
+
+  GSCNN_HD int64_t num_tiles(int64_t T) const { return (a.P + T - 1) / T; }
+  static GSCNN_HD int64_t shared_elems(int64_t Cr, int64_t T) { return Sh(Cr, T).total; }
+
+  template <typename Exec>
+  GSCNN_HD void operator()(Exec& ex) const {
+    auto sm = ex.template shared<acc_t>();
+    const int64_t T = ex.threads();
+    const Sh sh(a.L.Cr, T);
+    acc_t* row = a.partials + ex.block() * a.L.size();
+    const int64_t n_params = kC * kC + kC + a.L.Cr + 1;
+    ex.for_each_thread([&](int64_t t) {
+      for (int64_t e = t; e < n_params; e += T)
+        sm[e] = static_cast<acc_t>(e < kC * kC ? a.W[e] : (e < n_params - 1 ? a.wg[e - kC * kC] : a.bg[0]));
+      for (int64_t e = t; e < sh.items * kB * kB; e += T) sm[sh.ACC + e] = acc_t(0);
+      for (int64_t e = a.L.bias_offset() + t; e < a.L.size(); e += T) row[e] = acc_t(0);
+    });
+    for (int64_t tile = ex.block(); tile < num_tiles(T); tile += ex.grid()) {
+      // parameters staged (first tile); the last reduce phase read what this one overwrites
+      ex.sync();
+      ex.for_each_thread([&](int64_t t) { pixel_phase(sm, sh, tile * T + t, t); });
+      ex.sync();
+      ex.for_each_thread([&](int64_t t) { reduce_phase(sm, sh, row, t, T); });
+    }
+    ex.sync();  // every item's accumulators, for the sums over pixel groups
+    ex.for_each_thread([&](int64_t t) {
+      for (int64_t e = t; e < kC * kC; e += T) {
+        const int64_t o = e / kC, c = e % kC;
+        const int64_t eb = (o / kB) * (kC / kB) + c / kB, at = (o % kB) * kB + c % kB;
+        acc_t sum = 0;
+        for (int64_t pg = 0; pg < sh.groups; ++pg)
+          sum += static_cast<acc_t>(sm[sh.ACC + (pg * kEB + eb) * kB * kB + at]);
+        row[e] = sum;
+      }
+    });
+  }
+
+  template <typename Ptr>
+  GSCNN_HD void pixel_phase(Ptr sm, const Sh& sh, int64_t p, int64_t t) const {
+    const int64_t ld = sh.ld;
+    if (p >= a.P) {  // padding pixel of the last tile: contributes nothing to the sums
+      for (int64_t i = sh.G; i < sh.ACC; i += ld) sm[i + t] = acc_t(0);
+      return;
+    }
+    const Pixel q = Pixel::of(p, a.s.px.HW, a.s.px.W);  // every tensor has the same N, H, W
+    const int64_t so = a.s.px.offset(q), ro = a.r.px.offset(q), go = a.g.px.offset(q);
+    const Ptr WG = sm + sh.WG;
+    // x (the pixel's channels) and gu in registers; g and, after the logit, s are read back from
+    // the thread's own column of G and S (one shared load per 2 x kC FMAs): fewer live registers.
+    acc_t x[kC], gu[kC];
+    acc_t z = static_cast<acc_t>(WG[kC + a.L.Cr]);
+    GSCNN_UNROLL
+    for (int c = 0; c < kC; ++c) {
+      x[c] = static_cast<acc_t>(a.s.at(so, c));
+      z += static_cast<acc_t>(WG[c]) * x[c];
+    }
+    for (int64_t j = 0; j < a.L.Cr; ++j) {
+      const acc_t rj = static_cast<acc_t>(a.r.at(ro, j));
+      z += static_cast<acc_t>(WG[kC + j]) * rj;
+      sm[sh.R + j * ld + t] = rj;
+    }
+    const acc_t alpha = sigmoid(z);
+    const acc_t f = acc_t(1) + alpha;
+    sm[sh.F + t] = f;
+    GSCNN_UNROLL
+    for (int c = 0; c < kC; ++c) {
+      sm[sh.S + c * ld + t] = x[c];
+      gu[c] = acc_t(0);
+    }
+    GSCNN_UNROLL
+    for (int o = 0; o < kC; ++o) sm[sh.G + o * ld + t] = static_cast<acc_t>(a.g.at(go, o));
+    GSCNN_UNROLL
+    for (int o = 0; o < kC; ++o) {  // gu = W^T g, W's row o a broadcast read
+      const Ptr w = sm + o * kC;
+      const acc_t go_ = static_cast<acc_t>(sm[sh.G + o * ld + t]);
+      GSCNN_UNROLL
+      for (int c = 0; c < kC; ++c) gu[c] += static_cast<acc_t>(w[c]) * go_;
+    }
+    acc_t dalpha = a.g_alpha.data ? static_cast<acc_t>(a.g_alpha.at(a.g_alpha.px.offset(q), 0))
+                                : acc_t(0);
+    GSCNN_UNROLL
+    for (int c = 0; c < kC; ++c) dalpha += gu[c] * static_cast<acc_t>(sm[sh.S + c * ld + t]);
+    const acc_t dz = gate_logit_grad(dalpha, alpha);
+    const int64_t dso = a.ds.px.offset(q), dro = a.dr.px.offset(q);
+    GSCNN_UNROLL
+    for (int c = 0; c < kC; ++c)
+      a.ds.at(dso, c) = static_cast<scalar_t>(shape_grad(gu[c], f, dz, static_cast<acc_t>(WG[c])));
+    for (int64_t j = 0; j < a.L.Cr; ++j)
+      a.dr.at(dro, j) = static_cast<scalar_t>(dz * static_cast<acc_t>(WG[kC + j]));
+    sm[sh.DZ + t] = dz;
+  }
+
+  template <typename Ptr>
+  GSCNN_HD void reduce_phase(Ptr sm, const Sh& sh, acc_t* row, int64_t t, int64_t T) const {
+    const int64_t ld = sh.ld;
+    for (int64_t item = t; item < sh.items; item += T) {
+      const int64_t eb = item % kEB, pg = item / kEB;
+      const int64_t p0 = pg * sh.span, p1 = p0 + sh.span < T ? p0 + sh.span : T;
+      const Ptr Gb = sm + sh.G + (eb / (kC / kB)) * kB * ld;
+      const Ptr Sb = sm + sh.S + (eb % (kC / kB)) * kB * ld;
+      const Ptr Fb = sm + sh.F;
+      acc_t acc[kB][kB] = {};
+      int64_t px = p0;
+      if ((sh.span % 4) == 0 && (T % 4) == 0) {  // whole, aligned quads: 16-byte loads
+        for (; px < p1; px += 4) {
+          acc_t gq[kB][4], uq[kB][4], fq[4];
+          load4(Fb + px, fq);
+          GSCNN_UNROLL
+          for (int i = 0; i < kB; ++i) {
+            load4(Gb + i * ld + px, gq[i]);
+            load4(Sb + i * ld + px, uq[i]);
+          }
+          GSCNN_UNROLL
+          for (int l = 0; l < 4; ++l) {
+            GSCNN_UNROLL
+            for (int j = 0; j < kB; ++j) uq[j][l] *= fq[l];  // u = s (1 + alpha)
+            GSCNN_UNROLL
+            for (int i = 0; i < kB; ++i)
+              GSCNN_UNROLL
+              for (int j = 0; j < kB; ++j) acc[i][j] += gq[i][l] * uq[j][l];
+          }
+        }
+      }
+      for (; px < p1; ++px) {
+        const acc_t f = static_cast<acc_t>(Fb[px]);
+        GSCNN_UNROLL
+        for (int i = 0; i < kB; ++i)
+          GSCNN_UNROLL
+          for (int j = 0; j < kB; ++j)
+            acc[i][j] += static_cast<acc_t>(Gb[i * ld + px]) *
+                         (static_cast<acc_t>(Sb[j * ld + px]) * f);
+      }
+      const Ptr slot = sm + sh.ACC + item * kB * kB;
+      GSCNN_UNROLL
+      for (int i = 0; i < kB; ++i)
+        GSCNN_UNROLL
+        for (int j = 0; j < kB; ++j) slot[i * kB + j] = static_cast<acc_t>(slot[i * kB + j]) + acc[i][j];
+    }
+    // db = sum G, dw_g = sum (S, R) DZ, db_g = sum DZ: rows G, S, R, DZ are contiguous, in
+    // the layout's order of these entries.
+    const int64_t n_small = a.L.size() - a.L.bias_offset();
+    const Ptr DZ = sm + sh.DZ;
+    for (int64_t e = t; e < n_small; e += T) {
+      const Ptr x = sm + sh.G + e * ld;
+      acc_t sum = 0;
+      if (e < kC || e == n_small - 1) {
+        for (int64_t i = 0; i < T; ++i) sum += static_cast<acc_t>(x[i]);
+      } else {
+        for (int64_t i = 0; i < T; ++i) sum += static_cast<acc_t>(x[i]) * static_cast<acc_t>(DZ[i]);
+      }
+      row[a.L.bias_offset() + e] += sum;
+    }
+  }
+
+  // Four consecutive values from a 16-byte aligned address: one LDS.128 on the GPU's shared
+  // memory; four element reads through the emulator's recording pointer.
+  template <typename Ptr>
+  static GSCNN_HD void load4(const Ptr& p, acc_t (&v)[4]) {
+#if defined(__CUDA_ARCH__)
+    if constexpr (std::is_same_v<Ptr, float*> && std::is_same_v<acc_t, float>) {
+      const float4 q = *reinterpret_cast<const float4*>(p);
+      v[0] = q.x;
+      v[1] = q.y;
+      v[2] = q.z;
+      v[3] = q.w;
+      return;
+    }
+#endif
+    for (int l = 0; l < 4; ++l) v[l] = static_cast<acc_t>(p[l]);
   }
 };
 

@@ -81,6 +81,18 @@ std::vector<int64_t> select_launch(std::string op, std::vector<int64_t> sz,
                                                k),
                    0, 0, 2);
   }
+  if (op == "gated_conv2d_backward_small_c") {  // P, C (= C_out: 8, 16 or 32), Cr, acc_bytes
+    const int64_t C = sz.at(1), Cr = sz.at(2), acc = sz.at(3);
+    auto elems = [&](int64_t T) {
+      return C == 8 ? gcl::BackwardProgramSmallC<float, 8>::shared_elems(Cr, T)
+             : C == 16 ? gcl::BackwardProgramSmallC<float, 16>::shared_elems(Cr, T)
+                       : gcl::BackwardProgramSmallC<float, 32>::shared_elems(Cr, T);
+    };
+    TORCH_CHECK(C == 8 || C == 16 || C == 32, "select_launch: C must be 8, 16 or 32, got ", C);
+    return as_list(gcl::select_backward_small_c(sz.at(0), gcl::GradLayout{C, Cr, C}, elems, acc,
+                                                d, k),
+                   0, 0, 2);
+  }
   if (op == "gated_conv2d_backward") {  // P, C, Cr, Cout, acc_bytes
     return as_list(gcl::select_backward(sz.at(0), gcl::GradLayout{sz.at(1), sz.at(2), sz.at(3)},
                                         sz.at(4), d, k));
