@@ -4,7 +4,8 @@ file: nothing in it is unpickled but tensors, numbers, strings, lists and dicts)
 Layout (a plain dict)::
 
     {"format": "gscnn_ops.checkpoint", "version": 1,
-     "model_config": {"num_classes", "backbone", "output_stride", "shape_stream", "shape_stride"},
+     "model_config": {"num_classes", "backbone", "output_stride", "shape_stream", "shape_stride",
+                      "head"},
      "model": state_dict,
      "classes": [names], "palette": [[r, g, b], ...], "ignore_index": int,
      "train_state": {...}   # only in training checkpoints: optimiser, scheduler, RNG, progress
@@ -17,11 +18,15 @@ from typing import Optional, Tuple
 
 import torch
 
-from ..data.classes import IGNORE_INDEX, default_palette
-from ..models import GSCNN
+from ..data.classes import CITYSCAPES_CLASSES, IGNORE_INDEX, default_palette
+from ..models import GSCNN, load_release
+from ..models.release import is_release_state_dict, release_state_dict
+from ..models.tensor_file import load_tensor_file
 
 FORMAT, VERSION = "gscnn_ops.checkpoint", 1
-MODEL_KEYS = ("num_classes", "backbone", "output_stride", "shape_stream", "shape_stride")
+MODEL_KEYS = ("num_classes", "backbone", "output_stride", "shape_stream", "shape_stride", "head")
+# Values of keys that checkpoints written before the key existed lack.
+MODEL_DEFAULTS = {"head": "gscnn_ops"}
 
 
 class CheckpointError(ValueError):
@@ -47,20 +52,19 @@ def save_checkpoint(path: str, payload: dict) -> None:
         raise
 
 
-def load_checkpoint(path: str, map_location="cpu") -> dict:
+def load_checkpoint(path: str) -> dict:
     """Reads a gscnn_ops checkpoint with ``weights_only=True``; a missing, unreadable or foreign
     file raises :class:`CheckpointError` (or FileNotFoundError) naming it."""
     path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"checkpoint {path!r} does not exist")
-    try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:  # pickle errors, truncated zip, forbidden globals ...
-        raise CheckpointError(f"checkpoint {path!r} could not be read as a tensor file "
-                              f"(weights_only=True): {type(e).__name__}: {e}") from e
+    return check_checkpoint(load_tensor_file(path, CheckpointError, "checkpoint"), path)
+
+
+def check_checkpoint(payload, path: str) -> dict:
+    """``payload`` if it is a gscnn_ops checkpoint of this version, else CheckpointError."""
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise CheckpointError(f"checkpoint {path!r} is not a gscnn_ops checkpoint (no "
-                              f"'format': {FORMAT!r} entry)")
+        raise CheckpointError(f"checkpoint {path!r} is neither a gscnn_ops checkpoint (no "
+                              f"'format': {FORMAT!r} entry) nor one of the authors' release (no "
+                              f"GSCNN keys such as 'final_seg.6.weight')")
     if payload.get("version") != VERSION:
         raise CheckpointError(f"checkpoint {path!r} has version {payload.get('version')!r}; this "
                               f"gscnn_ops reads version {VERSION}")
@@ -74,7 +78,8 @@ def model_config(model: GSCNN, backbone: str, output_stride: int) -> dict:
     """The constructor arguments that rebuild ``model`` (weights aside)."""
     return {"num_classes": model.num_classes, "backbone": backbone, "output_stride": output_stride,
             "shape_stream": model.shape is not None,
-            "shape_stride": model.shape.stride if model.shape is not None else 1}
+            "shape_stride": model.shape.stride if model.shape is not None else 1,
+            "head": model.head}
 
 
 def make_payload(model: torch.nn.Module, config: dict, classes, palette,
@@ -82,7 +87,7 @@ def make_payload(model: torch.nn.Module, config: dict, classes, palette,
     """The checkpoint dict of ``model`` (unwrapped from DDP if needed)."""
     model = getattr(model, "module", model)
     payload = {"format": FORMAT, "version": VERSION,
-               "model_config": {k: config[k] for k in MODEL_KEYS},
+               "model_config": {k: config.get(k, MODEL_DEFAULTS.get(k)) for k in MODEL_KEYS},
                "model": model.state_dict(), "classes": list(classes),
                "palette": [list(map(int, c)) for c in palette], "ignore_index": int(ignore_index)}
     if train_state is not None:
@@ -91,18 +96,30 @@ def make_payload(model: torch.nn.Module, config: dict, classes, palette,
 
 
 def load_model(path: str, device="cpu", fused: bool = True) -> Tuple[GSCNN, dict]:
-    """Rebuilds the model of a checkpoint, in eval mode on ``device``. Returns (model, payload
-    without the weights) — the payload gives "classes", "palette", "ignore_index"."""
-    payload = load_checkpoint(path)
-    cfg = payload["model_config"]
-    try:
-        model = GSCNN(**{k: cfg[k] for k in MODEL_KEYS}, fused=fused)
-        model.load_state_dict(payload["model"])
-    except (KeyError, TypeError, ValueError, RuntimeError) as e:
-        raise CheckpointError(f"checkpoint {path!r}: its model could not be rebuilt: {e}") from e
-    meta = {k: v for k, v in payload.items() if k not in ("model", "train_state")}
-    k = cfg["num_classes"]
-    meta.setdefault("classes", [f"class {i}" for i in range(k)])
+    """Rebuilds the model of a checkpoint — a gscnn_ops checkpoint, or a checkpoint of the
+    authors' release as its ``train.py`` writes it (recognised by its keys; see
+    :func:`~gscnn_ops.models.load_release`) — in eval mode on ``device``. Returns (model, payload
+    without the weights): the payload gives "model_config", "classes", "palette",
+    "ignore_index" (Cityscapes' for a release checkpoint of 19 classes)."""
+    path = os.fspath(path)
+    payload = load_tensor_file(path, CheckpointError, "checkpoint")
+    if is_release_state_dict(payload):
+        model = load_release(release_state_dict(payload, f"release checkpoint {path!r}"),
+                             fused=fused)
+        meta = {"model_config": model_config(model, "wrn38", 8), "source": "release"}
+    else:
+        payload = check_checkpoint(payload, path)
+        cfg = {**MODEL_DEFAULTS, **payload["model_config"]}
+        try:
+            model = GSCNN(**{k: cfg[k] for k in MODEL_KEYS}, fused=fused)
+            model.load_state_dict(payload["model"])
+        except (KeyError, TypeError, ValueError, RuntimeError) as e:
+            raise CheckpointError(f"checkpoint {path!r}: its model could not be rebuilt: {e}") from e
+        meta = {k: v for k, v in payload.items() if k not in ("model", "train_state")}
+        meta["model_config"] = cfg
+    k = meta["model_config"]["num_classes"]
+    meta.setdefault("classes", list(CITYSCAPES_CLASSES) if k == len(CITYSCAPES_CLASSES)
+                    else [f"class {i}" for i in range(k)])
     meta.setdefault("palette", default_palette(k))
     meta.setdefault("ignore_index", IGNORE_INDEX)
     return model.to(device).eval(), meta

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..models.gscnn import GSCNNOutput
+from ..models.release import release_canny
 
 AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -76,7 +77,11 @@ def _check(model, image: Tensor, canny: Optional[Tensor], overlap, amp_dtype):
 
 
 def _forward(model, image: Tensor, canny: Optional[Tensor], amp_dtype, return_alphas: bool):
-    """One forward pass; logits in float32, alphas resized to the window size."""
+    """One forward pass; logits in float32, alphas resized to the window size. A model with the
+    release's head gets the Canny map its checkpoints were trained with, that of the normalised
+    tensor it sees (so of each window), in place of ``canny``."""
+    if getattr(model, "head", None) == "release" and getattr(model, "shape", None) is not None:
+        canny = release_canny(image)
     context = (contextlib.nullcontext() if amp_dtype is None
                else torch.autocast(image.device.type, dtype=amp_dtype))
     with context:
@@ -97,7 +102,9 @@ def infer(model, image: Tensor, canny: Optional[Tensor] = None, tile: TileArg = 
 
     Args:
         image: (N, 3, H, W) normalised images; moved to the model's device if elsewhere.
-        canny: (N, 1, H, W) Canny edges of the un-normalised images, or None (zeros).
+        canny: (N, 1, H, W) Canny edges of the un-normalised images, or None (zeros). Ignored
+            for a model with ``head="release"`` (the authors' checkpoints): it gets
+            :func:`~gscnn_ops.models.release_canny` of each window, as the release computed it.
         tile: None for one forward pass over the whole image; an int or (th, tw) for sliding
             windows of that size (an image side not larger than the tile is run whole along it).
         overlap: fraction of a window shared with its neighbour, in [0, 1).

@@ -65,6 +65,7 @@ class TrainConfig:
     output_stride: int = 8
     shape_stream: bool = True
     shape_stride: int = 1
+    head: str = "gscnn_ops"
     pretrained: Optional[str] = None
     sync_bn: bool = True
     # optimisation
@@ -161,7 +162,7 @@ def _dataset(cfg: TrainConfig, split: str, augment: bool):
 
 def _model(cfg: TrainConfig, num_classes: int) -> GSCNN:
     return GSCNN(num_classes, cfg.backbone, cfg.output_stride, shape_stream=cfg.shape_stream,
-                 shape_stride=cfg.shape_stride, pretrained=cfg.pretrained)
+                 shape_stride=cfg.shape_stride, pretrained=cfg.pretrained, head=cfg.head)
 
 
 def _rng_state(device: torch.device) -> dict:
@@ -179,6 +180,7 @@ def _set_rng_state(state: dict, device: torch.device) -> None:
 
 def _check_resume_config(stored: dict, cfg: TrainConfig, path: str) -> None:
     current = cfg.to_dict()
+    stored = {"head": "gscnn_ops", **stored}  # written before the option existed
     diff = {k: (stored.get(k), current[k]) for k in current
             if k not in RESUME_MAY_CHANGE and stored.get(k) != current[k]}
     if diff:
@@ -432,7 +434,9 @@ _HELP = {
     "output_stride": "trunk output stride, 8 or 16",
     "shape_stream": "GSCNN (on) or the DeepLabV3+ baseline (--no-shape-stream)",
     "shape_stride": "shape-stream resolution, 1 (full, as the release) or 2",
-    "pretrained": "torchvision-format ImageNet checkpoint of the trunk (nothing is downloaded)",
+    "head": "gscnn_ops (ours) or release (the authors' head, e.g. to fine-tune their checkpoint)",
+    "pretrained": "ImageNet checkpoint of the trunk: torchvision's format for the ResNets, the "
+                  "release's wider_resnet38.pth.tar for wrn38 (nothing is downloaded)",
     "sync_bn": "synchronise batch-norm statistics across processes when there are several",
     "steps": "optimiser steps in all",
     "batch_size": "images per process and micro-batch",

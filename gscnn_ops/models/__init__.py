@@ -3,8 +3,9 @@
 from .canny import canny
 from .gscnn import ASPP, GSCNN, GSCNNOutput, ShapeStream
 from .loss import GSCNNLoss, image_class_weights
+from .release import load_release, release_canny
 from .resnet import ResNet, load_pretrained
 from .wider_resnet import WiderResNet38
 
 __all__ = ["ASPP", "GSCNN", "GSCNNLoss", "GSCNNOutput", "ResNet", "ShapeStream", "WiderResNet38", "canny",
-           "image_class_weights", "load_pretrained"]
+           "image_class_weights", "load_pretrained", "load_release", "release_canny"]

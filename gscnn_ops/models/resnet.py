@@ -11,6 +11,8 @@ from typing import Dict, List, Type, Union
 import torch
 from torch import Tensor, nn
 
+from .tensor_file import load_tensor_file
+
 
 class BasicBlock(nn.Module):
     expansion = 1
@@ -69,9 +71,12 @@ _DEPTHS = {
 class ResNet(nn.Module):
     """A dilated ResNet trunk returning its intermediate features.
 
-    ``forward(x)`` returns a dict: ``stem`` (64 ch, stride 2), ``layer1`` (stride 4), ``layer2``
-    (stride 8), ``layer3`` and ``layer4`` (stride 8 or 16, by ``output_stride``).
+    ``forward(x)`` returns a dict: ``stem`` (64 ch, stride 2; also under ``stride2``), ``layer1``
+    (stride 4), ``layer2`` (stride 8), ``layer3`` and ``layer4`` (stride 8 or 16, by
+    ``output_stride``).
     """
+
+    UNUSED_PRETRAINED = ("fc.",)  # torchvision's classifier
 
     def __init__(self, name: str = "resnet101", output_stride: int = 8):
         super().__init__()
@@ -93,7 +98,7 @@ class ResNet(nn.Module):
         self.layer3 = self._make_layer(block, 256, layers[2], stride=1 if dil3 > 1 else 2,
                                        dilation=dil3)
         self.layer4 = self._make_layer(block, 512, layers[3], dilation=dil4)
-        self.channels = {"stem": 64, "layer1": 64 * block.expansion,
+        self.channels = {"stem": 64, "stride2": 64, "layer1": 64 * block.expansion,
                          "layer2": 128 * block.expansion, "layer3": 256 * block.expansion,
                          "layer4": 512 * block.expansion}
         for m in self.modules():
@@ -123,25 +128,26 @@ class ResNet(nn.Module):
         l2 = self.layer2(l1)
         l3 = self.layer3(l2)
         l4 = self.layer4(l3)
-        return {"stem": stem, "layer1": l1, "layer2": l2, "layer3": l3, "layer4": l4}
+        return {"stem": stem, "stride2": stem, "layer1": l1, "layer2": l2, "layer3": l3, "layer4": l4}
 
 
 def load_pretrained(module: nn.Module, path: str, prefix: str = "") -> Dict[str, List[str]]:
     """Loads a checkpoint file (a state_dict, e.g. torchvision's ImageNet ResNet weights) into
     ``module``, safely (``weights_only=True``: no arbitrary unpickling).
 
-    Keys under ``prefix`` in the file are matched to the module's keys; the classifier (``fc.*``)
-    is expected to be unused. Returns {"missing": [...], "unexpected": [...]} and raises
+    Keys under ``prefix`` in the file are matched to the module's keys (a ``module.`` prefix that
+    every key has, as ``DataParallel`` saves them, is dropped first); the classifier (the module's
+    ``UNUSED_PRETRAINED`` prefixes: ``fc.*`` for ResNets) is expected to be unused. Returns
+    {"missing": [...], "unexpected": [...]} and raises
     ValueError naming the file when a tensor's shape does not fit or when nothing matched.
     """
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any failure here is a bad or unreadable file
-        raise ValueError(f"load_pretrained: cannot read checkpoint {path!r}: {e}") from e
+    state = load_tensor_file(path, ValueError, "load_pretrained: checkpoint")
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
         raise ValueError(f"load_pretrained: {path!r} does not hold a state_dict of tensors")
+    if state and all(k.startswith("module.") for k in state):
+        state = {k[len("module."):]: v for k, v in state.items()}
     state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
     own = module.state_dict()
     for key, value in state.items():
@@ -149,7 +155,8 @@ def load_pretrained(module: nn.Module, path: str, prefix: str = "") -> Dict[str,
             raise ValueError(f"load_pretrained: {path!r}: {key} has shape {tuple(value.shape)}, "
                              f"the model expects {tuple(own[key].shape)}")
     result = module.load_state_dict(state, strict=False)
-    unexpected = [k for k in result.unexpected_keys if not k.startswith("fc.")]
+    unused = getattr(module, "UNUSED_PRETRAINED", ())
+    unexpected = [k for k in result.unexpected_keys if not k.startswith(unused)]
     if len(own) and len(result.missing_keys) == len(own):
         raise ValueError(f"load_pretrained: no key of {path!r} matches the model "
                          f"(first keys in the file: {list(state)[:3]})")
