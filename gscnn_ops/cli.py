@@ -5,6 +5,8 @@ Subcommands:
   train    train GSCNN or the baseline (one process, or many under torchrun)
   eval     mIoU, boundary F-scores and the distance-based evaluation of a checkpoint
   predict  segment image files: colour seg, overlay, edge map and gate maps as PNG
+  convert-release  a checkpoint of the authors' release as a gscnn_ops checkpoint
+  export   a checkpoint as a torch.export program (.pt2) or an AOTInductor package
   info     what the installed extension was built with
 """
 
@@ -29,12 +31,12 @@ def cmd_info(args):
 
 
 def build_parser():
-    from .engine import demo, evaluate, predict, train
+    from .engine import convert, demo, evaluate, export, predict, train
 
     p = argparse.ArgumentParser(prog="gscnn", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
-    for module in (demo, train, evaluate, predict):
+    for module in (demo, train, evaluate, predict, convert, export):
         module.add_parser(sub)
     i = sub.add_parser("info", help="show how the extension was built")
     i.set_defaults(fn=cmd_info)

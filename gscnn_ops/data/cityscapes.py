@@ -35,6 +35,23 @@ for _label_id, _train_id in LABELID_TO_TRAINID.items():
     _LUT[_label_id] = _train_id
 
 
+_TRAINID_TO_LABELID = torch.zeros(len(LABELID_TO_TRAINID), dtype=torch.uint8)
+for _label_id, _train_id in LABELID_TO_TRAINID.items():
+    _TRAINID_TO_LABELID[_train_id] = _label_id
+
+
+def trainids_to_labelids(prediction: Tensor) -> Tensor:
+    """Predicted train ids 0..18 (integer (..., H, W)) -> uint8 official label ids, as the
+    Cityscapes benchmark server and ``evalPixelLevelSemanticLabeling`` read them."""
+    if prediction.is_floating_point() or prediction.dtype == torch.bool:
+        raise TypeError(f"trainids_to_labelids: prediction must be an integer tensor, got "
+                        f"{prediction.dtype}")
+    if prediction.numel() and (prediction.min() < 0 or prediction.max() >= len(LABELID_TO_TRAINID)):
+        raise ValueError(f"trainids_to_labelids: train ids must be in 0..{len(LABELID_TO_TRAINID) - 1}, "
+                         f"got values in {int(prediction.min())}..{int(prediction.max())}")
+    return _TRAINID_TO_LABELID.to(prediction.device)[prediction.long()]
+
+
 def labelids_to_trainids(label: Tensor, path: Optional[Path] = None) -> Tensor:
     """Cityscapes labelIds (integer (H, W), values 0..33) -> int64 train ids 0..18, 255 for the
     ids that are not trained on. Values outside 0..33 raise DataError naming ``path`` (if

@@ -13,7 +13,8 @@ from typing import List, Sequence
 
 import torch
 
-from ..data.classes import colorize
+from ..data.cityscapes import trainids_to_labelids
+from ..data.classes import CITYSCAPES_CLASSES, colorize
 from ..data.io import read_image, write_png
 from ..data.prepare import normalize
 from ..models.canny import canny
@@ -46,9 +47,12 @@ def _gray(x: torch.Tensor) -> torch.Tensor:
     return (x.float().clamp(0, 1) * 255).round().to(torch.uint8).cpu()
 
 
+FORMATS = ("png", "cityscapes")
+
+
 def predict_images(model, meta: dict, paths: Sequence[str], out_dir: str, device=None,
                    tile=None, amp_dtype=None, progress: bool = True,
-                   overlap: float = 1 / 3) -> List[str]:
+                   overlap: float = 1 / 3, output_format: str = "png") -> List[str]:
     """Runs ``model`` (moved to ``device`` if given, in eval mode, its mode restored afterwards)
     on each image file of ``paths`` and writes to ``out_dir`` (created if needed), per image:
 
@@ -58,12 +62,24 @@ def predict_images(model, meta: dict, paths: Sequence[str], out_dir: str, device
     - ``<stem>_gate1.png`` .. ``<stem>_gate3.png``: the gate maps (alphas) of the three gated
       convolutions at the image size, 8-bit gray.
 
+    With ``output_format="cityscapes"`` it writes instead, per image, ``<stem>.png``: the
+    official Cityscapes label ids (8-bit gray, full resolution), as the benchmark server and
+    ``evalPixelLevelSemanticLabeling`` expect; the model must have Cityscapes' 19 classes.
+
     A baseline model (no shape stream) writes only seg and overlay (a warning says so once).
     Canny edges are computed on the raw image, as in training. Stems shared by several inputs
     are disambiguated (:func:`output_stems`). A missing or unreadable image raises
     FileNotFoundError / ValueError naming it; missing files are found before any work is done.
     Returns the paths written, in order.
     """
+    if output_format not in FORMATS:
+        raise ValueError(f"predict_images: output_format must be one of {FORMATS}, got "
+                         f"{output_format!r}")
+    cityscapes = output_format == "cityscapes"
+    if cityscapes and list(meta.get("classes", [])) != list(CITYSCAPES_CLASSES):
+        raise ValueError(f"predict_images: the cityscapes format needs a model of Cityscapes' 19 "
+                         f"classes; this one has {len(meta.get('classes', []))} "
+                         f"({list(meta.get('classes', []))[:3]}...)")
     paths = [os.fspath(p) for p in paths]
     missing = [p for p in paths if not os.path.isfile(p)]
     if missing:
@@ -73,8 +89,8 @@ def predict_images(model, meta: dict, paths: Sequence[str], out_dir: str, device
     if device is not None:
         model.to(device)
     dev = next(model.parameters()).device
-    has_shape = getattr(model, "shape", None) is not None
-    if not has_shape:
+    has_shape = getattr(model, "shape", None) is not None and not cityscapes
+    if getattr(model, "shape", None) is None and not cityscapes:
         warnings.warn("predict_images: the model has no shape stream (a baseline checkpoint): "
                       "writing only the segmentation and overlay, no edge or gate maps",
                       stacklevel=2)
@@ -91,6 +107,11 @@ def predict_images(model, meta: dict, paths: Sequence[str], out_dir: str, device
             edges = canny(raw_dev).unsqueeze(0)
             out = infer(model, normalize(raw_dev).unsqueeze(0), edges, tile=tile,
                         overlap=overlap, amp_dtype=amp_dtype, return_alphas=has_shape)
+            if cityscapes:
+                target = os.path.join(out_dir, f"{stem}.png")
+                write_png(target, trainids_to_labelids(out.seg[0].argmax(0).cpu()))
+                written.append(target)
+                continue
             seg = colorize(out.seg[0].argmax(0).cpu(), palette, ignore_index)
             overlay = (OVERLAY_ALPHA * seg.float() + (1 - OVERLAY_ALPHA) * raw.float())
             images = {"seg": seg, "overlay": overlay.round().to(torch.uint8)}
@@ -116,6 +137,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files (PNG, JPEG, ...)")
     _cli.add_model_args(p)
     p.add_argument("--out", required=True, metavar="DIR", help="folder for the PNG outputs")
+    p.add_argument("--format", choices=FORMATS, default="png", dest="output_format",
+                   help="png: colour segmentation, overlay, edge and gate maps (default); "
+                        "cityscapes: <stem>.png of label ids at full resolution, as the "
+                        "Cityscapes benchmark server expects")
     p.set_defaults(fn=run)
     return p
 
@@ -129,7 +154,8 @@ def run(args) -> int:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             written = predict_images(model, meta, args.images, args.out,
-                                     progress=not args.no_progress, **options)
+                                     progress=not args.no_progress,
+                                     output_format=args.output_format, **options)
     except _cli.SETUP_ERRORS as e:
         return _cli.fail("predict", e)
     for w in caught:
