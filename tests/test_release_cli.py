@@ -1,6 +1,6 @@
 """The authors' checkpoints on the command line (eval, predict, convert-release, predict
---format cityscapes) and deployment (gscnn export: torch.export program and AOTInductor package
-against eager)."""
+--format cityscapes) and deployment (gscnn export: the torch.export program against eager; the AOTInductor package
+in test_deploy_cpp.py)."""
 
 import json
 import os
@@ -142,20 +142,3 @@ def test_export_errors_name_the_problem(tmp_path, capsys):
     assert main(["export", "--checkpoint", ckpt, "--out", str(tmp_path / "m.pt2"),
                  "--trace-size", "4", "4"]) == 2
     assert "--trace-size" in capsys.readouterr().err
-
-
-@pytest.mark.slow
-def test_aoti_package_equals_eager(tmp_path):
-    """AOTInductor package compiled on the CPU (about two minutes), run from Python."""
-    ckpt = _checkpoint(tmp_path / "m.pt")
-    out = tmp_path / "model.pt2"
-    assert main(["export", "--checkpoint", ckpt, "--out", str(out), "--aoti"]) == 0
-    runner = torch._inductor.aoti_load_package(str(out))
-    model, _ = load_model(ckpt)
-    for n, h, w in ((1, 64, 96), (2, 45, 70)):
-        image, canny = torch.randn(n, 3, h, w), torch.rand(n, 1, h, w).round()
-        with torch.no_grad():
-            seg, edge = runner(image, canny)
-            ref = model(image, canny)
-        torch.testing.assert_close(seg, ref.seg, rtol=1e-4, atol=1e-4)
-        torch.testing.assert_close(edge, ref.edge, rtol=1e-4, atol=1e-4)

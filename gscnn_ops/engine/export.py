@@ -61,7 +61,7 @@ def export_program(model: nn.Module, size=(64, 96)) -> torch.export.ExportedProg
 
 def deployment_info(meta: dict) -> dict:
     """What a deployer needs besides the program (written to ``OUT.json``)."""
-    head = meta["model_config"].get("head", "gscnn_ops")
+    head = meta["model_config"]["head"]
     return {"format": "gscnn_ops.export", "version": 1,
             "inputs": ["image", "canny"],
             "outputs": ["seg", "edge"] if meta["model_config"]["shape_stream"] else ["seg"],
@@ -82,12 +82,19 @@ def export_checkpoint(checkpoint: str, out: str, aoti: bool = False, device="cpu
     program = export_program(model, size)
     folder = os.path.dirname(os.path.abspath(out))
     os.makedirs(folder, exist_ok=True)
+    info = deployment_info(meta)
     if aoti:
-        torch._inductor.aoti_compile_and_package(program, package_path=out)
+        # The package's metadata, readable from C++ (AOTIModelPackageLoader::get_metadata).
+        metadata = {"gscnn.canny": "release" if info["model_config"]["head"] == "release"
+                    else "image",
+                    "gscnn.num_classes": str(info["model_config"]["num_classes"]),
+                    "gscnn.outputs": ",".join(info["outputs"])}
+        torch._inductor.aoti_compile_and_package(
+            program, package_path=out, inductor_configs={"aot_inductor.metadata": metadata})
     else:
         torch.export.save(program, out)
     with open(out + ".json", "w") as f:
-        json.dump(deployment_info(meta), f, indent=1)
+        json.dump(info, f, indent=1)
     return out
 
 
