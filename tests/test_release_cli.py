@@ -142,3 +142,27 @@ def test_export_errors_name_the_problem(tmp_path, capsys):
     assert main(["export", "--checkpoint", ckpt, "--out", str(tmp_path / "m.pt2"),
                  "--trace-size", "4", "4"]) == 2
     assert "--trace-size" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------- fine-tuning
+
+def test_train_init_starts_from_a_checkpoint(tmp_path):
+    from gscnn_ops.engine.train import TrainConfig, _model
+    ckpt = _checkpoint(tmp_path / "m.pt", head="release")
+    cfg = TrainConfig(backbone="resnet18", head="release", init=ckpt)
+    model = _model(cfg, 3)
+    start, _ = load_model(ckpt)
+    for (k, v), w in zip(model.state_dict().items(), start.state_dict().values()):
+        assert torch.equal(v, w), k
+    with pytest.raises(ValueError, match="head: checkpoint 'release' vs --head 'gscnn_ops'"):
+        _model(TrainConfig(backbone="resnet18", init=ckpt), 3)
+    with pytest.raises(ValueError, match="num_classes"):
+        _model(TrainConfig(backbone="resnet18", head="release", init=ckpt), 5)
+
+
+def test_train_init_from_a_release_checkpoint(release_file):
+    from gscnn_ops.engine.train import TrainConfig, _model
+    model = _model(TrainConfig(backbone="wrn38", head="release", init=release_file), 19)
+    ref = load_release(release_file)
+    for (k, v), w in zip(model.state_dict().items(), ref.state_dict().values()):
+        assert torch.equal(v, w), k

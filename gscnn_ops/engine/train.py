@@ -33,7 +33,7 @@ from ..data.prepare import collate
 from ..models import GSCNN, GSCNNLoss
 from ..ops import check_errors
 from . import _cli
-from .checkpoint import load_checkpoint, make_payload, model_config, save_checkpoint
+from .checkpoint import load_checkpoint, load_model, make_payload, model_config, save_checkpoint
 from .distributed import (DistInfo, all_gather_objects, all_reduce_mean, convert_sync_batchnorm,
                           init_distributed, shutdown, state_digest)
 from .evaluate import evaluate
@@ -67,6 +67,7 @@ class TrainConfig:
     shape_stride: int = 1
     head: str = "gscnn_ops"
     pretrained: Optional[str] = None
+    init: Optional[str] = None                    # weights to start from (fine-tuning)
     sync_bn: bool = True
     # optimisation
     steps: int = 1000
@@ -161,8 +162,20 @@ def _dataset(cfg: TrainConfig, split: str, augment: bool):
 
 
 def _model(cfg: TrainConfig, num_classes: int) -> GSCNN:
-    return GSCNN(num_classes, cfg.backbone, cfg.output_stride, shape_stream=cfg.shape_stream,
-                 shape_stride=cfg.shape_stride, pretrained=cfg.pretrained, head=cfg.head)
+    model = GSCNN(num_classes, cfg.backbone, cfg.output_stride, shape_stream=cfg.shape_stream,
+                  shape_stride=cfg.shape_stride, pretrained=cfg.pretrained, head=cfg.head)
+    if cfg.init:
+        start, meta = load_model(cfg.init)
+        wanted = model_config(model, cfg.backbone, cfg.output_stride)
+        differ = {k: (v, wanted[k]) for k, v in meta["model_config"].items() if wanted.get(k) != v}
+        if differ:
+            lines = ", ".join(f"{k}: checkpoint {a!r} vs --{k.replace('_', '-')} {b!r}"
+                              for k, (a, b) in differ.items())
+            raise ValueError(f"gscnn train --init {cfg.init}: its model differs from the one "
+                             f"asked for ({lines}); give the same model options")
+        model.load_state_dict(start.state_dict())
+        model.load_report = None
+    return model
 
 
 def _rng_state(device: torch.device) -> dict:
@@ -434,7 +447,9 @@ _HELP = {
     "output_stride": "trunk output stride, 8 or 16",
     "shape_stream": "GSCNN (on) or the DeepLabV3+ baseline (--no-shape-stream)",
     "shape_stride": "shape-stream resolution, 1 (full, as the release) or 2",
-    "head": "gscnn_ops (ours) or release (the authors' head, e.g. to fine-tune their checkpoint)",
+    "head": "gscnn_ops (ours) or release (the authors' head: fine-tune their checkpoint with --init)",
+    "init": "start from these weights (fine-tuning): a gscnn_ops checkpoint or one of the "
+            "authors' release (with --backbone wrn38 --head release); not a resume",
     "pretrained": "ImageNet checkpoint of the trunk: torchvision's format for the ResNets, the "
                   "release's wider_resnet38.pth.tar for wrn38 (nothing is downloaded)",
     "sync_bn": "synchronise batch-norm statistics across processes when there are several",

@@ -8,7 +8,6 @@ layer3 and layer4 by dilations 2 and 4; output stride 16 only layer4's (dilation
 
 from typing import Dict, List, Type, Union
 
-import torch
 from torch import Tensor, nn
 
 from .tensor_file import load_tensor_file
