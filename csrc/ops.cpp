@@ -1,6 +1,6 @@
 // Every schema of the gscnn_ops library, in one place. Device kernels register against these in
 // cpu/ and cuda/ (TORCH_LIBRARY_IMPL); fake kernels and autograd are registered from Python
-// (gscnn_ops/_registrations.py).
+// (gscnn_ops/ops/<op>.py, beside each op's Python wrapper).
 
 #include <torch/library.h>
 

@@ -8,9 +8,8 @@ from ._extension import build_info, has_cuda_kernels, load as _load
 
 _BUILD_INFO = _load()
 
-from . import _registrations  # noqa: E402,F401  (needs the ops loaded above)
-from . import metrics, ops, reference  # noqa: E402
-from .metrics import BoundaryFScore  # noqa: E402
+from . import filters, metrics, ops, reference  # noqa: E402  (ops needs the library loaded above)
+from .metrics import BoundaryFScore, ConfusionMatrix  # noqa: E402
 from .models import GSCNN, GSCNNLoss  # noqa: E402
 from .nn import DualTaskLoss, GatedConv2d, fold_gate_net  # noqa: E402
 from .ops import (  # noqa: E402
@@ -27,6 +26,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BoundaryFScore",
+    "ConfusionMatrix",
     "DualTaskLoss",
     "GSCNN",
     "GSCNNLoss",
@@ -37,6 +37,7 @@ __all__ = [
     "check_errors",
     "dual_task_loss",
     "edge_targets",
+    "filters",
     "fold_gate_net",
     "gated_conv2d",
     "gated_conv2d_mlp",

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from conftest import oracle
-from gscnn_ops.models.canny import canny
+from gscnn_ops.filters import canny
 
 
 def smooth_noisy_image(channels, h, w, seed):

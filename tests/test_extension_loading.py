@@ -56,8 +56,9 @@ def test_cuda_tensors_on_a_build_without_cuda_kernels(monkeypatch, op):
     # What a CPU-only build says to a user with CUDA tensors (not the dispatcher's "could not run
     # ... with arguments from the CUDA backend"), checked without a GPU.
     from gscnn_ops import ops
+    from gscnn_ops.ops import _common
 
-    monkeypatch.setattr(ops, "_HAS_CUDA_KERNELS", False)
+    monkeypatch.setattr(_common, "HAS_CUDA_KERNELS", False)
     cuda = lambda t: torch.Tensor._make_subclass(_PretendCuda, t)  # noqa: E731
     calls = {
         "gated_conv2d": lambda: ops.gated_conv2d(cuda(torch.zeros(1, 2, 3, 3)), torch.zeros(1, 1, 3, 3),

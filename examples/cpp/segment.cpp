@@ -7,7 +7,7 @@
 // (P5) of the predicted class indices. The package's metadata (written by `gscnn export`) says
 // which Canny map the model was trained with: "image" (Canny of the 0..255 image, ours) or
 // "release" (Canny of the normalised tensor cast to uint8 as NumPy casts, the authors'
-// checkpoints). The Canny below follows gscnn_ops/models/canny.py step by step (OpenCV's
+// checkpoints). The Canny below follows gscnn_ops/filters/canny.py step by step (OpenCV's
 // algorithm: 3x3 Sobel, L1 magnitude, colour = channel of largest gradient, fixed-point
 // non-maximum suppression, 8-connected hysteresis); the tests compare the two bit for bit.
 

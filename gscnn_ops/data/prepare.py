@@ -19,7 +19,7 @@ from typing import Callable, Optional, Tuple
 import torch
 from torch import Tensor
 
-from ..models.canny import canny
+from ..filters import canny
 from .errors import DataError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

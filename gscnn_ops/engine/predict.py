@@ -17,7 +17,7 @@ from ..data.cityscapes import trainids_to_labelids
 from ..data.classes import CITYSCAPES_CLASSES, colorize
 from ..data.io import read_image, write_png
 from ..data.prepare import normalize
-from ..models.canny import canny
+from ..filters import canny
 from . import _cli
 from .checkpoint import load_model
 from .inference import infer

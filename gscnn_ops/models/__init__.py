@@ -1,6 +1,7 @@
-"""The GSCNN model layer: dilated ResNet trunks, the shape stream, fusion and the full network."""
+"""The GSCNN model layer: dilated ResNet trunks, the shape stream, fusion and the full network.
+``canny`` is re-exported from :mod:`gscnn_ops.filters`, where it lives."""
 
-from .canny import canny
+from ..filters import canny
 from .gscnn import ASPP, GSCNN, GSCNNOutput, ShapeStream
 from .loss import GSCNNLoss, image_class_weights
 from .release import load_release, release_canny

@@ -15,7 +15,7 @@ from typing import Dict, Mapping, Union
 import torch
 from torch import Tensor
 
-from .canny import canny
+from ..filters import canny
 from .tensor_file import load_tensor_file
 from .gscnn import GSCNN
 
@@ -197,11 +197,11 @@ def release_canny(image: Tensor) -> Tensor:
     """The Canny map that the release's forward computes, for its checkpoints: ``image`` is the
     *normalised* (N, 3, H, W) batch the model gets; it is cast to uint8 as NumPy casts (see
     :func:`numpy_uint8`), then ``cv2.Canny(·, 10, 100)`` of each (H, W, 3) image (colour Canny),
-    here by :func:`~gscnn_ops.models.canny` on the image's device. Returns float32 (N, 1, H, W)
+    here by :func:`~gscnn_ops.filters.canny` on the image's device. Returns float32 (N, 1, H, W)
     in {0, 1}.
 
     A compatibility mode: the release's checkpoints were trained with it. For models of our own,
-    use :func:`~gscnn_ops.models.canny` of the un-normalised image, which sees the real edges.
+    use :func:`~gscnn_ops.filters.canny` of the un-normalised image, which sees the real edges.
     """
     if not isinstance(image, Tensor) or image.dim() != 4 or image.shape[1] != 3:
         shape = tuple(image.shape) if isinstance(image, Tensor) else type(image).__name__
