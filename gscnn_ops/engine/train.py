@@ -250,185 +250,243 @@ def _train(cfg: TrainConfig, info: DistInfo, stop_after: Optional[int]) -> dict:
         torch.use_deterministic_algorithms(True)
         torch.backends.cudnn.benchmark = False
     torch.manual_seed(cfg.seed * 1000 + info.rank)  # Gumbel noise; different on every process
-    device = info.device
-
-    payload = None
-    if cfg.resume:
-        payload = load_checkpoint(cfg.resume)
-        if "train_state" not in payload:
-            raise ValueError(f"gscnn train --resume {cfg.resume}: this checkpoint holds weights "
-                             f"only (no optimiser state); it cannot be resumed")
-        _check_resume_config(payload["train_state"]["config"], cfg, cfg.resume)
-    data = _dataset(cfg, cfg.split, cfg.augment)
-
-    model = _model(cfg, data.num_classes).to(device)
-    if cfg.sync_bn and info.distributed:
-        model = convert_sync_batchnorm(model, device)
-    criterion = GSCNNLoss(edge_weight=cfg.edge_weight, seg_weight=cfg.seg_weight,
-                          dual_weight=cfg.dual_weight, att_weight=cfg.att_weight,
-                          ignore_index=data.ignore_index, class_weighting=cfg.class_weighting)
-    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
-                                weight_decay=cfg.weight_decay)
-    scheduler = torch.optim.lr_scheduler.PolynomialLR(optimizer, total_iters=cfg.steps,
-                                                      power=cfg.poly_power)
-    amp_dtype = AMP_DTYPES[cfg.amp]
-    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype is torch.float16)
-
-    step = 0
+    payload = _resume_payload(cfg)
+    run = _Run(cfg, info)
     if payload is not None:
+        run.resume(payload)
+    run.start(resumed=payload is not None)
+    run.loop(stop_after)
+    return run.finish()
+
+
+def _resume_payload(cfg: TrainConfig) -> Optional[dict]:
+    """The checkpoint to resume from (checked against ``cfg``), or None."""
+    if not cfg.resume:
+        return None
+    payload = load_checkpoint(cfg.resume)
+    if "train_state" not in payload:
+        raise ValueError(f"gscnn train --resume {cfg.resume}: this checkpoint holds weights "
+                         f"only (no optimiser state); it cannot be resumed")
+    _check_resume_config(payload["train_state"]["config"], cfg, cfg.resume)
+    return payload
+
+
+class _Run:
+    """One training run, in the order it happens: setup (``__init__``), ``resume``, ``start``
+    (distributed wrapper, sampler, logger, evaluation data), ``loop`` over optimiser steps (each
+    ``accumulate`` micro-batches: ``_micro_step``, then ``_optimizer_step``, ``_log``,
+    ``checkpoint``, ``validate``), ``finish``."""
+
+    def __init__(self, cfg: TrainConfig, info: DistInfo):
+        self.cfg, self.info, self.device = cfg, info, info.device
+        self.data = _dataset(cfg, cfg.split, cfg.augment)
+        self.model = _model(cfg, self.data.num_classes).to(self.device)
+        if cfg.sync_bn and info.distributed:
+            self.model = convert_sync_batchnorm(self.model, self.device)
+        self.criterion = GSCNNLoss(edge_weight=cfg.edge_weight, seg_weight=cfg.seg_weight,
+                                   dual_weight=cfg.dual_weight, att_weight=cfg.att_weight,
+                                   ignore_index=self.data.ignore_index,
+                                   class_weighting=cfg.class_weighting)
+        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=cfg.lr,
+                                         momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.PolynomialLR(
+            self.optimizer, total_iters=cfg.steps, power=cfg.poly_power)
+        self.amp_dtype = AMP_DTYPES[cfg.amp]
+        self.scaler = torch.amp.GradScaler(self.device.type,
+                                           enabled=self.amp_dtype is torch.float16)
+        self.step = 0
+
+    # ------------------------------------------------------------------ resume
+    def resume(self, payload: dict) -> None:
         state = payload["train_state"]
-        model.load_state_dict(payload["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
-        step = int(state["step"])
-        rngs = state["rng"]
+        self.model.load_state_dict(payload["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.step = int(state["step"])
+        rngs, info = state["rng"], self.info
         if len(rngs) != info.world_size:
-            warnings.warn(f"gscnn train: resuming {cfg.resume} (written by {len(rngs)} processes) "
-                          f"with {info.world_size}: the run goes on, but its data order and noise "
-                          f"differ from an uninterrupted run", stacklevel=2)
-        _set_rng_state(rngs[info.rank % len(rngs)], device)
+            warnings.warn(f"gscnn train: resuming {self.cfg.resume} (written by {len(rngs)} "
+                          f"processes) with {info.world_size}: the run goes on, but its data "
+                          f"order and noise differ from an uninterrupted run", stacklevel=3)
+        _set_rng_state(rngs[info.rank % len(rngs)], self.device)
 
-    ddp = model
-    if info.distributed:
-        ddp = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda"
-                                      else None)
-    sampler = DistributedSampler(data, num_replicas=info.world_size, rank=info.rank, shuffle=True,
-                                 seed=cfg.seed, drop_last=True)
-    per_epoch = len(sampler) // cfg.batch_size
-    if per_epoch == 0:
-        raise ValueError(f"gscnn train: the dataset has {len(data)} samples, fewer than one batch "
-                         f"of {cfg.batch_size} per process x {info.world_size} processes")
+    # ------------------------------------------------------------------ start
+    def start(self, resumed: bool) -> None:
+        cfg, info, data = self.cfg, self.info, self.data
+        self.ddp = self.model
+        if info.distributed:
+            self.ddp = DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        self.sampler = DistributedSampler(data, num_replicas=info.world_size, rank=info.rank,
+                                          shuffle=True, seed=cfg.seed, drop_last=True)
+        self.per_epoch = len(self.sampler) // cfg.batch_size
+        if self.per_epoch == 0:
+            raise ValueError(f"gscnn train: the dataset has {len(data)} samples, fewer than one "
+                             f"batch of {cfg.batch_size} per process x {info.world_size} processes")
+        self.logger = _Logger(cfg.out, info.is_main, cfg.tensorboard)
+        if info.is_main:
+            self.logger.log({"event": "resume" if resumed else "start", "step": self.step,
+                             "config": cfg.to_dict(), "world_size": info.world_size,
+                             "num_samples": len(data), "batches_per_epoch": self.per_epoch})
+        self.val_loader = None
+        if cfg.eval_every and info.is_main:
+            # Its own generator: iterating must not draw from the global RNG (exact resumption).
+            self.val_loader = DataLoader(_dataset(cfg, cfg.eval_split, augment=False),
+                                         batch_size=1, num_workers=cfg.workers,
+                                         generator=torch.Generator())
 
-    logger = _Logger(cfg.out, info.is_main, cfg.tensorboard)
-    if info.is_main:
-        logger.log({"event": "resume" if payload is not None else "start", "step": step,
-                    "config": cfg.to_dict(), "world_size": info.world_size,
-                    "num_samples": len(data), "batches_per_epoch": per_epoch})
+    # ------------------------------------------------------------------ the loop
+    def loop(self, stop_after: Optional[int]) -> None:
+        cfg = self.cfg
+        self.bar = _cli.progress_bar(total=cfg.steps, initial=self.step, desc="train",
+                                     unit="step", enabled=cfg.progress and self.info.is_main)
+        self.sums = torch.zeros(len(LOSS_TERMS), dtype=torch.float64, device=self.device)
+        self.since, self.t_log, steps_this_call = 0, time.perf_counter(), 0
+        micro = self.step * cfg.accumulate
+        self.model.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        while self.step < cfg.steps and (stop_after is None or steps_this_call < stop_after):
+            epoch, offset = divmod(micro, self.per_epoch)
+            for batch in self._epoch_loader(epoch, offset):
+                last = (micro + 1) % cfg.accumulate == 0
+                self._micro_step(batch, last)
+                micro += 1
+                if not last:
+                    continue
+                self._optimizer_step()
+                steps_this_call += 1
+                if self.step % cfg.log_every == 0 or self.step == cfg.steps:
+                    self._log(epoch)
+                stop = self.step >= cfg.steps or (stop_after is not None
+                                                  and steps_this_call >= stop_after)
+                if self.step % cfg.checkpoint_every == 0 or stop:
+                    self.checkpoint(final=self.step >= cfg.steps)
+                if cfg.eval_every and (self.step % cfg.eval_every == 0 or self.step >= cfg.steps):
+                    self.validate()
+                if stop:
+                    break
+        self.bar.close()
 
-    def checkpoint(final: bool) -> None:
-        rngs = all_gather_objects(_rng_state(device), info)
+    def _epoch_loader(self, epoch: int, offset: int) -> DataLoader:
+        """The micro-batches of ``epoch`` from the ``offset``-th on."""
+        cfg = self.cfg
+        self.sampler.set_epoch(epoch)
+        self.data.set_epoch(epoch)
+        return DataLoader(self.data, batch_size=cfg.batch_size,
+                          sampler=_SkipSampler(self.sampler, offset * cfg.batch_size),
+                          num_workers=cfg.workers, drop_last=True, collate_fn=collate,
+                          pin_memory=self.device.type == "cuda",
+                          # Its own generator: making an iterator must not draw from the global
+                          # RNG, whose state the checkpoints carry (the Gumbel noise).
+                          generator=torch.Generator().manual_seed(cfg.seed * 7919 + epoch))
+
+    def _micro_step(self, batch: dict, last: bool) -> None:
+        """Forward and backward of one micro-batch; the loss terms summed on the device (no host
+        synchronisation between log steps)."""
+        device = self.device
+        image = batch["image"].to(device, non_blocking=True)
+        edges = batch["canny"].to(device, non_blocking=True)
+        label = batch["label"].to(device, non_blocking=True)
+        # Gradients are all-reduced once per optimiser step, on its last micro-batch.
+        sync = (self.ddp.no_sync() if (self.info.distributed and not last)
+                else contextlib.nullcontext())
+        with sync:
+            with torch.autocast(device.type, dtype=self.amp_dtype,
+                                enabled=self.amp_dtype is not None):
+                out = self.ddp(image, edges)
+            terms = self.criterion(out, label)
+            self.scaler.scale(terms["total"] / self.cfg.accumulate).backward()
+        self.sums += torch.stack([terms[k].detach().double() for k in LOSS_TERMS])
+        self.since += 1
+
+    def _optimizer_step(self) -> None:
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.lr = self.scheduler.get_last_lr()[0]
+        with warnings.catch_warnings():
+            # fp16: the scaler skips the optimiser step on inf/NaN gradients while it
+            # calibrates; the schedule counts iterations and advances anyway, on purpose.
+            warnings.filterwarnings("ignore", "Detected call of `lr_scheduler.step")
+            self.scheduler.step()
+        self.step += 1
+        self.bar.update(1)
+
+    def _log(self, epoch: int) -> None:
+        """Mean loss terms since the last log (all processes), checked finite."""
+        cfg, step, since = self.cfg, self.step, self.since
+        mean = all_reduce_mean(self.sums / since, self.info).cpu()
+        # The host waits for the device here anyway: report the bad labels that the CUDA
+        # kernels recorded without stopping the stream (they made the loss NaN).
+        check_errors()
+        if not torch.isfinite(mean).all():
+            first = step - since // cfg.accumulate + 1
+            terms = {k: float(v) for k, v in zip(LOSS_TERMS, mean)}
+            raise FloatingPointError(
+                f"gscnn train: the loss is not finite in steps {first}..{step} (mean terms "
+                f"{terms}); lower --lr, or use --amp bf16 instead of fp16")
+        elapsed = time.perf_counter() - self.t_log
+        record = {"step": step, "epoch": epoch, "lr": self.lr,
+                  **{f"loss_{k}": float(v) for k, v in zip(LOSS_TERMS, mean)},
+                  "images_per_s": since * cfg.batch_size * self.info.world_size / elapsed}
+        self.logger.log(record)
+        self.bar.set_postfix(loss=f"{record['loss_total']:.3f}", lr=f"{self.lr:.2e}")
+        self.sums.zero_()
+        self.since, self.t_log = 0, time.perf_counter()
+
+    # ------------------------------------------------------------------ checkpoint
+    def checkpoint(self, final: bool) -> None:
+        """checkpoint.pt (resumable) on the main process; with ``final`` also model.pt (weights
+        only, for eval and predict). Every process's RNG state goes in."""
+        cfg, info, model, data = self.cfg, self.info, self.model, self.data
+        rngs = all_gather_objects(_rng_state(self.device), info)
         if not info.is_main:
             return
-        train_state = {"config": cfg.to_dict(), "step": step, "optimizer": optimizer.state_dict(),
-                       "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
+        train_state = {"config": cfg.to_dict(), "step": self.step,
+                       "optimizer": self.optimizer.state_dict(),
+                       "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
                        "rng": rngs, "world_size": info.world_size}
         mcfg = model_config(model, cfg.backbone, cfg.output_stride)
         meta = (data.classes, data.palette, data.ignore_index)
         save_checkpoint(os.path.join(cfg.out, "checkpoint.pt"),
                         make_payload(model, mcfg, *meta, train_state=train_state))
-        if final:  # weights only, for eval and predict
+        if final:
             save_checkpoint(os.path.join(cfg.out, "model.pt"), make_payload(model, mcfg, *meta))
 
-    val_loader = None
-    if cfg.eval_every and info.is_main:
-        # Its own generator: iterating must not draw from the global RNG (exact resumption).
-        val_loader = DataLoader(_dataset(cfg, cfg.eval_split, augment=False), batch_size=1,
-                                num_workers=cfg.workers, generator=torch.Generator())
-
-    def validate() -> None:
+    # ------------------------------------------------------------------ evaluation
+    def validate(self) -> None:
         """Main process only, on the unwrapped model in eval mode (BatchNorm's running
         statistics: no collectives); the others wait."""
-        if val_loader is not None:
-            r = evaluate(model, val_loader, data.num_classes, data.ignore_index, device=device,
-                         progress=False)
+        cfg, step = self.cfg, self.step
+        if self.val_loader is not None:
+            r = evaluate(self.model, self.val_loader, self.data.num_classes,
+                         self.data.ignore_index, device=self.device, progress=False)
             bf = r["boundary_f"]
-            record = {"event": "eval", "step": step, "split": cfg.eval_split, "miou": r["miou"],
-                      "pixel_accuracy": r["pixel_accuracy"], "thresholds": bf["thresholds"],
-                      "boundary_f": bf["mean_f"], "strict_boundary_f": bf["strict_mean_f"]}
-            logger.log(record)
-            bar.write(f"step {step}: {cfg.eval_split} mIoU {100 * r['miou']:.2f}, boundary F "
-                      f"{' / '.join(f'{100 * v:.1f}' for v in bf['mean_f'])} at "
-                      f"{'/'.join(f'{t:g}' for t in bf['thresholds'])} px")
-        if info.distributed:
+            self.logger.log({"event": "eval", "step": step, "split": cfg.eval_split,
+                             "miou": r["miou"], "pixel_accuracy": r["pixel_accuracy"],
+                             "thresholds": bf["thresholds"], "boundary_f": bf["mean_f"],
+                             "strict_boundary_f": bf["strict_mean_f"]})
+            self.bar.write(f"step {step}: {cfg.eval_split} mIoU {100 * r['miou']:.2f}, boundary "
+                           f"F {' / '.join(f'{100 * v:.1f}' for v in bf['mean_f'])} at "
+                           f"{'/'.join(f'{t:g}' for t in bf['thresholds'])} px")
+        if self.info.distributed:
             torch.distributed.barrier()
 
-    bar = _cli.progress_bar(total=cfg.steps, initial=step, desc="train", unit="step",
-                            enabled=cfg.progress and info.is_main)
-    sums = torch.zeros(len(LOSS_TERMS), dtype=torch.float64, device=device)
-    since, t_log, steps_this_call = 0, time.perf_counter(), 0
-    micro = step * cfg.accumulate
-    model.train()
-    optimizer.zero_grad(set_to_none=True)
-    while step < cfg.steps and (stop_after is None or steps_this_call < stop_after):
-        epoch, offset = divmod(micro, per_epoch)
-        sampler.set_epoch(epoch)
-        data.set_epoch(epoch)
-        loader = DataLoader(data, batch_size=cfg.batch_size,
-                            sampler=_SkipSampler(sampler, offset * cfg.batch_size),
-                            num_workers=cfg.workers, drop_last=True, collate_fn=collate,
-                            pin_memory=device.type == "cuda",
-                            # Its own generator: making an iterator must not draw from the global
-                            # RNG, whose state the checkpoints carry (the Gumbel noise).
-                            generator=torch.Generator().manual_seed(cfg.seed * 7919 + epoch))
-        for batch in loader:
-            image = batch["image"].to(device, non_blocking=True)
-            edges = batch["canny"].to(device, non_blocking=True)
-            label = batch["label"].to(device, non_blocking=True)
-            last = (micro + 1) % cfg.accumulate == 0
-            # Gradients are all-reduced once per optimiser step, on its last micro-batch.
-            sync = ddp.no_sync() if (info.distributed and not last) else contextlib.nullcontext()
-            with sync:
-                with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                    out = ddp(image, edges)
-                terms = criterion(out, label)
-                scaler.scale(terms["total"] / cfg.accumulate).backward()
-            # Summed on the device: no host synchronisation between log steps.
-            sums += torch.stack([terms[k].detach().double() for k in LOSS_TERMS])
-            since += 1
-            micro += 1
-            if not last:
-                continue
-            scaler.step(optimizer)
-            scaler.update()
-            optimizer.zero_grad(set_to_none=True)
-            lr = scheduler.get_last_lr()[0]
-            with warnings.catch_warnings():
-                # fp16: the scaler skips the optimiser step on inf/NaN gradients while it
-                # calibrates; the schedule counts iterations and advances anyway, on purpose.
-                warnings.filterwarnings("ignore", "Detected call of `lr_scheduler.step")
-                scheduler.step()
-            step += 1
-            steps_this_call += 1
-            bar.update(1)
-            if step % cfg.log_every == 0 or step == cfg.steps:
-                mean = all_reduce_mean(sums / since, info).cpu()
-                # The host waits for the device here anyway: report the bad labels that the
-                # CUDA kernels recorded without stopping the stream (they made the loss NaN).
-                check_errors()
-                if not torch.isfinite(mean).all():
-                    first = step - since // cfg.accumulate + 1
-                    terms = {k: float(v) for k, v in zip(LOSS_TERMS, mean)}
-                    raise FloatingPointError(
-                        f"gscnn train: the loss is not finite in steps {first}..{step} (mean "
-                        f"terms {terms}); lower --lr, or use --amp bf16 instead of fp16")
-                elapsed = time.perf_counter() - t_log
-                record = {"step": step, "epoch": epoch, "lr": lr,
-                          **{f"loss_{k}": float(v) for k, v in zip(LOSS_TERMS, mean)},
-                          "images_per_s": since * cfg.batch_size * info.world_size / elapsed}
-                logger.log(record)
-                bar.set_postfix(loss=f"{record['loss_total']:.3f}", lr=f"{lr:.2e}")
-                sums.zero_()
-                since, t_log = 0, time.perf_counter()
-            stop = step >= cfg.steps or (stop_after is not None and steps_this_call >= stop_after)
-            if step % cfg.checkpoint_every == 0 or stop:
-                checkpoint(final=step >= cfg.steps)
-            if cfg.eval_every and (step % cfg.eval_every == 0 or step >= cfg.steps):
-                validate()
-            if stop:
-                break
-    bar.close()
-    digests = all_gather_objects(state_digest(model), info)
-    summary = {"event": "end", "step": step, "finished": step >= cfg.steps,
-               "world_size": info.world_size, "rank_digests": digests,
-               "ranks_agree": len(set(digests)) == 1}
-    logger.log(summary)
-    logger.close()
-    if not summary["ranks_agree"]:
-        raise RuntimeError(f"gscnn train: the processes ended with different weights "
-                           f"({digests}); this is a bug, please report it")
-    return summary
-
+    # ------------------------------------------------------------------ finish
+    def finish(self) -> dict:
+        """The summary; checks that every process ended with the same weights."""
+        info = self.info
+        digests = all_gather_objects(state_digest(self.model), info)
+        summary = {"event": "end", "step": self.step, "finished": self.step >= self.cfg.steps,
+                   "world_size": info.world_size, "rank_digests": digests,
+                   "ranks_agree": len(set(digests)) == 1}
+        self.logger.log(summary)
+        self.logger.close()
+        if not summary["ranks_agree"]:
+            raise RuntimeError(f"gscnn train: the processes ended with different weights "
+                               f"({digests}); this is a bug, please report it")
+        return summary
 
 
 # Command line: one option per TrainConfig field (--field-name), with these help texts.
