@@ -28,7 +28,8 @@ def _load_cuda_archs():
     # The package's own module, loaded by path: importing gscnn_ops would load the extension that
     # this script is about to build.
     spec = importlib.util.spec_from_file_location(
-        "_gscnn_cuda_archs", os.path.join(ROOT, "gscnn_ops", "_cuda_archs.py"))
+        "_gscnn_cuda_archs", os.path.join(ROOT, "gscnn_ops", "_cuda_archs.py")
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -148,12 +149,14 @@ class BuildWithInfo(BuildExtension):
             "torch_cuda": torch.version.cuda,
             "with_cuda": WITH_CUDA,
             "cuda_arch_list": os.environ.get("TORCH_CUDA_ARCH_LIST") if WITH_CUDA else None,
-            "cuda_targets": (cuda_archs.nvcc_targets(os.environ["TORCH_CUDA_ARCH_LIST"])
-                             if WITH_CUDA else []),
+            "cuda_targets": (
+                cuda_archs.nvcc_targets(os.environ["TORCH_CUDA_ARCH_LIST"]) if WITH_CUDA else []
+            ),
             "nvcc": _nvcc_version() if WITH_CUDA else None,
         }
-        target = os.path.join(os.path.dirname(self.get_ext_fullpath("gscnn_ops._C")),
-                              "_build_info.json")
+        target = os.path.join(
+            os.path.dirname(self.get_ext_fullpath("gscnn_ops._C")), "_build_info.json"
+        )
         os.makedirs(os.path.dirname(target), exist_ok=True)
         with open(target, "w") as f:
             json.dump(info, f, indent=1)
@@ -161,8 +164,12 @@ class BuildWithInfo(BuildExtension):
 
 def _nvcc_version():
     try:
-        out = subprocess.run([os.path.join(_cuda_home, "bin", "nvcc"), "--version"],
-                             capture_output=True, text=True, check=True).stdout
+        out = subprocess.run(
+            [os.path.join(_cuda_home, "bin", "nvcc"), "--version"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
         return out.strip().splitlines()[-1]
     except (OSError, subprocess.CalledProcessError, TypeError):
         return None

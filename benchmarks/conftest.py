@@ -81,6 +81,7 @@ HBM_BYTES_PER_S = float(os.environ.get("GSCNN_BENCH_HBM_BPS", "3.0e12"))
 @dataclass(frozen=True)
 class Setting:
     """Sizes and timing budget for one device, for the real run or the smoke run."""
+
     n: int
     h: int
     w: int
@@ -97,17 +98,21 @@ class Setting:
 _CPU_S = float(os.environ.get("GSCNN_BENCH_CPU_S", "2.0"))
 _CUDA_S = float(os.environ.get("GSCNN_BENCH_CUDA_S", "1.0"))
 _REAL = {
-    "cpu": Setting(n=2, h=256, w=512, seconds_per_case=_CPU_S,
-                   min_rounds=7, max_rounds=60, warmup_rounds=2),
-    "cuda": Setting(n=8, h=800, w=800, seconds_per_case=_CUDA_S,
-                    min_rounds=20, max_rounds=400, warmup_rounds=5),
+    "cpu": Setting(
+        n=2, h=256, w=512, seconds_per_case=_CPU_S, min_rounds=7, max_rounds=60, warmup_rounds=2
+    ),
+    "cuda": Setting(
+        n=8, h=800, w=800, seconds_per_case=_CUDA_S, min_rounds=20, max_rounds=400, warmup_rounds=5
+    ),
 }
 # --benchmark-disable (smoke test): each case runs once, so keep the tensors small.
 _SMOKE = {
-    "cpu": Setting(n=1, h=16, w=24, seconds_per_case=0.0,
-                   min_rounds=1, max_rounds=1, warmup_rounds=0),
-    "cuda": Setting(n=1, h=32, w=48, seconds_per_case=0.0,
-                    min_rounds=1, max_rounds=1, warmup_rounds=0),
+    "cpu": Setting(
+        n=1, h=16, w=24, seconds_per_case=0.0, min_rounds=1, max_rounds=1, warmup_rounds=0
+    ),
+    "cuda": Setting(
+        n=1, h=32, w=48, seconds_per_case=0.0, min_rounds=1, max_rounds=1, warmup_rounds=0
+    ),
 }
 
 
@@ -161,6 +166,7 @@ def _cpu_peak_memory_bytes(fn):
 
 # --- timing shared by every benchmark file -----------------------------------------------------
 
+
 def _cpu_counters():
     """(busy seconds of all CPUs, CPU seconds of this process, wall seconds); None off Linux."""
     try:
@@ -182,8 +188,7 @@ def _others_cpu_cores(before, after):
     return max(0.0, others / (after[2] - before[2]))
 
 
-def _run_timed(benchmark, call, device, *, warmup_rounds, min_rounds, max_rounds,
-              seconds_per_case):
+def _run_timed(benchmark, call, device, *, warmup_rounds, min_rounds, max_rounds, seconds_per_case):
     """Warm-up (which also sets the number of rounds from the fastest call), then the timed
     rounds of ``call`` with ``benchmark.pedantic``. Records in extra_info: rounds, torch_threads,
     others_cpu_cores (the machines are shared: cores other processes used while timing;
@@ -218,6 +223,7 @@ def _run_timed(benchmark, call, device, *, warmup_rounds, min_rounds, max_rounds
 
 
 # --- fixtures ---------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="session")
 def smoke(request):
@@ -266,9 +272,11 @@ def impls(compiled_gated_conv2d):
 
 
 def pytest_report_header(config):
-    lines = [f"gscnn_ops benchmarks: torch {torch.__version__}, {torch.get_num_threads()} CPU threads, "
-             f"cuda available: {torch.cuda.is_available()}, "
-             f"gscnn_ops CUDA kernels: {gscnn_ops.has_cuda_kernels()}"]
+    lines = [
+        f"gscnn_ops benchmarks: torch {torch.__version__}, {torch.get_num_threads()} CPU threads, "
+        f"cuda available: {torch.cuda.is_available()}, "
+        f"gscnn_ops CUDA kernels: {gscnn_ops.has_cuda_kernels()}"
+    ]
     if torch.cuda.is_available():
         lines.append(f"GPU: {torch.cuda.get_device_name()}; roofline {HBM_BYTES_PER_S:.3g} B/s")
     return lines

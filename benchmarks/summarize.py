@@ -86,24 +86,40 @@ def render(data, groups, impls):
     lines = []
     machine = data.get("machine_info", {})
     commit = data.get("commit_info", {})
-    lines.append(f"Machine: {machine.get('node', '?')}, {machine.get('cpu', {}).get('brand_raw', '?')}, "
-                 f"Python {machine.get('python_version', '?')}; "
-                 f"commit {str(commit.get('id', '?'))[:10]}{' (dirty)' if commit.get('dirty') else ''}; "
-                 f"{data.get('datetime', '')}")
-    others = [(_info(b, "others_cpu_cores"), g) for g, benches in groups.items()
-              for b in benches.values() if _info(b, "others_cpu_cores") is not None]
-    threads = sorted({_info(b, "torch_threads") for benches in groups.values()
-                      for b in benches.values() if _info(b, "torch_threads") is not None})
+    lines.append(
+        f"Machine: {machine.get('node', '?')}, {machine.get('cpu', {}).get('brand_raw', '?')}, "
+        f"Python {machine.get('python_version', '?')}; "
+        f"commit {str(commit.get('id', '?'))[:10]}{' (dirty)' if commit.get('dirty') else ''}; "
+        f"{data.get('datetime', '')}"
+    )
+    others = [
+        (_info(b, "others_cpu_cores"), g)
+        for g, benches in groups.items()
+        for b in benches.values()
+        if _info(b, "others_cpu_cores") is not None
+    ]
+    threads = sorted(
+        {
+            _info(b, "torch_threads")
+            for benches in groups.values()
+            for b in benches.values()
+            if _info(b, "torch_threads") is not None
+        }
+    )
     if threads:
         lines.append(f"torch CPU threads: {', '.join(map(str, threads))}.")
     if others:
         worst = max(others)
-        lines.append(f"CPU used by other processes while timing: up to {worst[0]:.2f} cores "
-                     f"(group {worst[1]}).")
+        lines.append(
+            f"CPU used by other processes while timing: up to {worst[0]:.2f} cores "
+            f"(group {worst[1]})."
+        )
         if worst[0] > BUSY_CORES:
-            lines.append(f"WARNING: groups marked * were timed while other processes used more "
-                         f"than {BUSY_CORES} of a core on average; their times and ratios are "
-                         "unreliable (re-run on a quiet machine).")
+            lines.append(
+                f"WARNING: groups marked * were timed while other processes used more "
+                f"than {BUSY_CORES} of a core on average; their times and ratios are "
+                "unreliable (re-run on a quiet machine)."
+            )
     lines.append("")
     lines.append(f"Speedup = median(other) / median({impls[0]}); > 1 means {impls[0]} is faster.")
     lines.append("")
@@ -112,19 +128,29 @@ def render(data, groups, impls):
 
     # Overview: one row per group.
     others = impls[1:]
-    head = (["group"] + [f"{i} median" for i in impls] + [f"{base} vs {o}" for o in others]
-            + [f"{i} peak mem" for i in impls])
+    head = (
+        ["group"]
+        + [f"{i} median" for i in impls]
+        + [f"{base} vs {o}" for o in others]
+        + [f"{i} peak mem" for i in impls]
+    )
     lines.append("| " + " | ".join(head) + " |")
     lines.append("|" + "|".join(["---"] + ["---:"] * (len(head) - 1)) + "|")
     for group, benches in groups.items():
         fused = _median(benches.get(base))
-        busy = [o for b in benches.values() for o in [_info(b, "others_cpu_cores")]
-                if o is not None and o > BUSY_CORES]
+        busy = [
+            o
+            for b in benches.values()
+            for o in [_info(b, "others_cpu_cores")]
+            if o is not None and o > BUSY_CORES
+        ]
         row = [group + (" *" if busy else "")]
         row += [_fmt_time(_median(benches.get(i))) for i in impls]
         row += [_fmt_ratio(_median(benches.get(o)), fused) for o in others]
-        row += [_fmt_mem(_info(benches.get(i), "peak_mem_bytes")) if benches.get(i) else "—"
-                for i in impls]
+        row += [
+            _fmt_mem(_info(benches.get(i), "peak_mem_bytes")) if benches.get(i) else "—"
+            for i in impls
+        ]
         lines.append("| " + " | ".join(row) + " |")
     lines.append("")
 
@@ -146,8 +172,14 @@ def render(data, groups, impls):
         for impl in names:
             b = benches[impl]
             st = b["stats"]
-            row = [impl, _fmt_time(st["median"]), _fmt_time(st.get("iqr")), str(st.get("rounds", "?")),
-                   _fmt_ratio(st["median"], fused), _fmt_mem(_info(b, "peak_mem_bytes"))]
+            row = [
+                impl,
+                _fmt_time(st["median"]),
+                _fmt_time(st.get("iqr")),
+                str(st.get("rounds", "?")),
+                _fmt_ratio(st["median"], fused),
+                _fmt_mem(_info(b, "peak_mem_bytes")),
+            ]
             if faults:
                 pf = _info(b, "minflt_per_call")
                 row.append("—" if pf is None else f"{pf:.0f}")
@@ -156,24 +188,40 @@ def render(data, groups, impls):
                 row.append("—" if frac is None else f"{frac:.2f}")
             lines.append("| " + " | ".join(row) + " |")
         if cuda_fwd:
-            floor = next((_info(b, "bw_floor_s") for b in benches.values()
-                          if _info(b, "bw_floor_s") is not None), None)
+            floor = next(
+                (
+                    _info(b, "bw_floor_s")
+                    for b in benches.values()
+                    if _info(b, "bw_floor_s") is not None
+                ),
+                None,
+            )
             lines.append("")
-            lines.append(f"Bandwidth floor (s, r read + out, alpha written once): {_fmt_time(floor)}")
+            lines.append(
+                f"Bandwidth floor (s, r read + out, alpha written once): {_fmt_time(floor)}"
+            )
         lines.append("")
     return "\n".join(lines)
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("json", help="file written by pytest --benchmark-json")
-    p.add_argument("--impls", default=",".join(DEFAULT_IMPLS),
-                   help="implementations to show, in order; speedups are relative to the first")
+    p.add_argument(
+        "--impls",
+        default=",".join(DEFAULT_IMPLS),
+        help="implementations to show, in order; speedups are relative to the first",
+    )
     args = p.parse_args(argv)
     data, groups = load_groups(args.json)
     if not groups:
-        print(f"{args.json}: no benchmarks in this file (run with --benchmark-only, not "
-              "--benchmark-disable)", file=sys.stderr)
+        print(
+            f"{args.json}: no benchmarks in this file (run with --benchmark-only, not "
+            "--benchmark-disable)",
+            file=sys.stderr,
+        )
         return 1
     print(render(data, groups, [i for i in args.impls.split(",") if i]))
     return 0

@@ -47,12 +47,18 @@ K = 19
 THRESHOLDS = (3, 5, 9, 12)
 IGNORE = 255
 IMAGES_PER_VAL_SET = 500
-_REAL = dict(h=1024, w=2048, seconds=float(os.environ.get("GSCNN_BENCH_CPU_S", "2.0")),
-             min_rounds=3, max_rounds=30)
+_REAL = dict(
+    h=1024,
+    w=2048,
+    seconds=float(os.environ.get("GSCNN_BENCH_CPU_S", "2.0")),
+    min_rounds=3,
+    max_rounds=30,
+)
 _SMOKE = dict(h=96, w=160, seconds=0.0, min_rounds=1, max_rounds=1)
 
 
 # --- inputs ---------------------------------------------------------------------------------------
+
 
 def cityscapes_like(h, w, seed=0):
     """(pred int64 (1, h, w), target uint8 (1, h, w)), see the module docstring."""
@@ -64,28 +70,48 @@ def cityscapes_like(h, w, seed=0):
     amp = max(1.0, min(h, w) / 256.0)
     disp = torch.randn(1, 2, max(2, h // 64), max(2, w // 64), generator=g) * amp
     disp = F.interpolate(disp, size=(h, w), mode="bicubic", align_corners=False)
-    ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float32),
-                            torch.arange(w, dtype=torch.float32), indexing="ij")
-    grid = torch.stack([(xs + disp[0, 0]) / max(w - 1, 1) * 2 - 1,
-                        (ys + disp[0, 1]) / max(h - 1, 1) * 2 - 1], dim=-1)[None]
-    pred = F.grid_sample(target[:, None].float(), grid, mode="nearest", padding_mode="border",
-                         align_corners=True)[:, 0].long()
+    ys, xs = torch.meshgrid(
+        torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32), indexing="ij"
+    )
+    grid = torch.stack(
+        [(xs + disp[0, 0]) / max(w - 1, 1) * 2 - 1, (ys + disp[0, 1]) / max(h - 1, 1) * 2 - 1],
+        dim=-1,
+    )[None]
+    pred = F.grid_sample(
+        target[:, None].float(), grid, mode="nearest", padding_mode="border", align_corners=True
+    )[:, 0].long()
     # Wrong labels pasted over about 8% of the image.
-    wrong = F.interpolate(torch.rand(1, K, max(1, h // (s // 2 or 1)), max(1, w // (s // 2 or 1)),
-                                     generator=g), size=(h, w), mode="bilinear").argmax(1)
-    where = F.interpolate(torch.rand(1, 1, max(1, h // s), max(1, w // s), generator=g),
-                          size=(h, w), mode="bilinear")[:, 0] < 0.08
+    wrong = F.interpolate(
+        torch.rand(1, K, max(1, h // (s // 2 or 1)), max(1, w // (s // 2 or 1)), generator=g),
+        size=(h, w),
+        mode="bilinear",
+    ).argmax(1)
+    where = (
+        F.interpolate(
+            torch.rand(1, 1, max(1, h // s), max(1, w // s), generator=g),
+            size=(h, w),
+            mode="bilinear",
+        )[:, 0]
+        < 0.08
+    )
     pred = torch.where(where, wrong, pred)
     # Void: the ego-vehicle band and some blobs.
     target = target.to(torch.uint8)
-    target[:, int(h * 0.9):, :] = IGNORE
-    void = F.interpolate(torch.rand(1, 1, max(1, h // s), max(1, w // s), generator=g),
-                         size=(h, w), mode="bilinear")[:, 0] < 0.04
+    target[:, int(h * 0.9) :, :] = IGNORE
+    void = (
+        F.interpolate(
+            torch.rand(1, 1, max(1, h // s), max(1, w // s), generator=g),
+            size=(h, w),
+            mode="bilinear",
+        )[:, 0]
+        < 0.04
+    )
     target[void] = IGNORE
     return pred, target
 
 
 # --- the DAVIS implementation (NumPy + OpenCV), as the release runs it ------------------------
+
 
 def _seg2bmap(seg):
     seg = seg.astype(bool)
@@ -138,8 +164,9 @@ def davis_f_measure(fg, gt, void, bound_th):
 def davis(pred, target):
     """F (K, T) of one image, one f_measure call per class and threshold, as the release."""
     void = target == IGNORE
-    return np.array([[davis_f_measure(pred == k, target == k, void, t) for t in THRESHOLDS]
-                     for k in range(K)])
+    return np.array(
+        [[davis_f_measure(pred == k, target == k, void, t) for t in THRESHOLDS] for k in range(K)]
+    )
 
 
 def davis_hoisted(pred, target):
@@ -201,14 +228,27 @@ def test_boundary_fscore(benchmark, smoke, run_timed, device, impl):
 
     benchmark.group = f"{device}-1x{h}x{w}-K{K}-T{len(THRESHOLDS)}"
     info = benchmark.extra_info
-    info.update(impl=impl, device=device, shape=[1, h, w], classes=K, thresholds=list(THRESHOLDS),
-                dilation=("opencv" if cv2 is not None else "scipy") if impl != "fused" else None)
+    info.update(
+        impl=impl,
+        device=device,
+        shape=[1, h, w],
+        classes=K,
+        thresholds=list(THRESHOLDS),
+        dilation=("opencv" if cv2 is not None else "scipy") if impl != "fused" else None,
+    )
 
     # Same numbers: every implementation's F equals the fused op's on the CPU.
     np.testing.assert_allclose(call(), _FUSED_F[(h, w)], rtol=0, atol=1e-12)
 
-    run_timed(benchmark, call, device, warmup_rounds=1, min_rounds=st["min_rounds"],
-              max_rounds=st["max_rounds"], seconds_per_case=st["seconds"])
+    run_timed(
+        benchmark,
+        call,
+        device,
+        warmup_rounds=1,
+        min_rounds=st["min_rounds"],
+        max_rounds=st["max_rounds"],
+        seconds_per_case=st["seconds"],
+    )
     stats = getattr(benchmark, "stats", None)
     if not benchmark.disabled and stats is not None:
         info["est_500_images_s"] = stats.stats.median * IMAGES_PER_VAL_SET

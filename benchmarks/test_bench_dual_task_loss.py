@@ -36,9 +36,11 @@ _DTYPE_NAME = {torch.float32: "f32", torch.bfloat16: "bf16"}
 # Allowed max|x - ref| / max|ref| against a float64 reference of the same inputs.
 _TOL = {torch.float32: 1e-4, torch.bfloat16: 5e-2}
 DEVICE_DTYPES = (("cpu", torch.float32), ("cuda", torch.float32), ("cuda", torch.bfloat16))
-IMPLS = {"loss": ("fused", "eager", "compiled", "floor"),
-         "loss_confident": ("fused", "eager", "floor"),
-         "potential": ("fused", "eager", "compiled", "kornia_style", "floor")}
+IMPLS = {
+    "loss": ("fused", "eager", "compiled", "floor"),
+    "loss_confident": ("fused", "eager", "floor"),
+    "potential": ("fused", "eager", "compiled", "kornia_style", "floor"),
+}
 
 
 def kornia_style_potential(prob, sigma=SIGMA):
@@ -53,11 +55,14 @@ def kornia_style_potential(prob, sigma=SIGMA):
     d = prob.new_zeros(2, 3, 3)
     d[0, 1, 0], d[0, 1, 2] = -0.5, 0.5  # x
     d[1, 0, 1], d[1, 2, 1] = -0.5, 0.5  # y
-    grad = F.conv2d(F.pad(b, (1, 1, 1, 1), mode="replicate"), d.repeat(k, 1, 1).unsqueeze(1),
-                    groups=k).view(n, k, 2, h, w)
+    grad = F.conv2d(
+        F.pad(b, (1, 1, 1, 1), mode="replicate"), d.repeat(k, 1, 1).unsqueeze(1), groups=k
+    ).view(n, k, 2, h, w)
     m = (grad * grad).sum(2)
     pos = m > 0
-    return torch.where(pos, torch.sqrt(torch.where(pos, m, torch.ones_like(m))), torch.zeros_like(m)) / math.sqrt(2)
+    return torch.where(
+        pos, torch.sqrt(torch.where(pos, m, torch.ones_like(m))), torch.zeros_like(m)
+    ) / math.sqrt(2)
 
 
 @pytest.fixture(scope="session")
@@ -81,8 +86,16 @@ def _params():
         marks = [pytest.mark.cuda] if device == "cuda" else []
         for what, impls in IMPLS.items():
             for impl in impls:
-                out.append(pytest.param(device, dtype, what, impl, marks=marks,
-                                        id=f"{device}-{_DTYPE_NAME[dtype]}-{what}-{impl}"))
+                out.append(
+                    pytest.param(
+                        device,
+                        dtype,
+                        what,
+                        impl,
+                        marks=marks,
+                        id=f"{device}-{_DTYPE_NAME[dtype]}-{what}-{impl}",
+                    )
+                )
     return out
 
 
@@ -128,6 +141,7 @@ def make_call(fn, what, prob, target, grad_zeta, device):
         if device == "cuda":
             torch.cuda.synchronize()
         return out, g
+
     return call
 
 
@@ -144,26 +158,37 @@ def reference_result(key, what, prob, target, grad_zeta):
 
 
 @pytest.mark.parametrize("device, dtype, what, impl", _params())
-def test_dual_task_loss(benchmark, settings, dtl_impls, peak_memory, run_timed, device, dtype, what,
-                       impl):
+def test_dual_task_loss(
+    benchmark, settings, dtl_impls, peak_memory, run_timed, device, dtype, what, impl
+):
     if device == "cuda" and not torch.cuda.is_available():
         pytest.skip("CUDA not available")
     if device == "cuda" and impl == "fused" and not gscnn_ops.has_cuda_kernels():
         pytest.skip("gscnn_ops was built without its CUDA kernels")
     st = settings[device]
-    prob, target, grad_zeta = make_inputs(device, dtype, st.n, st.h, st.w,
-                                          confident=what == "loss_confident")
+    prob, target, grad_zeta = make_inputs(
+        device, dtype, st.n, st.h, st.w, confident=what == "loss_confident"
+    )
     fn = floor if impl == "floor" else dtl_impls[(what, impl)]
     call = make_call(fn, what, prob, target, grad_zeta, device)
     benchmark.group = f"{device}-{what}-fwdbwd-{_DTYPE_NAME[dtype]}"
     info = benchmark.extra_info
-    info.update(impl=impl, device=device, dtype=_DTYPE_NAME[dtype], direction="fwdbwd", what=what,
-                shape=[st.n, K, st.h, st.w])
+    info.update(
+        impl=impl,
+        device=device,
+        dtype=_DTYPE_NAME[dtype],
+        direction="fwdbwd",
+        what=what,
+        shape=[st.n, K, st.h, st.w],
+    )
 
     # First call (compiles for "compiled"), checked against the float64 reference.
     got = call()
-    want = () if impl == "floor" else reference_result((device, dtype, what, st), what, prob,
-                                                        target, grad_zeta)
+    want = (
+        ()
+        if impl == "floor"
+        else reference_result((device, dtype, what, st), what, prob, target, grad_zeta)
+    )
     for name, x, ref in zip(("out", "grad_prob"), got, want):
         scale = ref.abs().max().item() or 1.0
         err = (x.detach().double() - ref).abs().max().item() / scale
@@ -175,5 +200,12 @@ def test_dual_task_loss(benchmark, settings, dtl_impls, peak_memory, run_timed, 
 
     info["peak_mem_bytes"] = peak_memory(call, device)
 
-    run_timed(benchmark, call, device, warmup_rounds=st.warmup_rounds, min_rounds=st.min_rounds,
-              max_rounds=st.max_rounds, seconds_per_case=st.seconds_per_case)
+    run_timed(
+        benchmark,
+        call,
+        device,
+        warmup_rounds=st.warmup_rounds,
+        min_rounds=st.min_rounds,
+        max_rounds=st.max_rounds,
+        seconds_per_case=st.seconds_per_case,
+    )

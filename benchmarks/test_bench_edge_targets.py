@@ -30,8 +30,12 @@ NUM_CLASSES = 19
 IGNORE_INDEX = 255
 RADIUS = 2.0
 IMPLS = ("fused", "eager", "compiled", "scipy")
-DEVICE_DTYPES = (("cpu", torch.int64), ("cpu", torch.uint8), ("cuda", torch.int64),
-                 ("cuda", torch.uint8))
+DEVICE_DTYPES = (
+    ("cpu", torch.int64),
+    ("cpu", torch.uint8),
+    ("cuda", torch.int64),
+    ("cuda", torch.uint8),
+)
 _DTYPE_NAME = {torch.int64: "i64", torch.uint8: "u8"}
 
 # (n, h, w, seconds_per_case, min_rounds, max_rounds, warmup_rounds)
@@ -67,12 +71,23 @@ def make_labels(device, dtype, n, h, w, seed=0):
     coarse = torch.randint(0, NUM_CLASSES, (n, 1, max(2, h // 32), max(2, w // 32)), generator=g)
     ys = torch.linspace(-1, 1, h).view(1, h, 1).expand(n, h, w)
     xs = torch.linspace(-1, 1, w).view(1, 1, w).expand(n, h, w)
-    jitter = F.interpolate(torch.rand(n, 2, max(2, h // 8), max(2, w // 8), generator=g) - 0.5,
-                           size=(h, w), mode="bilinear", align_corners=False) * 0.1
+    jitter = (
+        F.interpolate(
+            torch.rand(n, 2, max(2, h // 8), max(2, w // 8), generator=g) - 0.5,
+            size=(h, w),
+            mode="bilinear",
+            align_corners=False,
+        )
+        * 0.1
+    )
     grid = torch.stack([xs + jitter[:, 0], ys + jitter[:, 1]], dim=-1)
     labels = F.grid_sample(coarse.float(), grid, mode="nearest", align_corners=True)[:, 0].long()
-    blobs = F.interpolate(torch.rand(n, 1, max(2, h // 16), max(2, w // 16), generator=g),
-                          size=(h, w), mode="bilinear", align_corners=False)[:, 0]
+    blobs = F.interpolate(
+        torch.rand(n, 1, max(2, h // 16), max(2, w // 16), generator=g),
+        size=(h, w),
+        mode="bilinear",
+        align_corners=False,
+    )[:, 0]
     labels[blobs > blobs.flatten().quantile(0.95)] = IGNORE_INDEX
     return labels.to(device=device, dtype=dtype)
 
@@ -89,8 +104,11 @@ def _params():
         for impl in IMPLS:
             if impl == "scipy" and device != "cpu":
                 continue
-            out.append(pytest.param(device, dtype, impl, marks=marks,
-                                    id=f"{device}-{_DTYPE_NAME[dtype]}-{impl}"))
+            out.append(
+                pytest.param(
+                    device, dtype, impl, marks=marks, id=f"{device}-{_DTYPE_NAME[dtype]}-{impl}"
+                )
+            )
     return out
 
 
@@ -98,8 +116,9 @@ _REF_CACHE = {}
 
 
 @pytest.mark.parametrize("device, dtype, impl", _params())
-def test_edge_targets(benchmark, smoke, peak_memory, run_timed, compiled_edge_targets, device, dtype,
-                      impl):
+def test_edge_targets(
+    benchmark, smoke, peak_memory, run_timed, compiled_edge_targets, device, dtype, impl
+):
     if device == "cuda" and not torch.cuda.is_available():
         pytest.skip("CUDA not available")
     if device == "cuda" and impl == "fused" and not gscnn_ops.has_cuda_kernels():
@@ -107,8 +126,12 @@ def test_edge_targets(benchmark, smoke, peak_memory, run_timed, compiled_edge_ta
     if impl == "scipy" and ndimage is None:
         pytest.skip("SciPy is not installed")
     n, h, w, seconds, min_rounds, max_rounds, warmup = (_SMOKE if smoke else _REAL)[device]
-    fn = {"fused": gscnn_ops.edge_targets, "eager": gscnn_ops.reference.edge_targets,
-          "compiled": compiled_edge_targets, "scipy": scipy_edge_targets}[impl]
+    fn = {
+        "fused": gscnn_ops.edge_targets,
+        "eager": gscnn_ops.reference.edge_targets,
+        "compiled": compiled_edge_targets,
+        "scipy": scipy_edge_targets,
+    }[impl]
     labels = make_labels(device, dtype, n, h, w)
 
     def call():
@@ -119,8 +142,14 @@ def test_edge_targets(benchmark, smoke, peak_memory, run_timed, compiled_edge_ta
 
     benchmark.group = f"{device}-edge_targets-r{RADIUS:g}-{_DTYPE_NAME[dtype]}"
     info = benchmark.extra_info
-    info.update(impl=impl, device=device, dtype=_DTYPE_NAME[dtype], radius=RADIUS,
-                num_classes=NUM_CLASSES, shape=[n, h, w])
+    info.update(
+        impl=impl,
+        device=device,
+        dtype=_DTYPE_NAME[dtype],
+        radius=RADIUS,
+        num_classes=NUM_CLASSES,
+        shape=[n, h, w],
+    )
 
     # 1. First call (compiles, for "compiled"), checked against the eager reference.
     key = (device, dtype, n, h, w)
@@ -139,8 +168,15 @@ def test_edge_targets(benchmark, smoke, peak_memory, run_timed, compiled_edge_ta
     info["peak_mem_bytes"] = None if impl == "scipy" else peak_memory(call, device)
 
     # 3. Warm-up, then the timed rounds (conftest._run_timed).
-    run_timed(benchmark, call, device, warmup_rounds=warmup, min_rounds=min_rounds,
-              max_rounds=max_rounds, seconds_per_case=seconds)
+    run_timed(
+        benchmark,
+        call,
+        device,
+        warmup_rounds=warmup,
+        min_rounds=min_rounds,
+        max_rounds=max_rounds,
+        seconds_per_case=seconds,
+    )
     if not benchmark.disabled:
         stats = getattr(benchmark, "stats", None)
         if stats is not None:

@@ -4,7 +4,8 @@ reference and torch.compile(reference), forward and forward+backward, in one run
 Groups (pytest-benchmark ``benchmark.group``) are "<device>-<fwd|fwdbwd>-C<C>-<dtype>", so each
 table of the report compares the three implementations on identical inputs. The fwdbwd groups
 also time "floor": one copy of the traffic forward + backward cannot avoid (s, r and the two
-upstream gradients read once; out, alpha, grad_s and grad_r written once), in the same run. See conftest.py for
+upstream gradients read once; out, alpha, grad_s and grad_r written once), in the same run.
+See conftest.py for
 how time and memory are measured; summarize.py turns the JSON into ratio tables.
 
 Shapes: the shape stream of GSCNN has C = 32, 16, 8 channels at its three gates, gated by one
@@ -39,9 +40,17 @@ def _params():
         for direction in DIRECTIONS:
             for c in CHANNELS:
                 for impl in IMPLS + (("floor",) if direction == "fwdbwd" else ()):
-                    out.append(pytest.param(
-                        device, dtype, direction, c, impl, marks=marks,
-                        id=f"{device}-{_DTYPE_NAME[dtype]}-{direction}-C{c}-{impl}"))
+                    out.append(
+                        pytest.param(
+                            device,
+                            dtype,
+                            direction,
+                            c,
+                            impl,
+                            marks=marks,
+                            id=f"{device}-{_DTYPE_NAME[dtype]}-{direction}-C{c}-{impl}",
+                        )
+                    )
     return out
 
 
@@ -86,6 +95,7 @@ def make_call(fn, leaves, direction, device):
     all five inputs are returned rather than accumulated into .grad, so no round pays an extra
     accumulation pass and no state leaks between rounds."""
     if direction == "fwd":
+
         def call():
             with torch.no_grad():
                 result = fn(*leaves)
@@ -101,6 +111,7 @@ def make_call(fn, leaves, direction, device):
             if device == "cuda":
                 torch.cuda.synchronize()
             return (out, alpha) + tuple(grads)
+
     return call
 
 
@@ -115,6 +126,7 @@ def make_floor_call(leaves, device):
         if device == "cuda":
             torch.cuda.synchronize()
         return result
+
     return call
 
 
@@ -126,13 +138,23 @@ def reference_result(key, leaves, direction):
     if key not in _REF_CACHE:
         _REF_CACHE.clear()  # keep only the current group's (large) tensors alive
         leaves64 = tuple(t.detach().double().requires_grad_(t.requires_grad) for t in leaves)
-        call = make_call(gscnn_ops.reference.gated_conv2d, leaves64, direction, leaves[0].device.type)
+        call = make_call(
+            gscnn_ops.reference.gated_conv2d, leaves64, direction, leaves[0].device.type
+        )
         _REF_CACHE[key] = tuple(t.detach() for t in call())
     return _REF_CACHE[key]
 
 
 def check_close(result, expected, dtype, what):
-    names = ("out", "alpha", "grad_s", "grad_r", "grad_gate_weight", "grad_gate_bias", "grad_weight")
+    names = (
+        "out",
+        "alpha",
+        "grad_s",
+        "grad_r",
+        "grad_gate_weight",
+        "grad_gate_bias",
+        "grad_weight",
+    )
     assert len(result) == len(expected)
     for name, x, ref in zip(names, result, expected):
         assert x.shape == ref.shape, (what, name, x.shape, ref.shape)
@@ -142,8 +164,19 @@ def check_close(result, expected, dtype, what):
 
 
 @pytest.mark.parametrize("device, dtype, direction, c, impl", _params())
-def test_gated_conv2d(benchmark, settings, impls, peak_memory, run_timed, hbm_bytes_per_s,
-                      device, dtype, direction, c, impl):
+def test_gated_conv2d(
+    benchmark,
+    settings,
+    impls,
+    peak_memory,
+    run_timed,
+    hbm_bytes_per_s,
+    device,
+    dtype,
+    direction,
+    c,
+    impl,
+):
     if device == "cuda" and not torch.cuda.is_available():
         pytest.skip("CUDA not available")
     if device == "cuda" and impl == "fused" and not gscnn_ops.has_cuda_kernels():
@@ -158,22 +191,40 @@ def test_gated_conv2d(benchmark, settings, impls, peak_memory, run_timed, hbm_by
     dtype_name = _DTYPE_NAME[dtype]
     benchmark.group = f"{device}-{direction}-C{c}-{dtype_name}"
     info = benchmark.extra_info
-    info.update(impl=impl, device=device, dtype=dtype_name, direction=direction, C=c, Cr=CR,
-                shape=[st.n, c, st.h, st.w])
+    info.update(
+        impl=impl,
+        device=device,
+        dtype=dtype_name,
+        direction=direction,
+        C=c,
+        Cr=CR,
+        shape=[st.n, c, st.h, st.w],
+    )
 
     # 1. First call: compiles (for "compiled"), creates oneDNN primitives, etc.; checked against
     #    a float64 reference so a benchmark can never time a wrong result.
     what = f"gated_conv2d {impl} {benchmark.group}"
     if impl != "floor":
-        check_close(call(), reference_result((device, dtype, direction, c, st), leaves, direction),
-                    dtype, what)
+        check_close(
+            call(),
+            reference_result((device, dtype, direction, c, st), leaves, direction),
+            dtype,
+            what,
+        )
 
     # 2. Peak memory of one (warm) call, outside the timed rounds.
     info["peak_mem_bytes"] = peak_memory(call, device)
 
     # 3. Warm-up, then the timed rounds (conftest._run_timed).
-    run_timed(benchmark, call, device, warmup_rounds=st.warmup_rounds, min_rounds=st.min_rounds,
-              max_rounds=st.max_rounds, seconds_per_case=st.seconds_per_case)
+    run_timed(
+        benchmark,
+        call,
+        device,
+        warmup_rounds=st.warmup_rounds,
+        min_rounds=st.min_rounds,
+        max_rounds=st.max_rounds,
+        seconds_per_case=st.seconds_per_case,
+    )
 
     if direction == "fwd":
         s, r = leaves[0], leaves[1]

@@ -72,8 +72,11 @@ def test_gscnn_model(benchmark, peak_memory, device, direction, impl):
                 model.train()
             else:
                 out = model(image, canny)
-                loss = (loss_fn(out, target)["total"] if loss_fn is not None
-                        else F.cross_entropy(out.seg.float(), target, ignore_index=255))
+                loss = (
+                    loss_fn(out, target)["total"]
+                    if loss_fn is not None
+                    else F.cross_entropy(out.seg.float(), target, ignore_index=255)
+                )
                 loss.backward()
                 model.zero_grad(set_to_none=True)
                 result = loss.detach()
@@ -83,12 +86,13 @@ def test_gscnn_model(benchmark, peak_memory, device, direction, impl):
 
     benchmark.group = f"{device}-model-{direction}"
     info = benchmark.extra_info
-    info.update(impl=impl, backbone=backbone, shape=[n, 3, h, w],
-                amp=str(amp) if amp else None)
+    info.update(impl=impl, backbone=backbone, shape=[n, 3, h, w], amp=str(amp) if amp else None)
     first = call()
     assert torch.isfinite(first).all()
     info["peak_mem_bytes"] = peak_memory(call, device)
     rounds = 1 if benchmark.disabled else (3 if device == "cpu" else 10)
-    benchmark.pedantic(call, rounds=rounds, iterations=1, warmup_rounds=0 if benchmark.disabled else 1)
+    benchmark.pedantic(
+        call, rounds=rounds, iterations=1, warmup_rounds=0 if benchmark.disabled else 1
+    )
     if benchmark.stats is not None:  # None under --benchmark-disable
         info["images_per_s"] = n / benchmark.stats.stats.median

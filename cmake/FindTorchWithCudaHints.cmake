@@ -31,7 +31,7 @@ if(NOT CUDA_nvrtc_LIBRARY AND "${CMAKE_PREFIX_PATH};${Torch_DIR}" MATCHES "([^;]
                NO_DEFAULT_PATH)
 endif()
 
-# Architectures: CMAKE_CUDA_ARCHITECTURES (numbers; default 90: the H100/H200 we test on). torch's
+# Architectures: CMAKE_CUDA_ARCHITECTURES (numbers; default 90: Hopper, H100/H200). torch's
 # config ignores it (it warns, resets it to OFF and adds -gencode flags from TORCH_CUDA_ARCH_LIST,
 # which without a GPU it would guess), so translate: 90 -> 9.0, 90a -> 9.0a, 80;90 -> 8.0;9.0.
 # A TORCH_CUDA_ARCH_LIST given by -D or the environment wins. Each arch adds a full nvcc pass.

@@ -4,7 +4,8 @@ Importing the package loads the compiled library (with a clear error when it was
 another torch, or not built), then registers fake kernels and autograd for every op.
 """
 
-from ._extension import build_info, has_cuda_kernels, load as _load
+from ._extension import build_info, has_cuda_kernels
+from ._extension import load as _load
 
 _BUILD_INFO = _load()
 
@@ -14,8 +15,8 @@ from .models import GSCNN, GSCNNLoss  # noqa: E402
 from .nn import DualTaskLoss, GatedConv2d, fold_gate_net  # noqa: E402
 from .ops import (  # noqa: E402
     boundary_fscore_counts,
-    check_errors,
     boundary_potential,
+    check_errors,
     dual_task_loss,
     edge_targets,
     gated_conv2d,

@@ -31,8 +31,10 @@ def parse(arch_list):
             continue
         m = _ENTRY.match(token)
         if m is None:
-            raise ValueError(f"TORCH_CUDA_ARCH_LIST: cannot read '{token}' (expected entries such "
-                             f"as 8.6, 9.0 or 12.0+PTX, separated by ';')")
+            raise ValueError(
+                f"TORCH_CUDA_ARCH_LIST: cannot read '{token}' (expected entries such "
+                f"as 8.6, 9.0 or 12.0+PTX, separated by ';')"
+            )
         entries.append((int(m.group(1)), int(m.group(2)), m.group(3), bool(m.group(4))))
     return entries
 

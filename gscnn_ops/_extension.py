@@ -62,15 +62,21 @@ def gpu_coverage(info=None):
     for i in range(torch.cuda.device_count() if torch.cuda.is_available() else 0):
         cap = torch.cuda.get_device_capability(i)
         how = _cuda_archs.coverage(arch_list, cap) if arch_list else None
-        gpus.append({
-            "index": i,
-            "name": torch.cuda.get_device_name(i),
-            "compute_capability": f"{cap[0]}.{cap[1]}",
-            "runs": {"sass": "yes, machine code",
-                     "ptx": "yes, PTX compiled by the driver at first use (slow first call)",
-                     None: (f"no: rebuild with TORCH_CUDA_ARCH_LIST=\"{cap[0]}.{cap[1]}\" "
-                            f"FORCE_CUDA=1 {REBUILD}")}[how],
-        })
+        gpus.append(
+            {
+                "index": i,
+                "name": torch.cuda.get_device_name(i),
+                "compute_capability": f"{cap[0]}.{cap[1]}",
+                "runs": {
+                    "sass": "yes, machine code",
+                    "ptx": "yes, PTX compiled by the driver at first use (slow first call)",
+                    None: (
+                        f'no: rebuild with TORCH_CUDA_ARCH_LIST="{cap[0]}.{cap[1]}" '
+                        f"FORCE_CUDA=1 {REBUILD}"
+                    ),
+                }[how],
+            }
+        )
     return gpus
 
 

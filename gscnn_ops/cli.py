@@ -33,8 +33,9 @@ def cmd_info(args):
 def build_parser():
     from .engine import convert, demo, evaluate, export, predict, train
 
-    p = argparse.ArgumentParser(prog="gscnn", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="gscnn", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = p.add_subparsers(dest="command", required=True)
     for module in (demo, train, evaluate, predict, convert, export):
         module.add_parser(sub)

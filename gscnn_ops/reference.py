@@ -12,8 +12,14 @@ import torch.nn.functional as F
 from torch import Tensor
 
 
-def gated_conv2d(s: Tensor, r: Tensor, gate_weight: Tensor, gate_bias: Tensor, weight: Tensor,
-                 bias: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
+def gated_conv2d(
+    s: Tensor,
+    r: Tensor,
+    gate_weight: Tensor,
+    gate_bias: Tensor,
+    weight: Tensor,
+    bias: Optional[Tensor] = None,
+) -> Tuple[Tensor, Tensor]:
     """GCL, paper eq. (1)-(2):
 
     alpha_t = sigma(C_1x1(s_t || r_t))                          (1)
@@ -24,9 +30,16 @@ def gated_conv2d(s: Tensor, r: Tensor, gate_weight: Tensor, gate_bias: Tensor, w
     return out, alpha
 
 
-def gated_conv2d_mlp(s: Tensor, r: Tensor, hidden_weight: Tensor, hidden_bias: Tensor,
-                     gate_weight: Tensor, gate_bias: Tensor, weight: Tensor,
-                     bias: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
+def gated_conv2d_mlp(
+    s: Tensor,
+    r: Tensor,
+    hidden_weight: Tensor,
+    hidden_bias: Tensor,
+    gate_weight: Tensor,
+    gate_bias: Tensor,
+    weight: Tensor,
+    bias: Optional[Tensor] = None,
+) -> Tuple[Tensor, Tensor]:
     """GCL whose 1x1 gate is a two-layer MLP (the authors' gate with its BatchNorms folded)."""
     hidden = F.relu(F.conv2d(torch.cat([s, r], dim=1), hidden_weight, hidden_bias))
     alpha = torch.sigmoid(F.conv2d(hidden, gate_weight, gate_bias))
@@ -34,8 +47,9 @@ def gated_conv2d_mlp(s: Tensor, r: Tensor, hidden_weight: Tensor, hidden_bias: T
     return out, alpha
 
 
-def gated_conv2d_authors(s: Tensor, r: Tensor, gate_net: torch.nn.Module, weight: Tensor,
-                         bias: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
+def gated_conv2d_authors(
+    s: Tensor, r: Tensor, gate_net: torch.nn.Module, weight: Tensor, bias: Optional[Tensor] = None
+) -> Tuple[Tensor, Tensor]:
     """The authors' GCL as their release computes it, given its gate network
     (BatchNorm2d(C+Cr), Conv2d(C+Cr, C+Cr, 1), ReLU, Conv2d(C+Cr, 1, 1), BatchNorm2d(1))."""
     alpha = torch.sigmoid(gate_net(torch.cat([s, r], dim=1)))
@@ -44,6 +58,7 @@ def gated_conv2d_authors(s: Tensor, r: Tensor, gate_net: torch.nn.Module, weight
 
 
 # --- dual-task loss (paper eq. 4-5) -------------------------------------------------------------
+
 
 def gaussian_taps(sigma: float, dtype=torch.float64, device=None) -> Tensor:
     """g(t) = exp(-t^2 / 2 sigma^2), t = -R..R, R = ceil(3 sigma), normalised to sum 1."""
@@ -56,7 +71,9 @@ def gaussian_taps(sigma: float, dtype=torch.float64, device=None) -> Tensor:
 def _safe_sqrt(x: Tensor) -> Tensor:
     """sqrt with gradient 0 at 0 (instead of inf * 0 = nan)."""
     pos = x > 0
-    return torch.where(pos, torch.sqrt(torch.where(pos, x, torch.ones_like(x))), torch.zeros_like(x))
+    return torch.where(
+        pos, torch.sqrt(torch.where(pos, x, torch.ones_like(x))), torch.zeros_like(x)
+    )
 
 
 def boundary_potential(prob: Tensor, sigma: float = 1.0) -> Tensor:
@@ -84,8 +101,13 @@ def dual_task_keep_mask(target: Tensor, sigma: float = 1.0, ignore_index: int = 
     return near == 0
 
 
-def dual_task_loss(prob: Tensor, target: Tensor, sigma: float = 1.0, threshold: float = 1e-2,
-                   ignore_index: int = 255) -> Tensor:
+def dual_task_loss(
+    prob: Tensor,
+    target: Tensor,
+    sigma: float = 1.0,
+    threshold: float = 1e-2,
+    ignore_index: int = 255,
+) -> Tensor:
     """sum_{P+} |zeta - zeta_hat| / max(|P+|, 1) (paper eq. 5). zeta_hat is the boundary
     potential of the one-hot labels (all channels 0 at ignore pixels); P+ = kept (n, k, pixel)
     positions with zeta > threshold or zeta_hat > threshold."""
@@ -100,6 +122,8 @@ def dual_task_loss(prob: Tensor, target: Tensor, sigma: float = 1.0, threshold: 
     band = band.detach()
     diff = (zeta - zeta_hat).abs() * band
     return diff.sum() / band.sum().clamp_min(1)
+
+
 def edge_targets(target: Tensor, radius: float = 2.0, ignore_index: int = 255) -> Tensor:
     """Edge ground truth, literally from its definition: pixel p is an edge when label[p] is valid
     (!= ignore_index) and some pixel q with |q - p|^2 = dy^2 + dx^2 <= radius^2 has a valid label
@@ -115,10 +139,13 @@ def edge_targets(target: Tensor, radius: float = 2.0, ignore_index: int = 255) -
         for dx in range(-R, R + 1):
             if dy * dy + dx * dx > radius * radius:
                 continue
-            neighbour = padded[:, R + dy:R + dy + H, R + dx:R + dx + W]
+            neighbour = padded[:, R + dy : R + dy + H, R + dx : R + dx + W]
             edge |= (neighbour != ignore_index) & (neighbour != labels)
     return edge & (labels != ignore_index)
+
+
 # --- Boundary F-score (the DAVIS measure) -------------------------------------------------------
+
 
 def _seg2bmap(mask: Tensor) -> Tensor:
     """1-px boundary map of a batch of binary masks (N, H, W), as DAVIS's seg2bmap: a pixel is a
@@ -126,9 +153,9 @@ def _seg2bmap(mask: Tensor) -> Tensor:
     outside the image are not compared (so the last row only looks east, the last column only
     south, and the bottom-right pixel never is a boundary: the image border is no boundary)."""
     b = torch.zeros_like(mask)
-    b[:, :, :-1] |= mask[:, :, :-1] ^ mask[:, :, 1:]        # east
-    b[:, :-1, :] |= mask[:, :-1, :] ^ mask[:, 1:, :]        # south
-    b[:, :-1, :-1] |= mask[:, :-1, :-1] ^ mask[:, 1:, 1:]   # south-east
+    b[:, :, :-1] |= mask[:, :, :-1] ^ mask[:, :, 1:]  # east
+    b[:, :-1, :] |= mask[:, :-1, :] ^ mask[:, 1:, :]  # south
+    b[:, :-1, :-1] |= mask[:, :-1, :-1] ^ mask[:, 1:, 1:]  # south-east
     return b
 
 
@@ -143,8 +170,9 @@ def _dilate_disk(mask: Tensor, radius: int) -> Tensor:
     return hits[:, 0] > 0.5
 
 
-def boundary_fscore_counts(pred: Tensor, target: Tensor, num_classes: int, radii,
-                           ignore_index: int = 255) -> Tensor:
+def boundary_fscore_counts(
+    pred: Tensor, target: Tensor, num_classes: int, radii, ignore_index: int = 255
+) -> Tensor:
     """Counts of the boundary F-score, literally from the DAVIS definition (one dilation per class
     and radius). pred, target: (N, H, W) integer label maps. Returns int64 (N, K, R, 6) with, per
     image, class k and radius r (pixels):

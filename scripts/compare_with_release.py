@@ -39,8 +39,9 @@ def _randomise(net: torch.nn.Module, seed: int) -> None:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--release-dir", required=True, help="a checkout of nv-tlabs/GSCNN")
     p.add_argument("--checkpoint", help="a release checkpoint (default: random weights)")
     p.add_argument("--size", type=int, nargs=2, default=(96, 128), metavar=("H", "W"))
@@ -61,6 +62,7 @@ def main(argv=None) -> int:
     release = ReleaseGSCNN(num_classes=19)
     if args.checkpoint:
         from gscnn_ops.models.release import read_release_file
+
         state = read_release_file(args.checkpoint)
         release.load_state_dict({k.removeprefix("module."): v for k, v in state.items()})
     else:

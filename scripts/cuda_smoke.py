@@ -39,8 +39,10 @@ def edge_targets_smoke():
                     want = gscnn_ops.edge_targets(view, radius)
                     same = torch.equal(got.cpu(), want)
                     ok &= same
-                    print(f"{'ok ' if same else 'BAD'} edge_targets {dtype} {name} N{N} {H}x{W} "
-                          f"radius {radius}")
+                    print(
+                        f"{'ok ' if same else 'BAD'} edge_targets {dtype} {name} N{N} {H}x{W} "
+                        f"radius {radius}"
+                    )
     return ok
 
 
@@ -49,13 +51,27 @@ def main():
         print("no CUDA device")
         return 2
     ok = True
-    shapes = [(1, 1, 1, 1, 1, 1), (2, 8, 1, 8, 7, 13), (2, 32, 1, 32, 33, 65), (1, 600, 2, 16, 5, 9),
-              (1, 1900, 1, 300, 3, 5)]
+    shapes = [
+        (1, 1, 1, 1, 1, 1),
+        (2, 8, 1, 8, 7, 13),
+        (2, 32, 1, 32, 33, 65),
+        (1, 600, 2, 16, 5, 9),
+        (1, 1900, 1, 300, 3, 5),
+    ]
     for dtype, tol in [(torch.float32, 1e-4), (torch.float16, 2e-2), (torch.bfloat16, 1e-1)]:
         for N, C, Cr, Cout, H, W in shapes:
             g = torch.Generator().manual_seed(0)
-            cpu = [torch.randn(*sh, generator=g).to(dtype) for sh in
-                   [(N, C, H, W), (N, Cr, H, W), (1, C + Cr, 1, 1), (1,), (Cout, C, 1, 1), (Cout,)]]
+            cpu = [
+                torch.randn(*sh, generator=g).to(dtype)
+                for sh in [
+                    (N, C, H, W),
+                    (N, Cr, H, W),
+                    (1, C + Cr, 1, 1),
+                    (1,),
+                    (Cout, C, 1, 1),
+                    (Cout,),
+                ]
+            ]
             cpu[0], cpu[1] = cpu[0] * 0.5, cpu[1] * 0.5
             for layout in ("nchw", "channels_last"):
                 args = [t.cuda() for t in cpu]
@@ -73,11 +89,15 @@ def main():
                 ref = torch.ops.gscnn_ops.gated_conv2d_backward(go, ga, *cpu[:5])
                 for i, (a, b) in enumerate(zip(grads, ref)):
                     ok &= check(f"backward grad[{i}] {tag}", a, b, tol * 10)
-                hidden = [torch.randn(C + Cr, C + Cr, 1, 1, generator=g).to(dtype) * 0.2,
-                          torch.randn(C + Cr, generator=g).to(dtype),
-                          torch.randn(1, C + Cr, 1, 1, generator=g).to(dtype) * 0.2, cpu[3]]
-                out_m, _ = gscnn_ops.gated_conv2d_mlp(args[0], args[1], *[h.cuda() for h in hidden],
-                                                       args[4], args[5])
+                hidden = [
+                    torch.randn(C + Cr, C + Cr, 1, 1, generator=g).to(dtype) * 0.2,
+                    torch.randn(C + Cr, generator=g).to(dtype),
+                    torch.randn(1, C + Cr, 1, 1, generator=g).to(dtype) * 0.2,
+                    cpu[3],
+                ]
+                out_m, _ = gscnn_ops.gated_conv2d_mlp(
+                    args[0], args[1], *[h.cuda() for h in hidden], args[4], args[5]
+                )
                 ref_m, _ = gscnn_ops.gated_conv2d_mlp(cpu[0], cpu[1], *hidden, cpu[4], cpu[5])
                 ok &= check(f"mlp forward {tag}", out_m, ref_m, tol * 10)
     ok &= edge_targets_smoke()
@@ -126,8 +146,10 @@ def bad_label_smoke():
 def dual_task_smoke():
     """boundary_potential and dual_task_loss, forward and backward, on CUDA against the CPU."""
     ok = True
-    cases = [(1.0, n, k, h, w) for n, k, h, w in [(1, 2, 1, 1), (2, 3, 7, 13), (2, 5, 45, 70),
-                                                 (1, 19, 130, 97)]] + [(10.0, 1, 2, 50, 70)]
+    cases = [
+        (1.0, n, k, h, w)
+        for n, k, h, w in [(1, 2, 1, 1), (2, 3, 7, 13), (2, 5, 45, 70), (1, 19, 130, 97)]
+    ] + [(10.0, 1, 2, 50, 70)]
     for dtype, tol in [(torch.float32, 1e-4), (torch.bfloat16, 5e-2)]:
         for sigma, n, k, h, w in cases:
             g = torch.Generator().manual_seed(n * h * w + k)
@@ -135,7 +157,10 @@ def dual_task_smoke():
             target = torch.randint(0, k, (n, h, w), generator=g)
             target[:, : h // 4, : w // 4] = 255
             prob = logits.softmax(1).to(dtype)
-            for device_prob, device_target, name in ((prob, target, "cpu"), (prob.cuda(), target.cuda(), "cuda")):
+            for device_prob, device_target, name in (
+                (prob, target, "cpu"),
+                (prob.cuda(), target.cuda(), "cuda"),
+            ):
                 p = device_prob.detach().requires_grad_()
                 zeta = gscnn_ops.boundary_potential(p, sigma)
                 loss = gscnn_ops.dual_task_loss(p, device_target, sigma)

@@ -43,8 +43,9 @@ def measure(model, device, size, tile, amp_dtype):
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--backbone", default="resnet101")
     p.add_argument("--amp", choices=tuple(AMP_DTYPES), default="none")
@@ -55,8 +56,10 @@ def main():
     size = tuple(args.size)
     configs = {"whole": None, "tile": (size[0] // 2, size[1] // 2)}
     if args.only is None:
-        print(f"GSCNN {args.backbone}, one {size[0]}x{size[1]} image, {device}, amp {args.amp}, "
-              f"torch {torch.__version__}")
+        print(
+            f"GSCNN {args.backbone}, one {size[0]}x{size[1]} image, {device}, amp {args.amp}, "
+            f"torch {torch.__version__}"
+        )
         print("| inference | seconds | peak growth GiB | reserved GiB |")
         print("|---|---|---|---|")
     if args.only is None and device.type == "cpu":

@@ -32,9 +32,12 @@ HBM_BYTES_PER_S = {"H100 SXM spec": 3.35e12, "H100 measured copy": 3.0e12}
 SM_COUNT = 132
 
 CLASSES = {
-    "LDG": re.compile(r"^LDG\b"), "STG": re.compile(r"^STG\b"),
-    "LDS": re.compile(r"^LDS\b"), "STS": re.compile(r"^STS\b"),
-    "LDC": re.compile(r"^U?LDC\b"), "FP32": re.compile(r"^(FFMA|FADD|FMUL|FMNMX|FSETP|FSEL|MUFU)\b"),
+    "LDG": re.compile(r"^LDG\b"),
+    "STG": re.compile(r"^STG\b"),
+    "LDS": re.compile(r"^LDS\b"),
+    "STS": re.compile(r"^STS\b"),
+    "LDC": re.compile(r"^U?LDC\b"),
+    "FP32": re.compile(r"^(FFMA|FADD|FMUL|FMNMX|FSETP|FSEL|MUFU)\b"),
     "BAR": re.compile(r"^BAR\b"),
 }
 INSTRUCTION = re.compile(r"/\*([0-9a-f]{4,})\*/\s+(@!?U?P\w+\s+)?([A-Z][A-Z0-9_.]*)([^;]*);")
@@ -44,8 +47,9 @@ def cuobjdump():
     try:
         import triton
 
-        exe = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin",
-                           "cuobjdump")
+        exe = os.path.join(
+            os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump"
+        )
         if os.path.isfile(exe):
             return exe
     except ImportError:
@@ -57,8 +61,9 @@ def cuobjdump():
 
 def demangle(names):
     try:
-        out = subprocess.run(["c++filt"], input="\n".join(names), capture_output=True, text=True,
-                             check=True).stdout.splitlines()
+        out = subprocess.run(
+            ["c++filt"], input="\n".join(names), capture_output=True, text=True, check=True
+        ).stdout.splitlines()
         return dict(zip(names, out))
     except (OSError, subprocess.CalledProcessError):
         return {n: n for n in names}
@@ -74,19 +79,24 @@ def short_name(demangled):
 
 
 def resources(exe, library):
-    out = subprocess.run([exe, "--dump-resource-usage", library], capture_output=True, text=True,
-                         check=True).stdout
+    out = subprocess.run(
+        [exe, "--dump-resource-usage", library], capture_output=True, text=True, check=True
+    ).stdout
     found = {}
-    for m in re.finditer(r"Function (\S+):\s*\n\s*REG:(\d+) STACK:(\d+) SHARED:(\d+) LOCAL:(\d+)",
-                         out):
-        found[m.group(1)] = dict(regs=int(m.group(2)), stack=int(m.group(3)),
-                                 shared=int(m.group(4)), local=int(m.group(5)))
+    for m in re.finditer(
+        r"Function (\S+):\s*\n\s*REG:(\d+) STACK:(\d+) SHARED:(\d+) LOCAL:(\d+)", out
+    ):
+        found[m.group(1)] = dict(
+            regs=int(m.group(2)),
+            stack=int(m.group(3)),
+            shared=int(m.group(4)),
+            local=int(m.group(5)),
+        )
     return found
 
 
 def sass_functions(exe, library):
-    out = subprocess.run([exe, "-sass", library], capture_output=True, text=True,
-                         check=True).stdout
+    out = subprocess.run([exe, "-sass", library], capture_output=True, text=True, check=True).stdout
     functions = {}
     for chunk in re.split(r"\n\s*Function : ", out)[1:]:
         name, body = chunk.split("\n", 1)
@@ -105,8 +115,11 @@ def innermost_loops(code):
             target = re.search(r"0x([0-9a-f]+)", operands)
             if target and int(target.group(1), 16) <= address:
                 loops.append((int(target.group(1), 16), address))
-    inner = [(a, b) for a, b in loops
-             if not any((c, d) != (a, b) and a <= c and d <= b for c, d in loops)]
+    inner = [
+        (a, b)
+        for a, b in loops
+        if not any((c, d) != (a, b) and a <= c and d <= b for c, d in loops)
+    ]
     return [(a, b, [op for addr, op, _ in code if a <= addr <= b]) for a, b in sorted(set(inner))]
 
 
@@ -122,23 +135,48 @@ def mix(opcodes):
 
 # --- the benchmark shapes: launches, occupancy, floors -----------------------------------------
 
+
 def benchmark_rows():
     """(name, op for select_launch, sizes, bytes read + written once) of the benchmark shapes."""
     rows = []
     P = 8 * 800 * 800
     for C in (8, 16, 32):
         for dtype, b in (("fp32", 4), ("bf16", 2)):
-            rows.append((f"gated_conv2d fwd C={C} {dtype}", "gated_conv2d_small_c", [P, C, 1, 4],
-                         P * ((C + 1) + (C + 1)) * b))
+            rows.append(
+                (
+                    f"gated_conv2d fwd C={C} {dtype}",
+                    "gated_conv2d_small_c",
+                    [P, C, 1, 4],
+                    P * ((C + 1) + (C + 1)) * b,
+                )
+            )
             # backward reads grad_out, s, r (and recomputes alpha), writes grad_s, grad_r
-            rows.append((f"gated_conv2d bwd C={C} {dtype}", "gated_conv2d_backward_small_c",
-                         [P, C, 1, 4], P * (C + C + 1 + C + 1) * b))
+            rows.append(
+                (
+                    f"gated_conv2d bwd C={C} {dtype}",
+                    "gated_conv2d_backward_small_c",
+                    [P, C, 1, 4],
+                    P * (C + C + 1 + C + 1) * b,
+                )
+            )
     K, N, H, W = 19, 8, 800, 800
     for dtype, b in (("fp32", 4), ("bf16", 2)):
-        rows.append((f"dual_task_loss fwd {dtype}", "dual_task_loss", [N, H, W, 3, 4],
-                     N * K * H * W * b + N * H * W * 8))
-        rows.append((f"dual_task_loss bwd {dtype}", "dual_task_loss_backward", [N, H, W, 3, 4],
-                     2 * N * K * H * W * b + N * H * W * 8))
+        rows.append(
+            (
+                f"dual_task_loss fwd {dtype}",
+                "dual_task_loss",
+                [N, H, W, 3, 4],
+                N * K * H * W * b + N * H * W * 8,
+            )
+        )
+        rows.append(
+            (
+                f"dual_task_loss bwd {dtype}",
+                "dual_task_loss_backward",
+                [N, H, W, 3, 4],
+                2 * N * K * H * W * b + N * H * W * 8,
+            )
+        )
     return rows
 
 
@@ -151,39 +189,59 @@ def launch_table(kernel_limits):
     emulation.load()
     lines = []
     for name, op, sizes, nbytes in benchmark_rows():
-        program = {"gated_conv2d": "gcl::ForwardProgram<float, gcl::LinearGate",
-                   "gated_conv2d_small_c": f"gcl::ForwardProgramSmallC<float, {sizes[1]}>",
-                   "gated_conv2d_backward": "gcl::BackwardProgram<float>",
-                   "gated_conv2d_backward_small_c": f"gcl::BackwardProgramSmallC<float, {sizes[1]}>",
-                   "dual_task_loss": "dtl::Pipeline<float, true, false, 3>",
-                   "dual_task_loss_backward": "dtl::Pipeline<float, true, true, 3>"}[op]
-        regs, static = next(((r["regs"], r["shared"]) for n, r in kernel_limits.items()
-                             if n.startswith(program) and n.endswith("[shared]")), (255, 0))
+        program = {
+            "gated_conv2d": "gcl::ForwardProgram<float, gcl::LinearGate",
+            "gated_conv2d_small_c": f"gcl::ForwardProgramSmallC<float, {sizes[1]}>",
+            "gated_conv2d_backward": "gcl::BackwardProgram<float>",
+            "gated_conv2d_backward_small_c": f"gcl::BackwardProgramSmallC<float, {sizes[1]}>",
+            "dual_task_loss": "dtl::Pipeline<float, true, false, 3>",
+            "dual_task_loss_backward": "dtl::Pipeline<float, true, true, 3>",
+        }[op]
+        regs, static = next(
+            (
+                (r["regs"], r["shared"])
+                for n, r in kernel_limits.items()
+                if n.startswith(program) and n.endswith("[shared]")
+            ),
+            (255, 0),
+        )
         gpu = emulation.gpu("sm_90", regs_per_thread=regs, static_smem=static)
         blocks, threads, shared, scratch, th, tw, _ = torch.ops.gscnn_testing.select_launch(
-            op, sizes, gpu)
+            op, sizes, gpu
+        )
         d = emulation.GPUS["sm_90"]
-        per_sm = min(d["max_blocks_per_sm"], d["max_threads_per_sm"] // threads,
-                     d["regs_per_sm"] // max(1, regs * threads),
-                     d["smem_per_sm"] // (shared + static + d["reserved_smem_per_block"]))
+        per_sm = min(
+            d["max_blocks_per_sm"],
+            d["max_threads_per_sm"] // threads,
+            d["regs_per_sm"] // max(1, regs * threads),
+            d["smem_per_sm"] // (shared + static + d["reserved_smem_per_block"]),
+        )
         waves = blocks / (SM_COUNT * per_sm)
         floors = " / ".join(f"{nbytes / bw * 1e3:.3f}" for bw in HBM_BYTES_PER_S.values())
         tile = f" tile {th}x{tw}" if th else ""
-        lines.append(f"| {name} | {blocks} x {threads}{tile} | {shared // 1024} KiB"
-                     f"{' + scratch' if scratch else ''} | {regs} | {per_sm} "
-                     f"({per_sm * threads} threads) | {waves:.2f} | {nbytes / 1e9:.2f} GB | "
-                     f"{floors} |")
+        lines.append(
+            f"| {name} | {blocks} x {threads}{tile} | {shared // 1024} KiB"
+            f"{' + scratch' if scratch else ''} | {regs} | {per_sm} "
+            f"({per_sm * threads} threads) | {waves:.2f} | {nbytes / 1e9:.2f} GB | "
+            f"{floors} |"
+        )
     return lines
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--library", help="the built library (default: gscnn_ops._C)")
-    p.add_argument("--kernels", default=r"<float.*\[shared\]|MaskProgram<long, long>|Boundary|"
-                                        r"Match|EdgeTargetsBlock<long, true>",
-                   help="regex on the kernel names whose loops to list")
-    p.add_argument("--no-launches", action="store_true",
-                   help="skip the launch table (it builds the test extension)")
+    p.add_argument(
+        "--kernels",
+        default=r"<float.*\[shared\]|MaskProgram<long, long>|Boundary|"
+        r"Match|EdgeTargetsBlock<long, true>",
+        help="regex on the kernel names whose loops to list",
+    )
+    p.add_argument(
+        "--no-launches",
+        action="store_true",
+        help="skip the launch table (it builds the test extension)",
+    )
     args = p.parse_args(argv)
     library = args.library
     if library is None:
@@ -192,8 +250,11 @@ def main(argv=None):
         library = gscnn_ops._C.__file__
     exe = cuobjdump()
     if exe is None:
-        print("kernel_report: cuobjdump not found (triton ships one; or install "
-              "nvidia-cuda-cuobjdump)", file=sys.stderr)
+        print(
+            "kernel_report: cuobjdump not found (triton ships one; or install "
+            "nvidia-cuda-cuobjdump)",
+            file=sys.stderr,
+        )
         return 2
     res = resources(exe, library)
     if not res:
@@ -212,7 +273,9 @@ def main(argv=None):
         print(f"| {short[m]} | {r['regs']} | {r['stack']} | {r['shared']} | {r['local']} |")
 
     print("\n## Innermost loops (static instruction counts per iteration)\n")
-    print("| kernel | loop (SASS offsets) | instructions | LDG | STG | LDS | STS | LDC | FP32 | BAR |")
+    print(
+        "| kernel | loop (SASS offsets) | instructions | LDG | STG | LDS | STS | LDC | FP32 | BAR |"
+    )
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     pattern = re.compile(args.kernels)
     for m in sorted(res, key=lambda m: short[m]):
@@ -222,16 +285,22 @@ def main(argv=None):
             c = mix(ops)
             if c["LDG"] + c["STG"] + c["LDS"] + c["STS"] == 0:
                 continue  # address arithmetic and the like
-            print(f"| {short[m]} | {start:#x}-{end:#x} | {c['all']} | {c['LDG']} | {c['STG']} | "
-                  f"{c['LDS']} | {c['STS']} | {c['LDC']} | {c['FP32']} | {c['BAR']} |")
+            print(
+                f"| {short[m]} | {start:#x}-{end:#x} | {c['all']} | {c['LDG']} | {c['STG']} | "
+                f"{c['LDS']} | {c['STS']} | {c['LDC']} | {c['FP32']} | {c['BAR']} |"
+            )
 
     if not args.no_launches:
         print("\n## Benchmark shapes on an H100 (the ops' own launch selection)\n")
-        print("HBM floor: every input read and every output written once, at "
-              + " / ".join(f"{k} {v / 1e12:.2f} TB/s" for k, v in HBM_BYTES_PER_S.items())
-              + ". Resident blocks per SM: an upper bound (no register allocation granularity).\n")
-        print("| case | grid | shared / block | registers | blocks per SM | waves | bytes | "
-              "HBM floor ms |")
+        print(
+            "HBM floor: every input read and every output written once, at "
+            + " / ".join(f"{k} {v / 1e12:.2f} TB/s" for k, v in HBM_BYTES_PER_S.items())
+            + ". Resident blocks per SM: an upper bound (no register allocation granularity).\n"
+        )
+        print(
+            "| case | grid | shared / block | registers | blocks per SM | waves | bytes | "
+            "HBM floor ms |"
+        )
         print("|---|---|---:|---:|---|---:|---:|---:|")
         by_short = {short[m]: r for m, r in res.items()}
         for line in launch_table(by_short):

@@ -10,8 +10,16 @@ import gscnn_ops
 from gscnn_ops import reference
 
 ARG_NAMES = ("s", "r", "gate_weight", "gate_bias", "weight", "bias")
-MLP_ARG_NAMES = ("s", "r", "hidden_weight", "hidden_bias", "gate_weight", "gate_bias", "weight",
-                 "bias")
+MLP_ARG_NAMES = (
+    "s",
+    "r",
+    "hidden_weight",
+    "hidden_bias",
+    "gate_weight",
+    "gate_bias",
+    "weight",
+    "bias",
+)
 
 # float64 and float32 results are compared elementwise with these (absolute and relative) bounds.
 # The kernels accumulate in the input precision for float64 and in float32 for float32, in a
@@ -28,15 +36,27 @@ TIGHT_TOL = {
 # element (rtol) plus one epsilon of the largest magnitude of the tensor (atol, for elements that
 # are near zero because of cancellation in a sum of larger terms).
 LOW_PRECISION_EPS = {
-    torch.float16: 2.0 ** -10,  # 9.8e-4
-    torch.bfloat16: 2.0 ** -7,  # 7.8e-3
+    torch.float16: 2.0**-10,  # 9.8e-4
+    torch.bfloat16: 2.0**-7,  # 7.8e-3
 }
 
 LOSS_USES = ("out_and_alpha", "out_only", "alpha_only")
 
 
-def make_inputs(N, C, Cr, Cout, H, W, dtype=torch.float64, device="cpu", bias=True,
-                channels_last=False, requires_grad=False, seed=0):
+def make_inputs(
+    N,
+    C,
+    Cr,
+    Cout,
+    H,
+    W,
+    dtype=torch.float64,
+    device="cpu",
+    bias=True,
+    channels_last=False,
+    requires_grad=False,
+    seed=0,
+):
     """[s, r, gate_weight, gate_bias, weight, bias] for gscnn_ops.gated_conv2d.
 
     Values are drawn in float64 on the CPU from a fixed seed (so every dtype and device sees the
@@ -52,7 +72,7 @@ def make_inputs(N, C, Cr, Cout, H, W, dtype=torch.float64, device="cpu", bias=Tr
     r = rnd(N, Cr, H, W)
     gate_weight = rnd(1, C + Cr, 1, 1, scale=(C + Cr) ** -0.5)
     gate_bias = rnd(1, scale=0.5)
-    weight = rnd(Cout, C, 1, 1, scale=C ** -0.5)
+    weight = rnd(Cout, C, 1, 1, scale=C**-0.5)
     b = rnd(Cout, scale=0.5) if bias else None
     if channels_last:
         s = s.contiguous(memory_format=torch.channels_last)
@@ -63,19 +83,41 @@ def make_inputs(N, C, Cr, Cout, H, W, dtype=torch.float64, device="cpu", bias=Tr
     return inputs
 
 
-def make_mlp_inputs(N, C, Cr, M, Cout, H, W, dtype=torch.float64, device="cpu", bias=True,
-                    channels_last=False, requires_grad=False, seed=0):
+def make_mlp_inputs(
+    N,
+    C,
+    Cr,
+    M,
+    Cout,
+    H,
+    W,
+    dtype=torch.float64,
+    device="cpu",
+    bias=True,
+    channels_last=False,
+    requires_grad=False,
+    seed=0,
+):
     """[s, r, hidden_weight, hidden_bias, gate_weight, gate_bias, weight, bias] for
     gscnn_ops.gated_conv2d_mlp (hidden width M)."""
-    s, r, _, _, weight, b = make_inputs(N, C, Cr, Cout, H, W, dtype, device, bias, channels_last,
-                                        seed=seed)
+    s, r, _, _, weight, b = make_inputs(
+        N, C, Cr, Cout, H, W, dtype, device, bias, channels_last, seed=seed
+    )
     g = torch.Generator().manual_seed(seed + 1)
 
     def rnd(*shape, scale=1.0):
         return (torch.randn(*shape, generator=g, dtype=torch.float64) * scale).to(device, dtype)
 
-    inputs = [s, r, rnd(M, C + Cr, 1, 1, scale=(C + Cr) ** -0.5), rnd(M, scale=0.5),
-              rnd(1, M, 1, 1, scale=M ** -0.5), rnd(1, scale=0.5), weight, b]
+    inputs = [
+        s,
+        r,
+        rnd(M, C + Cr, 1, 1, scale=(C + Cr) ** -0.5),
+        rnd(M, scale=0.5),
+        rnd(1, M, 1, 1, scale=M**-0.5),
+        rnd(1, scale=0.5),
+        weight,
+        b,
+    ]
     if requires_grad:
         inputs = [t.requires_grad_() if t is not None else None for t in inputs]
     return inputs
@@ -141,8 +183,9 @@ def assert_low_precision_close(actual, expected64, dtype, name=""):
     assert actual.dtype == dtype, f"{name}: dtype {actual.dtype}, expected {dtype}"
     eps = LOW_PRECISION_EPS[dtype]
     scale = expected64.abs().max().item() if expected64.numel() else 0.0
-    torch.testing.assert_close(actual.double(), expected64, rtol=eps, atol=eps * scale,
-                               msg=lambda m: f"{name}: {m}")
+    torch.testing.assert_close(
+        actual.double(), expected64, rtol=eps, atol=eps * scale, msg=lambda m: f"{name}: {m}"
+    )
 
 
 def reference_fn(inputs):
@@ -167,8 +210,7 @@ def cuda_skip_reason():
     return None
 
 
-requires_cuda = pytest.mark.skipif(cuda_skip_reason() is not None,
-                                   reason=str(cuda_skip_reason()))
+requires_cuda = pytest.mark.skipif(cuda_skip_reason() is not None, reason=str(cuda_skip_reason()))
 
 
 # CI (.ci/run) sets GSCNN_REQUIRE_ORACLES=1: there a missing independent implementation that a
@@ -185,8 +227,10 @@ def oracle(module_name):
         try:
             return importlib.import_module(module_name)
         except ImportError as e:
-            pytest.fail(f"the test oracle '{module_name}' is missing ({e}); it is in the test "
-                        "extras: pip install -e '.[test]'")
+            pytest.fail(
+                f"the test oracle '{module_name}' is missing ({e}); it is in the test "
+                "extras: pip install -e '.[test]'"
+            )
     return pytest.importorskip(module_name)
 
 

@@ -18,31 +18,87 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # table of compute capabilities (one representative GPU each; only the SM count differs within a
 # generation). Order: the C++ DeviceLimits (csrc/common/launch.h).
 KIB = 1024
-DEVICE_FIELDS = ("sm_count", "max_threads_per_sm", "max_blocks_per_sm", "regs_per_sm",
-                 "smem_per_block", "smem_per_block_optin", "smem_per_sm",
-                 "reserved_smem_per_block")
+DEVICE_FIELDS = (
+    "sm_count",
+    "max_threads_per_sm",
+    "max_blocks_per_sm",
+    "regs_per_sm",
+    "smem_per_block",
+    "smem_per_block_optin",
+    "smem_per_sm",
+    "reserved_smem_per_block",
+)
 GPUS = {
-    "sm_75": dict(sm_count=40, max_threads_per_sm=1024, max_blocks_per_sm=16, regs_per_sm=65536,
-                  smem_per_block=48 * KIB, smem_per_block_optin=64 * KIB, smem_per_sm=64 * KIB,
-                  reserved_smem_per_block=0),  # T4, RTX 20
-    "sm_80": dict(sm_count=108, max_threads_per_sm=2048, max_blocks_per_sm=32, regs_per_sm=65536,
-                  smem_per_block=48 * KIB, smem_per_block_optin=163 * KIB,
-                  smem_per_sm=164 * KIB, reserved_smem_per_block=KIB),  # A100
-    "sm_86": dict(sm_count=72, max_threads_per_sm=1536, max_blocks_per_sm=16, regs_per_sm=65536,
-                  smem_per_block=48 * KIB, smem_per_block_optin=99 * KIB, smem_per_sm=100 * KIB,
-                  reserved_smem_per_block=KIB),  # A10, RTX 30
-    "sm_89": dict(sm_count=58, max_threads_per_sm=1536, max_blocks_per_sm=24, regs_per_sm=65536,
-                  smem_per_block=48 * KIB, smem_per_block_optin=99 * KIB, smem_per_sm=100 * KIB,
-                  reserved_smem_per_block=KIB),  # L4, L40S, RTX 40
-    "sm_90": dict(sm_count=132, max_threads_per_sm=2048, max_blocks_per_sm=32, regs_per_sm=65536,
-                  smem_per_block=48 * KIB, smem_per_block_optin=227 * KIB,
-                  smem_per_sm=228 * KIB, reserved_smem_per_block=KIB),  # H100, H200
-    "sm_100": dict(sm_count=148, max_threads_per_sm=2048, max_blocks_per_sm=32, regs_per_sm=65536,
-                   smem_per_block=48 * KIB, smem_per_block_optin=227 * KIB,
-                   smem_per_sm=228 * KIB, reserved_smem_per_block=KIB),  # B200
-    "sm_120": dict(sm_count=170, max_threads_per_sm=1536, max_blocks_per_sm=32, regs_per_sm=65536,
-                   smem_per_block=48 * KIB, smem_per_block_optin=99 * KIB, smem_per_sm=100 * KIB,
-                   reserved_smem_per_block=KIB),  # RTX 50
+    "sm_75": dict(
+        sm_count=40,
+        max_threads_per_sm=1024,
+        max_blocks_per_sm=16,
+        regs_per_sm=65536,
+        smem_per_block=48 * KIB,
+        smem_per_block_optin=64 * KIB,
+        smem_per_sm=64 * KIB,
+        reserved_smem_per_block=0,
+    ),  # T4, RTX 20
+    "sm_80": dict(
+        sm_count=108,
+        max_threads_per_sm=2048,
+        max_blocks_per_sm=32,
+        regs_per_sm=65536,
+        smem_per_block=48 * KIB,
+        smem_per_block_optin=163 * KIB,
+        smem_per_sm=164 * KIB,
+        reserved_smem_per_block=KIB,
+    ),  # A100
+    "sm_86": dict(
+        sm_count=72,
+        max_threads_per_sm=1536,
+        max_blocks_per_sm=16,
+        regs_per_sm=65536,
+        smem_per_block=48 * KIB,
+        smem_per_block_optin=99 * KIB,
+        smem_per_sm=100 * KIB,
+        reserved_smem_per_block=KIB,
+    ),  # A10, RTX 30
+    "sm_89": dict(
+        sm_count=58,
+        max_threads_per_sm=1536,
+        max_blocks_per_sm=24,
+        regs_per_sm=65536,
+        smem_per_block=48 * KIB,
+        smem_per_block_optin=99 * KIB,
+        smem_per_sm=100 * KIB,
+        reserved_smem_per_block=KIB,
+    ),  # L4, L40S, RTX 40
+    "sm_90": dict(
+        sm_count=132,
+        max_threads_per_sm=2048,
+        max_blocks_per_sm=32,
+        regs_per_sm=65536,
+        smem_per_block=48 * KIB,
+        smem_per_block_optin=227 * KIB,
+        smem_per_sm=228 * KIB,
+        reserved_smem_per_block=KIB,
+    ),  # H100, H200
+    "sm_100": dict(
+        sm_count=148,
+        max_threads_per_sm=2048,
+        max_blocks_per_sm=32,
+        regs_per_sm=65536,
+        smem_per_block=48 * KIB,
+        smem_per_block_optin=227 * KIB,
+        smem_per_sm=228 * KIB,
+        reserved_smem_per_block=KIB,
+    ),  # B200
+    "sm_120": dict(
+        sm_count=170,
+        max_threads_per_sm=1536,
+        max_blocks_per_sm=32,
+        regs_per_sm=65536,
+        smem_per_block=48 * KIB,
+        smem_per_block_optin=99 * KIB,
+        smem_per_sm=100 * KIB,
+        reserved_smem_per_block=KIB,
+    ),  # RTX 50
 }
 
 # What a compiled kernel can need: every program is compiled with __launch_bounds__(256), so at
@@ -65,8 +121,16 @@ def launch(threads=0, blocks=0, tile=(0, 0), memory=-1):
     return [threads, blocks, tile[0], tile[1], memory]
 
 
-LAST_LAUNCH_FIELDS = ("blocks", "threads", "shared_bytes", "scratch_bytes", "tile_h", "tile_w",
-                      "barriers", "variant")
+LAST_LAUNCH_FIELDS = (
+    "blocks",
+    "threads",
+    "shared_bytes",
+    "scratch_bytes",
+    "tile_h",
+    "tile_w",
+    "barriers",
+    "variant",
+)
 
 
 def last_launch():
@@ -82,8 +146,9 @@ def load():
     global _loaded
     if _loaded:
         return
-    import gscnn_ops  # noqa: F401  (the ops' own library first)
     from torch.utils.cpp_extension import load as load_extension
+
+    import gscnn_ops  # noqa: F401  (the ops' own library first)
 
     build = os.path.join(ROOT, "build", "testing")
     os.makedirs(build, exist_ok=True)

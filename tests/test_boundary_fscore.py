@@ -12,10 +12,11 @@ import torch
 import torch.nn.functional as F
 from torch.library import opcheck
 
-import emulation
 import gscnn_ops
 from gscnn_ops import reference
 from gscnn_ops.metrics import BoundaryFScore, boundary_radii, scores_from_counts
+
+import emulation
 from conftest import requires_cuda
 
 ops = torch.ops.gscnn_ops
@@ -24,6 +25,7 @@ IGNORE = 255
 
 
 # --- the DAVIS measure in plain NumPy -----------------------------------------------------------
+
 
 def davis_seg2bmap(seg):
     """DAVIS's seg2bmap, literally: xor with the east, south and south-east neighbours (zero
@@ -54,7 +56,7 @@ def davis_dilate(mask, radius):
             y0, y1 = max(0, dy), min(h, h + dy)
             x0, x1 = max(0, dx), min(w, w + dx)
             if y1 > y0 and x1 > x0:
-                out[y0:y1, x0:x1] |= mask[y0 - dy:y1 - dy, x0 - dx:x1 - dx]
+                out[y0:y1, x0:x1] |= mask[y0 - dy : y1 - dy, x0 - dx : x1 - dx]
     return out
 
 
@@ -101,21 +103,26 @@ def davis_scores(preds, targets, num_classes, thresholds, ignore_index=IGNORE):
         R.append(ri)
         Fs.append(fi)
         present.append(pres)
-    return (np.array(P, dtype=np.float64), np.array(R, dtype=np.float64),
-            np.array(Fs, dtype=np.float64), np.array(present, dtype=bool))
+    return (
+        np.array(P, dtype=np.float64),
+        np.array(R, dtype=np.float64),
+        np.array(Fs, dtype=np.float64),
+        np.array(present, dtype=bool),
+    )
 
 
 def release_and_strict_means(F_img, present):
     """The release's aggregation (mean over images per class, then over classes) and the strict
     one (per class over the images where it is present; NaN classes left out)."""
-    per_class = F_img.mean(0).T                       # (T, K)
+    per_class = F_img.mean(0).T  # (T, K)
     w = present[:, :, None].astype(np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
-        strict = ((F_img * w).sum(0) / w.sum(0)).T    # (T, K), NaN where never present
+        strict = ((F_img * w).sum(0) / w.sum(0)).T  # (T, K), NaN where never present
     return per_class, per_class.mean(1), strict, np.nanmean(strict, axis=1)
 
 
 # --- inputs ---------------------------------------------------------------------------------------
+
 
 def blobs(n, h, w, k, seed, scale=6):
     """Label maps of smooth blobs (argmax of upsampled noise): real boundaries, every class."""
@@ -141,7 +148,7 @@ def with_ignore(target, seed, fraction=0.03):
     g = torch.Generator().manual_seed(seed)
     target[torch.rand(n, h, w, generator=g) < fraction] = IGNORE
     target[:, : max(1, h // 6), : max(1, w // 4)] = IGNORE
-    target[:, h // 2: h // 2 + max(1, h // 8), w // 3: w // 3 + max(1, w // 7)] = IGNORE
+    target[:, h // 2 : h // 2 + max(1, h // 8), w // 3 : w // 3 + max(1, w // 7)] = IGNORE
     return target
 
 
@@ -170,6 +177,7 @@ RADII = [0, 1, 2, 3, 5, 9, 12, 40]
 
 # --- the counts op ------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("shape", SHAPES)
 def test_counts_match_reference(shape):
     n, h, w, k = shape
@@ -185,16 +193,18 @@ def test_counts_match_reference(shape):
 def test_label_dtypes(pred_dtype, target_dtype):
     pred, target = make_pair(2, 29, 71, 5, seed=7)
     want = reference.boundary_fscore_counts(pred, target, 5, [1, 3], IGNORE)
-    got = gscnn_ops.boundary_fscore_counts(pred.to(pred_dtype), target.to(target_dtype), 5,
-                                           [1, 3], IGNORE)
+    got = gscnn_ops.boundary_fscore_counts(
+        pred.to(pred_dtype), target.to(target_dtype), 5, [1, 3], IGNORE
+    )
     torch.testing.assert_close(got, want, rtol=0, atol=0)
 
 
 def test_other_integer_dtypes_are_converted():
     pred, target = make_pair(1, 20, 30, 4, seed=8)
     want = reference.boundary_fscore_counts(pred, target, 4, [2], IGNORE)
-    got = gscnn_ops.boundary_fscore_counts(pred.to(torch.int16), target.to(torch.int16), 4, [2],
-                                           IGNORE)
+    got = gscnn_ops.boundary_fscore_counts(
+        pred.to(torch.int16), target.to(torch.int16), 4, [2], IGNORE
+    )
     torch.testing.assert_close(got, want, rtol=0, atol=0)
 
 
@@ -203,18 +213,25 @@ def test_strided_inputs():
     pred, target = make_pair(3, 40, 70, 4, seed=9)
     p_t, t_t = pred.transpose(1, 2), target.transpose(1, 2)
     assert not p_t.is_contiguous()
-    torch.testing.assert_close(gscnn_ops.boundary_fscore_counts(p_t, t_t, 4, [1, 4], IGNORE),
-                               reference.boundary_fscore_counts(p_t, t_t, 4, [1, 4], IGNORE),
-                               rtol=0, atol=0)
+    torch.testing.assert_close(
+        gscnn_ops.boundary_fscore_counts(p_t, t_t, 4, [1, 4], IGNORE),
+        reference.boundary_fscore_counts(p_t, t_t, 4, [1, 4], IGNORE),
+        rtol=0,
+        atol=0,
+    )
     p_s, t_s = pred[1:, 3:37, 5:69], target[1:, 3:37, 5:69]
-    torch.testing.assert_close(gscnn_ops.boundary_fscore_counts(p_s, t_s, 4, [2], IGNORE),
-                               reference.boundary_fscore_counts(p_s, t_s, 4, [2], IGNORE),
-                               rtol=0, atol=0)
+    torch.testing.assert_close(
+        gscnn_ops.boundary_fscore_counts(p_s, t_s, 4, [2], IGNORE),
+        reference.boundary_fscore_counts(p_s, t_s, 4, [2], IGNORE),
+        rtol=0,
+        atol=0,
+    )
     p_e, t_e = pred[:1].expand(3, -1, -1), target[:1].expand(3, -1, -1)
     got = gscnn_ops.boundary_fscore_counts(p_e, t_e, 4, [2], IGNORE)
     assert torch.equal(got[0], got[2])
-    torch.testing.assert_close(got, reference.boundary_fscore_counts(p_e, t_e, 4, [2], IGNORE),
-                               rtol=0, atol=0)
+    torch.testing.assert_close(
+        got, reference.boundary_fscore_counts(p_e, t_e, 4, [2], IGNORE), rtol=0, atol=0
+    )
 
 
 def test_ignore_index_variants():
@@ -242,8 +259,9 @@ def test_pred_may_hold_ignore_index_as_no_class():
     pred = pred.clone()
     pred[:, 10:20, 5:30] = IGNORE
     got = gscnn_ops.boundary_fscore_counts(pred, target, 3, [1, 3], IGNORE)
-    torch.testing.assert_close(got, reference.boundary_fscore_counts(pred, target, 3, [1, 3], IGNORE),
-                               rtol=0, atol=0)
+    torch.testing.assert_close(
+        got, reference.boundary_fscore_counts(pred, target, 3, [1, 3], IGNORE), rtol=0, atol=0
+    )
 
 
 def test_hand_computed_square():
@@ -332,12 +350,20 @@ def test_large_radius_is_clamped_not_overflowing():
 LAUNCHES = [(0, 0, 0), (32, 4, 0), (1, 3, 1), (7, 2, 2), (64, 50, 0), (5, 1, 1)]
 
 
-def emulated_counts(pred, target, num_classes, radii, ignore_index, threads=0, blocks=0, chunk=0,
-                    gpu="sm_90"):
+def emulated_counts(
+    pred, target, num_classes, radii, ignore_index, threads=0, blocks=0, chunk=0, gpu="sm_90"
+):
     emulation.load()
     return torch.ops.gscnn_testing.boundary_fscore_counts(
-        pred, target, num_classes, radii, ignore_index, emulation.gpu(gpu),
-        emulation.launch(threads, blocks), chunk)
+        pred,
+        target,
+        num_classes,
+        radii,
+        ignore_index,
+        emulation.gpu(gpu),
+        emulation.launch(threads, blocks),
+        chunk,
+    )
 
 
 @pytest.mark.parametrize("shape", SHAPES[:6])
@@ -370,20 +396,29 @@ def test_emulated_cuda_kernels_report_bad_labels(chunk):
 
 # --- opcheck ------------------------------------------------------------------------------------
 
+
 def test_opcheck_counts_op():
     pred, target = make_pair(2, 19, 70, 4, seed=17)
     opcheck(ops.boundary_fscore_counts.default, (pred, target, 4, [1, 3], IGNORE))
-    opcheck(ops.boundary_fscore_counts.default, (pred.to(torch.uint8), target.to(torch.uint8), 4,
-                                                 [0], IGNORE))
+    opcheck(
+        ops.boundary_fscore_counts.default,
+        (pred.to(torch.uint8), target.to(torch.uint8), 4, [0], IGNORE),
+    )
 
 
 def test_compiled_call_matches_eager():
     pred, target = make_pair(2, 21, 33, 3, seed=18)
-    fn = torch.compile(lambda p, t: ops.boundary_fscore_counts(p, t, 3, [1, 2], IGNORE),
-                       fullgraph=True, backend="aot_eager")
-    torch.testing.assert_close(fn(pred, target),
-                               gscnn_ops.boundary_fscore_counts(pred, target, 3, [1, 2], IGNORE),
-                               rtol=0, atol=0)
+    fn = torch.compile(
+        lambda p, t: ops.boundary_fscore_counts(p, t, 3, [1, 2], IGNORE),
+        fullgraph=True,
+        backend="aot_eager",
+    )
+    torch.testing.assert_close(
+        fn(pred, target),
+        gscnn_ops.boundary_fscore_counts(pred, target, 3, [1, 2], IGNORE),
+        rtol=0,
+        atol=0,
+    )
 
 
 # --- BoundaryFScore against the NumPy DAVIS measure -------------------------------------------
@@ -402,8 +437,9 @@ def check_against_davis(metric, preds, targets, num_classes, thresholds):
     out = metric.compute()
     np.testing.assert_allclose(out["per_class"]["f"].numpy(), per_class, rtol=0, atol=1e-12)
     np.testing.assert_allclose(out["mean_f"].numpy(), mean_f, rtol=0, atol=1e-12)
-    np.testing.assert_allclose(out["strict"]["per_class"]["f"].numpy(), strict, rtol=0, atol=1e-12,
-                               equal_nan=True)
+    np.testing.assert_allclose(
+        out["strict"]["per_class"]["f"].numpy(), strict, rtol=0, atol=1e-12, equal_nan=True
+    )
     np.testing.assert_allclose(out["strict"]["mean_f"].numpy(), strict_mean, rtol=0, atol=1e-12)
     np.testing.assert_allclose(out["per_class"]["precision"].numpy(), P.mean(0).T, atol=1e-12)
     np.testing.assert_allclose(out["per_class"]["recall"].numpy(), R.mean(0).T, atol=1e-12)
@@ -475,9 +511,9 @@ def test_metric_matches_davis_on_tiny_and_odd_images(shape):
 def test_conventions_for_empty_boundaries():
     h, w = 10, 12
     target = torch.zeros(1, h, w, dtype=torch.int64)
-    target[0, 3:7, 4:9] = 1              # class 1 in the ground truth only
+    target[0, 3:7, 4:9] = 1  # class 1 in the ground truth only
     pred = torch.zeros_like(target)
-    pred[0, 2:5, 1:4] = 2                # class 2 in the prediction only
+    pred[0, 2:5, 1:4] = 2  # class 2 in the prediction only
     metric = BoundaryFScore(4, thresholds=(2,))
     metric.update(pred, target)
     s = metric.scores()
@@ -521,14 +557,17 @@ def test_boundary_radii_follow_davis():
     assert boundary_radii([3, 5, 9, 12], 1024, 2048) == [3, 5, 9, 12]
 
 
-@pytest.mark.parametrize("bad,match", [
-    ((), "between 1 and 32"),
-    (tuple(range(1, 34)), "between 1 and 32"),
-    ((-1,), "non-negative"),
-    ((2.5,), "whole number"),
-    ((float("nan"),), "finite"),
-    (("3",), "finite numbers"),
-])
+@pytest.mark.parametrize(
+    "bad,match",
+    [
+        ((), "between 1 and 32"),
+        (tuple(range(1, 34)), "between 1 and 32"),
+        ((-1,), "non-negative"),
+        ((2.5,), "whole number"),
+        ((float("nan"),), "finite"),
+        (("3",), "finite numbers"),
+    ],
+)
 def test_bad_thresholds(bad, match):
     with pytest.raises(ValueError, match=match):
         BoundaryFScore(3, thresholds=bad)
@@ -541,12 +580,15 @@ def test_bad_metric_arguments():
         BoundaryFScore(3, ignore_index=2.5)
     metric = BoundaryFScore(3)
     with pytest.raises(ValueError, match=r"\(N, H, W\) or \(H, W\)"):
-        metric.update(torch.zeros(2, 1, 4, 4, dtype=torch.int64), torch.zeros(2, 1, 4, 4, dtype=torch.int64))
+        metric.update(
+            torch.zeros(2, 1, 4, 4, dtype=torch.int64), torch.zeros(2, 1, 4, 4, dtype=torch.int64)
+        )
     with pytest.raises(TypeError, match="tensors"):
         metric.update(np.zeros((4, 4)), torch.zeros(4, 4))
 
 
 # --- bad arguments of the op ----------------------------------------------------------------------
+
 
 def good():
     pred, target = make_pair(2, 9, 11, 3, seed=40, ignore=False)
@@ -554,15 +596,37 @@ def good():
 
 
 BAD_CALLS = [  # id, replacements, argument named, pattern
-    ("float_pred", dict(pred=torch.zeros(2, 9, 11)), "pred", r"integer label map .* got dtype Float"),
-    ("float_target", dict(target=torch.zeros(2, 9, 11, dtype=torch.float64)), "target",
-     r"integer label map .* got dtype Double"),
-    ("pred_4d", dict(pred=torch.zeros(2, 1, 9, 11, dtype=torch.int64)), "pred",
-     r"must be a 3-D \(N, H, W\) label map tensor, got a 4-D"),
+    (
+        "float_pred",
+        dict(pred=torch.zeros(2, 9, 11)),
+        "pred",
+        r"integer label map .* got dtype Float",
+    ),
+    (
+        "float_target",
+        dict(target=torch.zeros(2, 9, 11, dtype=torch.float64)),
+        "target",
+        r"integer label map .* got dtype Double",
+    ),
+    (
+        "pred_4d",
+        dict(pred=torch.zeros(2, 1, 9, 11, dtype=torch.int64)),
+        "pred",
+        r"must be a 3-D \(N, H, W\) label map tensor, got a 4-D",
+    ),
     ("target_2d", dict(target=torch.zeros(9, 11, dtype=torch.int64)), "target", r"got a 2-D"),
-    ("shape_mismatch", dict(target=torch.zeros(2, 9, 12, dtype=torch.int64)), "target",
-     r"same shape .* got pred \[2, 9, 11\] and target \[2, 9, 12\]"),
-    ("batch_mismatch", dict(target=torch.zeros(3, 9, 11, dtype=torch.int64)), "target", r"same shape"),
+    (
+        "shape_mismatch",
+        dict(target=torch.zeros(2, 9, 12, dtype=torch.int64)),
+        "target",
+        r"same shape .* got pred \[2, 9, 11\] and target \[2, 9, 12\]",
+    ),
+    (
+        "batch_mismatch",
+        dict(target=torch.zeros(3, 9, 11, dtype=torch.int64)),
+        "target",
+        r"same shape",
+    ),
     ("no_classes", dict(num_classes=0), "num_classes", r"must be positive, got 0"),
     ("no_radii", dict(radii=[]), "radii", r"between 1 and 32 entries, got 0"),
     ("too_many_radii", dict(radii=list(range(33))), "radii", r"got 33"),
@@ -570,8 +634,9 @@ BAD_CALLS = [  # id, replacements, argument named, pattern
 ]
 
 
-@pytest.mark.parametrize("replace,arg,pattern", [c[1:] for c in BAD_CALLS],
-                         ids=[c[0] for c in BAD_CALLS])
+@pytest.mark.parametrize(
+    "replace,arg,pattern", [c[1:] for c in BAD_CALLS], ids=[c[0] for c in BAD_CALLS]
+)
 @pytest.mark.parametrize("entry", ["functional", "emulated_cuda"])
 def test_bad_arguments(entry, replace, arg, pattern):
     args = {**good(), **replace}
@@ -580,8 +645,15 @@ def test_bad_arguments(entry, replace, arg, pattern):
     else:
         op = "gscnn_testing.boundary_fscore_counts"
         call = lambda: emulated_counts(  # noqa: E731
-            args["pred"], args["target"], args["num_classes"], args["radii"], args["ignore_index"],
-            32, 2, 0)
+            args["pred"],
+            args["target"],
+            args["num_classes"],
+            args["radii"],
+            args["ignore_index"],
+            32,
+            2,
+            0,
+        )
     with pytest.raises(RuntimeError, match=re.escape(op) + ": ") as info:
         call()
     message = str(info.value)
@@ -589,12 +661,21 @@ def test_bad_arguments(entry, replace, arg, pattern):
     assert re.search(pattern, message), message
 
 
-@pytest.mark.parametrize("name,value,where,pattern", [
-    ("target", 3, (1, 4, 7), r"argument 'target' has label 3 at \[1, 4, 7\]; expected a class in \[0, 3\) or ignore_index 255"),
-    ("target", -2, (0, 0, 0), r"argument 'target' has label -2 at \[0, 0, 0\]"),
-    ("pred", 5, (1, 8, 10), r"argument 'pred' has label 5 at \[1, 8, 10\]"),
-    ("pred", -1, (0, 2, 3), r"argument 'pred' has label -1 at \[0, 2, 3\]"),
-])
+@pytest.mark.parametrize(
+    "name,value,where,pattern",
+    [
+        (
+            "target",
+            3,
+            (1, 4, 7),
+            r"argument 'target' has label 3 at \[1, 4, 7\]; expected a class in \[0, 3\) or "
+            r"ignore_index 255",
+        ),
+        ("target", -2, (0, 0, 0), r"argument 'target' has label -2 at \[0, 0, 0\]"),
+        ("pred", 5, (1, 8, 10), r"argument 'pred' has label 5 at \[1, 8, 10\]"),
+        ("pred", -1, (0, 2, 3), r"argument 'pred' has label -1 at \[0, 2, 3\]"),
+    ],
+)
 def test_bad_labels(name, value, where, pattern):
     args = good()
     t = args[name].clone()
@@ -620,10 +701,15 @@ def test_bad_label_under_ignored_target_is_still_reported_for_pred():
 
 # --- CUDA (needs a GPU) ---------------------------------------------------------------------------
 
+
 def test_cuda_kernel_registered_with_the_others():
-    has = torch._C._dispatch_has_kernel_for_dispatch_key("gscnn_ops::boundary_fscore_counts", "CUDA")
+    has = torch._C._dispatch_has_kernel_for_dispatch_key(
+        "gscnn_ops::boundary_fscore_counts", "CUDA"
+    )
     assert has == gscnn_ops.has_cuda_kernels()
-    assert torch._C._dispatch_has_kernel_for_dispatch_key("gscnn_ops::boundary_fscore_counts", "CPU")
+    assert torch._C._dispatch_has_kernel_for_dispatch_key(
+        "gscnn_ops::boundary_fscore_counts", "CPU"
+    )
 
 
 @requires_cuda
@@ -632,8 +718,9 @@ def test_cuda_matches_cpu(shape):
     n, h, w, k = shape
     pred, target = make_pair(n, h, w, k, seed=h + w * 3)
     want = gscnn_ops.boundary_fscore_counts(pred, target, k, RADII, IGNORE)
-    got = gscnn_ops.boundary_fscore_counts(pred.cuda(), target.to(torch.uint8).cuda(), k, RADII,
-                                           IGNORE)
+    got = gscnn_ops.boundary_fscore_counts(
+        pred.cuda(), target.to(torch.uint8).cuda(), k, RADII, IGNORE
+    )
     assert got.device.type == "cuda"
     torch.testing.assert_close(got.cpu(), want, rtol=0, atol=0)
 
@@ -645,17 +732,21 @@ def test_cuda_large_image_and_metric():
     metric_cpu.update(pred, target)
     metric_gpu.update(pred.cuda(), target.cuda())
     assert torch.equal(metric_cpu.counts(), metric_gpu.counts())
-    torch.testing.assert_close(metric_cpu.compute()["mean_f"], metric_gpu.compute()["mean_f"],
-                               rtol=0, atol=0)
+    torch.testing.assert_close(
+        metric_cpu.compute()["mean_f"], metric_gpu.compute()["mean_f"], rtol=0, atol=0
+    )
 
 
 @requires_cuda
 def test_cuda_strided_inputs_and_bad_labels():
     pred, target = make_pair(2, 40, 90, 4, seed=51)
     p, t = pred.cuda().transpose(1, 2), target.cuda().transpose(1, 2)
-    torch.testing.assert_close(gscnn_ops.boundary_fscore_counts(p, t, 4, [1, 3], IGNORE).cpu(),
-                               gscnn_ops.boundary_fscore_counts(p.cpu(), t.cpu(), 4, [1, 3], IGNORE),
-                               rtol=0, atol=0)
+    torch.testing.assert_close(
+        gscnn_ops.boundary_fscore_counts(p, t, 4, [1, 3], IGNORE).cpu(),
+        gscnn_ops.boundary_fscore_counts(p.cpu(), t.cpu(), 4, [1, 3], IGNORE),
+        rtol=0,
+        atol=0,
+    )
     t = target.clone()
     t[1, 3, 5] = 9
     # Found by the kernel without a host sync; raised once the host waits for the device.
@@ -674,6 +765,7 @@ def test_cuda_opcheck():
 def test_mixed_devices_are_rejected():
     pred, target = make_pair(1, 9, 11, 3, seed=53)
     for p, t in [(pred.cuda(), target), (pred, target.cuda())]:
-        with pytest.raises(RuntimeError, match=re.escape(OP) +
-                           r": argument 'target' is on .* but 'pred' is on"):
+        with pytest.raises(
+            RuntimeError, match=re.escape(OP) + r": argument 'target' is on .* but 'pred' is on"
+        ):
             gscnn_ops.boundary_fscore_counts(p, t, 3, [1], IGNORE)

@@ -3,8 +3,9 @@
 import pytest
 import torch
 
-from conftest import oracle
 from gscnn_ops.filters import canny
+
+from conftest import oracle
 
 
 def smooth_noisy_image(channels, h, w, seed):
@@ -33,7 +34,7 @@ def test_step_edge_and_flat_image():
     edges = canny(img)
     assert edges.shape == (1, 1, 20, 30) and edges.dtype == torch.float32
     cols = edges[0, 0].nonzero()[:, 1].unique().tolist()
-    assert cols and set(cols) <= {14, 15}          # a one-pixel line at the step
+    assert cols and set(cols) <= {14, 15}  # a one-pixel line at the step
     assert canny(torch.full((3, 8, 8), 77.0)).sum() == 0  # flat: no edge, (C, H, W) accepted
 
 

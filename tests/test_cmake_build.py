@@ -23,6 +23,7 @@ import textwrap
 import time
 
 import pytest
+
 from conftest import missing_tool
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -66,7 +67,8 @@ def _run(cmd, **kw):
     if proc.returncode != 0:
         pytest.fail(
             f"command failed ({proc.returncode}): {shlex.join(cmd)}\n"
-            f"--- stdout (tail) ---\n{proc.stdout[-6000:]}\n--- stderr (tail) ---\n{proc.stderr[-6000:]}"
+            f"--- stdout (tail) ---\n{proc.stdout[-6000:]}\n"
+            f"--- stderr (tail) ---\n{proc.stderr[-6000:]}"
         )
     return proc
 
@@ -87,8 +89,15 @@ def cmake_library(tmp_path_factory):
     # By default a folder of the checkout, reused between runs: CMake and ninja then rebuild only
     # what changed (a full build takes about a minute on 2 cores).
     build_dir = build_dir or os.path.join(ROOT, "build", "cmake-test")
-    configure = [cmake, "-S", ROOT, "-B", build_dir, "-DCMAKE_BUILD_TYPE=Release",
-                 f"-DCMAKE_PREFIX_PATH={torch.utils.cmake_prefix_path}"]
+    configure = [
+        cmake,
+        "-S",
+        ROOT,
+        "-B",
+        build_dir,
+        "-DCMAKE_BUILD_TYPE=Release",
+        f"-DCMAKE_PREFIX_PATH={torch.utils.cmake_prefix_path}",
+    ]
     ninja = shutil.which("ninja")
     if ninja and not os.path.isfile(os.path.join(build_dir, "CMakeCache.txt")):
         configure += ["-G", "Ninja", f"-DCMAKE_MAKE_PROGRAM={ninja}"]
@@ -133,7 +142,8 @@ _CHECK = textwrap.dedent(
     for b in (bias, None):
         out, alpha = ops.gated_conv2d(s, r, gate_weight, gate_bias, weight, b)
         ref_out, ref_alpha = formula(s, r, gate_weight, gate_bias, weight, b)
-        assert out.shape == (N, Cout, H, W) and alpha.shape == (N, 1, H, W), (out.shape, alpha.shape)
+        assert out.shape == (N, Cout, H, W), out.shape
+        assert alpha.shape == (N, 1, H, W), alpha.shape
         torch.testing.assert_close(out, ref_out, rtol=1e-10, atol=1e-10)
         torch.testing.assert_close(alpha, ref_alpha, rtol=1e-10, atol=1e-10)
         print("forward, bias", "None" if b is None else "given", "max |err|:",
@@ -159,7 +169,11 @@ def test_cmake_library_loads_and_computes(cmake_library, tmp_path):
     env.pop("PYTHONSTARTUP", None)
     proc = subprocess.run(
         [sys.executable, "-c", _CHECK, cmake_library],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     print(proc.stdout)
     assert proc.returncode == 0, (

@@ -15,8 +15,9 @@ ops = torch.ops.gscnn_ops
 
 def _cpu_flags():
     with open("/proc/cpuinfo") as f:
-        return next((set(line.split(":")[1].split()) for line in f if line.startswith("flags")),
-                    set())
+        return next(
+            (set(line.split(":")[1].split()) for line in f if line.startswith("flags")), set()
+        )
 
 
 def _use_isa(monkeypatch, isa):
@@ -35,9 +36,13 @@ def _use_isa(monkeypatch, isa):
 def test_default_is_the_widest_build_this_cpu_runs(monkeypatch):
     monkeypatch.delenv("GSCNN_CPU_ISA", raising=False)
     flags = _cpu_flags()
-    widest = ("avx512" if {"avx512f", "avx512bw", "avx512vl", "avx512dq", "avx2", "fma",
-                           "f16c"} <= flags
-              else "avx2" if {"avx2", "fma", "f16c"} <= flags else "baseline")
+    widest = (
+        "avx512"
+        if {"avx512f", "avx512bw", "avx512vl", "avx512dq", "avx2", "fma", "f16c"} <= flags
+        else "avx2"
+        if {"avx2", "fma", "f16c"} <= flags
+        else "baseline"
+    )
     assert ops._cpu_isa() == widest
 
 
@@ -49,8 +54,9 @@ def test_each_cpu_build_half_precision(monkeypatch, isa, dtype):
     _use_isa(monkeypatch, isa)
     x = make_inputs(2, 19, 2, 11, 3, 50, dtype=dtype)
     x64 = [t.double() for t in x]
-    for got, want, name in zip(gscnn_ops.gated_conv2d(*x), reference.gated_conv2d(*x64),
-                               ("out", "alpha")):
+    for got, want, name in zip(
+        gscnn_ops.gated_conv2d(*x), reference.gated_conv2d(*x64), ("out", "alpha")
+    ):
         assert_low_precision_close(got, want, dtype, f"{isa} {name}")
     g = torch.randn(2, 11, 3, 50, dtype=torch.float64).to(dtype)
     got = ops.gated_conv2d_backward(g, None, *x[:5])
@@ -80,7 +86,9 @@ def test_each_cpu_build_matches_reference(monkeypatch, isa, dtype, channels_last
     want = torch.autograd.grad((o * g).sum() + (a * ga).sum(), leaves)
     for name, u, v in zip(["s", "r", "gate_weight", "gate_bias", "weight", "bias"], got, want):
         scale = v.abs().max().clamp_min(1)
-        torch.testing.assert_close(u / scale, v / scale, **TIGHT_TOL[dtype], msg=lambda m: f"{name}: {m}")
+        torch.testing.assert_close(
+            u / scale, v / scale, **TIGHT_TOL[dtype], msg=lambda m: f"{name}: {m}"
+        )
 
     hw, hb = torch.randn(21, 21, 1, 1, dtype=dtype) * 0.2, torch.randn(21, dtype=dtype)
     gw = torch.randn(1, 21, 1, 1, dtype=dtype) * 0.2
@@ -99,17 +107,24 @@ def test_unknown_isa_is_rejected(monkeypatch):
 @pytest.mark.parametrize("isa", ISAS)
 def test_saturated_gates(monkeypatch, isa, emu):
     # Gate logits of +-1e30 and +-inf: alpha is 1 or 0 (sigmoid's limits; below 1e-37 off), in
-    # every CPU build and in the CUDA program. (The CPU's vectorised exp once clamped its argument with
-    # x - (x + 87), which is 0 for x = -1e30 in float: alpha came out 0.5.)
+    # every CPU build and in the CUDA program. (The CPU's vectorised exp once clamped its argument
+    # with x - (x + 87), which is 0 for x = -1e30 in float: alpha came out 0.5.)
     _use_isa(monkeypatch, isa)
     for dtype in (torch.float32, torch.float64):
         s, r, gw, gb, w, b = make_inputs(1, 3, 1, 2, 2, 70, dtype=dtype)
         for logit, want in [(1e30, 1.0), (-1e30, 0.0), (float("inf"), 1.0), (-float("inf"), 0.0)]:
             gb = torch.full((1,), logit, dtype=dtype)
-            for alpha in (gscnn_ops.gated_conv2d(s, r, gw * 0, gb, w, b)[1],
-                          torch.ops.gscnn_testing.gated_conv2d(s, r, gw * 0, gb, w, b, emu.gpu())[1]):
-                torch.testing.assert_close(alpha, torch.full_like(alpha, want), rtol=0, atol=1e-37,
-                                           msg=lambda m: f"{dtype}, logit {logit}: {m}")
+            for alpha in (
+                gscnn_ops.gated_conv2d(s, r, gw * 0, gb, w, b)[1],
+                torch.ops.gscnn_testing.gated_conv2d(s, r, gw * 0, gb, w, b, emu.gpu())[1],
+            ):
+                torch.testing.assert_close(
+                    alpha,
+                    torch.full_like(alpha, want),
+                    rtol=0,
+                    atol=1e-37,
+                    msg=lambda m: f"{dtype}, logit {logit}: {m}",
+                )
 
 
 @pytest.mark.parametrize("isa", ISAS)
@@ -125,8 +140,9 @@ def test_each_cpu_build_dual_task_loss_and_potential(monkeypatch, isa, dtype):
     target = target.repeat_interleave(8, 1).repeat_interleave(8, 2)[:, :H, :W].contiguous()
     target[:, 3:6, 100:140] = 255
     logits = 8.0 * torch.nn.functional.one_hot(target.clamp(max=K - 1), K).permute(0, 3, 1, 2)
-    prob64 = (logits.double() + 0.5 * torch.randn(N, K, H, W, generator=g,
-                                                  dtype=torch.float64)).softmax(1)
+    prob64 = (
+        logits.double() + 0.5 * torch.randn(N, K, H, W, generator=g, dtype=torch.float64)
+    ).softmax(1)
     prob = prob64.to(dtype)
     p = prob.clone().requires_grad_()
     loss = gscnn_ops.dual_task_loss(p, target)
@@ -144,8 +160,12 @@ def test_each_cpu_build_dual_task_loss_and_potential(monkeypatch, isa, dtype):
     z64 = noisy.double().requires_grad_()
     ref_zeta = reference.boundary_potential(z64)
     (ref_zgrad,) = torch.autograd.grad(ref_zeta, z64, gz.to(dtype).double())
-    pairs = [(loss, ref, "loss"), (grad, ref_grad, "grad"), (zeta, ref_zeta, "zeta"),
-             (zgrad, ref_zgrad, "potential grad")]
+    pairs = [
+        (loss, ref, "loss"),
+        (grad, ref_grad, "grad"),
+        (zeta, ref_zeta, "zeta"),
+        (zgrad, ref_zgrad, "potential grad"),
+    ]
     for got, want, name in pairs:
         if dtype == torch.bfloat16:
             assert_low_precision_close(got, want, dtype, f"{isa} {name}")

@@ -10,9 +10,19 @@ from torch.library import opcheck
 
 import gscnn_ops
 from gscnn_ops import reference
-from conftest import (ARG_NAMES, TIGHT_TOL, assert_all_close, assert_low_precision_close,
-                      forward_backward, leaves, make_inputs, make_mlp_inputs, requires_cuda,
-                      upstream_grads)
+
+from conftest import (
+    ARG_NAMES,
+    TIGHT_TOL,
+    assert_all_close,
+    assert_low_precision_close,
+    forward_backward,
+    leaves,
+    make_inputs,
+    make_mlp_inputs,
+    requires_cuda,
+    upstream_grads,
+)
 
 OPS = ("gated_conv2d", "gated_conv2d_mlp", "gated_conv2d_backward")
 GRAD_NAMES = tuple(f"grad_{n}" for n in ARG_NAMES)
@@ -20,11 +30,13 @@ GRAD_NAMES = tuple(f"grad_{n}" for n in ARG_NAMES)
 
 # --- runs without a GPU -------------------------------------------------------------------------
 
+
 def test_cuda_kernels_registered_when_built_with_cuda():
     info = gscnn_ops.build_info()
     expect = os.environ.get("GSCNN_EXPECT_CUDA_KERNELS") == "1"
-    registered = {op: torch._C._dispatch_has_kernel_for_dispatch_key(f"gscnn_ops::{op}", "CUDA")
-                  for op in OPS}
+    registered = {
+        op: torch._C._dispatch_has_kernel_for_dispatch_key(f"gscnn_ops::{op}", "CUDA") for op in OPS
+    }
     if info.get("with_cuda") or expect:
         assert info.get("with_cuda"), f"GSCNN_EXPECT_CUDA_KERNELS=1 but build_info is {info}"
         missing = [op for op, ok in registered.items() if not ok]
@@ -37,8 +49,9 @@ def test_cuda_kernels_registered_when_built_with_cuda():
 def test_cpu_kernels_registered_and_has_cuda_kernels_consistent():
     for op in OPS:
         assert torch._C._dispatch_has_kernel_for_dispatch_key(f"gscnn_ops::{op}", "CPU"), op
-    cuda = {torch._C._dispatch_has_kernel_for_dispatch_key(f"gscnn_ops::{op}", "CUDA")
-            for op in OPS}
+    cuda = {
+        torch._C._dispatch_has_kernel_for_dispatch_key(f"gscnn_ops::{op}", "CUDA") for op in OPS
+    }
     assert len(cuda) == 1, "CUDA kernels registered for some ops only"
     assert gscnn_ops.has_cuda_kernels() == cuda.pop()
 
@@ -58,8 +71,9 @@ CUDA_SHAPES = [  # (N, C, Cr, Cout, H, W, channels_last)
 
 @requires_cuda
 @pytest.mark.parametrize("shape", CUDA_SHAPES)
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16],
-                         ids=["f32", "f16", "bf16"])
+@pytest.mark.parametrize(
+    "dtype", [torch.float32, torch.float16, torch.bfloat16], ids=["f32", "f16", "bf16"]
+)
 def test_cuda_matches_cpu(dtype, shape):
     *dims, channels_last = shape
     inputs = make_inputs(*dims, dtype=dtype, channels_last=channels_last)
@@ -76,13 +90,13 @@ def test_cuda_matches_cpu(dtype, shape):
         rout, ralpha, rgrads = forward_backward(gscnn_ops.gated_conv2d, y, go, ga)
         tol = dict(rtol=1e-4, atol=1e-4) if dims[-1] * dims[-2] > 1000 else TIGHT_TOL[dtype]
         assert_all_close([out.cpu(), alpha.cpu()], [rout, ralpha], ["out", "alpha"], **tol)
-        assert_all_close([g.cpu() if g is not None else None for g in grads], rgrads, GRAD_NAMES,
-                         **tol)
+        assert_all_close(
+            [g.cpu() if g is not None else None for g in grads], rgrads, GRAD_NAMES, **tol
+        )
     else:
         # Against float64 math on the same rounded inputs (see LOW_PRECISION_EPS).
         y = leaves(inputs, dtype=torch.float64)
-        rout, ralpha, rgrads = forward_backward(reference.gated_conv2d, y, go.double(),
-                                                ga.double())
+        rout, ralpha, rgrads = forward_backward(reference.gated_conv2d, y, go.double(), ga.double())
         assert_low_precision_close(out.cpu(), rout, dtype, "out")
         assert_low_precision_close(alpha.cpu(), ralpha, dtype, "alpha")
         for g, rg, name in zip(grads, rgrads, GRAD_NAMES):
@@ -95,8 +109,9 @@ def test_cuda_float64_matches_reference():
     out, alpha, grads = forward_backward(gscnn_ops.gated_conv2d, leaves(inputs, device="cuda"))
     go, ga = upstream_grads(out.shape, alpha.shape, torch.float64)
     rout, ralpha, rgrads = forward_backward(reference.gated_conv2d, leaves(inputs), go, ga)
-    assert_all_close([out.cpu(), alpha.cpu()], [rout, ralpha], ["out", "alpha"],
-                     **TIGHT_TOL[torch.float64])
+    assert_all_close(
+        [out.cpu(), alpha.cpu()], [rout, ralpha], ["out", "alpha"], **TIGHT_TOL[torch.float64]
+    )
     assert_all_close([g.cpu() for g in grads], rgrads, GRAD_NAMES, **TIGHT_TOL[torch.float64])
 
 
@@ -107,8 +122,13 @@ def test_cuda_mlp_matches_cpu(dtype):
     out, alpha = gscnn_ops.gated_conv2d_mlp(*[t.cuda() for t in inputs])
     rout, ralpha = reference.gated_conv2d_mlp(*[t.double() for t in inputs])
     if dtype == torch.float32:
-        assert_all_close([out.cpu().double(), alpha.cpu().double()], [rout, ralpha],
-                         ["out", "alpha"], rtol=1e-5, atol=1e-5)
+        assert_all_close(
+            [out.cpu().double(), alpha.cpu().double()],
+            [rout, ralpha],
+            ["out", "alpha"],
+            rtol=1e-5,
+            atol=1e-5,
+        )
     else:
         assert_low_precision_close(out.cpu(), rout, dtype, "out")
         assert_low_precision_close(alpha.cpu(), ralpha, dtype, "alpha")
@@ -125,11 +145,32 @@ def test_cuda_empty_batch():
 @requires_cuda
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_cuda_opcheck(channels_last):
-    args = make_inputs(2, 3, 2, 4, 5, 6, dtype=torch.float32, device="cuda",
-                       channels_last=channels_last, requires_grad=True)
+    args = make_inputs(
+        2,
+        3,
+        2,
+        4,
+        5,
+        6,
+        dtype=torch.float32,
+        device="cuda",
+        channels_last=channels_last,
+        requires_grad=True,
+    )
     opcheck(torch.ops.gscnn_ops.gated_conv2d.default, tuple(args))
-    mlp_args = make_mlp_inputs(2, 3, 2, 5, 4, 5, 6, dtype=torch.float32, device="cuda",
-                               channels_last=channels_last, requires_grad=True)
+    mlp_args = make_mlp_inputs(
+        2,
+        3,
+        2,
+        5,
+        4,
+        5,
+        6,
+        dtype=torch.float32,
+        device="cuda",
+        channels_last=channels_last,
+        requires_grad=True,
+    )
     opcheck(torch.ops.gscnn_ops.gated_conv2d_mlp.default, tuple(mlp_args))
     s, r, gw, gb, w, _ = [t.detach() if t is not None else None for t in args]
     go, ga = upstream_grads((2, 4, 5, 6), (2, 1, 5, 6), torch.float32, device="cuda")
@@ -148,8 +189,11 @@ def test_cuda_non_default_stream():
         got = forward_backward(gscnn_ops.gated_conv2d, x, go, ga)
     torch.cuda.current_stream().wait_stream(side)
     side.synchronize()
-    for a, b, name in zip([got[0], got[1], *got[2]], [expected[0], expected[1], *expected[2]],
-                          ("out", "alpha") + GRAD_NAMES):
+    for a, b, name in zip(
+        [got[0], got[1], *got[2]],
+        [expected[0], expected[1], *expected[2]],
+        ("out", "alpha") + GRAD_NAMES,
+    ):
         assert torch.equal(a, b), name
 
 

@@ -19,20 +19,47 @@ EXPECT_CUDA = os.environ.get("GSCNN_EXPECT_CUDA_KERNELS") == "1"
 
 def test_default_list_covers_every_supported_generation_with_ptx_for_the_newest():
     targets = _cuda_archs.nvcc_targets(_cuda_archs.DEFAULT_ARCH_LIST)
-    assert targets == ["sm_75", "sm_80", "sm_86", "sm_89", "sm_90", "sm_100", "sm_120",
-                       "compute_120"]
-    for cap, how in [((7, 5), "sass"), ((8, 0), "sass"), ((8, 7), "sass"), ((8, 9), "sass"),
-                     ((9, 0), "sass"), ((10, 0), "sass"), ((10, 3), "sass"), ((12, 1), "sass"),
-                     ((13, 0), "ptx"), ((11, 0), None), ((7, 0), None)]:
+    assert targets == [
+        "sm_75",
+        "sm_80",
+        "sm_86",
+        "sm_89",
+        "sm_90",
+        "sm_100",
+        "sm_120",
+        "compute_120",
+    ]
+    for cap, how in [
+        ((7, 5), "sass"),
+        ((8, 0), "sass"),
+        ((8, 7), "sass"),
+        ((8, 9), "sass"),
+        ((9, 0), "sass"),
+        ((10, 0), "sass"),
+        ((10, 3), "sass"),
+        ((12, 1), "sass"),
+        ((13, 0), "ptx"),
+        ((11, 0), None),
+        ((7, 0), None),
+    ]:
         assert _cuda_archs.coverage(_cuda_archs.DEFAULT_ARCH_LIST, cap) == how, cap
 
 
-@pytest.mark.parametrize("arch_list,cap,how", [
-    ("9.0", (9, 0), "sass"), ("9.0", (8, 0), None), ("9.0", (10, 0), None),  # CI without PTX
-    ("9.0+PTX", (10, 0), "ptx"), ("9.0+PTX", (12, 0), "ptx"), ("9.0+PTX", (8, 6), None),
-    ("8.0 8.6", (8, 9), "sass"), ("9.0a", (9, 0), "sass"), ("9.0a+PTX", (10, 0), None),
-    ("", (9, 0), None),
-])
+@pytest.mark.parametrize(
+    "arch_list,cap,how",
+    [
+        ("9.0", (9, 0), "sass"),
+        ("9.0", (8, 0), None),
+        ("9.0", (10, 0), None),  # CI without PTX
+        ("9.0+PTX", (10, 0), "ptx"),
+        ("9.0+PTX", (12, 0), "ptx"),
+        ("9.0+PTX", (8, 6), None),
+        ("8.0 8.6", (8, 9), "sass"),
+        ("9.0a", (9, 0), "sass"),
+        ("9.0a+PTX", (10, 0), None),
+        ("", (9, 0), None),
+    ],
+)
 def test_coverage(arch_list, cap, how):
     assert _cuda_archs.coverage(arch_list, cap) == how
 
@@ -45,10 +72,22 @@ def test_bad_lists_are_errors():
 
 def test_shipped_library_has_no_test_only_ops():
     names = [n for n in torch._C._dispatch_get_all_op_names() if n.startswith("gscnn_ops::")]
-    assert sorted(names) == sorted(f"gscnn_ops::{op}" for op in [
-        "gated_conv2d", "gated_conv2d_mlp", "gated_conv2d_backward", "edge_targets",
-        "boundary_fscore_counts", "boundary_potential", "boundary_potential_backward",
-        "dual_task_loss", "dual_task_loss_backward", "_raise_pending_label_errors", "_cpu_isa"])
+    assert sorted(names) == sorted(
+        f"gscnn_ops::{op}"
+        for op in [
+            "gated_conv2d",
+            "gated_conv2d_mlp",
+            "gated_conv2d_backward",
+            "edge_targets",
+            "boundary_fscore_counts",
+            "boundary_potential",
+            "boundary_potential_backward",
+            "dual_task_loss",
+            "dual_task_loss_backward",
+            "_raise_pending_label_errors",
+            "_cpu_isa",
+        ]
+    )
 
 
 def cuobjdump():
@@ -71,10 +110,12 @@ def test_build_holds_machine_code_and_ptx_as_listed():
         pytest.skip("cuobjdump not found")
     info = gscnn_ops.build_info()
     targets = info["cuda_targets"]
-    elf = subprocess.run([exe, "--list-elf", library_path()], capture_output=True, text=True,
-                         check=True).stdout
-    ptx = subprocess.run([exe, "--list-ptx", library_path()], capture_output=True, text=True,
-                         check=True).stdout
+    elf = subprocess.run(
+        [exe, "--list-elf", library_path()], capture_output=True, text=True, check=True
+    ).stdout
+    ptx = subprocess.run(
+        [exe, "--list-ptx", library_path()], capture_output=True, text=True, check=True
+    ).stdout
     for target in targets:
         kind, arch = target.split("_")
         listing = elf if kind == "sm" else ptx
@@ -85,8 +126,9 @@ def test_build_holds_machine_code_and_ptx_as_listed():
 
 
 def test_gscnn_info_reports_architectures_and_gpus():
-    out = subprocess.run([sys.executable, "-m", "gscnn_ops", "info"], capture_output=True,
-                         text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "gscnn_ops", "info"], capture_output=True, text=True, check=True
+    ).stdout
     info = json.loads(out)
     assert info["cuda_kernels_registered"] == gscnn_ops.has_cuda_kernels()
     if gscnn_ops.has_cuda_kernels():

@@ -3,13 +3,38 @@
 import pytest
 import torch
 
-from gscnn_ops.data import (CITYSCAPES_CLASSES, Cityscapes, DataError, build_dataset,
-                           labelids_to_trainids, write_png)
+from gscnn_ops.data import (
+    CITYSCAPES_CLASSES,
+    Cityscapes,
+    DataError,
+    build_dataset,
+    labelids_to_trainids,
+    write_png,
+)
 from gscnn_ops.data.cityscapes import LABELID_TO_TRAINID
 
 # The official table (cityscapesScripts' labels.py): every id 0..33 -> train id or 255.
-OFFICIAL = {7: 0, 8: 1, 11: 2, 12: 3, 13: 4, 17: 5, 19: 6, 20: 7, 21: 8, 22: 9, 23: 10, 24: 11,
-            25: 12, 26: 13, 27: 14, 28: 15, 31: 16, 32: 17, 33: 18}
+OFFICIAL = {
+    7: 0,
+    8: 1,
+    11: 2,
+    12: 3,
+    13: 4,
+    17: 5,
+    19: 6,
+    20: 7,
+    21: 8,
+    22: 9,
+    23: 10,
+    24: 11,
+    25: 12,
+    26: 13,
+    27: 14,
+    28: 15,
+    31: 16,
+    32: 17,
+    33: 18,
+}
 
 H, W = 6, 8
 
@@ -55,16 +80,22 @@ def test_unknown_label_id_names_file_value_and_position():
     ids = torch.full((4, 5), 7)
     ids[2, 3] = 40
     ids[3, 0] = 40
-    with pytest.raises(DataError, match=r"'some/file_gtFine_labelIds.png'.*2 pixel.*\[40\].*"
-                                        r"row 2, column 3"):
+    with pytest.raises(
+        DataError,
+        match=r"'some/file_gtFine_labelIds.png'.*2 pixel.*\[40\].*"
+        r"row 2, column 3",
+    ):
         labelids_to_trainids(ids, "some/file_gtFine_labelIds.png")
 
 
 def test_parses_splits_in_sorted_order(tree):
     train = Cityscapes(tree, "train")
     assert [p[0].name for p in train.pairs] == [
-        "aachen_000000_000019_leftImg8bit.png", "aachen_000001_000019_leftImg8bit.png",
-        "zurich_000000_000019_leftImg8bit.png", "zurich_000001_000019_leftImg8bit.png"]
+        "aachen_000000_000019_leftImg8bit.png",
+        "aachen_000001_000019_leftImg8bit.png",
+        "zurich_000000_000019_leftImg8bit.png",
+        "zurich_000001_000019_leftImg8bit.png",
+    ]
     assert len(train) == 4 and len(Cityscapes(tree, "val")) == 2
     assert train.num_classes == 19 and train.ignore_index == 255
     assert tuple(train.classes) == CITYSCAPES_CLASSES and len(train.palette) == 19

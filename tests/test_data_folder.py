@@ -4,8 +4,16 @@ import pytest
 import torch
 from PIL import Image
 
-from gscnn_ops.data import (DataError, FolderDataset, SegmentationSamples, TrainTransform,
-                           build_dataset, default_palette, read_classes_file, write_png)
+from gscnn_ops.data import (
+    DataError,
+    FolderDataset,
+    SegmentationSamples,
+    TrainTransform,
+    build_dataset,
+    default_palette,
+    read_classes_file,
+    write_png,
+)
 
 H, W = 8, 10
 
@@ -48,7 +56,8 @@ def test_binary_dataset(tmp_path):
 def test_five_classes_with_colours_and_palette_masks(tmp_path):
     (tmp_path / "my_classes.txt").write_text(
         "# name r g b\n\nsky 70 130 180\ntraffic light 250 170 30  # spaces in names\n"
-        "road 128 64 128\ncar 0 0 142\nlane 2 1 2 3\n")
+        "road 128 64 128\ncar 0 0 142\nlane 2 1 2 3\n"
+    )
     colours = [[70, 130, 180], [250, 170, 30], [128, 64, 128], [0, 0, 142], [1, 2, 3]]
     values = torch.arange(H * W).view(H, W) % 5
     values[0, 0] = 255
@@ -77,10 +86,12 @@ def test_classes_file_rules(tmp_path):
     path = tmp_path / "c.txt"
     path.write_text("only\n")
     assert read_classes_file(path) == (["only"], None)
-    for text, pattern in [("\n# nothing\n", "names no classes"),
-                          ("a 1 2 3\nb\n", "colours for 1 of 2"),
-                          ("a 1 2 300\n", "line 1.*0..255"),
-                          ("a\nb\na\n", r"more than once: \['a'\]")]:
+    for text, pattern in [
+        ("\n# nothing\n", "names no classes"),
+        ("a 1 2 3\nb\n", "colours for 1 of 2"),
+        ("a 1 2 300\n", "line 1.*0..255"),
+        ("a\nb\na\n", r"more than once: \['a'\]"),
+    ]:
         path.write_text(text)
         with pytest.raises(DataError, match=pattern):
             read_classes_file(path)

@@ -81,7 +81,7 @@ def test_garbage_and_truncated_files_name_the_path(tmp_path):
     write_png(tmp_path / "full.png", image)
     data = (tmp_path / "full.png").read_bytes()
     truncated = tmp_path / "truncated.png"
-    truncated.write_bytes(data[:len(data) // 2])
+    truncated.write_bytes(data[: len(data) // 2])
     with pytest.raises(DataError, match="truncated.png") as info:
         read_image(truncated)
     assert isinstance(info.value, ValueError)  # DataError is a ValueError

@@ -4,8 +4,16 @@ everything is reproducible from the generator, and bad arguments are refused."""
 import pytest
 import torch
 
-from gscnn_ops.data import (ColorJitter, Compose, GaussianBlur, RandomCrop, RandomHorizontalFlip,
-                           RandomScale, TrainTransform, resize)
+from gscnn_ops.data import (
+    ColorJitter,
+    Compose,
+    GaussianBlur,
+    RandomCrop,
+    RandomHorizontalFlip,
+    RandomScale,
+    TrainTransform,
+    resize,
+)
 
 H, W = 24, 24
 IGNORE = -1  # labels here are pixel coordinates, which go past 255
@@ -28,8 +36,15 @@ def decode(image):
 
 def geometric(crop_size, scale_range):
     """TrainTransform with colour jitter and blur off, so colours are only moved."""
-    return TrainTransform(crop_size, scale_range=scale_range, brightness=0, contrast=0,
-                          saturation=0, blur_prob=0, ignore_index=IGNORE)
+    return TrainTransform(
+        crop_size,
+        scale_range=scale_range,
+        brightness=0,
+        contrast=0,
+        saturation=0,
+        blur_prob=0,
+        ignore_index=IGNORE,
+    )
 
 
 @pytest.mark.parametrize("crop_size", [(16, 16), (30, 20), 40])
@@ -122,8 +137,15 @@ def test_blur_keeps_flat_images_flat_and_handles_tiny_ones():
 
 def test_pieces_compose_like_train_transform():
     image, label = coordinate_pair()
-    pieces = Compose([RandomScale((0.5, 2.0)), RandomCrop(16, IGNORE), RandomHorizontalFlip(0.5),
-                      ColorJitter(0.25, 0.25, 0.25), GaussianBlur(0.5, (0.1, 2.0))])
+    pieces = Compose(
+        [
+            RandomScale((0.5, 2.0)),
+            RandomCrop(16, IGNORE),
+            RandomHorizontalFlip(0.5),
+            ColorJitter(0.25, 0.25, 0.25),
+            GaussianBlur(0.5, (0.1, 2.0)),
+        ]
+    )
     whole = TrainTransform(16, ignore_index=IGNORE)
     for seed in range(3):
         a = pieces(image, label, torch.Generator().manual_seed(seed))
@@ -131,17 +153,20 @@ def test_pieces_compose_like_train_transform():
         assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
 
 
-@pytest.mark.parametrize("kwargs, pattern", [
-    (dict(crop_size=0), "crop_size"),
-    (dict(crop_size=(8, 8, 8)), "crop_size"),
-    (dict(crop_size=8, scale_range=(2.0, 1.0)), "scale_range"),
-    (dict(crop_size=8, scale_range=(0.0, 1.0)), "scale_range"),
-    (dict(crop_size=8, flip_prob=1.5), "RandomHorizontalFlip: p"),
-    (dict(crop_size=8, brightness=-0.1), "brightness"),
-    (dict(crop_size=8, blur_prob=-1), "GaussianBlur: p"),
-    (dict(crop_size=8, blur_sigma=(0.0, 1.0)), "sigma_range"),
-    (dict(crop_size=8, ignore_index=2.5), "ignore_index"),
-])
+@pytest.mark.parametrize(
+    "kwargs, pattern",
+    [
+        (dict(crop_size=0), "crop_size"),
+        (dict(crop_size=(8, 8, 8)), "crop_size"),
+        (dict(crop_size=8, scale_range=(2.0, 1.0)), "scale_range"),
+        (dict(crop_size=8, scale_range=(0.0, 1.0)), "scale_range"),
+        (dict(crop_size=8, flip_prob=1.5), "RandomHorizontalFlip: p"),
+        (dict(crop_size=8, brightness=-0.1), "brightness"),
+        (dict(crop_size=8, blur_prob=-1), "GaussianBlur: p"),
+        (dict(crop_size=8, blur_sigma=(0.0, 1.0)), "sigma_range"),
+        (dict(crop_size=8, ignore_index=2.5), "ignore_index"),
+    ],
+)
 def test_bad_arguments(kwargs, pattern):
     with pytest.raises(ValueError, match=f"TrainTransform: .*{pattern}"):
         TrainTransform(**kwargs)
@@ -151,13 +176,23 @@ def test_bad_inputs():
     with pytest.raises(ValueError, match="image must be uint8"):
         RandomCrop(4)(torch.zeros(3, 5, 5), torch.zeros(5, 5, dtype=torch.long), torch.Generator())
     with pytest.raises(ValueError, match="label must be"):
-        RandomCrop(4)(torch.zeros(3, 5, 5, dtype=torch.uint8), torch.zeros(5, 6, dtype=torch.long),
-                      torch.Generator())
+        RandomCrop(4)(
+            torch.zeros(3, 5, 5, dtype=torch.uint8),
+            torch.zeros(5, 6, dtype=torch.long),
+            torch.Generator(),
+        )
 
 
-@pytest.mark.parametrize("scale_range, crop", [((1.3, 2.0), (40, 56)), ((1.0, 1.0), (24, 31)),
-                                               ((0.5, 0.9), (20, 30)), ((1.5, 1.5), (90, 20)),
-                                               ((0.5, 2.0), (33, 47))])
+@pytest.mark.parametrize(
+    "scale_range, crop",
+    [
+        ((1.3, 2.0), (40, 56)),
+        ((1.0, 1.0), (24, 31)),
+        ((0.5, 0.9), (20, 30)),
+        ((1.5, 1.5), (90, 20)),
+        ((0.5, 2.0), (33, 47)),
+    ],
+)
 def test_fused_scale_crop_equals_scale_then_crop(scale_range, crop):
     """Enlargements interpolate only the crop window; shrinking and padding take the plain path.
     Same random draws, the same label, the image up to float rounding (one grey level)."""

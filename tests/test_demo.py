@@ -12,9 +12,32 @@ from gscnn_ops.cli import main
 @pytest.mark.slow
 def test_demo_with_ablation_writes_report_and_pictures(tmp_path, capsys):
     out = tmp_path / "demo"
-    rc = main(["demo", "--steps", "3", "--size", "64", "96", "--train-scenes", "8",
-               "--val-scenes", "2", "--batch-size", "2", "--examples", "1", "--workers", "0",
-               "--ablation", "--out", str(out), "--no-progress", "--device", "cpu"])
+    rc = main(
+        [
+            "demo",
+            "--steps",
+            "3",
+            "--size",
+            "64",
+            "96",
+            "--train-scenes",
+            "8",
+            "--val-scenes",
+            "2",
+            "--batch-size",
+            "2",
+            "--examples",
+            "1",
+            "--workers",
+            "0",
+            "--ablation",
+            "--out",
+            str(out),
+            "--no-progress",
+            "--device",
+            "cpu",
+        ]
+    )
     printed = capsys.readouterr().out
     report = json.loads((out / "report.json").read_text())
     assert set(report) == {"gscnn", "baseline", "settings"}

@@ -17,6 +17,7 @@ from gscnn_ops.cli import main
 from gscnn_ops.data import normalize, render_scene
 from gscnn_ops.engine.checkpoint import load_model, make_payload, model_config, save_checkpoint
 from gscnn_ops.models import GSCNN, canny, release_canny
+
 from test_cmake_build import _find_cmake, _run, cmake_library  # noqa: F401 - a fixture
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -30,8 +31,10 @@ def package(request, tmp_path_factory):
     torch.manual_seed(0)
     model = GSCNN(3, "resnet18", head=request.param)
     ckpt = str(folder / "m.pt")
-    save_checkpoint(ckpt, make_payload(model, model_config(model, "resnet18", 8), ["a", "b", "c"],
-                                       [[0, 0, 0]] * 3))
+    save_checkpoint(
+        ckpt,
+        make_payload(model, model_config(model, "resnet18", 8), ["a", "b", "c"], [[0, 0, 0]] * 3),
+    )
     out = str(folder / "model.pt2")
     assert main(["export", "--checkpoint", ckpt, "--out", out, "--aoti"]) == 0
     return ckpt, out
@@ -56,9 +59,18 @@ def segment_exe(cmake_library, tmp_path_factory):  # noqa: F811 - the fixture im
     if cmake is None:
         pytest.skip("needs cmake >= 3.26; found: " + (", ".join(seen) or "none"))
     build = str(tmp_path_factory.mktemp("example-build"))
-    _run([cmake, "-S", os.path.join(ROOT, "examples", "cpp"), "-B", build,
-          "-DCMAKE_BUILD_TYPE=Release", f"-DCMAKE_PREFIX_PATH={torch.utils.cmake_prefix_path}",
-          f"-DGSCNN_OPS_LIBRARY={cmake_library}"])
+    _run(
+        [
+            cmake,
+            "-S",
+            os.path.join(ROOT, "examples", "cpp"),
+            "-B",
+            build,
+            "-DCMAKE_BUILD_TYPE=Release",
+            f"-DCMAKE_PREFIX_PATH={torch.utils.cmake_prefix_path}",
+            f"-DGSCNN_OPS_LIBRARY={cmake_library}",
+        ]
+    )
     _run([cmake, "--build", build, "--parallel", str(os.cpu_count() or 2)])
     exe = os.path.join(build, "segment")
     assert os.access(exe, os.X_OK)
@@ -75,9 +87,19 @@ def test_cpp_example_segments_an_image_file(package, segment_exe, tmp_path):
     ckpt, path = package
     raw, _ = render_scene(5, 61, 83)
     Image.fromarray(raw.permute(1, 2, 0).numpy()).save(tmp_path / "scene.ppm")
-    proc = subprocess.run([segment_exe, path, str(tmp_path / "scene.ppm"), str(tmp_path / "labels.pgm"),
-                           "--canny-out", str(tmp_path / "canny.pgm")],
-                          capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [
+            segment_exe,
+            path,
+            str(tmp_path / "scene.ppm"),
+            str(tmp_path / "labels.pgm"),
+            "--canny-out",
+            str(tmp_path / "canny.pgm"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     model, meta = load_model(ckpt)
     image = normalize(raw).unsqueeze(0)
@@ -96,8 +118,12 @@ def test_cpp_example_segments_an_image_file(package, segment_exe, tmp_path):
 def test_cpp_example_reports_bad_input(package, segment_exe, tmp_path):
     _, path = package
     (tmp_path / "bad.ppm").write_bytes(b"P3\n2 2\n255\n")
-    proc = subprocess.run([segment_exe, path, str(tmp_path / "bad.ppm"), str(tmp_path / "o.pgm")],
-                          capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [segment_exe, path, str(tmp_path / "bad.ppm"), str(tmp_path / "o.pgm")],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 1 and "bad.ppm" in proc.stderr and "P6" in proc.stderr
     proc = subprocess.run([segment_exe, path], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and "usage" in proc.stderr

@@ -33,8 +33,13 @@ def test_exp_model_within_two_ulp_in_float(emu):
     # CUDA's expf is documented at 2 ulp; the host model (a vectorisable polynomial) must be as
     # good on the sigmoid's domain [-87, 0], and about 0 below it (absolute error < 1e-37).
     g = torch.Generator().manual_seed(0)
-    x = torch.cat([-torch.logspace(-8, math.log10(87.0), 20001), -87 * torch.rand(20000, generator=g),
-                   torch.tensor([0.0, -1e-30, -86.99])]).float()
+    x = torch.cat(
+        [
+            -torch.logspace(-8, math.log10(87.0), 20001),
+            -87 * torch.rand(20000, generator=g),
+            torch.tensor([0.0, -1e-30, -86.99]),
+        ]
+    ).float()
     got = torch.ops.gscnn_testing.exp_nonpositive(x).double()
     want = torch.exp(x.double())  # of the float argument the model sees
     ulp = torch.from_numpy(np.spacing(want.float().numpy())).double()
@@ -43,11 +48,13 @@ def test_exp_model_within_two_ulp_in_float(emu):
     # Far below too: a clamp computed as x - (x + 87) once gave exp(-1e30) = 1 (x + 87 == x in
     # float), so sigmoid(1e30) = 0.5 in the CPU kernels.
     below = torch.ops.gscnn_testing.exp_nonpositive(
-        torch.tensor([-87.5, -200.0, -1e10, -1e30, -float("inf")]))
+        torch.tensor([-87.5, -200.0, -1e10, -1e30, -float("inf")])
+    )
     assert (below.abs() < 1e-37).all()
     x64 = -torch.rand(1000, dtype=torch.float64, generator=g) * 50
-    torch.testing.assert_close(torch.ops.gscnn_testing.exp_nonpositive(x64), torch.exp(x64),
-                               rtol=1e-15, atol=0)
+    torch.testing.assert_close(
+        torch.ops.gscnn_testing.exp_nonpositive(x64), torch.exp(x64), rtol=1e-15, atol=0
+    )
 
 
 @pytest.mark.parametrize("threads", [1, 4])

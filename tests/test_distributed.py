@@ -14,8 +14,7 @@ import torch.multiprocessing as mp
 from torch import nn
 
 from gscnn_ops.engine.checkpoint import load_model
-from gscnn_ops.engine.distributed import (AllReduceBatchNorm2d, convert_sync_batchnorm,
-                                          state_digest)
+from gscnn_ops.engine.distributed import AllReduceBatchNorm2d, convert_sync_batchnorm, state_digest
 
 
 def _free_port() -> int:
@@ -25,8 +24,9 @@ def _free_port() -> int:
 
 
 def _bn_worker(rank, world, port, x, grad_out, state, queue):
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
-                            world_size=world)
+    dist.init_process_group(
+        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world
+    )
     try:
         bn = AllReduceBatchNorm2d(x.shape[1])
         bn.load_state_dict(state)
@@ -36,8 +36,22 @@ def _bn_worker(rank, world, port, x, grad_out, state, queue):
         # Plain nested lists, not tensors: a tensor put on a multiprocessing queue travels as a
         # handle to shared memory that dies with this process, and the parent may read it too
         # late (seen on a busy machine: FileNotFoundError in the resource sharer).
-        queue.put((rank, *(t.detach().tolist() for t in (
-            y, part.grad, bn.weight.grad, bn.bias.grad, bn.running_mean, bn.running_var))))
+        queue.put(
+            (
+                rank,
+                *(
+                    t.detach().tolist()
+                    for t in (
+                        y,
+                        part.grad,
+                        bn.weight.grad,
+                        bn.bias.grad,
+                        bn.running_mean,
+                        bn.running_var,
+                    )
+                ),
+            )
+        )
     finally:
         dist.destroy_process_group()
 
@@ -58,12 +72,15 @@ def test_all_reduce_batchnorm_equals_batchnorm_over_the_global_batch():
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
     port = _free_port()
-    procs = [ctx.Process(target=_bn_worker, args=(r, 2, port, x, grad_out, state, queue))
-             for r in range(2)]
+    procs = [
+        ctx.Process(target=_bn_worker, args=(r, 2, port, x, grad_out, state, queue))
+        for r in range(2)
+    ]
     for p in procs:
         p.start()
-    results = {r[0]: [torch.tensor(v) for v in r[1:]]
-               for r in (queue.get(timeout=120) for _ in procs)}
+    results = {
+        r[0]: [torch.tensor(v) for v in r[1:]] for r in (queue.get(timeout=120) for _ in procs)
+    }
     for p in procs:
         p.join(timeout=60)
         assert p.exitcode == 0
@@ -99,12 +116,41 @@ def test_convert_keeps_parameters_and_modes():
 def test_two_process_torchrun_gives_the_same_weights_on_both_ranks(tmp_path):
     out = tmp_path / "run"
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-           "--master-port", str(_free_port()), "-m", "gscnn_ops", "train",
-           "--backbone", "resnet18", "--steps", "3", "--batch-size", "1", "--accumulate", "2",
-           "--synthetic-length", "8", "--synthetic-size", "64", "96", "--workers", "0",
-           "--device", "cpu", "--out", str(out), "--log-every", "1", "--no-progress",
-           "--no-tensorboard"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master-port",
+        str(_free_port()),
+        "-m",
+        "gscnn_ops",
+        "train",
+        "--backbone",
+        "resnet18",
+        "--steps",
+        "3",
+        "--batch-size",
+        "1",
+        "--accumulate",
+        "2",
+        "--synthetic-length",
+        "8",
+        "--synthetic-size",
+        "64",
+        "96",
+        "--workers",
+        "0",
+        "--device",
+        "cpu",
+        "--out",
+        str(out),
+        "--log-every",
+        "1",
+        "--no-progress",
+        "--no-tensorboard",
+    ]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]

@@ -4,10 +4,11 @@ backward differentiates twice correctly."""
 
 import pytest
 import torch
-from conftest import make_inputs, make_mlp_inputs
 
 import gscnn_ops
 from gscnn_ops import reference
+
+from conftest import make_inputs, make_mlp_inputs
 
 
 def second_derivative(fn, inputs, wrt):
@@ -21,8 +22,11 @@ def second_derivative(fn, inputs, wrt):
 
 def test_gated_conv2d_refuses_double_backward():
     inputs = make_inputs(1, 3, 1, 2, 4, 5, requires_grad=True)
-    with pytest.raises(RuntimeError, match=r"gscnn_ops.gated_conv2d_backward: double backward is "
-                                           r"not supported .* use gscnn_ops.reference.gated_conv2d"):
+    with pytest.raises(
+        RuntimeError,
+        match=r"gscnn_ops.gated_conv2d_backward: double backward is "
+        r"not supported .* use gscnn_ops.reference.gated_conv2d",
+    ):
         second_derivative(gscnn_ops.gated_conv2d, inputs, inputs[4])
     # the way out the message names works, and is not zero
     gg = second_derivative(reference.gated_conv2d, inputs, inputs[4])
@@ -43,8 +47,9 @@ def test_first_derivatives_with_create_graph_still_work():
     inputs = make_inputs(1, 3, 1, 2, 4, 5, requires_grad=True)
     out, _ = gscnn_ops.gated_conv2d(*inputs)
     (g,) = torch.autograd.grad(out.sum(), inputs[4], create_graph=True)
-    torch.testing.assert_close(g, torch.autograd.grad(reference.gated_conv2d(*inputs)[0].sum(),
-                                                      inputs[4])[0])
+    torch.testing.assert_close(
+        g, torch.autograd.grad(reference.gated_conv2d(*inputs)[0].sum(), inputs[4])[0]
+    )
 
 
 def test_mlp_gate_double_backward_is_correct():

@@ -2,18 +2,17 @@
 kernels' code emulated on the CPU, and CUDA (when a GPU is there), against the pure-PyTorch
 reference (gscnn_ops/reference.py), plus the properties the loss must have."""
 
-import math
-
 import pytest
 import torch
 import torch.nn.functional as F
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-import emulation
 import gscnn_ops
 from gscnn_ops import reference
 from gscnn_ops.ops import DUAL_TASK_THRESHOLD
 
+import emulation
 from conftest import LOW_PRECISION_EPS, TIGHT_TOL, requires_cuda
 
 ops = torch.ops.gscnn_ops
@@ -32,7 +31,7 @@ def blob_labels(N, H, W, K, seed=0, ignore_frac=0.0):
             w0 = int(torch.randint(0, W, (1,), generator=g))
             hh = max(1, int(H * ignore_frac))
             ww = max(1, int(W * ignore_frac))
-            y[n, h0:h0 + hh, w0:w0 + ww] = IGN
+            y[n, h0 : h0 + hh, w0 : w0 + ww] = IGN
     return y
 
 
@@ -49,8 +48,7 @@ def ref_loss_and_grad(prob, target, sigma=1.0, threshold=DUAL_TASK_THRESHOLD, ig
     return loss.detach(), g
 
 
-def fused_loss_and_grad(prob, target, sigma=1.0, threshold=DUAL_TASK_THRESHOLD,
-                        ignore_index=IGN):
+def fused_loss_and_grad(prob, target, sigma=1.0, threshold=DUAL_TASK_THRESHOLD, ignore_index=IGN):
     p = prob.detach().clone().requires_grad_()
     loss = gscnn_ops.dual_task_loss(p, target, sigma, threshold, ignore_index)
     (g,) = torch.autograd.grad(loss, p)
@@ -59,15 +57,16 @@ def fused_loss_and_grad(prob, target, sigma=1.0, threshold=DUAL_TASK_THRESHOLD,
 
 SHAPES = [  # N, K, H, W
     (2, 3, 13, 17),
-    (1, 4, 40, 300),   # wider than a CPU tile (256 columns): tiles meet inside the image
-    (1, 2, 70, 9),     # taller than a CPU tile (32 rows)
+    (1, 4, 40, 300),  # wider than a CPU tile (256 columns): tiles meet inside the image
+    (1, 2, 70, 9),  # taller than a CPU tile (32 rows)
     (2, 2, 1, 1),
-    (1, 3, 1, 12),     # one row: the halo is all replicate border
-    (1, 3, 5, 2),      # smaller than the Gaussian radius
+    (1, 3, 1, 12),  # one row: the halo is all replicate border
+    (1, 3, 5, 2),  # smaller than the Gaussian radius
 ]
 
 
 # --- reference sanity -----------------------------------------------------------------------
+
 
 def test_reference_taps():
     g = reference.gaussian_taps(1.0)
@@ -90,6 +89,7 @@ def test_reference_step_edge_peak():
 
 
 # --- fused vs reference ---------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
@@ -183,6 +183,7 @@ def test_deterministic():
 
 # --- gradcheck, opcheck, compile ------------------------------------------------------------
 
+
 def test_gradcheck_boundary_potential():
     prob = rand_prob(1, 2, 6, 7).requires_grad_()
     assert torch.autograd.gradcheck(lambda p: ops.boundary_potential(p, 1.0), (prob,))
@@ -195,12 +196,15 @@ def test_gradcheck_dual_task_loss():
     target = blob_labels(1, 7, 8, 3, seed=1)
     target[0, 0, 0] = IGN
     z = reference.boundary_potential(prob)
-    onehot = F.one_hot(target.clamp_max(2), 3).permute(0, 3, 1, 2).double() * (target != IGN)[:, None]
+    onehot = (
+        F.one_hot(target.clamp_max(2), 3).permute(0, 3, 1, 2).double() * (target != IGN)[:, None]
+    )
     zh = reference.boundary_potential(onehot)
     assert (z - DUAL_TASK_THRESHOLD).abs().min() > 1e-5 and (z - zh).abs().min() > 1e-5  # step 1e-6
     p = prob.clone().requires_grad_()
     assert torch.autograd.gradcheck(
-        lambda q: ops.dual_task_loss(q, target, 1.0, DUAL_TASK_THRESHOLD, IGN)[0], (p,))
+        lambda q: ops.dual_task_loss(q, target, 1.0, DUAL_TASK_THRESHOLD, IGN)[0], (p,)
+    )
 
 
 def test_opcheck():
@@ -211,8 +215,10 @@ def test_opcheck():
     gz = torch.randn(2, 3, 9, 10)
     torch.library.opcheck(ops.boundary_potential_backward, (gz, prob.detach(), 1.0))
     count = ops.dual_task_loss(prob.detach(), target, 1.0, 0.01, IGN)[1]
-    torch.library.opcheck(ops.dual_task_loss_backward,
-                          (torch.tensor(1.0), prob.detach(), target, count, 1.0, 0.01, IGN))
+    torch.library.opcheck(
+        ops.dual_task_loss_backward,
+        (torch.tensor(1.0), prob.detach(), target, count, 1.0, 0.01, IGN),
+    )
 
 
 def test_torch_compile_fullgraph():
@@ -245,7 +251,8 @@ LAUNCHES = [(0, 0, 0), (4, 5, 7), (8, 8, 32), (3, 16, 1), (32, 32, 256), (1, 1, 
 def emulated(op, *args, tile=(0, 0), threads=0, blocks=0, memory=-1, gpu="sm_90"):
     emulation.load()
     return getattr(torch.ops.gscnn_testing, op)(
-        *args, emulation.gpu(gpu), emulation.launch(threads, blocks, tile, memory))
+        *args, emulation.gpu(gpu), emulation.launch(threads, blocks, tile, memory)
+    )
 
 
 @pytest.mark.parametrize("tile_h,tile_w,threads", LAUNCHES)
@@ -271,15 +278,27 @@ def test_emulated_cuda_dual_task_loss(tile_h, tile_w, threads, shape, sigma):
     prob = rand_prob(*shape)
     target = blob_labels(N, H, W, K, ignore_frac=0.25)
     launch = dict(tile=(tile_h, tile_w), threads=threads, blocks=2 if threads else 0)
-    loss, count = emulated("dual_task_loss", prob, target, sigma, DUAL_TASK_THRESHOLD, IGN,
-                           **launch)
-    grad = emulated("dual_task_loss_backward", torch.tensor(2.0, dtype=torch.float64), prob,
-                    target, count, sigma, DUAL_TASK_THRESHOLD, IGN, **launch)
+    loss, count = emulated(
+        "dual_task_loss", prob, target, sigma, DUAL_TASK_THRESHOLD, IGN, **launch
+    )
+    grad = emulated(
+        "dual_task_loss_backward",
+        torch.tensor(2.0, dtype=torch.float64),
+        prob,
+        target,
+        count,
+        sigma,
+        DUAL_TASK_THRESHOLD,
+        IGN,
+        **launch,
+    )
     rloss, rg = ref_loss_and_grad(prob, target, sigma)
     torch.testing.assert_close(loss, rloss, **TIGHT_TOL[torch.float64])
     torch.testing.assert_close(grad, 2 * rg, **TIGHT_TOL[torch.float64])
     # |P+| agrees with the CPU kernel's
-    assert ops.dual_task_loss(prob, target, sigma, DUAL_TASK_THRESHOLD, IGN)[1].item() == count.item()
+    assert (
+        ops.dual_task_loss(prob, target, sigma, DUAL_TASK_THRESHOLD, IGN)[1].item() == count.item()
+    )
 
 
 @pytest.mark.parametrize("tile_h,tile_w,threads", [(0, 0, 0), (8, 8, 32), (16, 8, 64), (3, 16, 1)])
@@ -295,8 +314,17 @@ def test_emulated_cuda_skipping_is_exact(tile_h, tile_w, threads):
     dirty_heap(prob)
     loss, count = emulated("dual_task_loss", prob, labels, 1.0, DUAL_TASK_THRESHOLD, IGN, **launch)
     dirty_heap(prob)
-    grad = emulated("dual_task_loss_backward", torch.tensor(1.0, dtype=torch.float64), prob,
-                    labels, count, 1.0, DUAL_TASK_THRESHOLD, IGN, **launch)
+    grad = emulated(
+        "dual_task_loss_backward",
+        torch.tensor(1.0, dtype=torch.float64),
+        prob,
+        labels,
+        count,
+        1.0,
+        DUAL_TASK_THRESHOLD,
+        IGN,
+        **launch,
+    )
     rloss, rg = ref_loss_and_grad(prob, labels)
     torch.testing.assert_close(loss, rloss, **TIGHT_TOL[torch.float64])
     torch.testing.assert_close(grad, rg, **TIGHT_TOL[torch.float64])
@@ -310,8 +338,17 @@ def test_emulated_cuda_large_sigma_runs_from_global_memory(gpu):
     prob = rand_prob(1, 2, 9, 11)
     target = blob_labels(1, 9, 11, 2)
     loss, count = emulated("dual_task_loss", prob, target, 10.0, DUAL_TASK_THRESHOLD, IGN, gpu=gpu)
-    grad = emulated("dual_task_loss_backward", torch.tensor(1.0, dtype=torch.float64), prob,
-                    target, count, 10.0, DUAL_TASK_THRESHOLD, IGN, gpu=gpu)
+    grad = emulated(
+        "dual_task_loss_backward",
+        torch.tensor(1.0, dtype=torch.float64),
+        prob,
+        target,
+        count,
+        10.0,
+        DUAL_TASK_THRESHOLD,
+        IGN,
+        gpu=gpu,
+    )
     assert emulation.last_launch()["scratch_bytes"] > 0
     rloss, rg = ref_loss_and_grad(prob, target, 10.0)
     torch.testing.assert_close(loss, rloss, **TIGHT_TOL[torch.float64])
@@ -326,8 +363,16 @@ def test_emulated_cuda_reduced_precision(dtype):
     prob = rand_prob(1, 3, 20, 33, dtype=dtype)
     target = blob_labels(1, 20, 33, 3, ignore_frac=0.2)
     loss, count = emulated("dual_task_loss", prob, target, 1.0, DUAL_TASK_THRESHOLD, IGN)
-    grad = emulated("dual_task_loss_backward", torch.tensor(1.0, dtype=dtype), prob, target,
-                    count, 1.0, DUAL_TASK_THRESHOLD, IGN)
+    grad = emulated(
+        "dual_task_loss_backward",
+        torch.tensor(1.0, dtype=dtype),
+        prob,
+        target,
+        count,
+        1.0,
+        DUAL_TASK_THRESHOLD,
+        IGN,
+    )
     rloss, rg = ref_loss_and_grad(prob.double(), target)
     if dtype == torch.float32:
         torch.testing.assert_close(loss.double(), rloss, **TIGHT_TOL[torch.float32])
@@ -341,10 +386,12 @@ def test_emulated_cuda_reduced_precision(dtype):
 
 # --- properties -----------------------------------------------------------------------------
 
+
 def one_hot_of(target, K, dtype=torch.float64):
     valid = target != IGN
-    return (F.one_hot(torch.where(valid, target, 0), K).permute(0, 3, 1, 2).to(dtype)
-            * valid[:, None])
+    return (
+        F.one_hot(torch.where(valid, target, 0), K).permute(0, 3, 1, 2).to(dtype) * valid[:, None]
+    )
 
 
 def test_perfect_prediction_gives_zero():
@@ -353,7 +400,9 @@ def test_perfect_prediction_gives_zero():
     prob[:, 0][target == IGN] = 1  # anything at ignore pixels
     loss, g = fused_loss_and_grad(prob, target)
     assert loss.item() == 0
-    assert ops.dual_task_loss(prob, target, 1.0, DUAL_TASK_THRESHOLD, IGN)[1].item() > 0  # P+ not empty
+    assert (
+        ops.dual_task_loss(prob, target, 1.0, DUAL_TASK_THRESHOLD, IGN)[1].item() > 0
+    )  # P+ not empty
 
 
 def test_shifted_boundary_loss_grows_with_shift():
@@ -363,7 +412,7 @@ def test_shifted_boundary_loss_grows_with_shift():
     losses = []
     for shift in range(0, 5):
         pred = torch.zeros(1, H, W, dtype=torch.long)
-        pred[..., 20 + shift:] = 1
+        pred[..., 20 + shift :] = 1
         losses.append(gscnn_ops.dual_task_loss(one_hot_of(pred, K), target).item())
     assert losses[0] == 0
     assert all(b > a for a, b in zip(losses, losses[1:])), losses
@@ -394,10 +443,12 @@ def test_no_nan_or_inf(case):
         target = blob_labels(2, 10, 12, K)
         if case == "all_ignore":
             target.fill_(IGN)
-        prob = {"constant": torch.full((2, K, 10, 12), 1 / K, dtype=torch.float64),
-                "one_hot": one_hot_of(blob_labels(2, 10, 12, K, seed=4), K),
-                "all_ignore": rand_prob(2, K, 10, 12),
-                "zeros": torch.zeros(2, K, 10, 12, dtype=torch.float64)}[case]
+        prob = {
+            "constant": torch.full((2, K, 10, 12), 1 / K, dtype=torch.float64),
+            "one_hot": one_hot_of(blob_labels(2, 10, 12, K, seed=4), K),
+            "all_ignore": rand_prob(2, K, 10, 12),
+            "zeros": torch.zeros(2, K, 10, 12, dtype=torch.float64),
+        }[case]
     for dtype in (torch.float64, torch.float32, torch.bfloat16):
         loss, g = fused_loss_and_grad(prob.to(dtype), target)
         assert torch.isfinite(loss) and torch.isfinite(g).all()
@@ -429,8 +480,9 @@ def test_default_threshold_excludes_flat_noise():
     g = torch.Generator().manual_seed(0)
     prob = 0.5 + 4e-3 * (torch.rand(1, 2, 64, 64, generator=g, dtype=torch.float64) - 0.5)
     assert gscnn_ops.boundary_potential(prob).max() < DUAL_TASK_THRESHOLD / 4
-    count = ops.dual_task_loss(prob, torch.zeros(1, 64, 64, dtype=torch.long), 1.0,
-                               DUAL_TASK_THRESHOLD, IGN)[1]
+    count = ops.dual_task_loss(
+        prob, torch.zeros(1, 64, 64, dtype=torch.long), 1.0, DUAL_TASK_THRESHOLD, IGN
+    )[1]
     assert count.item() == 0
 
 
@@ -439,6 +491,7 @@ def test_default_threshold_excludes_flat_noise():
 # probabilities vary by at most 2 * threshold: nothing of it can be in P+. Skipping must be exact:
 # these inputs make most pairs skippable (a confident, piecewise-flat softmax) next to pairs that
 # only one of the two conditions would skip.
+
 
 def dirty_heap(like):
     """Allocates and frees a NaN-filled tensor the size of `like`, so that the next output of that
@@ -458,9 +511,15 @@ def peaked_prob(target, K, dtype=torch.float64, noise=0.0, seed=0):
 
 
 @settings(max_examples=25, deadline=None)
-@given(N=st.integers(1, 2), K=st.integers(2, 7), H=st.integers(1, 90), W=st.integers(1, 600),
-       seed=st.integers(0, 10**6), noise=st.sampled_from([0.0, 1e-3, 0.3]),
-       ignore=st.booleans())
+@given(
+    N=st.integers(1, 2),
+    K=st.integers(2, 7),
+    H=st.integers(1, 90),
+    W=st.integers(1, 600),
+    seed=st.integers(0, 10**6),
+    noise=st.sampled_from([0.0, 1e-3, 0.3]),
+    ignore=st.booleans(),
+)
 def test_skipping_is_exact(N, K, H, W, seed, noise, ignore):
     target = blob_labels(N, H, W, K, seed=seed, ignore_frac=0.3 if ignore else 0.0)
     # classes above K // 2 never appear in the labels: their channels are skippable where flat
@@ -473,8 +532,15 @@ def test_skipping_is_exact(N, K, H, W, seed, noise, ignore):
     torch.testing.assert_close(g, rg, **TIGHT_TOL[torch.float64])
 
 
-@pytest.mark.parametrize("case", ["absent_class_varying_prob", "present_class_flat_prob",
-                                  "negative_threshold", "range_just_over"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "absent_class_varying_prob",
+        "present_class_flat_prob",
+        "negative_threshold",
+        "range_just_over",
+    ],
+)
 def test_skipping_only_what_cannot_reach_p_plus(case):
     """Each input has pairs that one skip condition alone would drop although they are in P+."""
     K, H, W = 3, 40, 300
@@ -522,12 +588,16 @@ def test_skipping_keeps_nan_and_inf(dtype):
 
 # --- errors ---------------------------------------------------------------------------------
 
+
 def test_errors():
     prob = rand_prob(1, 3, 5, 6)
     y = torch.zeros(1, 5, 6, dtype=torch.long)
     with pytest.raises(RuntimeError, match=r"dual_task_loss: argument 'target' must be an int64"):
         gscnn_ops.dual_task_loss(prob, y.int())
-    with pytest.raises(RuntimeError, match=r"'prob' must be a float32, float16, bfloat16 or float64 tensor, got Long"):
+    with pytest.raises(
+        RuntimeError,
+        match=r"'prob' must be a float32, float16, bfloat16 or float64 tensor, got Long",
+    ):
         gscnn_ops.dual_task_loss(prob.long(), y)
     with pytest.raises(RuntimeError, match=r"'prob' must be a 4-D"):
         gscnn_ops.dual_task_loss(prob[0], y)
@@ -537,7 +607,11 @@ def test_errors():
         gscnn_ops.dual_task_loss(prob, y[0])
     bad = y.clone()
     bad[0, 2, 3] = 3
-    with pytest.raises(RuntimeError, match=r"dual_task_loss: argument 'target' has label 3 at \[0, 2, 3\]; expected a class in \[0, 3\) or ignore_index 255"):
+    with pytest.raises(
+        RuntimeError,
+        match=r"dual_task_loss: argument 'target' has label 3 at \[0, 2, 3\]; expected a class in "
+        r"\[0, 3\) or ignore_index 255",
+    ):
         gscnn_ops.dual_task_loss(prob, bad)
     bad[0, 2, 3] = -1
     with pytest.raises(RuntimeError, match=r"'target' has label -1 at \[0, 2, 3\]"):
@@ -551,7 +625,9 @@ def test_errors():
             gscnn_ops.boundary_potential(prob, sigma=s)
     with pytest.raises(RuntimeError, match=r"'sigma' must be at most"):
         gscnn_ops.boundary_potential(prob, sigma=11.0)
-    with pytest.raises(RuntimeError, match=r"boundary_potential_backward: argument 'grad_zeta' must have shape"):
+    with pytest.raises(
+        RuntimeError, match=r"boundary_potential_backward: argument 'grad_zeta' must have shape"
+    ):
         ops.boundary_potential_backward(prob[:, :2], prob, 1.0)
 
 
@@ -564,12 +640,14 @@ def test_empty_inputs():
 
 # --- module ---------------------------------------------------------------------------------
 
+
 def test_module_eval_is_softmax_loss():
     logits = torch.randn(2, 4, 12, 13, dtype=torch.float64)
     target = blob_labels(2, 12, 13, 4, ignore_frac=0.2)
     m = gscnn_ops.DualTaskLoss().eval()
-    torch.testing.assert_close(m(logits, target),
-                               reference.dual_task_loss(logits.softmax(1), target))
+    torch.testing.assert_close(
+        m(logits, target), reference.dual_task_loss(logits.softmax(1), target)
+    )
     ref_m = gscnn_ops.DualTaskLoss(fused=False).eval()
     torch.testing.assert_close(ref_m(logits, target), m(logits, target))
 
@@ -592,6 +670,7 @@ def test_module_train_uses_gumbel_softmax():
 
 # --- CUDA -----------------------------------------------------------------------------------
 
+
 @requires_cuda
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
 def test_cuda_matches_cpu(dtype):
@@ -602,10 +681,12 @@ def test_cuda_matches_cpu(dtype):
     l_gpu, g_gpu = fused_loss_and_grad(prob.cuda(), target.cuda())
     eps = LOW_PRECISION_EPS.get(dtype, 1e-5)
     torch.testing.assert_close(l_gpu.cpu().double(), l_cpu.double(), rtol=eps, atol=eps)
-    torch.testing.assert_close(g_gpu.cpu().double(), g_cpu.double(), rtol=eps,
-                               atol=eps * g_cpu.abs().max().item())
+    torch.testing.assert_close(
+        g_gpu.cpu().double(), g_cpu.double(), rtol=eps, atol=eps * g_cpu.abs().max().item()
+    )
     z = gscnn_ops.boundary_potential(prob.cuda())
-    torch.testing.assert_close(z.cpu().double(), gscnn_ops.boundary_potential(prob).double(),
-                               rtol=eps, atol=eps)
+    torch.testing.assert_close(
+        z.cpu().double(), gscnn_ops.boundary_potential(prob).double(), rtol=eps, atol=eps
+    )
     a = fused_loss_and_grad(prob.cuda(), target.cuda())
     assert torch.equal(a[0], l_gpu) and torch.equal(a[1], g_gpu)  # deterministic

@@ -13,12 +13,14 @@ import os
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch.library import opcheck
 
-import emulation
 import gscnn_ops
 from gscnn_ops import reference
+
+import emulation
 from conftest import requires_cuda
 
 ops = torch.ops.gscnn_ops
@@ -27,16 +29,21 @@ OP = "gscnn_ops.edge_targets"
 RADII = [0, 1, 1.5, 2, 2.9, 5]
 SHAPES = [  # N, H, W
     (2, 13, 17),  # odd sizes, a batch
-    (1, 1, 1),    # 1x1 image, batch 1
-    (1, 1, 9),    # one row
-    (1, 8, 1),    # one column
-    (3, 5, 4),    # images smaller than the disk at radius 5
+    (1, 1, 1),  # 1x1 image, batch 1
+    (1, 1, 9),  # one row
+    (1, 8, 1),  # one column
+    (3, 5, 4),  # images smaller than the disk at radius 5
     (1, 24, 31),
 ]
 LABEL_DTYPES = [torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64]
 # An ignore_index every dtype above can hold, and one per dtype as used in practice.
-IGNORE_FOR = {torch.uint8: 255, torch.int8: -1, torch.int16: 255, torch.int32: -100,
-              torch.int64: 255}
+IGNORE_FOR = {
+    torch.uint8: 255,
+    torch.int8: -1,
+    torch.int16: 255,
+    torch.int32: -100,
+    torch.int64: 255,
+}
 
 
 def make_labels(N, H, W, num_classes=4, ignore_index=255, dtype=torch.int64, seed=0):
@@ -49,7 +56,7 @@ def make_labels(N, H, W, num_classes=4, ignore_index=255, dtype=torch.int64, see
     speckle = torch.rand(N, H, W, generator=g) < 0.05
     labels[speckle] = torch.randint(0, num_classes, (int(speckle.sum()),), generator=g)
     labels[torch.rand(N, H, W, generator=g) < 0.08] = ignore_index
-    labels[:, : H // 3, W - W // 4:] = ignore_index
+    labels[:, : H // 3, W - W // 4 :] = ignore_index
     return labels.to(dtype)
 
 
@@ -67,9 +74,11 @@ def brute_force(labels, radius, ignore_index):
                     continue
                 out[n, y, x] = any(
                     (yy - y) ** 2 + (xx - x) ** 2 <= radius * radius
-                    and lab[n, yy, xx] != ignore_index and lab[n, yy, xx] != c
+                    and lab[n, yy, xx] != ignore_index
+                    and lab[n, yy, xx] != c
                     for yy in range(max(0, y - R), min(H, y + R + 1))
-                    for xx in range(max(0, x - R), min(W, x + R + 1)))
+                    for xx in range(max(0, x - R), min(W, x + R + 1))
+                )
     return torch.from_numpy(out)
 
 
@@ -81,6 +90,7 @@ def assert_same(got, want, what=""):
 
 
 # --- the op against the definition ---------------------------------------------------------------
+
 
 @pytest.mark.parametrize("radius", RADII)
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
@@ -117,9 +127,20 @@ def test_class_zero_gets_edges():
     assert got[labels == 0].any()
 
 
-@pytest.mark.parametrize("radius,count", [
-    (0.99, 0), (1, 5), (1.5, 9), (math.sqrt(2), 9), (2, 13), (2.5, 21), (2.9, 25),
-    (math.sqrt(8), 25), (3, 29)])
+@pytest.mark.parametrize(
+    "radius,count",
+    [
+        (0.99, 0),
+        (1, 5),
+        (1.5, 9),
+        (math.sqrt(2), 9),
+        (2, 13),
+        (2.5, 21),
+        (2.9, 25),
+        (math.sqrt(8), 25),
+        (3, 29),
+    ],
+)
 def test_disk_is_exactly_dy2_plus_dx2_at_most_radius2(radius, count):
     # One pixel of class 1 in a field of class 0: the edges are the pixels within `radius` of it
     # (and the pixel itself once anything is within reach).
@@ -138,9 +159,9 @@ def test_disk_is_exactly_dy2_plus_dx2_at_most_radius2(radius, count):
 
 def test_ignored_pixels_are_not_edges_and_separate_nothing():
     labels = torch.zeros(1, 7, 12, dtype=torch.int64)
-    labels[:, :, 4:7] = 255   # a 3-column ignore band between class 0 and class 1
+    labels[:, :, 4:7] = 255  # a 3-column ignore band between class 0 and class 1
     labels[:, :, 7:] = 1
-    labels[:, 0, 0] = 255     # an isolated ignored pixel inside class 0
+    labels[:, 0, 0] = 255  # an isolated ignored pixel inside class 0
     # Radius 3: the classes are 4 columns apart, and ignored pixels do not count.
     assert not gscnn_ops.edge_targets(labels, 3).any()
     # Radius 4: only columns 3 (class 0) and 7 (class 1) see the other class; the ignored
@@ -209,20 +230,30 @@ def test_radius_and_ignore_index_defaults_and_int_radius():
 @pytest.mark.parametrize("shape", [(0, 4, 5), (2, 0, 5), (2, 3, 0)])
 def test_empty_inputs(shape):
     labels = torch.zeros(shape, dtype=torch.int64)
-    for out in (gscnn_ops.edge_targets(labels), emulated_edge_targets(labels, 2.0, 255, 32, 1),
-                reference.edge_targets(labels)):
+    for out in (
+        gscnn_ops.edge_targets(labels),
+        emulated_edge_targets(labels, 2.0, 255, 32, 1),
+        reference.edge_targets(labels),
+    ):
         assert out.shape == shape and out.dtype == torch.bool
 
 
 @settings(max_examples=60, deadline=None, database=None, derandomize=True)
-@given(N=st.integers(1, 3), H=st.integers(1, 12), W=st.integers(1, 12),
-       radius=st.floats(0, 6, allow_nan=False), num_classes=st.integers(1, 4),
-       dtype=st.sampled_from(LABEL_DTYPES), layout=st.sampled_from(["contiguous", "transposed"]),
-       seed=st.integers(0, 2**16))
+@given(
+    N=st.integers(1, 3),
+    H=st.integers(1, 12),
+    W=st.integers(1, 12),
+    radius=st.floats(0, 6, allow_nan=False),
+    num_classes=st.integers(1, 4),
+    dtype=st.sampled_from(LABEL_DTYPES),
+    layout=st.sampled_from(["contiguous", "transposed"]),
+    seed=st.integers(0, 2**16),
+)
 def test_property_random_maps(N, H, W, radius, num_classes, dtype, layout, seed):
     ignore = IGNORE_FOR[dtype]
-    labels = make_labels(N, H, W, num_classes=num_classes, ignore_index=ignore, dtype=dtype,
-                         seed=seed)
+    labels = make_labels(
+        N, H, W, num_classes=num_classes, ignore_index=ignore, dtype=dtype, seed=seed
+    )
     if layout == "transposed":
         labels = labels.transpose(1, 2).contiguous().transpose(1, 2)
     want = brute_force(labels, radius, ignore)
@@ -231,6 +262,7 @@ def test_property_random_maps(N, H, W, radius, num_classes, dtype, layout, seed)
 
 
 # --- strides --------------------------------------------------------------------------------------
+
 
 def strided_variants(N=2, H=11, W=14, dtype=torch.int64):
     """(name, view) pairs: label maps in layouts a user may hand over."""
@@ -247,7 +279,9 @@ def strided_variants(N=2, H=11, W=14, dtype=torch.int64):
     ]
 
 
-@pytest.mark.parametrize("name,labels", strided_variants(), ids=lambda v: v if isinstance(v, str) else "")
+@pytest.mark.parametrize(
+    "name,labels", strided_variants(), ids=lambda v: v if isinstance(v, str) else ""
+)
 def test_non_contiguous_inputs(name, labels):
     want = reference.edge_targets(labels.contiguous(), 2.0)
     assert want.any()
@@ -257,6 +291,7 @@ def test_non_contiguous_inputs(name, labels):
 
 
 # --- the CPU builds and threads -----------------------------------------------------------------
+
 
 @pytest.mark.parametrize("isa", ["baseline", "avx2", "avx512"])
 def test_each_cpu_build_matches_reference(monkeypatch, isa):
@@ -273,7 +308,9 @@ def test_each_cpu_build_matches_reference(monkeypatch, isa):
         labels = make_labels(2, 21, 133, num_classes=6, ignore_index=ignore, dtype=dtype, seed=17)
         for radius in (1.5, 2, 5):
             want = reference.edge_targets(labels, radius, ignore)
-            assert_same(gscnn_ops.edge_targets(labels, radius, ignore), want, f"{isa} {dtype} r={radius}")
+            assert_same(
+                gscnn_ops.edge_targets(labels, radius, ignore), want, f"{isa} {dtype} r={radius}"
+            )
 
 
 def test_result_does_not_depend_on_thread_count(restore_num_threads):
@@ -296,9 +333,9 @@ LAUNCHES = [(0, 0), (256, 1024), (32, 1), (7, 3), (64, 2), (1, 5)]
 def emulated_edge_targets(labels, radius, ignore_index, threads=0, blocks=0, gpu="sm_90"):
     """The CUDA kernel's block program, run by the emulated GPU (tests/emulation.py)."""
     emulation.load()
-    return torch.ops.gscnn_testing.edge_targets(labels, float(radius), ignore_index,
-                                                emulation.gpu(gpu),
-                                                emulation.launch(threads, blocks))
+    return torch.ops.gscnn_testing.edge_targets(
+        labels, float(radius), ignore_index, emulation.gpu(gpu), emulation.launch(threads, blocks)
+    )
 
 
 @pytest.mark.parametrize("threads,blocks", LAUNCHES)
@@ -318,7 +355,8 @@ def test_emulated_cuda_kernel_label_dtypes(dtype):
     assert_same(got, brute_force(labels, 2.0, ignore))
 
 
-# --- registration, opcheck, torch.compile ----------------------------------------------------------
+# --- registration, opcheck, torch.compile ---------------------------------------------------------
+
 
 def test_kernels_registered():
     assert torch._C._dispatch_has_kernel_for_dispatch_key("gscnn_ops::edge_targets", "CPU")
@@ -354,14 +392,16 @@ def test_torch_compile_fullgraph():
 
 
 def test_torch_compile_dynamic_shapes_and_radius_argument():
-    compiled = torch.compile(lambda t, r: gscnn_ops.edge_targets(t, r), fullgraph=True,
-                             dynamic=True, backend="aot_eager")
+    compiled = torch.compile(
+        lambda t, r: gscnn_ops.edge_targets(t, r), fullgraph=True, dynamic=True, backend="aot_eager"
+    )
     for shape, radius in [((1, 9, 12), 1.5), ((2, 14, 7), 2.0), ((3, 5, 31), 2.9)]:
         labels = make_labels(*shape, seed=sum(shape))
         assert_same(compiled(labels, radius), reference.edge_targets(labels, radius), str(shape))
 
 
-# --- bad arguments ---------------------------------------------------------------------------------
+# --- bad arguments --------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("fn", [gscnn_ops.edge_targets, ops.edge_targets], ids=["api", "op"])
 def test_bad_arguments_name_op_and_argument(fn):
@@ -370,7 +410,11 @@ def test_bad_arguments_name_op_and_argument(fn):
         (good.float(), 2.0, r"argument 'target' must be an integer label map .*got Float"),
         (good.bool(), 2.0, r"argument 'target' must be an integer label map .*got Bool"),
         (good[0], 2.0, r"argument 'target' must be a 3-D \(N, H, W\) label map tensor, got a 2-D"),
-        (good[None], 2.0, r"argument 'target' must be a 3-D \(N, H, W\) label map tensor, got a 4-D"),
+        (
+            good[None],
+            2.0,
+            r"argument 'target' must be a 3-D \(N, H, W\) label map tensor, got a 4-D",
+        ),
         (good, -1.0, r"argument 'radius' must be a distance in pixels >= 0, got -1"),
         (good, math.nan, r"argument 'radius' must be a distance in pixels >= 0, got nan"),
     ]
@@ -385,15 +429,20 @@ def test_fake_kernel_checks_like_the_real_one():
     with FakeTensorMode():
         out = ops.edge_targets(torch.empty(2, 5, 6, dtype=torch.int32), 2.0, 255)
         assert out.shape == (2, 5, 6) and out.dtype == torch.bool and out.is_contiguous()
-        with pytest.raises(RuntimeError, match=r"gscnn_ops\.edge_targets: argument 'target' must be an integer"):
+        with pytest.raises(
+            RuntimeError, match=r"gscnn_ops\.edge_targets: argument 'target' must be an integer"
+        ):
             ops.edge_targets(torch.empty(2, 5, 6), 2.0, 255)
-        with pytest.raises(RuntimeError, match=r"gscnn_ops\.edge_targets: argument 'target' must be a 3-D"):
+        with pytest.raises(
+            RuntimeError, match=r"gscnn_ops\.edge_targets: argument 'target' must be a 3-D"
+        ):
             ops.edge_targets(torch.empty(5, 6, dtype=torch.int64), 2.0, 255)
         with pytest.raises(RuntimeError, match=r"gscnn_ops\.edge_targets: argument 'radius'"):
             ops.edge_targets(torch.empty(1, 5, 6, dtype=torch.int64), -0.5, 255)
 
 
-# --- CUDA (needs a GPU) ------------------------------------------------------------------------------
+# --- CUDA (needs a GPU) ---------------------------------------------------------------------------
+
 
 @requires_cuda
 @pytest.mark.parametrize("dtype", LABEL_DTYPES, ids=str)
@@ -408,7 +457,9 @@ def test_cuda_matches_cpu(dtype, radius):
 
 
 @requires_cuda
-@pytest.mark.parametrize("name,labels", strided_variants(), ids=lambda v: v if isinstance(v, str) else "")
+@pytest.mark.parametrize(
+    "name,labels", strided_variants(), ids=lambda v: v if isinstance(v, str) else ""
+)
 def test_cuda_non_contiguous(name, labels):
     assert_same(gscnn_ops.edge_targets(labels.cuda()), gscnn_ops.edge_targets(labels), name)
 

@@ -5,6 +5,7 @@ scripts/gpu_check.sh.)"""
 
 import pytest
 import torch
+
 from conftest import make_inputs
 
 
@@ -16,13 +17,19 @@ def test_a_correct_program_passes(emu):
     assert selftest(emu, "ok").tolist() == [1, 2, 3, 4, 5, 6, 7, 0]
 
 
-@pytest.mark.parametrize("which,pattern", [
-    ("missing_barrier", r"shared-memory race .* thread 0 reads byte offset 4 that another thread "
-                        r"wrote in the same barrier interval \(thread 1\)"),
-    ("write_write", r"shared-memory race .* writes byte offset 4 that another thread wrote"),
-    ("uninitialised", r"uninitialised shared memory .* reads byte offset 4 that no thread"),
-    ("out_of_bounds", r"reads bytes \[32, 36\) outside its shared memory of 32 bytes"),
-])
+@pytest.mark.parametrize(
+    "which,pattern",
+    [
+        (
+            "missing_barrier",
+            r"shared-memory race .* thread 0 reads byte offset 4 that another thread "
+            r"wrote in the same barrier interval \(thread 1\)",
+        ),
+        ("write_write", r"shared-memory race .* writes byte offset 4 that another thread wrote"),
+        ("uninitialised", r"uninitialised shared memory .* reads byte offset 4 that no thread"),
+        ("out_of_bounds", r"reads bytes \[32, 36\) outside its shared memory of 32 bytes"),
+    ],
+)
 def test_the_emulator_catches(emu, which, pattern):
     with pytest.raises(RuntimeError, match=pattern):
         selftest(emu, which)
@@ -47,16 +54,18 @@ def _dual_task_inputs(seed=0):
 def _gcl_backward(emu, skip):
     s, r, gw, gb, w, _ = make_inputs(1, 4, 1, 3, 5, 7)
     go = torch.randn(1, 3, 5, 7, dtype=torch.float64)
-    torch.ops.gscnn_testing.gated_conv2d_backward(go, None, s, r, gw, gb, w, emu.gpu(),
-                                                  emu.launch(8, 2), skip)
+    torch.ops.gscnn_testing.gated_conv2d_backward(
+        go, None, s, r, gw, gb, w, emu.gpu(), emu.launch(8, 2), skip
+    )
 
 
 def _gcl_backward_shape_stream(emu, skip):
     # 35 pixels, 13 threads: 3 tiles over 2 blocks, 12 work items of dW (3 pixel groups of 5)
     s, r, gw, gb, w, _ = make_inputs(1, 8, 1, 8, 5, 7)
     go = torch.randn(1, 8, 5, 7, dtype=torch.float64)
-    torch.ops.gscnn_testing.gated_conv2d_backward(go, None, s, r, gw, gb, w, emu.gpu(),
-                                                  emu.launch(13, 2), skip)
+    torch.ops.gscnn_testing.gated_conv2d_backward(
+        go, None, s, r, gw, gb, w, emu.gpu(), emu.launch(13, 2), skip
+    )
 
 
 def _gcl_forward_shape_stream(emu, skip):
@@ -66,36 +75,49 @@ def _gcl_forward_shape_stream(emu, skip):
 
 def _potential(emu, skip):
     prob, _ = _dual_task_inputs()
-    torch.ops.gscnn_testing.boundary_potential(prob, 1.0, emu.gpu(), emu.launch(13, 2, (5, 6)),
-                                               skip)
+    torch.ops.gscnn_testing.boundary_potential(
+        prob, 1.0, emu.gpu(), emu.launch(13, 2, (5, 6)), skip
+    )
 
 
 def _potential_backward(emu, skip):
     prob, _ = _dual_task_inputs()
-    torch.ops.gscnn_testing.boundary_potential_backward(torch.ones_like(prob), prob, 1.0,
-                                                        emu.gpu(), emu.launch(13, 2, (5, 6)), skip)
+    torch.ops.gscnn_testing.boundary_potential_backward(
+        torch.ones_like(prob), prob, 1.0, emu.gpu(), emu.launch(13, 2, (5, 6)), skip
+    )
 
 
 def _loss(emu, skip):
     prob, target = _dual_task_inputs()
-    torch.ops.gscnn_testing.dual_task_loss(prob, target, 1.0, 1e-2, 255, emu.gpu(),
-                                           emu.launch(13, 2, (5, 6)), skip)
+    torch.ops.gscnn_testing.dual_task_loss(
+        prob, target, 1.0, 1e-2, 255, emu.gpu(), emu.launch(13, 2, (5, 6)), skip
+    )
 
 
 def _loss_backward(emu, skip):
     prob, target = _dual_task_inputs()
     count = torch.tensor(100.0, dtype=torch.float64)
-    torch.ops.gscnn_testing.dual_task_loss_backward(torch.tensor(1.0, dtype=torch.float64), prob,
-                                                    target, count, 1.0, 1e-2, 255, emu.gpu(),
-                                                    emu.launch(13, 2, (5, 6)), skip)
+    torch.ops.gscnn_testing.dual_task_loss_backward(
+        torch.tensor(1.0, dtype=torch.float64),
+        prob,
+        target,
+        count,
+        1.0,
+        1e-2,
+        255,
+        emu.gpu(),
+        emu.launch(13, 2, (5, 6)),
+        skip,
+    )
 
 
 def _fscore(emu, skip):
     g = torch.Generator().manual_seed(1)
     pred = torch.randint(0, 3, (1, 20, 70), generator=g)
     target = torch.randint(0, 3, (1, 20, 70), generator=g)
-    torch.ops.gscnn_testing.boundary_fscore_counts(pred, target, 3, [1, 3], 255, emu.gpu(),
-                                                   emu.launch(8, 2), 0, skip)
+    torch.ops.gscnn_testing.boundary_fscore_counts(
+        pred, target, 3, [1, 3], 255, emu.gpu(), emu.launch(8, 2), 0, skip
+    )
 
 
 PROGRAMS = {

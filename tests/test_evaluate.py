@@ -10,8 +10,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gscnn_ops.data import (CITYSCAPES_CLASSES, CITYSCAPES_PALETTE, SegmentationSamples,
-                            build_dataset)
+from gscnn_ops.data import (
+    CITYSCAPES_CLASSES,
+    CITYSCAPES_PALETTE,
+    SegmentationSamples,
+    build_dataset,
+)
 from gscnn_ops.engine import evaluate as ev
 from gscnn_ops.engine.checkpoint import load_model, make_payload, model_config, save_checkpoint
 from gscnn_ops.engine.inference import infer, window_starts
@@ -36,8 +40,9 @@ def checkpoints(tmp_path_factory):
         classes = CITYSCAPES_CLASSES if k == 19 else ["a", "b", "c"]
         palette = CITYSCAPES_PALETTE if k == 19 else [[0, 0, 0], [255, 0, 0], [0, 255, 0]]
         path = folder / f"{key}.pt"
-        save_checkpoint(path, make_payload(model, model_config(model, "resnet18", 8), classes,
-                                           palette))
+        save_checkpoint(
+            path, make_payload(model, model_config(model, "resnet18", 8), classes, palette)
+        )
         out[key] = str(path)
     return out
 
@@ -56,6 +61,7 @@ def _run(parser, argv):
 
 
 # ----------------------------------------------------------------------------- ConfusionMatrix
+
 
 def test_confusion_matrix_matches_brute_force():
     k, ignore = 5, 255
@@ -111,6 +117,7 @@ def test_perfect_prediction_and_errors():
 
 # ----------------------------------------------------------------------------- inference
 
+
 @pytest.fixture(scope="module")
 def tiny_model():
     torch.manual_seed(0)
@@ -130,15 +137,17 @@ def test_tile_covering_the_image_equals_plain_forward(tiny_model):
         assert all(torch.equal(a, b) for a, b in zip(out.alphas, ref.alphas))
 
 
-@pytest.mark.parametrize("length,tile,overlap", [(37, 16, 1 / 3), (53, 24, 0.5), (100, 7, 0.0),
-                                                  (16, 16, 1 / 3), (10, 16, 0.9)])
+@pytest.mark.parametrize(
+    "length,tile,overlap",
+    [(37, 16, 1 / 3), (53, 24, 0.5), (100, 7, 0.0), (16, 16, 1 / 3), (10, 16, 0.9)],
+)
 def test_windows_cover_every_pixel(length, tile, overlap):
     starts = window_starts(length, tile, overlap)
     size = min(tile, length)
     covered = torch.zeros(length, dtype=torch.bool)
     for s in starts:
         assert 0 <= s and s + size <= length
-        covered[s:s + size] = True
+        covered[s : s + size] = True
     assert covered.all() and starts[-1] + size == length
     for a, b in zip(starts, starts[1:]):
         assert b - a <= size - int(size * overlap) if overlap else b - a <= size
@@ -155,9 +164,10 @@ class _Pointwise(nn.Module):
 
     def forward(self, image, canny=None, return_alphas=False):
         seg = self.conv(image)
-        alphas = [torch.sigmoid(image[:, i:i + 1, ::2, ::2]) for i in range(3)]
-        return GSCNNOutput(seg=seg, edge=image[:, :1] * 2 + canny,
-                           alphas=alphas if return_alphas else [])
+        alphas = [torch.sigmoid(image[:, i : i + 1, ::2, ::2]) for i in range(3)]
+        return GSCNNOutput(
+            seg=seg, edge=image[:, :1] * 2 + canny, alphas=alphas if return_alphas else []
+        )
 
 
 def test_sliding_windows_stitch_odd_sizes():
@@ -178,8 +188,9 @@ def test_sliding_windows_stitch_odd_sizes():
 
 def test_real_model_tiled_shapes_and_amp(tiny_model):
     image, canny = torch.randn(1, 3, 37, 53), torch.zeros(1, 1, 37, 53)
-    out = infer(tiny_model, image, canny, tile=(16, 24), amp_dtype=torch.bfloat16,
-                return_alphas=True)
+    out = infer(
+        tiny_model, image, canny, tile=(16, 24), amp_dtype=torch.bfloat16, return_alphas=True
+    )
     assert out.seg.shape == (1, 3, 37, 53) and out.seg.dtype == torch.float32
     assert out.edge.shape == (1, 1, 37, 53) and len(out.alphas) == 3
     assert torch.isfinite(out.seg).all()
@@ -191,11 +202,26 @@ def test_real_model_tiled_shapes_and_amp(tiny_model):
 
 # ----------------------------------------------------------------------------- evaluate / eval
 
-def test_eval_json_matches_the_metrics_computed_directly(eval_parser, checkpoints, tmp_path,
-                                                         capsys):
+
+def test_eval_json_matches_the_metrics_computed_directly(
+    eval_parser, checkpoints, tmp_path, capsys
+):
     out = tmp_path / "report.json"
-    rc = _run(eval_parser, ["--checkpoint", checkpoints["k19"], "--json", str(out),
-                            "--batch-size", "2", "--thresholds", "2", "5", "--no-progress"])
+    rc = _run(
+        eval_parser,
+        [
+            "--checkpoint",
+            checkpoints["k19"],
+            "--json",
+            str(out),
+            "--batch-size",
+            "2",
+            "--thresholds",
+            "2",
+            "5",
+            "--no-progress",
+        ],
+    )
     assert rc == 0
     text = out.read_text()
     assert "NaN" not in text
@@ -241,11 +267,13 @@ def _direct_distance_miou(model, loader, factor, K=19, ignore=255):
             h, w = label.shape[-2:]
             top, left = round(factor * h / w), factor
             window = (slice(top, h - top), slice(left, w - left))
-            image = F.interpolate(image[..., window[0], window[1]], size=(h, w), mode="bilinear",
-                                  align_corners=False)
+            image = F.interpolate(
+                image[..., window[0], window[1]], size=(h, w), mode="bilinear", align_corners=False
+            )
             canny = F.interpolate(canny[..., window[0], window[1]], size=(h, w), mode="nearest")
-            label = F.interpolate(label[:, None, window[0], window[1]].float(), size=(h, w),
-                                  mode="nearest")[:, 0].long()
+            label = F.interpolate(
+                label[:, None, window[0], window[1]].float(), size=(h, w), mode="nearest"
+            )[:, 0].long()
             pred = model(image, canny).seg.argmax(1)
             valid = label != ignore
             cm += torch.bincount(label[valid] * K + pred[valid], minlength=K * K).view(K, K)
@@ -257,7 +285,8 @@ def _direct_distance_miou(model, loader, factor, K=19, ignore=255):
 def test_distance_evaluation(checkpoints):
     model, _ = load_model(checkpoints["k19"])
     loader = torch.utils.data.DataLoader(
-        SegmentationSamples(_tiny_dataset("synthetic", None, "val")), batch_size=2)
+        SegmentationSamples(_tiny_dataset("synthetic", None, "val")), batch_size=2
+    )
     report = ev.evaluate(model, loader, 19, crop_factors=[0, 4, 10], progress=False)
     assert list(report["distance"]) == [0, 4, 10]
     assert report["distance"][0] == report["miou"]
@@ -318,9 +347,26 @@ def test_cli_option_errors(eval_parser, checkpoints, capsys):
 
 def test_cli_tiled_limited_run(eval_parser, checkpoints, tmp_path, capsys):
     out = tmp_path / "r.json"
-    rc = _run(eval_parser, ["--checkpoint", checkpoints["k19"], "--limit", "1", "--tile", "16",
-                            "32", "--amp", "bf16", "--crop-factors", "0", "6", "--json", str(out),
-                            "--no-progress"])
+    rc = _run(
+        eval_parser,
+        [
+            "--checkpoint",
+            checkpoints["k19"],
+            "--limit",
+            "1",
+            "--tile",
+            "16",
+            "32",
+            "--amp",
+            "bf16",
+            "--crop-factors",
+            "0",
+            "6",
+            "--json",
+            str(out),
+            "--no-progress",
+        ],
+    )
     assert rc == 0
     report = json.loads(out.read_text())
     assert report["num_images"] == 1 and list(report["distance"]) == ["0", "6"]

@@ -26,8 +26,9 @@ def test_torch_mismatch_is_explained_with_the_rebuild_command(monkeypatch):
 
 
 def test_missing_cuda_kernels_warn_when_a_gpu_is_there(monkeypatch):
-    monkeypatch.setattr(_extension, "build_info",
-                        lambda: {"torch_version": torch.__version__, "with_cuda": False})
+    monkeypatch.setattr(
+        _extension, "build_info", lambda: {"torch_version": torch.__version__, "with_cuda": False}
+    )
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     with pytest.warns(UserWarning, match="built without its CUDA kernels"):
         _extension.load()
@@ -50,8 +51,9 @@ class _PretendCuda(torch.Tensor):
         return torch.device("cuda", 0)
 
 
-@pytest.mark.parametrize("op", ["gated_conv2d", "dual_task_loss", "edge_targets",
-                                "boundary_fscore_counts"])
+@pytest.mark.parametrize(
+    "op", ["gated_conv2d", "dual_task_loss", "edge_targets", "boundary_fscore_counts"]
+)
 def test_cuda_tensors_on_a_build_without_cuda_kernels(monkeypatch, op):
     # What a CPU-only build says to a user with CUDA tensors (not the dispatcher's "could not run
     # ... with arguments from the CUDA backend"), checked without a GPU.
@@ -61,17 +63,29 @@ def test_cuda_tensors_on_a_build_without_cuda_kernels(monkeypatch, op):
     monkeypatch.setattr(_common, "HAS_CUDA_KERNELS", False)
     cuda = lambda t: torch.Tensor._make_subclass(_PretendCuda, t)  # noqa: E731
     calls = {
-        "gated_conv2d": lambda: ops.gated_conv2d(cuda(torch.zeros(1, 2, 3, 3)), torch.zeros(1, 1, 3, 3),
-                                                 torch.zeros(1, 3, 1, 1), torch.zeros(1),
-                                                 torch.zeros(2, 2, 1, 1)),
-        "dual_task_loss": lambda: ops.dual_task_loss(cuda(torch.zeros(1, 2, 3, 3)),
-                                                     torch.zeros(1, 3, 3, dtype=torch.long)),
+        "gated_conv2d": lambda: ops.gated_conv2d(
+            cuda(torch.zeros(1, 2, 3, 3)),
+            torch.zeros(1, 1, 3, 3),
+            torch.zeros(1, 3, 1, 1),
+            torch.zeros(1),
+            torch.zeros(2, 2, 1, 1),
+        ),
+        "dual_task_loss": lambda: ops.dual_task_loss(
+            cuda(torch.zeros(1, 2, 3, 3)), torch.zeros(1, 3, 3, dtype=torch.long)
+        ),
         "edge_targets": lambda: ops.edge_targets(cuda(torch.zeros(1, 3, 3, dtype=torch.long))),
         "boundary_fscore_counts": lambda: ops.boundary_fscore_counts(
-            cuda(torch.zeros(1, 3, 3, dtype=torch.long)), torch.zeros(1, 3, 3, dtype=torch.long),
-            2, [1], 255),
+            cuda(torch.zeros(1, 3, 3, dtype=torch.long)),
+            torch.zeros(1, 3, 3, dtype=torch.long),
+            2,
+            [1],
+            255,
+        ),
     }
-    with pytest.raises(RuntimeError, match=rf"gscnn_ops.{op}: the tensors are on CUDA but "
-                                           r"gscnn_ops was built without its CUDA kernels.*"
-                                           r"FORCE_CUDA=1 pip install"):
+    with pytest.raises(
+        RuntimeError,
+        match=rf"gscnn_ops.{op}: the tensors are on CUDA but "
+        r"gscnn_ops was built without its CUDA kernels.*"
+        r"FORCE_CUDA=1 pip install",
+    ):
         calls[op]()

@@ -3,14 +3,26 @@ gradients, layouts, torch.library.opcheck, torch.compile, determinism and autoca
 
 import pytest
 import torch
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch.library import opcheck
 
 import gscnn_ops
 from gscnn_ops import reference
-from conftest import (ARG_NAMES, LOSS_USES, MLP_ARG_NAMES, TIGHT_TOL, assert_all_close,
-                      assert_low_precision_close, forward_backward, leaves, make_inputs,
-                      make_mlp_inputs, upstream_grads)
+
+from conftest import (
+    ARG_NAMES,
+    LOSS_USES,
+    MLP_ARG_NAMES,
+    TIGHT_TOL,
+    assert_all_close,
+    assert_low_precision_close,
+    forward_backward,
+    leaves,
+    make_inputs,
+    make_mlp_inputs,
+    upstream_grads,
+)
 
 OUT_NAMES = ("out", "alpha")
 GRAD_NAMES = tuple(f"grad_{n}" for n in ARG_NAMES)
@@ -31,6 +43,7 @@ def check_against_reference(inputs, use="out_and_alpha", tol=None):
 
 
 # --- values and gradients -----------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("bias", [True, False], ids=["bias", "no_bias"])
 @pytest.mark.parametrize("use", LOSS_USES)
@@ -101,6 +114,7 @@ def test_saturated_gate_is_finite():
 
 # --- gradcheck ----------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("bias", [True, False], ids=["bias", "no_bias"])
 @pytest.mark.parametrize("outputs", ["both", "out", "alpha"])
 def test_gradcheck(bias, outputs):
@@ -131,6 +145,7 @@ def test_gradcheck_mlp(outputs):
 
 # --- opcheck ------------------------------------------------------------------------------------
 
+
 def _opcheck_samples(make, *shape_and_kw):
     base = make(*shape_and_kw)
     samples = {
@@ -146,15 +161,33 @@ def _opcheck_samples(make, *shape_and_kw):
     return samples
 
 
-@pytest.mark.parametrize("sample", ["nchw", "no_bias", "channels_last", "requires_grad",
-                                    "channels_last_requires_grad", "float32_non_contiguous"])
+@pytest.mark.parametrize(
+    "sample",
+    [
+        "nchw",
+        "no_bias",
+        "channels_last",
+        "requires_grad",
+        "channels_last_requires_grad",
+        "float32_non_contiguous",
+    ],
+)
 def test_opcheck_gated_conv2d(sample):
     args = _opcheck_samples(make_inputs, 2, 3, 2, 4, 5, 6)[sample]
     opcheck(torch.ops.gscnn_ops.gated_conv2d.default, tuple(args))
 
 
-@pytest.mark.parametrize("sample", ["nchw", "no_bias", "channels_last", "requires_grad",
-                                    "channels_last_requires_grad", "float32_non_contiguous"])
+@pytest.mark.parametrize(
+    "sample",
+    [
+        "nchw",
+        "no_bias",
+        "channels_last",
+        "requires_grad",
+        "channels_last_requires_grad",
+        "float32_non_contiguous",
+    ],
+)
 def test_opcheck_gated_conv2d_mlp(sample):
     args = _opcheck_samples(make_mlp_inputs, 2, 3, 2, 5, 4, 5, 6)[sample]
     opcheck(torch.ops.gscnn_ops.gated_conv2d_mlp.default, tuple(args))
@@ -165,11 +198,14 @@ def test_opcheck_gated_conv2d_mlp(sample):
 def test_opcheck_gated_conv2d_backward(with_grad_alpha, channels_last):
     s, r, gw, gb, w, _ = make_inputs(2, 3, 2, 4, 5, 6, channels_last=channels_last)
     go, ga = upstream_grads((2, 4, 5, 6), (2, 1, 5, 6), s.dtype)
-    opcheck(torch.ops.gscnn_ops.gated_conv2d_backward.default,
-            (go, ga if with_grad_alpha else None, s, r, gw, gb, w))
+    opcheck(
+        torch.ops.gscnn_ops.gated_conv2d_backward.default,
+        (go, ga if with_grad_alpha else None, s, r, gw, gb, w),
+    )
 
 
 # --- torch.compile ------------------------------------------------------------------------------
+
 
 def _model_step(s, r, gw, gb, w, b):
     out, alpha = gscnn_ops.gated_conv2d(s, r, gw, gb, w, b)
@@ -191,6 +227,7 @@ def test_torch_compile_fullgraph(channels_last):
 
 
 # --- layouts ------------------------------------------------------------------------------------
+
 
 def test_channels_last():
     inputs = make_inputs(2, 5, 3, 4, 7, 13, channels_last=True)
@@ -218,10 +255,10 @@ def _views(bases):
     """Non-contiguous views of base tensors: channel slice, H/W transpose, stride-0 expansion and
     non-contiguous parameters."""
     big_s, small_r, big_w, big_gw = bases
-    s = big_s[:, 2:7].transpose(2, 3)               # (2, 5, 13, 7): channel slice + transpose
-    r = small_r.expand(2, 3, 13, 7)                 # stride 0 over N and H
-    weight = big_w.transpose(0, 1)[:, ::2]          # (4, 5, 1, 1), non-contiguous
-    gate_weight = big_gw[..., ::2]                  # (1, 8, 1, 1) from (1, 8, 1, 2)
+    s = big_s[:, 2:7].transpose(2, 3)  # (2, 5, 13, 7): channel slice + transpose
+    r = small_r.expand(2, 3, 13, 7)  # stride 0 over N and H
+    weight = big_w.transpose(0, 1)[:, ::2]  # (4, 5, 1, 1), non-contiguous
+    gate_weight = big_gw[..., ::2]  # (1, 8, 1, 1) from (1, 8, 1, 2)
     return s, r, weight, gate_weight
 
 
@@ -230,10 +267,12 @@ def test_non_contiguous_inputs():
     dt = torch.float64
 
     def bases():
-        return [torch.randn(2, 9, 7, 13, generator=g, dtype=dt),
-                torch.randn(1, 3, 1, 7, generator=g, dtype=dt),
-                torch.randn(10, 4, 1, 1, generator=g, dtype=dt) / 3,
-                torch.randn(1, 8, 1, 2, generator=g, dtype=dt) / 3]
+        return [
+            torch.randn(2, 9, 7, 13, generator=g, dtype=dt),
+            torch.randn(1, 3, 1, 7, generator=g, dtype=dt),
+            torch.randn(10, 4, 1, 1, generator=g, dtype=dt) / 3,
+            torch.randn(1, 8, 1, 2, generator=g, dtype=dt) / 3,
+        ]
 
     b0 = bases()
     gate_bias = torch.tensor([0.2], dtype=dt)
@@ -269,8 +308,14 @@ def test_backward_op_outputs_do_not_alias():
     grads = torch.ops.gscnn_ops.gated_conv2d_backward(go, ga, s, r, gw, gb, w)
     ptrs = [g.untyped_storage().data_ptr() for g in grads]
     assert len(set(ptrs)) == len(ptrs)
-    assert [tuple(g.shape) for g in grads] == [(2, 3, 5, 6), (2, 2, 5, 6), (1, 5, 1, 1), (1,),
-                                               (4, 3, 1, 1), (4,)]
+    assert [tuple(g.shape) for g in grads] == [
+        (2, 3, 5, 6),
+        (2, 2, 5, 6),
+        (1, 5, 1, 1),
+        (1,),
+        (4, 3, 1, 1),
+        (4,),
+    ]
 
 
 def test_empty_batch():
@@ -284,13 +329,29 @@ def test_empty_batch():
 
 
 @settings(max_examples=40, deadline=None, database=None, derandomize=True)
-@given(N=st.integers(1, 3), C=st.integers(1, 9), Cr=st.integers(1, 4), Cout=st.integers(1, 7),
-       H=st.integers(1, 9), W=st.integers(1, 12), bias=st.booleans(),
-       layout=st.sampled_from(["nchw", "channels_last", "transposed"]),
-       use=st.sampled_from(LOSS_USES))
+@given(
+    N=st.integers(1, 3),
+    C=st.integers(1, 9),
+    Cr=st.integers(1, 4),
+    Cout=st.integers(1, 7),
+    H=st.integers(1, 9),
+    W=st.integers(1, 12),
+    bias=st.booleans(),
+    layout=st.sampled_from(["nchw", "channels_last", "transposed"]),
+    use=st.sampled_from(LOSS_USES),
+)
 def test_property_random_shapes(N, C, Cr, Cout, H, W, bias, layout, use):
-    inputs = make_inputs(N, C, Cr, Cout, H, W, bias=bias, channels_last=layout == "channels_last",
-                         seed=N * 1000 + C * 100 + H * 10 + W)
+    inputs = make_inputs(
+        N,
+        C,
+        Cr,
+        Cout,
+        H,
+        W,
+        bias=bias,
+        channels_last=layout == "channels_last",
+        seed=N * 1000 + C * 100 + H * 10 + W,
+    )
     if layout == "transposed":
         inputs[0] = inputs[0].transpose(2, 3).contiguous().transpose(2, 3)
         inputs[1] = inputs[1].transpose(2, 3).contiguous().transpose(2, 3)
@@ -300,6 +361,7 @@ def test_property_random_shapes(N, C, Cr, Cout, H, W, bias, layout, use):
 
 
 # --- gated_conv2d_mlp ---------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("use", LOSS_USES)
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
@@ -314,8 +376,9 @@ def test_mlp_matches_reference(dtype, use):
 
 
 def test_mlp_channels_last_output():
-    out, alpha = gscnn_ops.gated_conv2d_mlp(*make_mlp_inputs(2, 5, 2, 6, 4, 7, 13,
-                                                             channels_last=True))
+    out, alpha = gscnn_ops.gated_conv2d_mlp(
+        *make_mlp_inputs(2, 5, 2, 6, 4, 7, 13, channels_last=True)
+    )
     assert out.is_contiguous(memory_format=torch.channels_last) and not out.is_contiguous()
     rout, ralpha = reference.gated_conv2d_mlp(*make_mlp_inputs(2, 5, 2, 6, 4, 7, 13))
     assert_all_close([out, alpha], [rout, ralpha], OUT_NAMES, **TIGHT_TOL[torch.float64])
@@ -359,6 +422,7 @@ def test_gradients_independent_of_thread_count(dtype, restore_num_threads):
 
 
 # --- autocast -----------------------------------------------------------------------------------
+
 
 def test_autocast_cpu_bfloat16():
     inputs = make_inputs(2, 5, 3, 4, 7, 13, dtype=torch.float32)

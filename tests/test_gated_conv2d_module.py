@@ -10,6 +10,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 import gscnn_ops
 from gscnn_ops import reference
+
 from conftest import TIGHT_TOL, assert_all_close, upstream_grads
 
 N, C, CR, COUT, H, W = 2, 5, 3, 4, 7, 13
@@ -84,6 +85,7 @@ def grad_names(module):
 
 # --- parameters and initialisation --------------------------------------------------------------
 
+
 @pytest.mark.parametrize("bias", [False, True])
 def test_linear_parameters(bias):
     module = gscnn_ops.GatedConv2d(C, COUT, CR, bias=bias)
@@ -99,8 +101,13 @@ def test_mlp_parameters():
     module = gscnn_ops.GatedConv2d(C, COUT, CR, gate="mlp")
     d = C + CR
     net = module.gate_net
-    assert [type(m) for m in net] == [torch.nn.BatchNorm2d, torch.nn.Conv2d, torch.nn.ReLU,
-                                      torch.nn.Conv2d, torch.nn.BatchNorm2d]
+    assert [type(m) for m in net] == [
+        torch.nn.BatchNorm2d,
+        torch.nn.Conv2d,
+        torch.nn.ReLU,
+        torch.nn.Conv2d,
+        torch.nn.BatchNorm2d,
+    ]
     assert net[0].num_features == d and net[4].num_features == 1
     assert net[1].weight.shape == (d, d, 1, 1) and net[3].weight.shape == (1, d, 1, 1)
     assert module.weight.shape == (COUT, C, 1, 1) and module.bias is None
@@ -134,6 +141,7 @@ def test_reset_parameters_redraws():
 
 # --- fused vs unfused ---------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("config", ["linear", "linear_bias", "mlp_train", "mlp_eval"])
 def test_fused_equals_unfused(config):
     bias = config != "linear"
@@ -159,6 +167,7 @@ def test_fused_equals_unfused(config):
 
 
 # --- the authors' MLP gate ----------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("bias", [False, True])
 def test_mlp_train_mode_equals_authors(bias):
@@ -198,17 +207,21 @@ def test_mlp_eval_mode_equals_authors_and_is_fused(bias):
 def test_mlp_eval_mode_float32_channels_last():
     module = make_mlp_module(dtype=torch.float32).eval()
     s, r = feature_maps(torch.float32, shift=0.5)
-    s, r = s.contiguous(memory_format=torch.channels_last), r.contiguous(
-        memory_format=torch.channels_last)
+    s, r = (
+        s.contiguous(memory_format=torch.channels_last),
+        r.contiguous(memory_format=torch.channels_last),
+    )
     with torch.no_grad():
         out, alpha = module(s, r, return_alpha=True)
-        rout, ralpha = reference.gated_conv2d_authors(s, r, module.gate_net, module.weight,
-                                                      module.bias)
+        rout, ralpha = reference.gated_conv2d_authors(
+            s, r, module.gate_net, module.weight, module.bias
+        )
     assert out.is_contiguous(memory_format=torch.channels_last)
     assert_all_close([out, alpha], [rout, ralpha], ["out", "alpha"], rtol=1e-5, atol=1e-5)
 
 
 # --- state_dict, return_alpha, dtype ------------------------------------------------------------
+
 
 def test_state_dict_has_no_logit_gate_buffers():
     module = make_mlp_module()
@@ -251,11 +264,15 @@ def test_module_half_precision_runs():
 
 # --- gradcheck through the module ---------------------------------------------------------------
 
+
 def _gradcheck_module(module):
     names = [n for n, _ in module.named_parameters()]
     params = [p.detach().clone().requires_grad_() for p in module.parameters()]
     s, r = feature_maps(n=1)
-    s, r = s[..., :3, :4].contiguous().requires_grad_(), r[..., :3, :4].contiguous().requires_grad_()
+    s, r = (
+        s[..., :3, :4].contiguous().requires_grad_(),
+        r[..., :3, :4].contiguous().requires_grad_(),
+    )
 
     def fn(s, r, *ps):
         return functional_call(module, dict(zip(names, ps)), (s, r), {"return_alpha": True})
@@ -304,4 +321,6 @@ def test_module_under_torch_compile_fullgraph(gate, train):
     eager_loss.backward()
     torch.testing.assert_close(loss, eager_loss, rtol=1e-5, atol=1e-6)
     for (name, p), q in zip(module.named_parameters(), eager_module.parameters()):
-        torch.testing.assert_close(p.grad, q.grad, rtol=1e-4, atol=1e-6, msg=lambda m: f"{name}: {m}")
+        torch.testing.assert_close(
+            p.grad, q.grad, rtol=1e-4, atol=1e-6, msg=lambda m: f"{name}: {m}"
+        )

@@ -5,17 +5,18 @@ the global-memory variants, against the float64 reference, with the race detecto
 
 import pytest
 import torch
-from conftest import LOW_PRECISION_EPS, make_inputs, make_mlp_inputs, upstream_grads
 
 from gscnn_ops import reference
+
+from conftest import LOW_PRECISION_EPS, make_inputs, make_mlp_inputs, upstream_grads
 
 ARGS = ("s", "r", "gate_weight", "gate_bias", "weight", "bias")
 
 SHAPES = [  # N, C, Cr, Cout, H, W
-    (2, 5, 2, 7, 7, 9),     # Cout = 7: one group of four output channels plus three left over
-    (1, 3, 1, 4, 1, 1),     # 1x1 image, batch 1
-    (3, 9, 3, 2, 5, 13),    # Cout < 4: only the remainder loop
-    (1, 1, 1, 1, 3, 2),     # single channels
+    (2, 5, 2, 7, 7, 9),  # Cout = 7: one group of four output channels plus three left over
+    (1, 3, 1, 4, 1, 1),  # 1x1 image, batch 1
+    (3, 9, 3, 2, 5, 13),  # Cout < 4: only the remainder loop
+    (1, 1, 1, 1, 3, 2),  # single channels
     (2, 32, 1, 32, 6, 11),  # the shape stream's first GCL
 ]
 
@@ -53,8 +54,9 @@ def check_forward(emu, inputs, gpu, force=(), tol=1e-12):
 
 def check_backward(emu, inputs, gpu, force=(), with_grad_alpha=True, tol=1e-11):
     s, r, gw, gb, w, b = inputs
-    go, ga = upstream_grads(reference.gated_conv2d(*inputs)[0].shape, (s.shape[0], 1) + s.shape[2:],
-                            s.dtype)
+    go, ga = upstream_grads(
+        reference.gated_conv2d(*inputs)[0].shape, (s.shape[0], 1) + s.shape[2:], s.dtype
+    )
     ga = ga if with_grad_alpha else None
     got = ops(emu).gated_conv2d_backward(go, ga, s, r, gw, gb, w, gpu, list(force))
     want = reference_grads(inputs, go, ga)
@@ -126,7 +128,7 @@ def test_strided_inputs_channels_last_and_views(emu):
     assert out.is_contiguous(memory_format=torch.channels_last)
     check_forward(emu, inputs, emu.gpu())
     s, r, gw, gb, w, b = make_inputs(2, 6, 1, 4, 5, 7)
-    s_view = torch.randn(2, 10, 5, 7, dtype=torch.float64)[:, 2:8]         # channel slice
+    s_view = torch.randn(2, 10, 5, 7, dtype=torch.float64)[:, 2:8]  # channel slice
     r_expanded = torch.randn(1, 1, 5, 7, dtype=torch.float64).expand(2, 1, 5, 7)  # stride 0 on N
     strided = [s_view, r_expanded, gw, gb, w, b]
     check_forward(emu, strided, emu.gpu(), emu.launch(16, 3))
@@ -165,8 +167,13 @@ def test_half_precision_against_float64_reference(emu, dtype):
     for name, g, e in zip(ARGS, got, want):
         assert g.dtype == dtype
         # Parameter gradients are sums over all 180 pixels, accumulated in float32 and rounded once.
-        torch.testing.assert_close(g.double(), e, rtol=eps, atol=eps * e.abs().max().item(),
-                                   msg=lambda m, n=name: f"grad {n}: {m}")
+        torch.testing.assert_close(
+            g.double(),
+            e,
+            rtol=eps,
+            atol=eps * e.abs().max().item(),
+            msg=lambda m, n=name: f"grad {n}: {m}",
+        )
 
 
 def test_backward_is_bitwise_reproducible(emu):
@@ -182,8 +189,9 @@ def test_empty_batch(emu):
     inputs = make_inputs(0, 3, 1, 2, 4, 4)
     out, alpha = ops(emu).gated_conv2d(*inputs, emu.gpu())
     assert out.shape == (0, 2, 4, 4) and alpha.shape == (0, 1, 4, 4)
-    grads = ops(emu).gated_conv2d_backward(torch.empty(0, 2, 4, 4, dtype=torch.float64), None,
-                                           *inputs[:5], emu.gpu())
+    grads = ops(emu).gated_conv2d_backward(
+        torch.empty(0, 2, 4, 4, dtype=torch.float64), None, *inputs[:5], emu.gpu()
+    )
     assert grads[4].shape == (2, 3, 1, 1) and torch.count_nonzero(grads[4]) == 0
 
 

@@ -9,7 +9,7 @@ from gscnn_ops.models.loss import GSCNNLoss, image_class_weights
 
 def two_region_target(n=2, h=24, w=32):
     target = torch.zeros(n, h, w, dtype=torch.long)
-    target[:, :, w // 2:] = 1
+    target[:, :, w // 2 :] = 1
     target[:, :3, :5] = 255  # an ignore patch
     return target
 
@@ -17,6 +17,7 @@ def two_region_target(n=2, h=24, w=32):
 def test_perfect_edges_give_near_zero_bce_and_finite_terms():
     target = two_region_target()
     from gscnn_ops import edge_targets
+
     edges = edge_targets(target, 2.0, 255)
     seg = torch.nn.functional.one_hot(target.clamp_max(1), 2).permute(0, 3, 1, 2).float() * 30
     perfect = GSCNNOutput(seg=seg, edge=(edges.float() * 2 - 1).unsqueeze(1) * 30)
@@ -47,7 +48,8 @@ def test_fused_and_reference_losses_agree(class_weighting):
     results = []
     for fused in (True, False):
         terms = GSCNNLoss(fused=fused, class_weighting=class_weighting).eval()(
-            GSCNNOutput(seg=seg, edge=edge), target)
+            GSCNNOutput(seg=seg, edge=edge), target
+        )
         grads = torch.autograd.grad(terms["total"], (seg, edge))
         results.append(({k: v.detach() for k, v in terms.items()}, grads))
     (a, ga), (b, gb) = results
@@ -65,7 +67,9 @@ def test_release_class_weights():
 
 def test_bad_target_shape():
     with pytest.raises(ValueError, match="GSCNNLoss: target must be"):
-        GSCNNLoss()(GSCNNOutput(seg=torch.randn(1, 2, 8, 8)), torch.zeros(1, 4, 4, dtype=torch.long))
+        GSCNNLoss()(
+            GSCNNOutput(seg=torch.randn(1, 2, 8, 8)), torch.zeros(1, 4, 4, dtype=torch.long)
+        )
 
 
 @pytest.mark.slow
@@ -99,8 +103,10 @@ def test_terms_by_hand_on_a_tiny_map():
     import math
 
     target = torch.tensor([[[0, 0, 0, 0, 1, 255]]])
-    seg = torch.tensor([[[[2.0, 1.0, 0.5, -1.0, 0.0, 3.0]],
-                         [[0.0, 0.5, 1.0, 1.0, 2.0, -3.0]]]], dtype=torch.float64)
+    seg = torch.tensor(
+        [[[[2.0, 1.0, 0.5, -1.0, 0.0, 3.0]], [[0.0, 0.5, 1.0, 1.0, 2.0, -3.0]]]],
+        dtype=torch.float64,
+    )
     edge = torch.tensor([[[[-3.0, -1.0, 0.5, 2.0, 1.0, 4.0]]]], dtype=torch.float64)
     labels = [0, 0, 0, 0, 1]
     is_edge = [0, 0, 0, 1, 1]
@@ -130,4 +136,5 @@ def test_terms_by_hand_on_a_tiny_map():
     assert terms["total"].item() == pytest.approx(seg_term + 20 * edge_term + att_term, rel=1e-6)
     weighted = GSCNNLoss(edge_radius=1.0, dual_weight=0.0, class_weighting=True).eval()
     assert weighted(GSCNNOutput(seg=seg, edge=edge), target)["seg"].item() == pytest.approx(
-        weighted_seg, rel=1e-6)
+        weighted_seg, rel=1e-6
+    )

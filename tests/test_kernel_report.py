@@ -19,12 +19,18 @@ def test_kernel_report(emu):
 
     if cuobjdump() is None:
         pytest.skip("cuobjdump not found")
-    out = subprocess.run([sys.executable, SCRIPT], capture_output=True, text=True, check=True,
-                         timeout=600).stdout
+    out = subprocess.run(
+        [sys.executable, SCRIPT], capture_output=True, text=True, check=True, timeout=600
+    ).stdout
     resources = out.split("## Innermost loops")[0]
-    for program in ("gcl::ForwardProgram<float", "gcl::BackwardProgram<float> [shared]",
-                    "gcl::BackwardProgram<float> [global scratch]", "dtl::Pipeline<float, true, true, 3> [shared]",
-                    "et::EdgeTargetsProgram", "bfs::MatchProgram"):
+    for program in (
+        "gcl::ForwardProgram<float",
+        "gcl::BackwardProgram<float> [shared]",
+        "gcl::BackwardProgram<float> [global scratch]",
+        "dtl::Pipeline<float, true, true, 3> [shared]",
+        "et::EdgeTargetsProgram",
+        "bfs::MatchProgram",
+    ):
         assert program in resources, program
     rows = [line for line in resources.splitlines() if line.startswith("| ") and "[" in line]
     assert all(line.split("|")[5].strip() == "0" for line in rows), "a kernel spills registers"

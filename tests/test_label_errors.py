@@ -8,10 +8,11 @@ import math
 
 import pytest
 import torch
-from conftest import requires_cuda
+
+import gscnn_ops
 
 import emulation
-import gscnn_ops
+from conftest import requires_cuda
 
 ops = torch.ops.gscnn_ops
 
@@ -31,11 +32,15 @@ def loss_calls(prob, target):
     force = emulation.launch(7, 2, (4, 5))
     return {
         "cpu forward": lambda: ops.dual_task_loss(prob, target, 1.0, 1e-2, 255),
-        "cpu backward": lambda: ops.dual_task_loss_backward(one, prob, target, count, 1.0, 1e-2, 255),
-        "emulated forward": lambda: t.dual_task_loss(prob, target, 1.0, 1e-2, 255, emulation.gpu(),
-                                                     force),
-        "emulated backward": lambda: t.dual_task_loss_backward(one, prob, target, count, 1.0, 1e-2,
-                                                               255, emulation.gpu(), force),
+        "cpu backward": lambda: ops.dual_task_loss_backward(
+            one, prob, target, count, 1.0, 1e-2, 255
+        ),
+        "emulated forward": lambda: t.dual_task_loss(
+            prob, target, 1.0, 1e-2, 255, emulation.gpu(), force
+        ),
+        "emulated backward": lambda: t.dual_task_loss_backward(
+            one, prob, target, count, 1.0, 1e-2, 255, emulation.gpu(), force
+        ),
     }
 
 
@@ -45,10 +50,14 @@ def test_the_first_bad_label_is_named_with_its_position(value, where):
     target[where] = value
     target[1, 8, 10] = 77  # the last pixel: a later bad label, never the one reported
     for name, call in loss_calls(prob, target).items():
-        with pytest.raises(RuntimeError, match=(
+        with pytest.raises(
+            RuntimeError,
+            match=(
                 rf"dual_task_loss(_backward)?: argument 'target' has label {value} at "
                 rf"\[{where[0]}, {where[1]}, {where[2]}\]; expected a class in \[0, 3\) or "
-                rf"ignore_index 255$")):
+                rf"ignore_index 255$"
+            ),
+        ):
             call()
 
 
@@ -66,7 +75,7 @@ def test_extreme_labels_and_positions_saturate_in_the_message():
     target[0, 0, 66000] = 100000
     with pytest.raises(RuntimeError, match=r"has label >= 32768 at \[0, 0, >= 65535\]"):
         ops.dual_task_loss(prob, target, 1.0, 1e-2, 255)
-    target[0, 0, 5] = -2**40
+    target[0, 0, 5] = -(2**40)
     with pytest.raises(RuntimeError, match=r"has label <= -32767 at \[0, 0, 5\]"):
         ops.dual_task_loss(prob, target, 1.0, 1e-2, 255)
 
@@ -90,14 +99,18 @@ def test_check_errors_is_a_no_op_without_pending_errors():
 
 # --- CUDA: no host sync, so the error comes later --------------------------------------------
 
+
 @requires_cuda
 def test_cuda_bad_label_gives_nan_then_raises_at_check_errors():
     prob, target = prob_and_target()
     target[1, 4, 7] = 3
     loss, count = ops.dual_task_loss(prob.cuda(), target.cuda(), 1.0, 1e-2, 255)  # no raise here
     assert math.isnan(loss.item()) and math.isnan(count.item())
-    with pytest.raises(RuntimeError, match=r"dual_task_loss: argument 'target' has label 3 at "
-                                           r"\[1, 4, 7\].*found on cuda:0"):
+    with pytest.raises(
+        RuntimeError,
+        match=r"dual_task_loss: argument 'target' has label 3 at "
+        r"\[1, 4, 7\].*found on cuda:0",
+    ):
         gscnn_ops.check_errors()
     gscnn_ops.check_errors()  # reported once: the status is clear again
     good = ops.dual_task_loss(prob.cuda(), target.clamp(0, 2).cuda(), 1.0, 1e-2, 255)[0]

@@ -14,14 +14,17 @@ import pytest
 import torch
 
 import gscnn_ops
-from emulation import GPUS, KERNEL_FIELDS, WORST_KERNEL, gpu
+
+from emulation import GPUS, WORST_KERNEL, gpu
 
 MAX_GRID = 2**31 - 1
 
 
 def select(emu, op, sizes, gpu_name, **kernel):
     fields = ("blocks", "threads", "shared", "scratch", "tile_h", "tile_w", "variant")
-    return dict(zip(fields, torch.ops.gscnn_testing.select_launch(op, sizes, gpu(gpu_name, **kernel))))
+    return dict(
+        zip(fields, torch.ops.gscnn_testing.select_launch(op, sizes, gpu(gpu_name, **kernel)))
+    )
 
 
 def problems(launch, gpu_name, kernel=WORST_KERNEL):
@@ -65,7 +68,9 @@ def test_gated_conv2d_forward(emu, name):
                     assert l["blocks"] <= math.ceil(P / l["threads"])
                     # direct reads from global memory only when no block stages the channels
                     most = GPUS[name]["smem_per_block_optin"]
-                    assert staged == ((C + Cr) * 64 * acc <= most - GPUS[name]["reserved_smem_per_block"])
+                    assert staged == (
+                        (C + Cr) * 64 * acc <= most - GPUS[name]["reserved_smem_per_block"]
+                    )
 
 
 @pytest.mark.parametrize("name", GPUS)
@@ -106,12 +111,21 @@ def test_gated_conv2d_backward(emu, name):
                     entries = Cout * C + Cout + C + 1 + 1
                     assert l["blocks"] <= 1024 and l["blocks"] * entries <= max(2**25, entries)
                     if l["scratch"]:  # global memory only when no block size fits
-                        assert tiles * 64 // l["threads"] > GPUS[name]["smem_per_block_optin"] - 1024
+                        assert (
+                            tiles * 64 // l["threads"] > GPUS[name]["smem_per_block_optin"] - 1024
+                        )
 
 
 @pytest.mark.parametrize("name", GPUS)
-@pytest.mark.parametrize("op", ["boundary_potential", "boundary_potential_backward",
-                                "dual_task_loss", "dual_task_loss_backward"])
+@pytest.mark.parametrize(
+    "op",
+    [
+        "boundary_potential",
+        "boundary_potential_backward",
+        "dual_task_loss",
+        "dual_task_loss_backward",
+    ],
+)
 def test_boundary_potential_family(emu, name, op):
     for R in range(1, 33):  # sigma up to 32/3, the API's limit on every device
         for N, H, W in [(1, 1, 1), (8, 800, 800), (2, 1024, 2048), (64, 4096, 4096)]:
@@ -148,6 +162,7 @@ def test_edge_targets_and_boundary_fscore(emu, name):
 
 # --- with the registers and static shared memory of the kernels this build compiled -----------
 
+
 def compiled_kernels():
     """{program type: (registers, static shared bytes)} from cuobjdump, or None."""
     if not gscnn_ops.has_cuda_kernels():
@@ -157,8 +172,12 @@ def compiled_kernels():
     exe = cuobjdump()
     if exe is None:
         return None
-    out = subprocess.run([exe, "--dump-resource-usage", gscnn_ops._C.__file__],
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [exe, "--dump-resource-usage", gscnn_ops._C.__file__],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     kernels = {}
     for m in re.finditer(r"Function (\S+):\s*\n\s*REG:(\d+) STACK:\d+ SHARED:(\d+)", out):
         kernels[m.group(1)] = (int(m.group(2)), int(m.group(3)))
@@ -171,15 +190,17 @@ def test_selections_fit_the_compiled_kernels(emu):
         if os.environ.get("GSCNN_EXPECT_CUDA_KERNELS") == "1":
             pytest.fail("the CUDA build's kernels could not be read with cuobjdump")
         pytest.skip("no CUDA kernels in this build, or no cuobjdump")
-    programs = {"ForwardProgramSmallC": ("gated_conv2d_small_c", [10**6, 32, 1, 4]),
-                "BackwardProgramSmallC": ("gated_conv2d_backward_small_c", [10**6, 32, 1, 4]),
-                "ForwardProgram": ("gated_conv2d", [10**6, 32, 1, 4]),
-                "BackwardProgram": ("gated_conv2d_backward", [10**6, 32, 1, 32, 4]),
-                "Pipeline": ("dual_task_loss_backward", [8, 800, 800, 3, 4]),
-                "EdgeTargetsProgram": ("edge_targets", [10**6]),
-                "MaskProgram": ("boundary_fscore_mask", [10**6]),
-                "BoundaryProgram": ("boundary_fscore_blocks", [19, 1000, 4]),
-                "MatchProgram": ("boundary_fscore_blocks", [38, 1000, 32])}
+    programs = {
+        "ForwardProgramSmallC": ("gated_conv2d_small_c", [10**6, 32, 1, 4]),
+        "BackwardProgramSmallC": ("gated_conv2d_backward_small_c", [10**6, 32, 1, 4]),
+        "ForwardProgram": ("gated_conv2d", [10**6, 32, 1, 4]),
+        "BackwardProgram": ("gated_conv2d_backward", [10**6, 32, 1, 32, 4]),
+        "Pipeline": ("dual_task_loss_backward", [8, 800, 800, 3, 4]),
+        "EdgeTargetsProgram": ("edge_targets", [10**6]),
+        "MaskProgram": ("boundary_fscore_mask", [10**6]),
+        "BoundaryProgram": ("boundary_fscore_blocks", [19, 1000, 4]),
+        "MatchProgram": ("boundary_fscore_blocks", [38, 1000, 32]),
+    }
     seen = set()
     for mangled, (regs, static) in kernels.items():
         program = next((p for p in programs if p in mangled), None)  # SmallC first: a prefix

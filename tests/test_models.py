@@ -5,8 +5,9 @@ import copy
 import pytest
 import torch
 
-from conftest import oracle
 from gscnn_ops.models import GSCNN, ResNet, WiderResNet38, load_pretrained
+
+from conftest import oracle
 
 BACKBONES = ["resnet18", "resnet34", "resnet50", "resnet101"]
 
@@ -14,7 +15,9 @@ BACKBONES = ["resnet18", "resnet34", "resnet50", "resnet101"]
 @pytest.mark.parametrize("backbone", BACKBONES + ["wrn38"])
 @pytest.mark.parametrize("output_stride", [8, 16])
 def test_trunk_strides_and_channels(backbone, output_stride):
-    trunk = (WiderResNet38(output_stride) if backbone == "wrn38" else ResNet(backbone, output_stride)).eval()
+    trunk = (
+        WiderResNet38(output_stride) if backbone == "wrn38" else ResNet(backbone, output_stride)
+    ).eval()
     with torch.no_grad():
         f = trunk(torch.randn(1, 3, 64, 96))
     deep = 64 // output_stride
@@ -68,7 +71,9 @@ def test_parameter_counts():
         with torch.device("meta"):
             base = GSCNN(19, backbone, shape_stream=False)
             full = GSCNN(19, backbone, shape_stream=True)
-        assert _count(full) - _count(base) == _shape_stream_parameters(base.trunk.channels), backbone
+        assert _count(full) - _count(base) == _shape_stream_parameters(base.trunk.channels), (
+            backbone
+        )
         if backbone == "wrn38":  # the release's WiderResNetA2 (its parameter list, read off it)
             assert _count(base.trunk) == 105_062_720
             continue
@@ -98,7 +103,9 @@ def test_fused_and_reference_modes_agree(shape_stride):
     torch.testing.assert_close(a.seg, b.seg, rtol=1e-9, atol=1e-10)
     torch.testing.assert_close(a.edge, b.edge, rtol=1e-9, atol=1e-10)
     for name in ga:
-        torch.testing.assert_close(ga[name], gb[name], rtol=1e-8, atol=1e-10, msg=lambda m: f"{name}: {m}")
+        torch.testing.assert_close(
+            ga[name], gb[name], rtol=1e-8, atol=1e-10, msg=lambda m: f"{name}: {m}"
+        )
 
 
 def _torchvision_style_state(trunk):
@@ -210,10 +217,13 @@ def test_same_keys_and_features_as_torchvision(name):
     torchvision = oracle("torchvision")
     torch.manual_seed(0)
     tv = getattr(torchvision.models, name)(
-        replace_stride_with_dilation=[False, True, True] if name == "resnet50" else None).eval()
+        replace_stride_with_dilation=[False, True, True] if name == "resnet50" else None
+    ).eval()
     ours = ResNet(name, output_stride=8 if name == "resnet50" else 16).eval()
     tv_state = {k: v for k, v in tv.state_dict().items() if not k.startswith("fc.")}
-    assert {k: v.shape for k, v in tv_state.items()} == {k: v.shape for k, v in ours.state_dict().items()}
+    assert {k: v.shape for k, v in tv_state.items()} == {
+        k: v.shape for k, v in ours.state_dict().items()
+    }
     if name != "resnet50":
         return  # torchvision's BasicBlock ResNets cannot dilate
     ours.load_state_dict(tv_state)

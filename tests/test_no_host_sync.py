@@ -14,18 +14,22 @@ import glob
 import os
 import re
 
-import pytest
 import torch
-from conftest import requires_cuda
 
 import gscnn_ops
 
+from conftest import requires_cuda
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-CPP_SYNCS = re.compile(r"\.item\s*[<(]|\.cpu\(\)|\bkCPU\b|cudaMemcpy\s*\(|cudaMemset\s*\(|"
-                       r"Synchronize\s*\(|cudaMalloc\w*\s*\(|cudaHostAlloc\s*\(|cudaFree\s*\(")
-PY_SYNCS = re.compile(r"\.item\(\)|\.cpu\(\)|\.tolist\(\)|\.numpy\(\)|\.nonzero\(|"
-                      r"masked_select|torch\.cuda\.synchronize")
+CPP_SYNCS = re.compile(
+    r"\.item\s*[<(]|\.cpu\(\)|\bkCPU\b|cudaMemcpy\s*\(|cudaMemset\s*\(|"
+    r"Synchronize\s*\(|cudaMalloc\w*\s*\(|cudaHostAlloc\s*\(|cudaFree\s*\("
+)
+PY_SYNCS = re.compile(
+    r"\.item\(\)|\.cpu\(\)|\.tolist\(\)|\.numpy\(\)|\.nonzero\(|"
+    r"masked_select|torch\.cuda\.synchronize"
+)
 
 
 def offending_lines(paths, pattern, allowed_marker=None):
@@ -40,8 +44,9 @@ def offending_lines(paths, pattern, allowed_marker=None):
 
 
 def test_cuda_paths_of_the_ops_never_wait_for_the_gpu():
-    paths = (glob.glob(os.path.join(ROOT, "csrc", "cuda", "*"))
-             + glob.glob(os.path.join(ROOT, "csrc", "common", "*.h")))
+    paths = glob.glob(os.path.join(ROOT, "csrc", "cuda", "*")) + glob.glob(
+        os.path.join(ROOT, "csrc", "common", "*.h")
+    )
     assert len(paths) > 20
     assert offending_lines(paths, CPP_SYNCS, "host sync allowed") == []
 
@@ -61,8 +66,10 @@ def test_python_between_the_user_and_the_ops_never_waits_for_the_gpu():
     package = os.path.join(ROOT, "gscnn_ops")
     paths = glob.glob(os.path.join(package, "ops", "*.py"))
     paths += glob.glob(os.path.join(package, "nn", "*.py"))
-    paths += [os.path.join(package, "models", name)
-              for name in ("gscnn.py", "loss.py", "resnet.py", "wider_resnet.py")]
+    paths += [
+        os.path.join(package, "models", name)
+        for name in ("gscnn.py", "loss.py", "resnet.py", "wider_resnet.py")
+    ]
     assert offending_lines(paths, PY_SYNCS) == []
 
 

@@ -22,8 +22,7 @@ FULL = ("seg", "overlay", "edge", "gate1", "gate2", "gate3")
 def _checkpoint(path, shape_stream=True):
     torch.manual_seed(0)
     model = GSCNN(3, "resnet18", shape_stream=shape_stream)
-    save_checkpoint(path, make_payload(model, model_config(model, "resnet18", 8), CLASSES,
-                                       PALETTE))
+    save_checkpoint(path, make_payload(model, model_config(model, "resnet18", 8), CLASSES, PALETTE))
     return str(path)
 
 
@@ -75,6 +74,7 @@ def test_gates_and_edges_match_the_model(ckpt, tmp_path):
     from gscnn_ops.data import normalize
     from gscnn_ops.data.io import read_image
     from gscnn_ops.models import canny
+
     raw = read_image(a)
     with torch.no_grad():
         out = model(normalize(raw)[None], canny(raw)[None], return_alphas=True)
@@ -86,8 +86,22 @@ def test_gates_and_edges_match_the_model(ckpt, tmp_path):
 
 def test_tiled_prediction(ckpt, tmp_path):
     a = _image(tmp_path / "big.png", 40, 70)
-    assert _run([a, "--checkpoint", ckpt, "--out", str(tmp_path / "o"), "--tile", "24", "32",
-                 "--no-progress"]) == 0
+    assert (
+        _run(
+            [
+                a,
+                "--checkpoint",
+                ckpt,
+                "--out",
+                str(tmp_path / "o"),
+                "--tile",
+                "24",
+                "32",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     for kind in FULL:
         with Image.open(tmp_path / "o" / f"big_{kind}.png") as im:
             assert im.size == (70, 40)
@@ -102,7 +116,8 @@ def test_baseline_writes_only_seg_and_overlay(tmp_path, capsys):
         written = pr.predict_images(model, meta, [a, b], tmp_path / "o", progress=False)
     assert len(record) == 1
     assert sorted(os.path.basename(p) for p in written) == sorted(
-        ["a_seg.png", "a_overlay.png", "b_seg.png", "b_overlay.png"])
+        ["a_seg.png", "a_overlay.png", "b_seg.png", "b_overlay.png"]
+    )
     assert _run([a, "--checkpoint", ck, "--out", str(tmp_path / "o2"), "--no-progress"]) == 0
     assert capsys.readouterr().out.count("no shape stream") == 1
     assert sorted(os.listdir(tmp_path / "o2")) == ["a_overlay.png", "a_seg.png"]
@@ -115,21 +130,36 @@ def test_missing_or_corrupt_image_names_the_file(ckpt, tmp_path, capsys):
     with pytest.raises(FileNotFoundError, match="missing.png"):
         pr.predict_images(model, meta, [good, missing], tmp_path / "o", progress=False)
     assert not (tmp_path / "o").exists()  # checked before any work
-    assert _run([good, missing, "--checkpoint", ckpt, "--out", str(tmp_path / "o"),
-                 "--no-progress"]) == 2
+    assert (
+        _run([good, missing, "--checkpoint", ckpt, "--out", str(tmp_path / "o"), "--no-progress"])
+        == 2
+    )
     err = capsys.readouterr().err
     assert missing in err and "Traceback" not in err
     corrupt = tmp_path / "corrupt.png"
     corrupt.write_bytes(b"this is not a PNG")
-    assert _run([str(corrupt), "--checkpoint", ckpt, "--out", str(tmp_path / "o"),
-                 "--no-progress"]) == 2
+    assert (
+        _run([str(corrupt), "--checkpoint", ckpt, "--out", str(tmp_path / "o"), "--no-progress"])
+        == 2
+    )
     assert str(corrupt) in capsys.readouterr().err
 
 
 def test_missing_checkpoint(tmp_path, capsys):
     a = _image(tmp_path / "a.png", 32, 32)
-    assert _run([a, "--checkpoint", str(tmp_path / "no.pt"), "--out", str(tmp_path / "o"),
-                 "--no-progress"]) == 2
+    assert (
+        _run(
+            [
+                a,
+                "--checkpoint",
+                str(tmp_path / "no.pt"),
+                "--out",
+                str(tmp_path / "o"),
+                "--no-progress",
+            ]
+        )
+        == 2
+    )
     assert "no.pt" in capsys.readouterr().err
 
 

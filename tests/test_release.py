@@ -21,10 +21,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import oracle
 from gscnn_ops.models import GSCNN, WiderResNet38, load_release, release_canny
-from gscnn_ops.models.release import (ReleaseCheckpointError, convert_release_state_dict,
-                                      numpy_uint8, release_model)
+from gscnn_ops.models.release import (
+    ReleaseCheckpointError,
+    convert_release_state_dict,
+    numpy_uint8,
+    release_model,
+)
+
+from conftest import oracle
 
 KEYS = json.load(open(os.path.join(os.path.dirname(__file__), "data", "release_gscnn_keys.json")))
 
@@ -50,17 +55,27 @@ def random_release_state(seed=0, num_classes=19, prefix="module."):
     return state
 
 
-# ----------------------------------------------------------------- the release's forward, written out
+# ----------------------------------------------------------------- the release's forward, written o
+
 
 def release_forward(sd, image, canny255):
     """(seg logits, edge probability) of the release's GSCNN in eval mode; ``sd`` has the
     release's names without ``module.``; ``canny255`` holds 0 and 255, as its forward makes."""
+
     def conv(x, p, **kw):
         return F.conv2d(x, sd[p + ".weight"], sd.get(p + ".bias"), **kw)
 
     def bn(x, p):
-        return F.batch_norm(x, sd[p + ".running_mean"], sd[p + ".running_var"], sd[p + ".weight"],
-                            sd[p + ".bias"], False, 0.0, 1e-5)
+        return F.batch_norm(
+            x,
+            sd[p + ".running_mean"],
+            sd[p + ".running_var"],
+            sd[p + ".weight"],
+            sd[p + ".bias"],
+            False,
+            0.0,
+            1e-5,
+        )
 
     def up(x, size, align_corners=True):
         return F.interpolate(x, size, mode="bilinear", align_corners=align_corners)
@@ -70,11 +85,15 @@ def release_forward(sd, image, canny255):
         shortcut = conv(a, p + ".proj_conv", stride=stride) if p + ".proj_conv.weight" in sd else x
         if p + ".convs.conv3.weight" in sd:  # bottleneck
             h = F.relu(bn(conv(a, p + ".convs.conv1", stride=stride), p + ".convs.bn2.0"))
-            h = F.relu(bn(conv(h, p + ".convs.conv2", padding=dil, dilation=dil), p + ".convs.bn3.0"))
+            h = F.relu(
+                bn(conv(h, p + ".convs.conv2", padding=dil, dilation=dil), p + ".convs.bn3.0")
+            )
             h = conv(h, p + ".convs.conv3")
         else:
             h = conv(a, p + ".convs.conv1", stride=stride, padding=dil, dilation=dil)
-            h = conv(F.relu(bn(h, p + ".convs.bn2.0")), p + ".convs.conv2", padding=dil, dilation=dil)
+            h = conv(
+                F.relu(bn(h, p + ".convs.bn2.0")), p + ".convs.conv2", padding=dil, dilation=dil
+            )
         return h + shortcut
 
     def module(x, mod, blocks, stride, dil):
@@ -109,7 +128,10 @@ def release_forward(sd, image, canny255):
 
     fsize = m7.shape[-2:]
     img = F.relu(bn(conv(m7.mean((2, 3), keepdim=True), "aspp.img_conv.0"), "aspp.img_conv.1"))
-    feats = [up(img, fsize), F.relu(bn(conv(up(acts, fsize), "aspp.edge_conv.0"), "aspp.edge_conv.1"))]
+    feats = [
+        up(img, fsize),
+        F.relu(bn(conv(up(acts, fsize), "aspp.edge_conv.0"), "aspp.edge_conv.1")),
+    ]
     for i, rate in enumerate((0, 12, 24, 36)):
         pad = dict(padding=rate, dilation=rate) if rate else {}
         feats.append(F.relu(bn(conv(m7, f"aspp.features.{i}.0", **pad), f"aspp.features.{i}.1")))
@@ -124,7 +146,7 @@ def release_forward(sd, image, canny255):
 def release_pair():
     state = random_release_state(seed=3)
     model = load_release(state, fused=True).double()
-    plain = {k[len("module."):]: v.double() for k, v in state.items()}
+    plain = {k[len("module.") :]: v.double() for k, v in state.items()}
     return state, plain, model
 
 
@@ -176,6 +198,7 @@ def test_reference_mode_and_float32_agree(release_pair):
 
 # ----------------------------------------------------------------- conversion
 
+
 def test_every_key_is_used_and_none_left_over():
     state = random_release_state()
     converted = convert_release_state_dict(state)
@@ -185,17 +208,24 @@ def test_every_key_is_used_and_none_left_over():
     unused = [k for k in KEYS if k.startswith("dsn1.")]
     assert len(converted) == len(KEYS) - len(unused)
     # The release's parameters, less the unused dsn1, are exactly ours.
-    n = sum(math.prod(s) for k, s in KEYS.items() if not k.startswith("dsn1.")
-            and not k.endswith(("running_mean", "running_var", "num_batches_tracked")))
+    n = sum(
+        math.prod(s)
+        for k, s in KEYS.items()
+        if not k.startswith("dsn1.")
+        and not k.endswith(("running_mean", "running_var", "num_batches_tracked"))
+    )
     assert n == sum(p.numel() for p in model.parameters()) == 137_278_125
 
 
 def test_renamed_values_are_the_release_values():
     state = random_release_state(prefix="")
     converted = convert_release_state_dict(state)
-    assert torch.equal(converted["trunk.mod6.block1.convs.conv3.weight"],
-                       state["mod6.block1.convs.conv3.weight"])
-    assert torch.equal(converted["shape.gcls.1.gate_net.4.weight"], state["gate2._gate_conv.4.weight"])
+    assert torch.equal(
+        converted["trunk.mod6.block1.convs.conv3.weight"], state["mod6.block1.convs.conv3.weight"]
+    )
+    assert torch.equal(
+        converted["shape.gcls.1.gate_net.4.weight"], state["gate2._gate_conv.4.weight"]
+    )
     assert torch.equal(converted["shape.gates.2.bias"], state["dsn7.bias"])
     assert torch.equal(converted["low_level.0.weight"], state["bot_fine.weight"])
     w = state["cw.weight"]
@@ -210,12 +240,15 @@ def test_number_of_classes_comes_from_the_weights():
     assert out.seg.shape == (1, 7, 24, 24)
 
 
-@pytest.mark.parametrize("damage, message", [
-    (lambda s: s.update({"module.extra.weight": torch.zeros(1)}), "not the release GSCNN's"),
-    (lambda s: s.pop("module.gate2._gate_conv.1.weight"), "missing"),
-    (lambda s: s.update({"module.d2.weight": torch.zeros(16, 31, 1, 1)}), "wrong shape"),
-    (lambda s: s.pop("module.final_seg.6.weight"), "not a release GSCNN state dict"),
-])
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (lambda s: s.update({"module.extra.weight": torch.zeros(1)}), "not the release GSCNN's"),
+        (lambda s: s.pop("module.gate2._gate_conv.1.weight"), "missing"),
+        (lambda s: s.update({"module.d2.weight": torch.zeros(16, 31, 1, 1)}), "wrong shape"),
+        (lambda s: s.pop("module.final_seg.6.weight"), "not a release GSCNN state dict"),
+    ],
+)
 def test_damaged_state_dicts_are_refused(tmp_path, damage, message):
     state = random_release_state()
     damage(state)
@@ -231,9 +264,16 @@ def test_checkpoint_file_as_train_py_writes_it(tmp_path):
     scalar is allowed, nothing else outside weights_only's set."""
     state = random_release_state(seed=5)
     path = tmp_path / "best_epoch_1.pth"
-    torch.save({"state_dict": state, "optimizer": {"state": {}, "param_groups": [{"lr": 0.01}]},
-                "epoch": 1, "mean_iu": np.float64(0.808), "command": "--arch network.gscnn.GSCNN"},
-               path)
+    torch.save(
+        {
+            "state_dict": state,
+            "optimizer": {"state": {}, "param_groups": [{"lr": 0.01}]},
+            "epoch": 1,
+            "mean_iu": np.float64(0.808),
+            "command": "--arch network.gscnn.GSCNN",
+        },
+        path,
+    )
     a = load_release(str(path))
     b = load_release(state)
     for (k, v), w in zip(a.state_dict().items(), b.state_dict().values()):
@@ -256,12 +296,16 @@ def test_arbitrary_objects_are_refused(tmp_path):
 
 # ----------------------------------------------------------------- the trunk
 
+
 def test_imagenet_file_of_the_release_loads(tmp_path):
     """wider_resnet38.pth.tar: {"state_dict": {"module.mod1.conv1.weight", ...,
     "module.bn_out.0.*", "module.classifier.fc.*"}}; the classifier and its BN-ReLU are unused."""
     g = torch.Generator().manual_seed(0)
-    state = {f"module.{k}": torch.randn(s, generator=g) if s else torch.tensor(1)
-             for k, s in KEYS.items() if k.startswith("mod")}
+    state = {
+        f"module.{k}": torch.randn(s, generator=g) if s else torch.tensor(1)
+        for k, s in KEYS.items()
+        if k.startswith("mod")
+    }
     for k in ("weight", "bias", "running_mean", "running_var"):
         state[f"module.bn_out.0.{k}"] = torch.ones(4096)
     state["module.classifier.fc.weight"] = torch.zeros(1000, 4096)
@@ -276,12 +320,24 @@ def test_imagenet_file_of_the_release_loads(tmp_path):
 
 def test_wrn38_is_the_release_trunk():
     trunk = WiderResNet38().eval()
-    assert isinstance(trunk.pool2, torch.nn.MaxPool2d) and isinstance(trunk.pool3, torch.nn.MaxPool2d)
+    assert isinstance(trunk.pool2, torch.nn.MaxPool2d) and isinstance(
+        trunk.pool3, torch.nn.MaxPool2d
+    )
     drop = {name: m.p for name, m in trunk.named_modules() if isinstance(m, torch.nn.Dropout2d)}
     assert drop == {"mod6.block1.convs.dropout": 0.3, "mod7.block1.convs.dropout": 0.5}
-    assert list(trunk.mod6.block1.convs._modules) == ["conv1", "bn2", "conv2", "bn3", "dropout", "conv3"]
+    assert list(trunk.mod6.block1.convs._modules) == [
+        "conv1",
+        "bn2",
+        "conv2",
+        "bn3",
+        "dropout",
+        "conv3",
+    ]
     assert trunk.mod4.block1.convs.conv1.stride == (2, 2)
-    assert [trunk.mod5.block1.convs.conv1.dilation, trunk.mod7.block1.convs.conv2.dilation] == [(2, 2), (4, 4)]
+    assert [trunk.mod5.block1.convs.conv1.dilation, trunk.mod7.block1.convs.conv2.dilation] == [
+        (2, 2),
+        (4, 4),
+    ]
     assert not hasattr(trunk, "bn_out")
     with torch.no_grad():
         f = trunk(torch.randn(1, 3, 32, 48))
@@ -313,9 +369,30 @@ def test_release_head_trains_on_other_trunks():
 
 # ----------------------------------------------------------------- release Canny
 
+
 def test_numpy_uint8_is_numpy_cast():
-    values = np.array([-1.5, -0.5, -0.0, 0.5, 1.99, 254.9, 255.5, 256.5, -255.5, -256.5, 300.7,
-                       -300.7, 511.9, 1000.2, -1000.2, -2.1179, 2.64], dtype=np.float32)
+    values = np.array(
+        [
+            -1.5,
+            -0.5,
+            -0.0,
+            0.5,
+            1.99,
+            254.9,
+            255.5,
+            256.5,
+            -255.5,
+            -256.5,
+            300.7,
+            -300.7,
+            511.9,
+            1000.2,
+            -1000.2,
+            -2.1179,
+            2.64,
+        ],
+        dtype=np.float32,
+    )
     expected = values.astype(np.uint8)
     assert numpy_uint8(torch.from_numpy(values)).tolist() == expected.tolist()
     assert numpy_uint8(torch.tensor([-1.5])).item() == 255
@@ -346,6 +423,7 @@ def test_release_canny_is_cv2_canny_of_the_numpy_cast(seed):
 
 def test_inference_gives_release_models_the_release_canny(release_pair):
     from gscnn_ops.engine.inference import infer
+
     _, plain, model = release_pair
     image = _image(4, n=1, h=29, w=35)
     with torch.no_grad():

@@ -1,6 +1,6 @@
 """The authors' checkpoints on the command line (eval, predict, convert-release, predict
---format cityscapes) and deployment (gscnn export: the torch.export program against eager; the AOTInductor package
-in test_deploy_cpp.py)."""
+--format cityscapes) and deployment (gscnn export: the torch.export program against eager; the
+AOTInductor package in test_deploy_cpp.py)."""
 
 import json
 import os
@@ -13,18 +13,26 @@ from PIL import Image
 from gscnn_ops.cli import main
 from gscnn_ops.data import render_scene
 from gscnn_ops.data.cityscapes import LABELID_TO_TRAINID, trainids_to_labelids
-from gscnn_ops.engine.checkpoint import load_checkpoint, load_model, make_payload, model_config, \
-    save_checkpoint
+from gscnn_ops.engine.checkpoint import (
+    load_checkpoint,
+    load_model,
+    make_payload,
+    model_config,
+    save_checkpoint,
+)
 from gscnn_ops.engine.export import Deployable, export_program
 from gscnn_ops.models import GSCNN, load_release, release_canny
+
 from test_release import random_release_state
 
 
 @pytest.fixture(scope="module")
 def release_file(tmp_path_factory):
     path = tmp_path_factory.mktemp("release") / "best_cityscapes_checkpoint.pth"
-    torch.save({"state_dict": random_release_state(seed=11), "epoch": 174,
-                "mean_iu": np.float64(0.808)}, path)
+    torch.save(
+        {"state_dict": random_release_state(seed=11), "epoch": 174, "mean_iu": np.float64(0.808)},
+        path,
+    )
     return str(path)
 
 
@@ -38,8 +46,14 @@ def test_load_model_recognises_a_release_checkpoint(release_file):
     model, meta = load_model(release_file)
     assert model.head == "release" and not model.training
     assert meta["source"] == "release" and meta["classes"][5] == "pole"
-    assert meta["model_config"] == {"num_classes": 19, "backbone": "wrn38", "output_stride": 8,
-                                    "shape_stream": True, "shape_stride": 1, "head": "release"}
+    assert meta["model_config"] == {
+        "num_classes": 19,
+        "backbone": "wrn38",
+        "output_stride": 8,
+        "shape_stream": True,
+        "shape_stride": 1,
+        "head": "release",
+    }
 
 
 def test_convert_release_round_trip(release_file, tmp_path, capsys):
@@ -62,13 +76,44 @@ def test_convert_release_round_trip(release_file, tmp_path, capsys):
 
 
 def test_eval_and_predict_take_a_release_checkpoint(release_file, tmp_path, capsys):
-    assert main(["eval", "--checkpoint", release_file, "--dataset", "synthetic", "--limit", "1",
-                 "--no-progress", "--device", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "--checkpoint",
+                release_file,
+                "--dataset",
+                "synthetic",
+                "--limit",
+                "1",
+                "--no-progress",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     assert "pole" in capsys.readouterr().out  # the Cityscapes class names
     a = _image(tmp_path / "frankfurt_000000_000294_leftImg8bit.png", 36, 52, seed=3)
     out = tmp_path / "results"
-    assert main(["predict", a, "--checkpoint", release_file, "--out", str(out), "--format",
-                 "cityscapes", "--no-progress", "--device", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                a,
+                "--checkpoint",
+                release_file,
+                "--out",
+                str(out),
+                "--format",
+                "cityscapes",
+                "--no-progress",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     assert os.listdir(out) == ["frankfurt_000000_000294_leftImg8bit.png"]
     with Image.open(out / "frankfurt_000000_000294_leftImg8bit.png") as im:
         assert im.mode == "L" and im.size == (52, 36)
@@ -79,11 +124,27 @@ def test_eval_and_predict_take_a_release_checkpoint(release_file, tmp_path, caps
 def test_cityscapes_format_needs_cityscapes_classes(tmp_path, capsys):
     model = GSCNN(3, "resnet18")
     ckpt = tmp_path / "m.pt"
-    save_checkpoint(ckpt, make_payload(model, model_config(model, "resnet18", 8), ["a", "b", "c"],
-                                       [[0, 0, 0]] * 3))
+    save_checkpoint(
+        ckpt,
+        make_payload(model, model_config(model, "resnet18", 8), ["a", "b", "c"], [[0, 0, 0]] * 3),
+    )
     a = _image(tmp_path / "a.png", 20, 20)
-    assert main(["predict", a, "--checkpoint", str(ckpt), "--out", str(tmp_path / "o"),
-                 "--format", "cityscapes", "--no-progress"]) == 2
+    assert (
+        main(
+            [
+                "predict",
+                a,
+                "--checkpoint",
+                str(ckpt),
+                "--out",
+                str(tmp_path / "o"),
+                "--format",
+                "cityscapes",
+                "--no-progress",
+            ]
+        )
+        == 2
+    )
     assert "19 classes" in capsys.readouterr().err
 
 
@@ -96,11 +157,14 @@ def test_trainids_to_labelids():
 
 # ----------------------------------------------------------------- export
 
+
 def _checkpoint(path, head="gscnn_ops", shape_stream=True):
     torch.manual_seed(0)
     model = GSCNN(3, "resnet18", shape_stream=shape_stream, head=head)
-    save_checkpoint(path, make_payload(model, model_config(model, "resnet18", 8), ["a", "b", "c"],
-                                       [[0, 0, 0]] * 3))
+    save_checkpoint(
+        path,
+        make_payload(model, model_config(model, "resnet18", 8), ["a", "b", "c"], [[0, 0, 0]] * 3),
+    )
     return str(path)
 
 
@@ -113,8 +177,11 @@ def test_exported_program_equals_eager_at_other_sizes(tmp_path, head, capsys):
     assert info["outputs"] == ["seg", "edge"] and info["model_config"]["head"] == head
     program = torch.export.load(str(out))
     ops = {str(n.target) for n in program.graph.nodes if "gscnn_ops" in str(n.target)}
-    assert ops == {"gscnn_ops.gated_conv2d_mlp.default" if head == "release"
-                   else "gscnn_ops.gated_conv2d.default"}
+    assert ops == {
+        "gscnn_ops.gated_conv2d_mlp.default"
+        if head == "release"
+        else "gscnn_ops.gated_conv2d.default"
+    }
     model, _ = load_model(ckpt)
     for n, h, w in ((1, 64, 96), (3, 41, 57), (2, 128, 80)):
         image, canny = torch.randn(n, 3, h, w), torch.rand(n, 1, h, w).round()
@@ -135,19 +202,38 @@ def test_export_of_a_baseline_returns_seg_only():
 
 
 def test_export_errors_name_the_problem(tmp_path, capsys):
-    assert main(["export", "--checkpoint", str(tmp_path / "none.pt"), "--out",
-                 str(tmp_path / "m.pt2")]) == 2
+    assert (
+        main(
+            ["export", "--checkpoint", str(tmp_path / "none.pt"), "--out", str(tmp_path / "m.pt2")]
+        )
+        == 2
+    )
     assert "none.pt" in capsys.readouterr().err
     ckpt = _checkpoint(tmp_path / "m.pt")
-    assert main(["export", "--checkpoint", ckpt, "--out", str(tmp_path / "m.pt2"),
-                 "--trace-size", "4", "4"]) == 2
+    assert (
+        main(
+            [
+                "export",
+                "--checkpoint",
+                ckpt,
+                "--out",
+                str(tmp_path / "m.pt2"),
+                "--trace-size",
+                "4",
+                "4",
+            ]
+        )
+        == 2
+    )
     assert "--trace-size" in capsys.readouterr().err
 
 
 # ----------------------------------------------------------------- fine-tuning
 
+
 def test_train_init_starts_from_a_checkpoint(tmp_path):
     from gscnn_ops.engine.train import TrainConfig, _model
+
     ckpt = _checkpoint(tmp_path / "m.pt", head="release")
     cfg = TrainConfig(backbone="resnet18", head="release", init=ckpt)
     model = _model(cfg, 3)
@@ -162,6 +248,7 @@ def test_train_init_starts_from_a_checkpoint(tmp_path):
 
 def test_train_init_from_a_release_checkpoint(release_file):
     from gscnn_ops.engine.train import TrainConfig, _model
+
     model = _model(TrainConfig(backbone="wrn38", head="release", init=release_file), 19)
     ref = load_release(release_file)
     for (k, v), w in zip(model.state_dict().items(), ref.state_dict().values()):

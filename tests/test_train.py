@@ -16,8 +16,17 @@ from gscnn_ops.engine.checkpoint import CheckpointError, load_checkpoint, load_m
 from gscnn_ops.engine.distributed import state_digest
 from gscnn_ops.engine.train import TrainConfig, train
 
-TINY = dict(backbone="resnet18", batch_size=2, synthetic_length=6, synthetic_size=(48, 80),
-            workers=0, log_every=1, checkpoint_every=100, tensorboard=False, progress=False)
+TINY = dict(
+    backbone="resnet18",
+    batch_size=2,
+    synthetic_length=6,
+    synthetic_size=(48, 80),
+    workers=0,
+    log_every=1,
+    checkpoint_every=100,
+    tensorboard=False,
+    progress=False,
+)
 
 
 def _log(out):
@@ -26,8 +35,9 @@ def _log(out):
 
 
 def test_training_lowers_the_loss(tmp_path):
-    cfg = TrainConfig(out=str(tmp_path), steps=12, augment=False, lr=0.02,
-                      **dict(TINY, synthetic_length=4))
+    cfg = TrainConfig(
+        out=str(tmp_path), steps=12, augment=False, lr=0.02, **dict(TINY, synthetic_length=4)
+    )
     summary = train(cfg)
     assert summary["finished"] and summary["step"] == 12
     losses = [r["loss_total"] for r in _log(tmp_path) if "loss_total" in r]
@@ -35,8 +45,10 @@ def test_training_lowers_the_loss(tmp_path):
     assert sum(losses[-3:]) / 3 < 0.8 * sum(losses[:3]) / 3, losses
     # Every term is logged, finite, and the learning rate decays polynomially to 0.
     rec = [r for r in _log(tmp_path) if "loss_total" in r]
-    assert all(all(torch.isfinite(torch.tensor(r[f"loss_{k}"])) for k in
-                   ("seg", "edge", "dual", "att")) for r in rec)
+    assert all(
+        all(torch.isfinite(torch.tensor(r[f"loss_{k}"])) for k in ("seg", "edge", "dual", "att"))
+        for r in rec
+    )
     lrs = [r["lr"] for r in rec]
     assert lrs[0] == pytest.approx(0.02) and all(a > b for a, b in zip(lrs, lrs[1:]))
     assert lrs[-1] == pytest.approx(0.02 * (1 / 12) ** 0.9)
@@ -52,9 +64,13 @@ def test_resume_is_exact_in_process(tmp_path):
     assert not (tmp_path / "b" / "model.pt").exists()
     # Resumed with another number of data-loader workers (allowed: augmentations are seeded by
     # sample, not by worker), to the same weights.
-    resumed = train(TrainConfig(out=str(tmp_path / "b"),
-                                resume=str(tmp_path / "b" / "checkpoint.pt"),
-                                **dict(kw, workers=0)))
+    resumed = train(
+        TrainConfig(
+            out=str(tmp_path / "b"),
+            resume=str(tmp_path / "b" / "checkpoint.pt"),
+            **dict(kw, workers=0),
+        )
+    )
     assert resumed["finished"]
     assert resumed["rank_digests"] == straight["rank_digests"]
     # The log of the resumed run continues where the first stopped.
@@ -69,19 +85,42 @@ def test_resume_is_exact_in_process(tmp_path):
 @pytest.mark.slow
 def test_killed_and_resumed_run_ends_with_the_same_weights(tmp_path):
     steps = 12  # far more than the run can do between two looks at its checkpoint
-    args = ["--backbone", "resnet18", "--steps", str(steps), "--batch-size", "2",
-            "--synthetic-length", "6", "--synthetic-size", "48", "80", "--workers", "0",
-            "--checkpoint-every", "1", "--no-progress", "--no-tensorboard", "--deterministic",
-            "--device", "cpu"]
+    args = [
+        "--backbone",
+        "resnet18",
+        "--steps",
+        str(steps),
+        "--batch-size",
+        "2",
+        "--synthetic-length",
+        "6",
+        "--synthetic-size",
+        "48",
+        "80",
+        "--workers",
+        "0",
+        "--checkpoint-every",
+        "1",
+        "--no-progress",
+        "--no-tensorboard",
+        "--deterministic",
+        "--device",
+        "cpu",
+    ]
     cli = [sys.executable, "-m", "gscnn_ops", "train"]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     straight = tmp_path / "straight"
-    subprocess.run(cli + args + ["--out", str(straight)], env=env, check=True, timeout=300,
-                   capture_output=True)
+    subprocess.run(
+        cli + args + ["--out", str(straight)], env=env, check=True, timeout=300, capture_output=True
+    )
 
     killed = tmp_path / "killed"
-    proc = subprocess.Popen(cli + args + ["--out", str(killed)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        cli + args + ["--out", str(killed)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     ckpt = killed / "checkpoint.pt"
     deadline = time.time() + 240
     while time.time() < deadline and proc.poll() is None:
@@ -93,8 +132,13 @@ def test_killed_and_resumed_run_ends_with_the_same_weights(tmp_path):
     assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
     stopped_at = load_checkpoint(str(ckpt))["train_state"]["step"]
     assert 2 <= stopped_at < steps
-    subprocess.run(cli + args + ["--out", str(killed), "--resume", str(ckpt)], env=env,
-                   check=True, timeout=300, capture_output=True)
+    subprocess.run(
+        cli + args + ["--out", str(killed), "--resume", str(ckpt)],
+        env=env,
+        check=True,
+        timeout=300,
+        capture_output=True,
+    )
     # The second process resumed where the first was killed (the log is appended to) and went on
     # to the end.
     events = [r for r in _log(killed) if "event" in r]
@@ -106,8 +150,7 @@ def test_killed_and_resumed_run_ends_with_the_same_weights(tmp_path):
 
 
 def test_checkpoints_rebuild_the_model(tmp_path):
-    train(TrainConfig(out=str(tmp_path), steps=1, augment=False,
-                      **dict(TINY, shape_stream=False)))
+    train(TrainConfig(out=str(tmp_path), steps=1, augment=False, **dict(TINY, shape_stream=False)))
     model, meta = load_model(str(tmp_path / "model.pt"))
     assert model.shape is None and meta["model_config"]["backbone"] == "resnet18"
     assert len(meta["classes"]) == 19 and meta["classes"][0] == "road"
@@ -158,12 +201,18 @@ def test_resume_refuses_other_settings_and_weights_only_files(tmp_path):
     train(TrainConfig(out=str(tmp_path), steps=2, augment=False, **TINY), stop_after=1)
     ckpt = str(tmp_path / "checkpoint.pt")
     with pytest.raises(ValueError, match=r"resume .*lr: checkpoint 0.01 vs now 0.5"):
-        train(TrainConfig(out=str(tmp_path), steps=2, augment=False, resume=ckpt,
-                          **dict(TINY, lr=0.5)))
+        train(
+            TrainConfig(
+                out=str(tmp_path), steps=2, augment=False, resume=ckpt, **dict(TINY, lr=0.5)
+            )
+        )
     train(TrainConfig(out=str(tmp_path), steps=2, augment=False, resume=ckpt, **TINY))
     with pytest.raises(ValueError, match="weights only"):
-        train(TrainConfig(out=str(tmp_path), steps=3, augment=False,
-                          resume=str(tmp_path / "model.pt"), **TINY))
+        train(
+            TrainConfig(
+                out=str(tmp_path), steps=3, augment=False, resume=str(tmp_path / "model.pt"), **TINY
+            )
+        )
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError, match="bad.pt"):
@@ -172,15 +221,18 @@ def test_resume_refuses_other_settings_and_weights_only_files(tmp_path):
         train(TrainConfig(out=str(tmp_path), steps=2, resume=str(tmp_path / "missing.pt"), **TINY))
 
 
-@pytest.mark.parametrize("change, message", [
-    (dict(steps=0), "--steps must be at least 1"),
-    (dict(batch_size=0), "--batch-size must be at least 1"),
-    (dict(lr=-1.0), "--lr must be positive"),
-    (dict(amp="fp8"), "--amp must be one of"),
-    (dict(output_stride=32), "--output-stride must be 8 or 16"),
-    (dict(scale_range=(2.0, 0.5)), "--scale-range"),
-    (dict(batch_size=7), "fewer than one batch"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (dict(steps=0), "--steps must be at least 1"),
+        (dict(batch_size=0), "--batch-size must be at least 1"),
+        (dict(lr=-1.0), "--lr must be positive"),
+        (dict(amp="fp8"), "--amp must be one of"),
+        (dict(output_stride=32), "--output-stride must be 8 or 16"),
+        (dict(scale_range=(2.0, 0.5)), "--scale-range"),
+        (dict(batch_size=7), "fewer than one batch"),
+    ],
+)
 def test_bad_settings_are_clear_errors(tmp_path, change, message):
     with pytest.raises(ValueError, match=message):
         train(TrainConfig(out=str(tmp_path), **dict(dict(TINY, steps=1), **change)))
@@ -203,10 +255,10 @@ def test_tensorboard_gets_the_scalars_when_installed(tmp_path, monkeypatch):
         def close(self):
             calls.append(("close",))
 
-    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard",
-                        types.SimpleNamespace(SummaryWriter=Writer))
-    train(TrainConfig(out=str(tmp_path), steps=2, augment=False,
-                      **dict(TINY, tensorboard=True)))
+    monkeypatch.setitem(
+        sys.modules, "torch.utils.tensorboard", types.SimpleNamespace(SummaryWriter=Writer)
+    )
+    train(TrainConfig(out=str(tmp_path), steps=2, augment=False, **dict(TINY, tensorboard=True)))
     assert calls[0] == ("init", str(tmp_path / "tensorboard")) and calls[-1] == ("close",)
     logged = {(c[0], c[2]) for c in calls[1:-1]}
     assert {("loss_total", 1), ("loss_dual", 2), ("lr", 2)} <= logged
@@ -214,5 +266,8 @@ def test_tensorboard_gets_the_scalars_when_installed(tmp_path, monkeypatch):
 
 def test_a_diverging_run_stops_with_a_clear_error(tmp_path):
     with pytest.raises(FloatingPointError, match=r"not finite in steps 1\.\.3 .*lower --lr"):
-        train(TrainConfig(out=str(tmp_path), steps=6, lr=1e12, augment=False,
-                          **dict(TINY, log_every=3)))
+        train(
+            TrainConfig(
+                out=str(tmp_path), steps=6, lr=1e12, augment=False, **dict(TINY, log_every=3)
+            )
+        )

@@ -12,9 +12,17 @@ DATASETS = ("synthetic", "cityscapes", "folder")
 _SYNTHETIC_SPLIT_SEEDS = {"train": 0, "val": 1, "test": 2}
 
 
-def build_dataset(name: str, root: Optional[str] = None, split: str = "train", *,
-                  length: Optional[int] = None, height: int = 128, width: int = 256, seed: int = 0,
-                  **options):
+def build_dataset(
+    name: str,
+    root: Optional[str] = None,
+    split: str = "train",
+    *,
+    length: Optional[int] = None,
+    height: int = 128,
+    width: int = 256,
+    seed: int = 0,
+    **options,
+):
     """A dataset of (image uint8 (3, H, W), label int64 (H, W)) pairs with ``num_classes``,
     ``ignore_index``, ``classes`` and ``palette`` attributes.
 
@@ -29,24 +37,32 @@ def build_dataset(name: str, root: Optional[str] = None, split: str = "train", *
     """
     if name == "synthetic":
         if split not in _SYNTHETIC_SPLIT_SEEDS:
-            raise ValueError(f"build_dataset: synthetic split must be one of "
-                             f"{sorted(_SYNTHETIC_SPLIT_SEEDS)}, got {split!r}")
+            raise ValueError(
+                f"build_dataset: synthetic split must be one of "
+                f"{sorted(_SYNTHETIC_SPLIT_SEEDS)}, got {split!r}"
+            )
         if length is None:
             length = 64 if split == "train" else 16
-        return SyntheticStreets(length, height, width,
-                                seed=seed * 3 + _SYNTHETIC_SPLIT_SEEDS[split])
+        return SyntheticStreets(
+            length, height, width, seed=seed * 3 + _SYNTHETIC_SPLIT_SEEDS[split]
+        )
     if name in ("cityscapes", "folder"):
         if root is None:
-            raise ValueError(f"build_dataset: the {name!r} dataset needs a root folder "
-                             f"(--data-root)")
+            raise ValueError(
+                f"build_dataset: the {name!r} dataset needs a root folder (--data-root)"
+            )
         if name == "cityscapes":
             if options:
-                raise ValueError(f"build_dataset: the 'cityscapes' dataset takes no options, "
-                                 f"got {sorted(options)}")
+                raise ValueError(
+                    f"build_dataset: the 'cityscapes' dataset takes no options, "
+                    f"got {sorted(options)}"
+                )
             return Cityscapes(root, split)
         unknown = sorted(set(options) - {"classes_file", "ignore_index"})
         if unknown:
-            raise ValueError(f"build_dataset: the 'folder' dataset takes the options "
-                             f"classes_file and ignore_index, got {unknown}")
+            raise ValueError(
+                f"build_dataset: the 'folder' dataset takes the options "
+                f"classes_file and ignore_index, got {unknown}"
+            )
         return FolderDataset(root, resolve_folder_split(root, split), **options)
     raise ValueError(f"build_dataset: unknown dataset {name!r}; choose one of {DATASETS}")

@@ -25,8 +25,25 @@ LABEL_SUFFIX = "_gtFine_labelIds.png"
 
 # Official label id -> train id for the 19 evaluated classes (cityscapesScripts' labels.py).
 LABELID_TO_TRAINID = {
-    7: 0, 8: 1, 11: 2, 12: 3, 13: 4, 17: 5, 19: 6, 20: 7, 21: 8, 22: 9, 23: 10, 24: 11, 25: 12,
-    26: 13, 27: 14, 28: 15, 31: 16, 32: 17, 33: 18,
+    7: 0,
+    8: 1,
+    11: 2,
+    12: 3,
+    13: 4,
+    17: 5,
+    19: 6,
+    20: 7,
+    21: 8,
+    22: 9,
+    23: 10,
+    24: 11,
+    25: 12,
+    26: 13,
+    27: 14,
+    28: 15,
+    31: 16,
+    32: 17,
+    33: 18,
 }
 NUM_LABELIDS = 34  # ids 0..33; -1 ("license plate") is never stored in the PNGs
 
@@ -44,11 +61,14 @@ def trainids_to_labelids(prediction: Tensor) -> Tensor:
     """Predicted train ids 0..18 (integer (..., H, W)) -> uint8 official label ids, as the
     Cityscapes benchmark server and ``evalPixelLevelSemanticLabeling`` read them."""
     if prediction.is_floating_point() or prediction.dtype == torch.bool:
-        raise TypeError(f"trainids_to_labelids: prediction must be an integer tensor, got "
-                        f"{prediction.dtype}")
+        raise TypeError(
+            f"trainids_to_labelids: prediction must be an integer tensor, got {prediction.dtype}"
+        )
     if prediction.numel() and (prediction.min() < 0 or prediction.max() >= len(LABELID_TO_TRAINID)):
-        raise ValueError(f"trainids_to_labelids: train ids must be in 0..{len(LABELID_TO_TRAINID) - 1}, "
-                         f"got values in {int(prediction.min())}..{int(prediction.max())}")
+        raise ValueError(
+            f"trainids_to_labelids: train ids must be in 0..{len(LABELID_TO_TRAINID) - 1}, "
+            f"got values in {int(prediction.min())}..{int(prediction.max())}"
+        )
     return _TRAINID_TO_LABELID.to(prediction.device)[prediction.long()]
 
 
@@ -68,7 +88,8 @@ def labelids_to_trainids(label: Tensor, path: Optional[Path] = None) -> Tensor:
             f"labelids_to_trainids: {where} holds {int(bad.sum())} pixel(s) with values "
             f"[{shown}] outside the Cityscapes labelIds 0..{NUM_LABELIDS - 1} (first at row {y}, "
             f"column {x}); expected a *{LABEL_SUFFIX} file, not *_instanceIds, *_labelTrainIds "
-            f"or *_color")
+            f"or *_color"
+        )
     return _LUT[label]
 
 
@@ -84,25 +105,36 @@ class Cityscapes(PairedFiles):
     def __init__(self, root, split: str = "train"):
         owner = f"Cityscapes(split={split!r})"
         if not isinstance(split, str):
-            raise ValueError(f"{owner}: split must be the name of a folder of leftImg8bit/ "
-                             f"(e.g. 'train', 'val'), got {split!r}")
+            raise ValueError(
+                f"{owner}: split must be the name of a folder of leftImg8bit/ "
+                f"(e.g. 'train', 'val'), got {split!r}"
+            )
         root = require_dir(root, owner, "root folder")
-        images_root = require_dir(root / "leftImg8bit", owner,
-                                  "image folder (leftImg8bit/ of the official archive)")
+        images_root = require_dir(
+            root / "leftImg8bit", owner, "image folder (leftImg8bit/ of the official archive)"
+        )
         image_dir = images_root / split
         if not image_dir.is_dir():
-            raise FileNotFoundError(f"{owner}: split folder '{image_dir}' does not exist; the "
-                                    f"splits present are {subfolders(images_root)}")
-        label_dir = require_dir(root / "gtFine" / split, owner,
-                                "label folder (gtFine/ of the official archive)")
-        images = [p for city in subfolders(image_dir)
-                  for p in list_files(image_dir / city, [".png"]) if p.name.endswith(IMAGE_SUFFIX)]
+            raise FileNotFoundError(
+                f"{owner}: split folder '{image_dir}' does not exist; the "
+                f"splits present are {subfolders(images_root)}"
+            )
+        label_dir = require_dir(
+            root / "gtFine" / split, owner, "label folder (gtFine/ of the official archive)"
+        )
+        images = [
+            p
+            for city in subfolders(image_dir)
+            for p in list_files(image_dir / city, [".png"])
+            if p.name.endswith(IMAGE_SUFFIX)
+        ]
         if not images:
-            raise DataError(f"{owner}: no '*{IMAGE_SUFFIX}' images in the city folders of "
-                            f"'{image_dir}'")
+            raise DataError(
+                f"{owner}: no '*{IMAGE_SUFFIX}' images in the city folders of '{image_dir}'"
+            )
 
         def label_for(image: Path) -> Path:
-            stem = image.name[:-len(IMAGE_SUFFIX)]
+            stem = image.name[: -len(IMAGE_SUFFIX)]
             return label_dir / image.parent.name / (stem + LABEL_SUFFIX)
 
         self.root, self.split = root, split

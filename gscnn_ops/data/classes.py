@@ -8,17 +8,48 @@ from torch import Tensor
 IGNORE_INDEX = 255
 
 CITYSCAPES_CLASSES = (
-    "road", "sidewalk", "building", "wall", "fence", "pole", "traffic light", "traffic sign",
-    "vegetation", "terrain", "sky", "person", "rider", "car", "truck", "bus", "train",
-    "motorcycle", "bicycle",
+    "road",
+    "sidewalk",
+    "building",
+    "wall",
+    "fence",
+    "pole",
+    "traffic light",
+    "traffic sign",
+    "vegetation",
+    "terrain",
+    "sky",
+    "person",
+    "rider",
+    "car",
+    "truck",
+    "bus",
+    "train",
+    "motorcycle",
+    "bicycle",
 )
 
 # Cityscapes' official colours of the 19 train ids (RGB).
 CITYSCAPES_PALETTE = (
-    (128, 64, 128), (244, 35, 232), (70, 70, 70), (102, 102, 156), (190, 153, 153),
-    (153, 153, 153), (250, 170, 30), (220, 220, 0), (107, 142, 35), (152, 251, 152),
-    (70, 130, 180), (220, 20, 60), (255, 0, 0), (0, 0, 142), (0, 0, 70), (0, 60, 100),
-    (0, 80, 100), (0, 0, 230), (119, 11, 32),
+    (128, 64, 128),
+    (244, 35, 232),
+    (70, 70, 70),
+    (102, 102, 156),
+    (190, 153, 153),
+    (153, 153, 153),
+    (250, 170, 30),
+    (220, 220, 0),
+    (107, 142, 35),
+    (152, 251, 152),
+    (70, 130, 180),
+    (220, 20, 60),
+    (255, 0, 0),
+    (0, 0, 142),
+    (0, 0, 70),
+    (0, 60, 100),
+    (0, 80, 100),
+    (0, 0, 230),
+    (119, 11, 32),
 )
 
 
@@ -40,8 +71,12 @@ def default_palette(num_classes: int) -> List[List[int]]:
     return out
 
 
-def colorize(label: Tensor, palette: Sequence[Sequence[int]], ignore_index: int = IGNORE_INDEX,
-             ignore_colour=(0, 0, 0)) -> Tensor:
+def colorize(
+    label: Tensor,
+    palette: Sequence[Sequence[int]],
+    ignore_index: int = IGNORE_INDEX,
+    ignore_colour=(0, 0, 0),
+) -> Tensor:
     """(H, W) integer label map -> (3, H, W) uint8 RGB image; ``ignore_index`` (and any value
     outside the palette) gets ``ignore_colour``."""
     lut = torch.tensor(list(palette) + [list(ignore_colour)], dtype=torch.uint8)

@@ -32,8 +32,10 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 MASK_SUFFIX = ".png"
 CLASSES_FILE = "classes.txt"
 
-_ZERO_255_HINT = ("masks must hold class indices (binary masks stored as 0/255 must be converted "
-                  "to 0/1, or 255 declared as ignore_index)")
+_ZERO_255_HINT = (
+    "masks must hold class indices (binary masks stored as 0/255 must be converted "
+    "to 0/1, or 255 declared as ignore_index)"
+)
 
 
 def read_classes_file(path) -> Tuple[List[str], Optional[List[List[int]]]]:
@@ -48,7 +50,8 @@ def read_classes_file(path) -> Tuple[List[str], Optional[List[List[int]]]]:
     if not path.is_file():
         raise FileNotFoundError(
             f"read_classes_file: no classes file '{path}'; write one class name per line (in "
-            f"index order, optionally followed by an RGB colour: 'road 128 64 128')")
+            f"index order, optionally followed by an RGB colour: 'road 128 64 128')"
+        )
     names, colours = [], []
     text = path.read_text(encoding="utf-8-sig")  # -sig: the BOM some Windows editors write
     for number, line in enumerate(text.splitlines(), start=1):
@@ -59,23 +62,29 @@ def read_classes_file(path) -> Tuple[List[str], Optional[List[List[int]]]]:
         if len(words) >= 4 and all(w.lstrip("+-").isdigit() for w in words[-3:]):
             colour = [int(w) for w in words[-3:]]
             if not all(0 <= c <= 255 for c in colour):
-                raise DataError(f"read_classes_file: '{path}' line {number}: colour values must "
-                                f"be 0..255, got {colour}")
+                raise DataError(
+                    f"read_classes_file: '{path}' line {number}: colour values must "
+                    f"be 0..255, got {colour}"
+                )
             names.append(" ".join(words[:-3]))
             colours.append(colour)
         else:
             names.append(" ".join(words))
             colours.append(None)
     if not names:
-        raise DataError(f"read_classes_file: '{path}' names no classes; write one class name "
-                        f"per line (blank lines and '#' comments are skipped)")
+        raise DataError(
+            f"read_classes_file: '{path}' names no classes; write one class name "
+            f"per line (blank lines and '#' comments are skipped)"
+        )
     duplicates = sorted(n for n, count in Counter(names).items() if count > 1)
     if duplicates:
         raise DataError(f"read_classes_file: '{path}' names classes more than once: {duplicates}")
     given = [c is not None for c in colours]
     if any(given) and not all(given):
-        raise DataError(f"read_classes_file: '{path}' gives colours for {sum(given)} of "
-                        f"{len(names)} classes; give 'name r g b' on every line or on none")
+        raise DataError(
+            f"read_classes_file: '{path}' gives colours for {sum(given)} of "
+            f"{len(names)} classes; give 'name r g b' on every line or on none"
+        )
     return names, (colours if all(given) else None)
 
 
@@ -98,17 +107,21 @@ class FolderDataset(PairedFiles):
     ``root/classes.txt``), any number >= 1. Labels are int64 class indices 0..K-1, with
     ``ignore_index`` (default 255) allowed in the masks for "ignore"."""
 
-    def __init__(self, root, split: Optional[str] = None, classes_file=None,
-                 ignore_index: int = IGNORE_INDEX):
+    def __init__(
+        self, root, split: Optional[str] = None, classes_file=None, ignore_index: int = IGNORE_INDEX
+    ):
         owner = "FolderDataset" + (f"(split={split!r})" if split is not None else "")
         root = require_dir(root, owner, "root folder")
         self.classes, palette = read_classes_file(
-            root / CLASSES_FILE if classes_file is None else classes_file)
+            root / CLASSES_FILE if classes_file is None else classes_file
+        )
         self.num_classes = len(self.classes)
         self.palette = palette if palette is not None else default_palette(self.num_classes)
         if not isinstance(ignore_index, int) or 0 <= ignore_index < self.num_classes:
-            raise ValueError(f"{owner}: ignore_index must be an int outside the class indices "
-                             f"0..{self.num_classes - 1}, got {ignore_index!r}")
+            raise ValueError(
+                f"{owner}: ignore_index must be an int outside the class indices "
+                f"0..{self.num_classes - 1}, got {ignore_index!r}"
+            )
         self.ignore_index = ignore_index
         self.root, self.split = root, split
 
@@ -116,29 +129,43 @@ class FolderDataset(PairedFiles):
         images = list_files(image_dir, IMAGE_SUFFIXES)
         if not images:
             found = subfolders(image_dir)
-            raise DataError(f"{owner}: no images ({', '.join(IMAGE_SUFFIXES)}) in '{image_dir}'"
-                            + (f"; it has the subfolders {found}: pass one of them as split"
-                               if found else ""))
+            raise DataError(
+                f"{owner}: no images ({', '.join(IMAGE_SUFFIXES)}) in '{image_dir}'"
+                + (f"; it has the subfolders {found}: pass one of them as split" if found else "")
+            )
         stems = [p.stem for p in images]
         clashes = sorted(s for s, count in Counter(stems).items() if count > 1)  # linear time
         if clashes:
-            raise DataError(f"{owner}: several images in '{image_dir}' share the names "
-                            f"{clashes} (e.g. a.png and a.jpg); each name must be unique so "
-                            f"that it picks one mask")
+            raise DataError(
+                f"{owner}: several images in '{image_dir}' share the names "
+                f"{clashes} (e.g. a.png and a.jpg); each name must be unique so "
+                f"that it picks one mask"
+            )
 
         def hint(image: Path, mask: Path) -> str:
-            others = [p.name for p in mask_dir.glob(glob.escape(mask.stem) + ".*")
-                      if p.suffix.lower() != MASK_SUFFIX]
-            return (f" (found {others}, but masks must be PNG: lossy formats change class "
-                    f"indices at borders)" if others else "")
+            others = [
+                p.name
+                for p in mask_dir.glob(glob.escape(mask.stem) + ".*")
+                if p.suffix.lower() != MASK_SUFFIX
+            ]
+            return (
+                f" (found {others}, but masks must be PNG: lossy formats change class "
+                f"indices at borders)"
+                if others
+                else ""
+            )
 
         masks = {p.stem: p for p in list_files(mask_dir, [MASK_SUFFIX])}  # any case of .png
         self.pairs = pair_files(
-            images, lambda p: masks.get(p.stem, mask_dir / (p.stem + MASK_SUFFIX)), owner, hint)
+            images, lambda p: masks.get(p.stem, mask_dir / (p.stem + MASK_SUFFIX)), owner, hint
+        )
         orphans = sorted(masks[s].name for s in set(masks) - set(stems))
         if orphans:
-            warnings.warn(f"{owner}: {len(orphans)} mask(s) in '{mask_dir}' have no image and "
-                          f"are not used:\n" + listing(orphans), stacklevel=2)
+            warnings.warn(
+                f"{owner}: {len(orphans)} mask(s) in '{mask_dir}' have no image and "
+                f"are not used:\n" + listing(orphans),
+                stacklevel=2,
+            )
 
     @staticmethod
     def _split_dirs(root: Path, split: Optional[str], owner: str) -> Tuple[Path, Path]:
@@ -147,8 +174,10 @@ class FolderDataset(PairedFiles):
         if split is None:
             return image_root, mask_root
         if not (image_root / split).is_dir():
-            raise FileNotFoundError(f"{owner}: split folder '{image_root / split}' does not "
-                                    f"exist; the splits present are {subfolders(image_root)}")
+            raise FileNotFoundError(
+                f"{owner}: split folder '{image_root / split}' does not "
+                f"exist; the splits present are {subfolders(image_root)}"
+            )
         return image_root / split, require_dir(mask_root / split, owner, "mask folder")
 
     def convert_label(self, label: Tensor, path: Path) -> Tensor:
@@ -160,7 +189,8 @@ class FolderDataset(PairedFiles):
                 f"FolderDataset: mask '{path}' holds values {values[:10]} at {int(bad.sum())} "
                 f"pixel(s) (first at row {y}, column {x}); expected class indices "
                 f"0..{self.num_classes - 1} ({self.num_classes} classes) or the ignore_index "
-                f"{self.ignore_index}: {_ZERO_255_HINT}")
+                f"{self.ignore_index}: {_ZERO_255_HINT}"
+            )
         return label
 
     def validate(self) -> Tensor:
@@ -169,7 +199,8 @@ class FolderDataset(PairedFiles):
         counts = super().validate()
         absent = [self.classes[k] for k in range(self.num_classes) if counts[k] == 0]
         if absent:
-            warnings.warn(f"FolderDataset.validate: the classes {absent} occur in no mask; "
-                          f"{_ZERO_255_HINT}", stacklevel=2)
+            warnings.warn(
+                f"FolderDataset.validate: the classes {absent} occur in no mask; {_ZERO_255_HINT}",
+                stacklevel=2,
+            )
         return counts
-

@@ -50,20 +50,25 @@ def _decode(path: PathLike, func: str, convert):
     except MemoryError:
         raise
     except Exception as e:  # UnidentifiedImageError, OSError (truncated), SyntaxError (bad PNG)...
-        raise DataError(f"{func}: cannot decode '{path}' as an image "
-                        f"({type(e).__name__}: {e})") from e
+        raise DataError(
+            f"{func}: cannot decode '{path}' as an image ({type(e).__name__}: {e})"
+        ) from e
 
 
 def read_image(path: PathLike) -> Tensor:
     """An image file as uint8 (3, H, W) RGB: grayscale is expanded to three channels, an alpha
     channel is dropped and palette images are converted to their colours."""
+
     def convert(img: Image.Image) -> Tensor:
         if img.mode in _LABEL_MODES_WIDE or img.mode == "F":
             # Pillow would clip (not scale) these to 8 bits: refuse rather than guess a scaling.
-            raise DataError(f"read_image: '{path}' has {img.mode!r} pixels (16/32-bit); "
-                            f"expected an 8-bit image, convert it to 8-bit RGB first")
+            raise DataError(
+                f"read_image: '{path}' has {img.mode!r} pixels (16/32-bit); "
+                f"expected an 8-bit image, convert it to 8-bit RGB first"
+            )
         rgb = np.asarray(img.convert("RGB"))  # (H, W, 3); RGBA/LA drop alpha, P maps colours
         return torch.from_numpy(rgb.copy()).permute(2, 0, 1).contiguous()
+
     return _decode(path, "read_image", convert)
 
 
@@ -74,6 +79,7 @@ def read_label(path: PathLike) -> Tensor:
     mode 1 (bilevel) reads as 0/1. Colour masks (RGB, RGBA, ...) are refused: a label map must
     hold class indices, and guessing a colour -> class table would silently mislabel pixels.
     """
+
     def convert(img: Image.Image) -> Tensor:
         if img.mode in _LABEL_MODES_8BIT:
             values = np.asarray(img)
@@ -86,19 +92,24 @@ def read_label(path: PathLike) -> Tensor:
                 f"read_label: '{path}' is a {img.mode!r} image with {len(img.getbands())} "
                 f"channel(s); label maps must be single-channel (mode L or P, or 16-bit) and hold "
                 f"class indices, not colours: map each colour to its class index and save the "
-                f"result as a grayscale or palette PNG")
+                f"result as a grayscale or palette PNG"
+            )
         return torch.from_numpy(values.astype(np.int64))
+
     return _decode(path, "read_label", convert)
 
 
-def write_png(path: PathLike, tensor: Tensor,
-              palette: Optional[Sequence[Sequence[int]]] = None) -> None:
+def write_png(
+    path: PathLike, tensor: Tensor, palette: Optional[Sequence[Sequence[int]]] = None
+) -> None:
     """Write a uint8 (H, W) (grayscale, or palette-indexed when ``palette`` gives RGB colours)
     or uint8 (3, H, W) RGB tensor as a PNG at ``path``, creating its parent folders."""
     if not isinstance(tensor, Tensor) or tensor.dtype != torch.uint8:
         got = tensor.dtype if isinstance(tensor, Tensor) else type(tensor).__name__
-        raise ValueError(f"write_png: tensor must be a uint8 tensor, got {got} "
-                         f"(convert label maps with .to(torch.uint8) after checking values < 256)")
+        raise ValueError(
+            f"write_png: tensor must be a uint8 tensor, got {got} "
+            f"(convert label maps with .to(torch.uint8) after checking values < 256)"
+        )
     if tensor.dim() == 3 and tensor.shape[0] == 3 and palette is None:
         img = Image.fromarray(tensor.detach().cpu().permute(1, 2, 0).contiguous().numpy())
     elif tensor.dim() == 2:
@@ -107,14 +118,18 @@ def write_png(path: PathLike, tensor: Tensor,
             img = Image.fromarray(values)  # uint8 (H, W) -> mode L
         else:
             if len(palette) > 256 or any(len(c) != 3 for c in palette):
-                raise ValueError(f"write_png: palette must hold at most 256 RGB triples, got "
-                                 f"{len(palette)} entries")
+                raise ValueError(
+                    f"write_png: palette must hold at most 256 RGB triples, got "
+                    f"{len(palette)} entries"
+                )
             # Mode P stores the values themselves as indices; the palette only colours them.
             img = Image.frombytes("P", (values.shape[1], values.shape[0]), values.tobytes())
             img.putpalette([int(v) for c in palette for v in c])
     else:
-        raise ValueError(f"write_png: tensor must be (H, W) or (3, H, W) (palette only with "
-                         f"(H, W)), got shape {tuple(tensor.shape)}")
+        raise ValueError(
+            f"write_png: tensor must be (H, W) or (3, H, W) (palette only with "
+            f"(H, W)), got shape {tuple(tensor.shape)}"
+        )
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     img.save(path, format="PNG")

@@ -51,18 +51,26 @@ def listing(items: Sequence, limit: int = _MAX_LISTED) -> str:
     return "\n".join(lines)
 
 
-def pair_files(images: Sequence[Path], label_for: Callable[[Path], Path], owner: str,
-               hint: Optional[Callable[[Path, Path], str]] = None) -> List[Pair]:
+def pair_files(
+    images: Sequence[Path],
+    label_for: Callable[[Path], Path],
+    owner: str,
+    hint: Optional[Callable[[Path, Path], str]] = None,
+) -> List[Pair]:
     """``[(image, label_for(image))]`` for every image; DataError naming each image whose label
     file is missing together with the path where it was expected (``hint`` may add a reason,
     e.g. "a JPEG mask was found instead")."""
     pairs = [(image, label_for(image)) for image in images]
     missing = [(i, l) for i, l in pairs if not l.is_file()]
     if missing:
-        lines = [f"image '{i}' has no label file '{l}'" + (hint(i, l) if hint else "")
-                 for i, l in missing]
-        raise DataError(f"{owner}: {len(missing)} of {len(pairs)} image(s) have no label file:\n"
-                        + listing(lines))
+        lines = [
+            f"image '{i}' has no label file '{l}'" + (hint(i, l) if hint else "")
+            for i, l in missing
+        ]
+        raise DataError(
+            f"{owner}: {len(missing)} of {len(pairs)} image(s) have no label file:\n"
+            + listing(lines)
+        )
     return pairs
 
 
@@ -88,17 +96,20 @@ class PairedFiles(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int) -> Tuple[Tensor, Tensor]:
         if not -len(self.pairs) <= index < len(self.pairs):
-            raise IndexError(f"{type(self).__name__}: index {index} out of range "
-                             f"[0, {len(self.pairs)})")
+            raise IndexError(
+                f"{type(self).__name__}: index {index} out of range [0, {len(self.pairs)})"
+            )
         image_path, label_path = self.pairs[index]
         image, label = read_image(image_path), read_label(label_path)
         if tuple(image.shape[1:]) != tuple(label.shape):
             # The sizes are checked on every load (it is free once both are decoded) rather
             # than at construction, which would have to open every file of the dataset.
-            raise DataError(f"{type(self).__name__}: image '{image_path}' is "
-                            f"{image.shape[2]}x{image.shape[1]} (WxH) but its label "
-                            f"'{label_path}' is {label.shape[1]}x{label.shape[0]}; they must "
-                            f"have the same size")
+            raise DataError(
+                f"{type(self).__name__}: image '{image_path}' is "
+                f"{image.shape[2]}x{image.shape[1]} (WxH) but its label "
+                f"'{label_path}' is {label.shape[1]}x{label.shape[0]}; they must "
+                f"have the same size"
+            )
         return image, self.convert_label(label, label_path)
 
     def validate(self) -> Tensor:
@@ -117,6 +128,8 @@ class PairedFiles(torch.utils.data.Dataset):
             valid = label[label != self.ignore_index]
             counts += torch.bincount(valid.flatten(), minlength=self.num_classes)
         if problems:
-            raise DataError(f"{type(self).__name__}.validate: {len(problems)} of {len(self)} "
-                            f"pair(s) cannot be used:\n" + listing(problems))
+            raise DataError(
+                f"{type(self).__name__}.validate: {len(problems)} of {len(self)} "
+                f"pair(s) cannot be used:\n" + listing(problems)
+            )
         return counts

@@ -62,8 +62,13 @@ class SegmentationSamples(torch.utils.data.Dataset):
     generator seeded by (seed, epoch, index)), then :func:`prepare`. Call :meth:`set_epoch` at
     the start of every epoch (before the loader's iterator is made) to get new augmentations."""
 
-    def __init__(self, base, transform: Optional[Transform] = None, seed: int = 0,
-                 canny_thresholds=(10.0, 100.0)):
+    def __init__(
+        self,
+        base,
+        transform: Optional[Transform] = None,
+        seed: int = 0,
+        canny_thresholds=(10.0, 100.0),
+    ):
         self.base, self.transform, self.seed = base, transform, int(seed)
         self.canny_thresholds = tuple(canny_thresholds)
         self.epoch = 0
@@ -92,9 +97,12 @@ def collate(samples: list) -> dict:
     (rather than a failed ``torch.stack``) when the samples differ in size."""
     sizes = {tuple(s["label"].shape) for s in samples}
     if len(sizes) > 1:
-        where = ", ".join(f"index {s.get('index', '?')}: {tuple(s['label'].shape)}"
-                          for s in samples)
-        raise DataError(f"collate: the samples of a batch differ in size ({where}); images of "
-                        f"several sizes need batch size 1 (evaluation: --batch-size 1) or a "
-                        f"training crop (--augment with --crop-size)")
+        where = ", ".join(
+            f"index {s.get('index', '?')}: {tuple(s['label'].shape)}" for s in samples
+        )
+        raise DataError(
+            f"collate: the samples of a batch differ in size ({where}); images of "
+            f"several sizes need batch size 1 (evaluation: --batch-size 1) or a "
+            f"training crop (--augment with --crop-size)"
+        )
     return torch.utils.data.default_collate(samples)

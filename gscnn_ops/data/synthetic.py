@@ -16,8 +16,27 @@ from torch import Tensor
 from .classes import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE, IGNORE_INDEX
 
 # Cityscapes train ids used here.
-ROAD, SIDEWALK, BUILDING, WALL, FENCE, POLE, LIGHT, SIGN, VEGETATION, TERRAIN, SKY, PERSON, \
-    RIDER, CAR, TRUCK, BUS, TRAIN, MOTORCYCLE, BICYCLE = range(19)
+(
+    ROAD,
+    SIDEWALK,
+    BUILDING,
+    WALL,
+    FENCE,
+    POLE,
+    LIGHT,
+    SIGN,
+    VEGETATION,
+    TERRAIN,
+    SKY,
+    PERSON,
+    RIDER,
+    CAR,
+    TRUCK,
+    BUS,
+    TRAIN,
+    MOTORCYCLE,
+    BICYCLE,
+) = range(19)
 IGNORE = IGNORE_INDEX
 NUM_CLASSES = 19
 
@@ -37,7 +56,9 @@ def _randint(g: torch.Generator, lo: int, hi: int) -> int:
 def render_scene(seed: int, height: int = 128, width: int = 256) -> Tuple[Tensor, Tensor]:
     """One scene: (image uint8 (3, H, W), label int64 (H, W)). Same seed, same scene."""
     if height < 16 or width < 16:
-        raise ValueError(f"render_scene: height and width must be at least 16, got {height}x{width}")
+        raise ValueError(
+            f"render_scene: height and width must be at least 16, got {height}x{width}"
+        )
     g = torch.Generator().manual_seed(int(seed))
     H, W = height, width
     yy = torch.arange(H).view(H, 1).expand(H, W)
@@ -88,7 +109,9 @@ def render_scene(seed: int, height: int = 128, width: int = 256) -> Tuple[Tensor
         label[(xx >= px) & (xx < px + pw) & (yy >= top) & (yy < bottom)] = POLE
         kind = SIGN if _rand(g, 0, 1) > 0.4 else LIGHT
         sw, sh = _randint(g, 3, 8), _randint(g, 3, 8)
-        label[(xx >= px - sw // 2) & (xx < px + pw + sw // 2) & (yy >= top) & (yy < top + sh)] = kind
+        label[(xx >= px - sw // 2) & (xx < px + pw + sw // 2) & (yy >= top) & (yy < top + sh)] = (
+            kind
+        )
     # A little unlabeled clutter (ignore).
     for _ in range(_randint(g, 0, 3)):
         cx, cy = _randint(g, 0, W), _randint(g, horizon, H)
@@ -100,8 +123,9 @@ def render_scene(seed: int, height: int = 128, width: int = 256) -> Tuple[Tensor
     palette[IGNORE] = torch.tensor((40.0, 40.0, 40.0))
     image = palette[label].permute(2, 0, 1).clone()
     texture = torch.randn(1, 1, H // 4 + 1, W // 4 + 1, generator=g)
-    texture = torch.nn.functional.interpolate(texture, size=(H, W), mode="bilinear",
-                                              align_corners=False)[0, 0]
+    texture = torch.nn.functional.interpolate(
+        texture, size=(H, W), mode="bilinear", align_corners=False
+    )[0, 0]
     amp = torch.zeros(256)
     for k, a in _TEXTURE.items():
         amp[k] = a

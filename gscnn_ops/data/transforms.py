@@ -22,6 +22,7 @@ Size = Union[int, Tuple[int, int]]
 
 # ----------------------------------------------------------------------------- helpers
 
+
 def _uniform(g: torch.Generator, lo: float, hi: float) -> float:
     return lo + (hi - lo) * torch.rand((), generator=g, dtype=torch.float64).item()
 
@@ -33,11 +34,14 @@ def _randint(g: torch.Generator, n: int) -> int:
 
 def _check_pair(owner: str, image: Tensor, label: Tensor) -> None:
     if image.dtype != torch.uint8 or image.dim() != 3 or image.shape[0] != 3:
-        raise ValueError(f"{owner}: image must be uint8 (3, H, W), got {image.dtype} "
-                         f"{tuple(image.shape)}")
+        raise ValueError(
+            f"{owner}: image must be uint8 (3, H, W), got {image.dtype} {tuple(image.shape)}"
+        )
     if label.dim() != 2 or label.shape != image.shape[1:]:
-        raise ValueError(f"{owner}: label must be (H, W) = {tuple(image.shape[1:])} like the "
-                         f"image, got {tuple(label.shape)}")
+        raise ValueError(
+            f"{owner}: label must be (H, W) = {tuple(image.shape[1:])} like the "
+            f"image, got {tuple(label.shape)}"
+        )
 
 
 def _to_uint8(x: Tensor) -> Tensor:
@@ -46,10 +50,13 @@ def _to_uint8(x: Tensor) -> Tensor:
 
 def _pair_of_positive_ints(owner: str, name: str, value: Size) -> Tuple[int, int]:
     pair = (value, value) if isinstance(value, int) else tuple(value)
-    if len(pair) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0
-                                 for v in pair):
-        raise ValueError(f"{owner}: {name} must be a positive int or a (height, width) pair of "
-                         f"positive ints, got {value!r}")
+    if len(pair) != 2 or not all(
+        isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in pair
+    ):
+        raise ValueError(
+            f"{owner}: {name} must be a positive int or a (height, width) pair of "
+            f"positive ints, got {value!r}"
+        )
     return pair
 
 
@@ -77,6 +84,7 @@ def _ignore(owner: str, value: int) -> int:
 
 # ----------------------------------------------------------------------------- pieces
 
+
 class Compose:
     """Apply ``transforms`` in order, all drawing from the same generator."""
 
@@ -103,8 +111,9 @@ def resize(image: Tensor, label: Tensor, size: Tuple[int, int]) -> Tuple[Tensor,
     if (h, w) == (H, W):
         return image, label
     antialias = h < H or w < W
-    out = F.interpolate(image[None].float(), size=(h, w), mode="bilinear", align_corners=False,
-                        antialias=antialias)[0]
+    out = F.interpolate(
+        image[None].float(), size=(h, w), mode="bilinear", align_corners=False, antialias=antialias
+    )[0]
     ys, xs = _nearest_source(H, h, 0, h), _nearest_source(W, w, 0, w)
     return _to_uint8(out), label[ys][:, xs]
 
@@ -122,7 +131,7 @@ def _linear_taps(in_len: int, out_len: int, start: int, count: int):
     (align_corners=False) enlargement from in_len to out_len, computed as F.interpolate does
     (float32: scale = in/out, src = max(scale * (i + 0.5) - 0.5, 0))."""
     scale = torch.tensor(float(in_len), dtype=torch.float32) / out_len
-    src = ((torch.arange(start, start + count, dtype=torch.float32) + 0.5) * scale - 0.5)
+    src = (torch.arange(start, start + count, dtype=torch.float32) + 0.5) * scale - 0.5
     src = src.clamp_min(0)
     lo = src.floor().long().clamp_(max=in_len - 1)
     hi = (lo + 1).clamp_(max=in_len - 1)
@@ -130,8 +139,9 @@ def _linear_taps(in_len: int, out_len: int, start: int, count: int):
     return lo, hi, 1 - w_hi, w_hi
 
 
-def resize_window(image: Tensor, label: Tensor, size: Tuple[int, int],
-                  window: Tuple[int, int, int, int]) -> Tuple[Tensor, Tensor]:
+def resize_window(
+    image: Tensor, label: Tensor, size: Tuple[int, int], window: Tuple[int, int, int, int]
+) -> Tuple[Tensor, Tensor]:
     """``resize(image, label, size)`` cropped to ``window`` = (top, left, height, width), for an
     enlargement (size >= the image's along both axes): only the window is interpolated, not the
     whole enlarged image (4x the pixels at scale 2). The label is exactly the cropped one of
@@ -141,7 +151,7 @@ def resize_window(image: Tensor, label: Tensor, size: Tuple[int, int],
     y0, y1, wy0, wy1 = _linear_taps(H, h, top, ch)
     x0, x1, wx0, wx1 = _linear_taps(W, w, left, cw)
     x = image.float()
-    rows0, rows1 = x[:, y0], x[:, y1]                     # (3, ch, W)
+    rows0, rows1 = x[:, y0], x[:, y1]  # (3, ch, W)
     top_row = rows0[:, :, x0] * wx0 + rows0[:, :, x1] * wx1
     bottom_row = rows1[:, :, x0] * wx0 + rows1[:, :, x1] * wx1
     out = top_row * wy0[:, None] + bottom_row * wy1[:, None]
@@ -182,14 +192,14 @@ class RandomCrop:
         # smaller) where the image starts in the crop.
         dy, dx = _randint(generator, abs(H - h) + 1), _randint(generator, abs(W - w) + 1)
         if H >= h and W >= w:
-            return image[:, dy:dy + h, dx:dx + w], label[dy:dy + h, dx:dx + w]
+            return image[:, dy : dy + h, dx : dx + w], label[dy : dy + h, dx : dx + w]
         out_image = image.new_full((3, h, w), self.fill)
         out_label = label.new_full((h, w), self.ignore_index)
         # Source and destination windows per axis: crop when the image is larger, else place.
         sy, ty, ny = (dy, 0, h) if H >= h else (0, dy, H)
         sx, tx, nx = (dx, 0, w) if W >= w else (0, dx, W)
-        out_image[:, ty:ty + ny, tx:tx + nx] = image[:, sy:sy + ny, sx:sx + nx]
-        out_label[ty:ty + ny, tx:tx + nx] = label[sy:sy + ny, sx:sx + nx]
+        out_image[:, ty : ty + ny, tx : tx + nx] = image[:, sy : sy + ny, sx : sx + nx]
+        out_label[ty : ty + ny, tx : tx + nx] = label[sy : sy + ny, sx : sx + nx]
         return out_image, out_label
 
 
@@ -199,8 +209,13 @@ class RandomScaleCrop:
     lies inside it, only the crop window is interpolated (:func:`resize_window`) instead of the
     whole enlarged image — at scale 2 on 1024x2048 inputs, a 720x720 window instead of 8 Mpx."""
 
-    def __init__(self, scale_range=(0.5, 2.0), crop_size: Size = 720,
-                 ignore_index: int = IGNORE_INDEX, fill: int = 0):
+    def __init__(
+        self,
+        scale_range=(0.5, 2.0),
+        crop_size: Size = 720,
+        ignore_index: int = IGNORE_INDEX,
+        fill: int = 0,
+    ):
         self.scale = RandomScale(scale_range)
         self.crop = RandomCrop(crop_size, ignore_index, fill)
 
@@ -235,13 +250,18 @@ class ColorJitter:
     [max(0, 1 - x), 1 + x] (x = 0 leaves it alone), applied in that order. Label untouched."""
 
     def __init__(self, brightness: float = 0.25, contrast: float = 0.25, saturation: float = 0.25):
-        for name, value in (("brightness", brightness), ("contrast", contrast),
-                            ("saturation", saturation)):
+        for name, value in (
+            ("brightness", brightness),
+            ("contrast", contrast),
+            ("saturation", saturation),
+        ):
             if not (isinstance(value, (int, float)) and 0 <= value < math.inf):
-                raise ValueError(f"ColorJitter: {name} must be a finite number >= 0, got "
-                                 f"{value!r}")
-        self.brightness, self.contrast, self.saturation = (float(brightness), float(contrast),
-                                                           float(saturation))
+                raise ValueError(f"ColorJitter: {name} must be a finite number >= 0, got {value!r}")
+        self.brightness, self.contrast, self.saturation = (
+            float(brightness),
+            float(contrast),
+            float(saturation),
+        )
 
     @staticmethod
     def _gray(x: Tensor) -> Tensor:
@@ -254,7 +274,7 @@ class ColorJitter:
             return image, label
         x = image.float()
         if self.brightness > 0:
-            x = (x * _uniform(generator, max(0.0, 1 - self.brightness), 1 + self.brightness))
+            x = x * _uniform(generator, max(0.0, 1 - self.brightness), 1 + self.brightness)
             x = x.clamp(0, 255)
         if self.contrast > 0:
             f = _uniform(generator, max(0.0, 1 - self.contrast), 1 + self.contrast)
@@ -293,8 +313,9 @@ class GaussianBlur:
             if dim == 3:
                 x = F.conv2d(F.pad(x, (radius, radius, 0, 0), mode="reflect"), k, groups=3)
             else:
-                x = F.conv2d(F.pad(x, (0, 0, radius, radius), mode="reflect"),
-                             k.transpose(2, 3), groups=3)
+                x = F.conv2d(
+                    F.pad(x, (0, 0, radius, radius), mode="reflect"), k.transpose(2, 3), groups=3
+                )
         return _to_uint8(x[0]), label
 
 
@@ -304,9 +325,18 @@ class TrainTransform(Compose):
     horizontal flip with ``flip_prob``, colour jitter, and Gaussian blur with ``blur_prob``.
     Zero jitter factors and ``blur_prob=0`` switch those steps off."""
 
-    def __init__(self, crop_size: Size, scale_range=(0.5, 2.0), flip_prob: float = 0.5,
-                 brightness: float = 0.25, contrast: float = 0.25, saturation: float = 0.25,
-                 blur_prob: float = 0.5, blur_sigma=(0.1, 2.0), ignore_index: int = IGNORE_INDEX):
+    def __init__(
+        self,
+        crop_size: Size,
+        scale_range=(0.5, 2.0),
+        flip_prob: float = 0.5,
+        brightness: float = 0.25,
+        contrast: float = 0.25,
+        saturation: float = 0.25,
+        blur_prob: float = 0.5,
+        blur_sigma=(0.1, 2.0),
+        ignore_index: int = IGNORE_INDEX,
+    ):
         try:
             steps = [
                 RandomScaleCrop(scale_range, crop_size, ignore_index),

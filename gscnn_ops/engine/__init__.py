@@ -12,5 +12,15 @@ from .inference import infer
 from .predict import predict_images
 from .train import TrainConfig
 
-__all__ = ["CheckpointError", "ConfusionMatrix", "TrainConfig", "format_report", "infer",
-           "load_checkpoint", "load_model", "predict_images", "report_to_json", "save_checkpoint"]
+__all__ = [
+    "CheckpointError",
+    "ConfusionMatrix",
+    "TrainConfig",
+    "format_report",
+    "infer",
+    "load_checkpoint",
+    "load_model",
+    "predict_images",
+    "report_to_json",
+    "save_checkpoint",
+]

@@ -18,17 +18,34 @@ class UsageError(Exception):
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
     """--checkpoint, --device, --tile, --overlap, --amp, --no-progress."""
-    p.add_argument("--checkpoint", required=True, metavar="PATH",
-                   help="a gscnn_ops checkpoint (from training)")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
-                   help="where the model runs (default: cuda if available, else cpu)")
-    p.add_argument("--tile", nargs=2, type=int, metavar=("H", "W"),
-                   help="sliding-window inference with windows of H x W (bounds the memory at "
-                        "large resolutions); default: whole images")
-    p.add_argument("--overlap", type=float, default=1 / 3,
-                   help="fraction of a window shared with its neighbour (default 1/3)")
-    p.add_argument("--amp", choices=tuple(AMP_DTYPES), default="none",
-                   help="run the model under autocast in this precision (default none)")
+    p.add_argument(
+        "--checkpoint", required=True, metavar="PATH", help="a gscnn_ops checkpoint (from training)"
+    )
+    p.add_argument(
+        "--device",
+        default="cuda" if torch.cuda.is_available() else "cpu",
+        help="where the model runs (default: cuda if available, else cpu)",
+    )
+    p.add_argument(
+        "--tile",
+        nargs=2,
+        type=int,
+        metavar=("H", "W"),
+        help="sliding-window inference with windows of H x W (bounds the memory at "
+        "large resolutions); default: whole images",
+    )
+    p.add_argument(
+        "--overlap",
+        type=float,
+        default=1 / 3,
+        help="fraction of a window shared with its neighbour (default 1/3)",
+    )
+    p.add_argument(
+        "--amp",
+        choices=tuple(AMP_DTYPES),
+        default="none",
+        help="run the model under autocast in this precision (default none)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -39,8 +56,11 @@ def inference_options(args) -> dict:
         raise UsageError(f"--tile sizes must be positive, got {args.tile}")
     if not 0 <= args.overlap < 1:
         raise UsageError(f"--overlap must be in [0, 1), got {args.overlap}")
-    return {"tile": tuple(args.tile) if args.tile is not None else None,
-            "overlap": args.overlap, "amp_dtype": AMP_DTYPES[args.amp]}
+    return {
+        "tile": tuple(args.tile) if args.tile is not None else None,
+        "overlap": args.overlap,
+        "amp_dtype": AMP_DTYPES[args.amp],
+    }
 
 
 def device(name: str) -> torch.device:
@@ -60,14 +80,22 @@ def progress_bar(iterable=None, *, enabled: bool = True, **kwargs):
     from tqdm import tqdm
 
     interactive = sys.stderr.isatty()
-    return tqdm(iterable, disable=not enabled, dynamic_ncols=interactive,
-                mininterval=0.1 if interactive else 30.0, **kwargs)
+    return tqdm(
+        iterable,
+        disable=not enabled,
+        dynamic_ncols=interactive,
+        mininterval=0.1 if interactive else 30.0,
+        **kwargs,
+    )
 
 
 def fail(command: str, error: BaseException) -> int:
     """Prints ``gscnn COMMAND: error: MESSAGE`` to stderr and returns the usage-error code."""
-    message = error.args[0] if isinstance(error, (FileNotFoundError, KeyError)) and error.args \
+    message = (
+        error.args[0]
+        if isinstance(error, (FileNotFoundError, KeyError)) and error.args
         else str(error)
+    )
     lines = str(message).strip().splitlines()
     if lines and lines[0].startswith("Caught ") and "DataLoader worker" in lines[0]:
         # Re-raised from a data-loader worker: the message is "Caught X in DataLoader worker

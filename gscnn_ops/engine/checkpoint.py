@@ -62,12 +62,16 @@ def load_checkpoint(path: str) -> dict:
 def check_checkpoint(payload, path: str) -> dict:
     """``payload`` if it is a gscnn_ops checkpoint of this version, else CheckpointError."""
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise CheckpointError(f"checkpoint {path!r} is neither a gscnn_ops checkpoint (no "
-                              f"'format': {FORMAT!r} entry) nor one of the authors' release (no "
-                              f"GSCNN keys such as 'final_seg.6.weight')")
+        raise CheckpointError(
+            f"checkpoint {path!r} is neither a gscnn_ops checkpoint (no "
+            f"'format': {FORMAT!r} entry) nor one of the authors' release (no "
+            f"GSCNN keys such as 'final_seg.6.weight')"
+        )
     if payload.get("version") != VERSION:
-        raise CheckpointError(f"checkpoint {path!r} has version {payload.get('version')!r}; this "
-                              f"gscnn_ops reads version {VERSION}")
+        raise CheckpointError(
+            f"checkpoint {path!r} has version {payload.get('version')!r}; this "
+            f"gscnn_ops reads version {VERSION}"
+        )
     missing = [k for k in ("model_config", "model") if k not in payload]
     if missing:
         raise CheckpointError(f"checkpoint {path!r} lacks {missing}")
@@ -76,20 +80,35 @@ def check_checkpoint(payload, path: str) -> dict:
 
 def model_config(model: GSCNN, backbone: str, output_stride: int) -> dict:
     """The constructor arguments that rebuild ``model`` (weights aside)."""
-    return {"num_classes": model.num_classes, "backbone": backbone, "output_stride": output_stride,
-            "shape_stream": model.shape is not None,
-            "shape_stride": model.shape.stride if model.shape is not None else 1,
-            "head": model.head}
+    return {
+        "num_classes": model.num_classes,
+        "backbone": backbone,
+        "output_stride": output_stride,
+        "shape_stream": model.shape is not None,
+        "shape_stride": model.shape.stride if model.shape is not None else 1,
+        "head": model.head,
+    }
 
 
-def make_payload(model: torch.nn.Module, config: dict, classes, palette,
-                 ignore_index: int = IGNORE_INDEX, train_state: Optional[dict] = None) -> dict:
+def make_payload(
+    model: torch.nn.Module,
+    config: dict,
+    classes,
+    palette,
+    ignore_index: int = IGNORE_INDEX,
+    train_state: Optional[dict] = None,
+) -> dict:
     """The checkpoint dict of ``model`` (unwrapped from DDP if needed)."""
     model = getattr(model, "module", model)
-    payload = {"format": FORMAT, "version": VERSION,
-               "model_config": {k: config.get(k, MODEL_DEFAULTS.get(k)) for k in MODEL_KEYS},
-               "model": model.state_dict(), "classes": list(classes),
-               "palette": [list(map(int, c)) for c in palette], "ignore_index": int(ignore_index)}
+    payload = {
+        "format": FORMAT,
+        "version": VERSION,
+        "model_config": {k: config.get(k, MODEL_DEFAULTS.get(k)) for k in MODEL_KEYS},
+        "model": model.state_dict(),
+        "classes": list(classes),
+        "palette": [list(map(int, c)) for c in palette],
+        "ignore_index": int(ignore_index),
+    }
     if train_state is not None:
         payload["train_state"] = train_state
     return payload
@@ -104,8 +123,9 @@ def load_model(path: str, device="cpu", fused: bool = True) -> Tuple[GSCNN, dict
     path = os.fspath(path)
     payload = load_tensor_file(path, CheckpointError, "checkpoint")
     if is_release_state_dict(payload):
-        model = load_release(release_state_dict(payload, f"release checkpoint {path!r}"),
-                             fused=fused)
+        model = load_release(
+            release_state_dict(payload, f"release checkpoint {path!r}"), fused=fused
+        )
         meta = {"model_config": model_config(model, "wrn38", 8), "source": "release"}
     else:
         payload = check_checkpoint(payload, path)
@@ -114,12 +134,18 @@ def load_model(path: str, device="cpu", fused: bool = True) -> Tuple[GSCNN, dict
             model = GSCNN(**{k: cfg[k] for k in MODEL_KEYS}, fused=fused)
             model.load_state_dict(payload["model"])
         except (KeyError, TypeError, ValueError, RuntimeError) as e:
-            raise CheckpointError(f"checkpoint {path!r}: its model could not be rebuilt: {e}") from e
+            raise CheckpointError(
+                f"checkpoint {path!r}: its model could not be rebuilt: {e}"
+            ) from e
         meta = {k: v for k, v in payload.items() if k not in ("model", "train_state")}
         meta["model_config"] = cfg
     k = meta["model_config"]["num_classes"]
-    meta.setdefault("classes", list(CITYSCAPES_CLASSES) if k == len(CITYSCAPES_CLASSES)
-                    else [f"class {i}" for i in range(k)])
+    meta.setdefault(
+        "classes",
+        list(CITYSCAPES_CLASSES)
+        if k == len(CITYSCAPES_CLASSES)
+        else [f"class {i}" for i in range(k)],
+    )
     meta.setdefault("palette", default_palette(k))
     meta.setdefault("ignore_index", IGNORE_INDEX)
     return model.to(device).eval(), meta

@@ -19,16 +19,22 @@ def convert_release(source: str, target: str) -> dict:
     payload's model configuration."""
     model = load_release(read_release_file(source), fused=False)
     k = model.num_classes
-    classes = list(CITYSCAPES_CLASSES) if k == len(CITYSCAPES_CLASSES) else [
-        f"class {i}" for i in range(k)]
+    classes = (
+        list(CITYSCAPES_CLASSES)
+        if k == len(CITYSCAPES_CLASSES)
+        else [f"class {i}" for i in range(k)]
+    )
     config = model_config(model, "wrn38", 8)
     save_checkpoint(target, make_payload(model, config, classes, default_palette(k), IGNORE_INDEX))
     return config
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
-    p = subparsers.add_parser("convert-release", help="convert a checkpoint of the authors' "
-                              "release to a gscnn_ops checkpoint", description=__doc__)
+    p = subparsers.add_parser(
+        "convert-release",
+        help="convert a checkpoint of the authors' release to a gscnn_ops checkpoint",
+        description=__doc__,
+    )
     p.add_argument("source", metavar="IN", help="release checkpoint (.pth)")
     p.add_argument("target", metavar="OUT", help="gscnn_ops checkpoint to write")
     p.set_defaults(fn=run)

@@ -33,27 +33,53 @@ from .train import TrainConfig, train
 
 def _train_and_eval(name: str, args, shape_stream: bool, val_loader, classes) -> dict:
     out = os.path.join(args.out, name)
-    cfg = TrainConfig(dataset="synthetic", synthetic_length=args.train_scenes,
-                      synthetic_size=tuple(args.size), backbone=args.backbone,
-                      shape_stream=shape_stream, steps=args.steps, batch_size=args.batch_size,
-                      lr=args.lr, workers=args.workers, seed=args.seed, device=args.device,
-                      out=out, checkpoint_every=args.steps, log_every=max(1, args.steps // 10),
-                      progress=args.progress, tensorboard=False)
-    print(f"\n== {name}: training {args.steps} steps of {args.batch_size} "
-          f"{args.size[0]}x{args.size[1]} scenes ({args.backbone}, "
-          f"{'shape stream on' if shape_stream else 'no shape stream'}, {args.device})")
+    cfg = TrainConfig(
+        dataset="synthetic",
+        synthetic_length=args.train_scenes,
+        synthetic_size=tuple(args.size),
+        backbone=args.backbone,
+        shape_stream=shape_stream,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        workers=args.workers,
+        seed=args.seed,
+        device=args.device,
+        out=out,
+        checkpoint_every=args.steps,
+        log_every=max(1, args.steps // 10),
+        progress=args.progress,
+        tensorboard=False,
+    )
+    print(
+        f"\n== {name}: training {args.steps} steps of {args.batch_size} "
+        f"{args.size[0]}x{args.size[1]} scenes ({args.backbone}, "
+        f"{'shape stream on' if shape_stream else 'no shape stream'}, {args.device})"
+    )
     t0 = time.perf_counter()
     train(cfg)
     seconds = time.perf_counter() - t0
     with open(os.path.join(out, "log.jsonl")) as f:
         losses = [r["loss_total"] for r in map(json.loads, f) if "loss_total" in r]
     model, meta = load_model(os.path.join(out, "model.pt"), args.device)
-    report = evaluate(model, val_loader, len(classes), thresholds=(3, 5, 9, 12),
-                      device=args.device, progress=args.progress)
+    report = evaluate(
+        model,
+        val_loader,
+        len(classes),
+        thresholds=(3, 5, 9, 12),
+        device=args.device,
+        progress=args.progress,
+    )
     print(format_report(report, classes))
-    return {"model": model, "meta": meta, "report": report, "train_seconds": seconds,
-            "loss_first": losses[0], "loss_last": losses[-1], "checkpoint":
-            os.path.join(out, "model.pt")}
+    return {
+        "model": model,
+        "meta": meta,
+        "report": report,
+        "train_seconds": seconds,
+        "loss_first": losses[0],
+        "loss_last": losses[-1],
+        "checkpoint": os.path.join(out, "model.pt"),
+    }
 
 
 def _examples(runs: dict, val, args) -> list:
@@ -71,8 +97,9 @@ def _examples(runs: dict, val, args) -> list:
         for name, run in runs.items():
             with warnings.catch_warnings():  # the baseline has no edge or gate maps: expected
                 warnings.simplefilter("ignore", UserWarning)
-                files = predict_images(run["model"], run["meta"], [path],
-                                       os.path.join(folder, name), progress=False)
+                files = predict_images(
+                    run["model"], run["meta"], [path], os.path.join(folder, name), progress=False
+                )
             written += files
             # The panel reuses the pictures just written (no second forward pass).
             for kind in ("seg", "edge"):
@@ -87,33 +114,54 @@ def _examples(runs: dict, val, args) -> list:
 
 
 def _markdown(runs: dict, classes, args) -> str:
-    lines = ["# gscnn demo report", "",
-             f"Synthetic street scenes ({args.train_scenes} training, {args.val_scenes} "
-             f"validation, {args.size[0]}x{args.size[1]}), {args.backbone} trunk, {args.steps} "
-             f"steps of batch {args.batch_size}, device {args.device}.", "",
-             "| model | mIoU | F@3px | F@5px | F@9px | F@12px | strict F@5px | train s | loss first -> last |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "# gscnn demo report",
+        "",
+        f"Synthetic street scenes ({args.train_scenes} training, {args.val_scenes} "
+        f"validation, {args.size[0]}x{args.size[1]}), {args.backbone} trunk, {args.steps} "
+        f"steps of batch {args.batch_size}, device {args.device}.",
+        "",
+        "| model | mIoU | F@3px | F@5px | F@9px | F@12px | strict F@5px | train s "
+        "| loss first -> last |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for name, run in runs.items():
         r, bf = run["report"], run["report"]["boundary_f"]
         f = " | ".join(f"{100 * v:.1f}" for v in bf["mean_f"])
-        lines.append(f"| {name} | {100 * r['miou']:.1f} | {f} | "
-                     f"{100 * bf['strict_mean_f'][1]:.1f} | {run['train_seconds']:.0f} | "
-                     f"{run['loss_first']:.2f} -> {run['loss_last']:.2f} |")
-    lines += ["", "F: boundary F-score (DAVIS measure), the release's mean over all images; "
-              "strict: each class averaged only over the images where it occurs.", "",
-              "Pictures: `examples/scene*_panel.png` = input | ground truth | prediction | edge "
-              "map, per model; the per-model folders hold the seg, overlay, edge and gate PNGs."]
+        lines.append(
+            f"| {name} | {100 * r['miou']:.1f} | {f} | "
+            f"{100 * bf['strict_mean_f'][1]:.1f} | {run['train_seconds']:.0f} | "
+            f"{run['loss_first']:.2f} -> {run['loss_last']:.2f} |"
+        )
+    lines += [
+        "",
+        "F: boundary F-score (DAVIS measure), the release's mean over all images; "
+        "strict: each class averaged only over the images where it occurs.",
+        "",
+        "Pictures: `examples/scene*_panel.png` = input | ground truth | prediction | edge "
+        "map, per model; the per-model folders hold the seg, overlay, edge and gate PNGs.",
+    ]
     return "\n".join(lines) + "\n"
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
-    p = subparsers.add_parser("demo", help="train and evaluate GSCNN on embedded synthetic data",
-                              description=__doc__,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--steps", type=int, default=100,
-                   help="training steps per model (default 100: about 3 minutes on 2 CPU cores)")
-    p.add_argument("--ablation", action="store_true",
-                   help="also train the DeepLabV3+ baseline the same way and compare")
+    p = subparsers.add_parser(
+        "demo",
+        help="train and evaluate GSCNN on embedded synthetic data",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--steps",
+        type=int,
+        default=100,
+        help="training steps per model (default 100: about 3 minutes on 2 CPU cores)",
+    )
+    p.add_argument(
+        "--ablation",
+        action="store_true",
+        help="also train the DeepLabV3+ baseline the same way and compare",
+    )
     p.add_argument("--out", default="gscnn-demo", help="output folder (default gscnn-demo)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--backbone", default="resnet18")
@@ -142,21 +190,37 @@ def run(args) -> int:
         return _cli.fail("demo", e)
     import gscnn_ops
 
-    print(f"gscnn_ops {gscnn_ops.__version__} demo (torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads); output in {args.out}")
-    val = build_dataset("synthetic", split="val", length=args.val_scenes, height=args.size[0],
-                        width=args.size[1], seed=args.seed)
-    val_loader = torch.utils.data.DataLoader(SegmentationSamples(val), batch_size=4,
-                                             num_workers=args.workers, collate_fn=collate)
+    print(
+        f"gscnn_ops {gscnn_ops.__version__} demo (torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads); output in {args.out}"
+    )
+    val = build_dataset(
+        "synthetic",
+        split="val",
+        length=args.val_scenes,
+        height=args.size[0],
+        width=args.size[1],
+        seed=args.seed,
+    )
+    val_loader = torch.utils.data.DataLoader(
+        SegmentationSamples(val), batch_size=4, num_workers=args.workers, collate_fn=collate
+    )
     classes = list(val.classes)
     runs = {"gscnn": _train_and_eval("gscnn", args, True, val_loader, classes)}
     if args.ablation:
         runs["baseline"] = _train_and_eval("baseline", args, False, val_loader, classes)
     pictures = _examples(runs, val, args)
 
-    report = {name: dict(report_to_json(run["report"], classes), train_seconds=run["train_seconds"],
-                         loss_first=run["loss_first"], loss_last=run["loss_last"],
-                         checkpoint=run["checkpoint"]) for name, run in runs.items()}
+    report = {
+        name: dict(
+            report_to_json(run["report"], classes),
+            train_seconds=run["train_seconds"],
+            loss_first=run["loss_first"],
+            loss_last=run["loss_last"],
+            checkpoint=run["checkpoint"],
+        )
+        for name, run in runs.items()
+    }
     report["settings"] = {k: v for k, v in vars(args).items() if k != "fn"}
     with open(os.path.join(args.out, "report.json"), "w") as f:
         json.dump(report, f, indent=1, allow_nan=False)
@@ -164,8 +228,10 @@ def run(args) -> int:
     with open(os.path.join(args.out, "report.md"), "w") as f:
         f.write(markdown)
     print("\n" + markdown)
-    print(f"report: {os.path.join(args.out, 'report.md')} and report.json; "
-          f"{len(pictures)} pictures in {os.path.join(args.out, 'examples')}")
+    print(
+        f"report: {os.path.join(args.out, 'report.md')} and report.json; "
+        f"{len(pictures)} pictures in {os.path.join(args.out, 'examples')}"
+    )
     # The one claim the demo can check by itself: training lowered the loss.
     failed = [n for n, r in runs.items() if not r["loss_last"] < r["loss_first"]]
     if failed:

@@ -41,19 +41,25 @@ def init_distributed(device: str) -> DistInfo:
     dev = torch.device(device)
     if dev.type == "cuda":
         if not torch.cuda.is_available():
-            raise RuntimeError(f"gscnn train: --device {device} asked for CUDA, but torch sees no "
-                               f"CUDA GPU (use --device cpu)")
+            raise RuntimeError(
+                f"gscnn train: --device {device} asked for CUDA, but torch sees no "
+                f"CUDA GPU (use --device cpu)"
+            )
         if world > 1:
             if local >= torch.cuda.device_count():
-                raise RuntimeError(f"gscnn train: local rank {local} has no GPU (this machine "
-                                   f"has {torch.cuda.device_count()})")
+                raise RuntimeError(
+                    f"gscnn train: local rank {local} has no GPU (this machine "
+                    f"has {torch.cuda.device_count()})"
+                )
             dev = torch.device("cuda", local)
         if dev.index is None:  # plain "cuda": the current GPU, named so that DDP can use it
             dev = torch.device("cuda", torch.cuda.current_device())
         torch.cuda.set_device(dev)
     if world > 1 and not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo",
-                                device_id=dev if dev.type == "cuda" else None)
+        dist.init_process_group(
+            backend="nccl" if dev.type == "cuda" else "gloo",
+            device_id=dev if dev.type == "cuda" else None,
+        )
     return DistInfo(world, rank, local, dev)
 
 
@@ -90,8 +96,13 @@ class AllReduceBatchNorm2d(nn.BatchNorm2d):
         if not (self.training and dist.is_available() and dist.is_initialized()):
             return super().forward(x)
         xf = x.float()
-        local = torch.stack([xf.sum((0, 2, 3)), xf.square().sum((0, 2, 3)),
-                             xf.new_full((x.shape[1],), float(x.numel() // x.shape[1]))])
+        local = torch.stack(
+            [
+                xf.sum((0, 2, 3)),
+                xf.square().sum((0, 2, 3)),
+                xf.new_full((x.shape[1],), float(x.numel() // x.shape[1])),
+            ]
+        )
         total = _AllReduceSum.apply(local)
         n = total[2]
         mean = total[0] / n
@@ -99,8 +110,11 @@ class AllReduceBatchNorm2d(nn.BatchNorm2d):
         if self.track_running_stats:
             with torch.no_grad():
                 self.num_batches_tracked.add_(1)
-                m = self.momentum if self.momentum is not None else 1.0 / float(
-                    self.num_batches_tracked)
+                m = (
+                    self.momentum
+                    if self.momentum is not None
+                    else 1.0 / float(self.num_batches_tracked)
+                )
                 unbiased = var * (n / (n - 1).clamp_min(1))
                 self.running_mean.mul_(1 - m).add_(m * mean.to(self.running_mean.dtype))
                 self.running_var.mul_(1 - m).add_(m * unbiased.to(self.running_var.dtype))
@@ -117,8 +131,13 @@ def convert_sync_batchnorm(module: nn.Module, device: torch.device) -> nn.Module
         return nn.SyncBatchNorm.convert_sync_batchnorm(module)
     out = module
     if isinstance(module, nn.BatchNorm2d) and not isinstance(module, AllReduceBatchNorm2d):
-        out = AllReduceBatchNorm2d(module.num_features, module.eps, module.momentum,
-                                   module.affine, module.track_running_stats)
+        out = AllReduceBatchNorm2d(
+            module.num_features,
+            module.eps,
+            module.momentum,
+            module.affine,
+            module.track_running_stats,
+        )
         out.load_state_dict(module.state_dict())
         out.train(module.training)
     for name, child in module.named_children():

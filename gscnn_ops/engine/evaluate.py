@@ -41,15 +41,18 @@ def crop_box(height: int, width: int, crop_factor: int):
     cv = round(crop_factor * height / width)
     ch, cw = height - 2 * cv, width - 2 * crop_factor
     if ch < 1 or cw < 1:
-        raise ValueError(f"crop factor {crop_factor} leaves nothing of a {height}x{width} image "
-                         f"(it must be below {(width + 1) // 2})")
+        raise ValueError(
+            f"crop factor {crop_factor} leaves nothing of a {height}x{width} image "
+            f"(it must be below {(width + 1) // 2})"
+        )
     return cv, crop_factor, ch, cw
 
 
 def _nearest_index(out_len: int, start: int, in_len: int, device) -> Tensor:
     """Source indices of a nearest-neighbour resize of [start, start + in_len) to out_len."""
-    return start + torch.div(torch.arange(out_len, device=device) * in_len, out_len,
-                             rounding_mode="floor")
+    return start + torch.div(
+        torch.arange(out_len, device=device) * in_len, out_len, rounding_mode="floor"
+    )
 
 
 def crop_and_zoom(image: Tensor, canny: Tensor, label: Tensor, crop_factor: int):
@@ -62,8 +65,12 @@ def crop_and_zoom(image: Tensor, canny: Tensor, label: Tensor, crop_factor: int)
     top, left, ch, cw = crop_box(h, w, crop_factor)
     if (ch, cw) == (h, w):
         return image, canny, label
-    image = F.interpolate(image[..., top:top + ch, left:left + cw], size=(h, w), mode="bilinear",
-                          align_corners=False)
+    image = F.interpolate(
+        image[..., top : top + ch, left : left + cw],
+        size=(h, w),
+        mode="bilinear",
+        align_corners=False,
+    )
     rows = _nearest_index(h, top, ch, label.device)[:, None]
     cols = _nearest_index(w, left, cw, label.device)[None, :]
     canny = canny[..., rows, cols] if canny is not None else None
@@ -72,8 +79,11 @@ def crop_and_zoom(image: Tensor, canny: Tensor, label: Tensor, crop_factor: int)
 
 def _to_list(t: Tensor):
     """float64 tensor -> nested lists with None for NaN (JSON has no NaN)."""
-    return [_to_list(r) for r in t] if t.dim() > 1 else [
-        None if math.isnan(v) else v for v in t.tolist()]
+    return (
+        [_to_list(r) for r in t]
+        if t.dim() > 1
+        else [None if math.isnan(v) else v for v in t.tolist()]
+    )
 
 
 def boundary_report(bf: BoundaryFScore) -> dict:
@@ -89,16 +99,25 @@ def boundary_report(bf: BoundaryFScore) -> dict:
         "strict_mean_f": _to_list(s["mean_f"]),
         "strict_mean_precision": _to_list(s["mean_precision"]),
         "strict_mean_recall": _to_list(s["mean_recall"]),
-        "per_class_f": _to_list(r["per_class"]["f"].T),            # [K][T]
-        "per_class_strict_f": _to_list(s["per_class"]["f"].T),     # [K][T], None: never present
+        "per_class_f": _to_list(r["per_class"]["f"].T),  # [K][T]
+        "per_class_strict_f": _to_list(s["per_class"]["f"].T),  # [K][T], None: never present
         "images_present": s["images_present"].tolist(),
     }
 
 
-def evaluate(model, loader, num_classes: int, ignore_index: int = IGNORE_INDEX,
-             thresholds: Sequence[float] = (3, 5, 9, 12), device="cpu", tile=None,
-             amp_dtype=None, crop_factors: Optional[Sequence[int]] = None, progress: bool = True,
-             overlap: float = 1 / 3) -> dict:
+def evaluate(
+    model,
+    loader,
+    num_classes: int,
+    ignore_index: int = IGNORE_INDEX,
+    thresholds: Sequence[float] = (3, 5, 9, 12),
+    device="cpu",
+    tile=None,
+    amp_dtype=None,
+    crop_factors: Optional[Sequence[int]] = None,
+    progress: bool = True,
+    overlap: float = 1 / 3,
+) -> dict:
     """Evaluates ``model`` (moved to ``device``, run in eval mode, its mode restored afterwards)
     on the batches of ``loader`` (dicts with "image", "canny", "label", as
     :class:`~gscnn_ops.data.SegmentationSamples` makes them). ``tile``, ``overlap`` and
@@ -146,10 +165,16 @@ def evaluate(model, loader, num_classes: int, ignore_index: int = IGNORE_INDEX,
     if bf.num_images == 0:
         raise ValueError("evaluate: the loader yielded no image")
     r = cm.compute()
-    report = {"num_images": bf.num_images, "num_classes": num_classes,
-              "ignore_index": ignore_index, "miou": r["miou"],
-              "per_class_iou": r["per_class_iou"], "pixel_accuracy": r["pixel_accuracy"],
-              "confusion_matrix": r["matrix"].tolist(), "boundary_f": boundary_report(bf)}
+    report = {
+        "num_images": bf.num_images,
+        "num_classes": num_classes,
+        "ignore_index": ignore_index,
+        "miou": r["miou"],
+        "per_class_iou": r["per_class_iou"],
+        "pixel_accuracy": r["pixel_accuracy"],
+        "confusion_matrix": r["matrix"].tolist(),
+        "boundary_f": boundary_report(bf),
+    }
     if factors:
         report["distance"] = {c: m.compute()["miou"] for c, m in crop_cms.items()}
     return report
@@ -184,13 +209,21 @@ def report_to_json(report: dict, classes: Sequence[str]) -> dict:
     bf = dict(report["boundary_f"])
     for key in ("per_class_f", "per_class_strict_f", "images_present"):
         bf[key] = dict(zip(classes, bf[key]))
-    out = {"miou": report["miou"],
-           "per_class_iou": dict(zip(classes, report["per_class_iou"])),
-           "pixel_accuracy": report["pixel_accuracy"], "num_images": report["num_images"],
-           "num_classes": k, "ignore_index": report["ignore_index"], "classes": classes,
-           "confusion_matrix": {"rows": "target", "columns": "prediction",
-                                "matrix": report["confusion_matrix"]},
-           "boundary_f": bf}
+    out = {
+        "miou": report["miou"],
+        "per_class_iou": dict(zip(classes, report["per_class_iou"])),
+        "pixel_accuracy": report["pixel_accuracy"],
+        "num_images": report["num_images"],
+        "num_classes": k,
+        "ignore_index": report["ignore_index"],
+        "classes": classes,
+        "confusion_matrix": {
+            "rows": "target",
+            "columns": "prediction",
+            "matrix": report["confusion_matrix"],
+        },
+        "boundary_f": bf,
+    }
     if "distance" in report:
         out["distance"] = {str(c): v for c, v in report["distance"].items()}
     return _nan_to_none(out)
@@ -208,49 +241,80 @@ def format_report(report: dict, classes: Sequence[str]) -> str:
     bf = report["boundary_f"]
     ts = [str(t) for t in bf["thresholds"]]
     width = max([len("class")] + [len(str(c)) for c in classes])
-    head = (f"{'class':<{width}}  {'IoU':>6} | " + " ".join(f"{'BF@' + t:>6}" for t in ts)
-            + " | " + " ".join(f"{'sBF@' + t:>6}" for t in ts))
+    head = (
+        f"{'class':<{width}}  {'IoU':>6} | "
+        + " ".join(f"{'BF@' + t:>6}" for t in ts)
+        + " | "
+        + " ".join(f"{'sBF@' + t:>6}" for t in ts)
+    )
     lines = [head, "-" * len(head)]
     for i, name in enumerate(classes):
-        lines.append(f"{str(name):<{width}}  {_pct(report['per_class_iou'][i])} | "
-                     + " ".join(_pct(v) for v in bf["per_class_f"][i]) + " | "
-                     + " ".join(_pct(v) for v in bf["per_class_strict_f"][i]))
+        lines.append(
+            f"{str(name):<{width}}  {_pct(report['per_class_iou'][i])} | "
+            + " ".join(_pct(v) for v in bf["per_class_f"][i])
+            + " | "
+            + " ".join(_pct(v) for v in bf["per_class_strict_f"][i])
+        )
     lines.append("-" * len(head))
-    lines.append(f"{'mean':<{width}}  {_pct(report['miou'])} | "
-                 + " ".join(_pct(v) for v in bf["mean_f"]) + " | "
-                 + " ".join(_pct(v) for v in bf["strict_mean_f"]))
+    lines.append(
+        f"{'mean':<{width}}  {_pct(report['miou'])} | "
+        + " ".join(_pct(v) for v in bf["mean_f"])
+        + " | "
+        + " ".join(_pct(v) for v in bf["strict_mean_f"])
+    )
     radii = "; ".join(f"{size}: {r}" for size, r in bf["radii"].items())
-    lines.append(f"images: {report['num_images']}   pixel accuracy: "
-                 f"{_pct(report['pixel_accuracy']).strip()}   boundary radii (px): {radii}")
-    lines.append("BF: boundary F, the release's convention (a class absent from both maps of an "
-                 "image scores 1); sBF: strict (mean over the images where the class is present)")
+    lines.append(
+        f"images: {report['num_images']}   pixel accuracy: "
+        f"{_pct(report['pixel_accuracy']).strip()}   boundary radii (px): {radii}"
+    )
+    lines.append(
+        "BF: boundary F, the release's convention (a class absent from both maps of an "
+        "image scores 1); sBF: strict (mean over the images where the class is present)"
+    )
     if "distance" in report:
-        lines.append("distance-based mIoU (crop factor: mIoU): " + ", ".join(
-            f"{c}: {_pct(v).strip()}" for c, v in report["distance"].items()))
+        lines.append(
+            "distance-based mIoU (crop factor: mIoU): "
+            + ", ".join(f"{c}: {_pct(v).strip()}" for c, v in report["distance"].items())
+        )
     return "\n".join(lines)
 
 
 # ----------------------------------------------------------------------------- command line
 
+
 def add_parser(subparsers) -> argparse.ArgumentParser:
     """Adds the ``eval`` subcommand (``set_defaults(fn=run)``) to ``subparsers``."""
-    p = subparsers.add_parser("eval", help="evaluate a checkpoint: mIoU and boundary F-scores",
-                              description=__doc__)
+    p = subparsers.add_parser(
+        "eval", help="evaluate a checkpoint: mIoU and boundary F-scores", description=__doc__
+    )
     _cli.add_model_args(p)
     p.add_argument("--dataset", choices=DATASETS, default="synthetic")
     p.add_argument("--data-root", metavar="PATH", help="root folder of the data set")
     p.add_argument("--split", default="val")
-    p.add_argument("--classes-file", metavar="PATH",
-                   help="class names of a 'folder' data set (passed to the data set)")
+    p.add_argument(
+        "--classes-file",
+        metavar="PATH",
+        help="class names of a 'folder' data set (passed to the data set)",
+    )
     p.add_argument("--batch-size", type=int, default=1)
     p.add_argument("--workers", type=int, default=0, help="data loader worker processes")
-    p.add_argument("--thresholds", nargs="+", type=float, default=[3, 5, 9, 12],
-                   help="boundary F thresholds: >= 1 pixels, < 1 fractions of the image diagonal "
-                        "(default: the paper's 3 5 9 12 px)")
-    p.add_argument("--crop-factors", nargs="*", type=int, metavar="CF",
-                   help="also run the paper's distance-based evaluation with these crop factors "
-                        "(pixels removed from each side horizontally); given alone: "
-                        f"{' '.join(map(str, DEFAULT_CROP_FACTORS))}")
+    p.add_argument(
+        "--thresholds",
+        nargs="+",
+        type=float,
+        default=[3, 5, 9, 12],
+        help="boundary F thresholds: >= 1 pixels, < 1 fractions of the image diagonal "
+        "(default: the paper's 3 5 9 12 px)",
+    )
+    p.add_argument(
+        "--crop-factors",
+        nargs="*",
+        type=int,
+        metavar="CF",
+        help="also run the paper's distance-based evaluation with these crop factors "
+        "(pixels removed from each side horizontally); given alone: "
+        f"{' '.join(map(str, DEFAULT_CROP_FACTORS))}",
+    )
     p.add_argument("--limit", type=int, metavar="N", help="evaluate the first N images only")
     p.add_argument("--json", metavar="PATH", help="also write the report to this JSON file")
     p.set_defaults(fn=run)
@@ -281,14 +345,21 @@ def _setup(args):
     k_model = meta["model_config"]["num_classes"]
     k_data = getattr(ds, "num_classes", None)
     if k_data != k_model:
-        raise _cli.UsageError(f"checkpoint {args.checkpoint!r} predicts {k_model} classes but the "
-                              f"{args.dataset!r} data set has {k_data}")
+        raise _cli.UsageError(
+            f"checkpoint {args.checkpoint!r} predicts {k_model} classes but the "
+            f"{args.dataset!r} data set has {k_data}"
+        )
     samples = SegmentationSamples(ds)
     if args.limit is not None:
         samples = torch.utils.data.Subset(samples, range(min(args.limit, len(samples))))
-    loader = torch.utils.data.DataLoader(samples, batch_size=args.batch_size, shuffle=False,
-                                         num_workers=args.workers, collate_fn=collate,
-                                         pin_memory=dev.type == "cuda")
+    loader = torch.utils.data.DataLoader(
+        samples,
+        batch_size=args.batch_size,
+        shuffle=False,
+        num_workers=args.workers,
+        collate_fn=collate,
+        pin_memory=dev.type == "cuda",
+    )
     classes = list(getattr(ds, "classes", None) or meta["classes"])
     ignore_index = int(getattr(ds, "ignore_index", meta["ignore_index"]))
     return model, loader, classes, ignore_index, dev, options
@@ -309,8 +380,17 @@ def run(args) -> int:
     except _cli.SETUP_ERRORS as e:
         return _cli.fail("eval", e)
     try:
-        report = evaluate(model, loader, len(classes), ignore_index, args.thresholds, dev,
-                          crop_factors=factors, progress=not args.no_progress, **options)
+        report = evaluate(
+            model,
+            loader,
+            len(classes),
+            ignore_index,
+            args.thresholds,
+            dev,
+            crop_factors=factors,
+            progress=not args.no_progress,
+            **options,
+        )
     except (DataError, FileNotFoundError) as e:  # a bad file met during the run
         return _cli.fail("eval", e)
     print(format_report(report, classes))

@@ -63,17 +63,24 @@ def _check(model, image: Tensor, canny: Optional[Tensor], overlap, amp_dtype):
     if not isinstance(image, Tensor) or image.dim() != 4 or image.shape[1] != 3:
         shape = tuple(image.shape) if isinstance(image, Tensor) else type(image).__name__
         raise ValueError(f"infer: image must be a normalised (N, 3, H, W) tensor, got {shape}")
-    if canny is not None and (not isinstance(canny, Tensor) or canny.dim() != 4
-                              or canny.shape[0] != image.shape[0] or canny.shape[1] != 1
-                              or canny.shape[-2:] != image.shape[-2:]):
+    if canny is not None and (
+        not isinstance(canny, Tensor)
+        or canny.dim() != 4
+        or canny.shape[0] != image.shape[0]
+        or canny.shape[1] != 1
+        or canny.shape[-2:] != image.shape[-2:]
+    ):
         shape = tuple(canny.shape) if isinstance(canny, Tensor) else type(canny).__name__
-        raise ValueError(f"infer: canny must be (N, 1, H, W) = ({image.shape[0]}, 1, "
-                         f"{image.shape[2]}, {image.shape[3]}), got {shape}")
+        raise ValueError(
+            f"infer: canny must be (N, 1, H, W) = ({image.shape[0]}, 1, "
+            f"{image.shape[2]}, {image.shape[3]}), got {shape}"
+        )
     if isinstance(overlap, bool) or not isinstance(overlap, Real) or not 0 <= overlap < 1:
         raise ValueError(f"infer: overlap must be a fraction in [0, 1), got {overlap!r}")
     if amp_dtype not in (None, torch.bfloat16, torch.float16):
-        raise ValueError(f"infer: amp_dtype must be torch.bfloat16, torch.float16 or None, got "
-                         f"{amp_dtype!r}")
+        raise ValueError(
+            f"infer: amp_dtype must be torch.bfloat16, torch.float16 or None, got {amp_dtype!r}"
+        )
 
 
 def _forward(model, image: Tensor, canny: Optional[Tensor], amp_dtype, return_alphas: bool):
@@ -82,21 +89,35 @@ def _forward(model, image: Tensor, canny: Optional[Tensor], amp_dtype, return_al
     tensor it sees (so of each window), in place of ``canny``."""
     if getattr(model, "head", None) == "release" and getattr(model, "shape", None) is not None:
         canny = release_canny(image)
-    context = (contextlib.nullcontext() if amp_dtype is None
-               else torch.autocast(image.device.type, dtype=amp_dtype))
+    context = (
+        contextlib.nullcontext()
+        if amp_dtype is None
+        else torch.autocast(image.device.type, dtype=amp_dtype)
+    )
     with context:
         out = model(image, canny, return_alphas=return_alphas)
     size = image.shape[-2:]
-    alphas = [F.interpolate(a.float(), size=size, mode="bilinear", align_corners=False)
-              if a.shape[-2:] != size else a.float() for a in out.alphas]
-    return GSCNNOutput(seg=out.seg.float(),
-                       edge=out.edge.float() if out.edge is not None else None, alphas=alphas)
+    alphas = [
+        F.interpolate(a.float(), size=size, mode="bilinear", align_corners=False)
+        if a.shape[-2:] != size
+        else a.float()
+        for a in out.alphas
+    ]
+    return GSCNNOutput(
+        seg=out.seg.float(), edge=out.edge.float() if out.edge is not None else None, alphas=alphas
+    )
 
 
 @torch.no_grad()
-def infer(model, image: Tensor, canny: Optional[Tensor] = None, tile: TileArg = None,
-          overlap: float = 1 / 3, amp_dtype: Optional[torch.dtype] = None,
-          return_alphas: bool = False) -> GSCNNOutput:
+def infer(
+    model,
+    image: Tensor,
+    canny: Optional[Tensor] = None,
+    tile: TileArg = None,
+    overlap: float = 1 / 3,
+    amp_dtype: Optional[torch.dtype] = None,
+    return_alphas: bool = False,
+) -> GSCNNOutput:
     """Runs ``model`` (a :class:`~gscnn_ops.models.GSCNN`, used in whatever train/eval mode it is
     in: callers put it in eval mode) on a batch.
 
@@ -134,8 +155,13 @@ def infer(model, image: Tensor, canny: Optional[Tensor] = None, tile: TileArg = 
     for y in window_starts(h, th, overlap):
         for x in window_starts(w, tw, overlap):
             window = (..., slice(y, y + th), slice(x, x + tw))
-            out = _forward(model, image[window], canny[window] if canny is not None else None,
-                           amp_dtype, return_alphas)
+            out = _forward(
+                model,
+                image[window],
+                canny[window] if canny is not None else None,
+                amp_dtype,
+                return_alphas,
+            )
             if seg is None:  # buffers sized from the first window's outputs
                 seg = torch.zeros(n, out.seg.shape[1], h, w, device=device)
                 edge = torch.zeros(n, 1, h, w, device=device) if out.edge is not None else None

@@ -50,9 +50,18 @@ def _gray(x: torch.Tensor) -> torch.Tensor:
 FORMATS = ("png", "cityscapes")
 
 
-def predict_images(model, meta: dict, paths: Sequence[str], out_dir: str, device=None,
-                   tile=None, amp_dtype=None, progress: bool = True,
-                   overlap: float = 1 / 3, output_format: str = "png") -> List[str]:
+def predict_images(
+    model,
+    meta: dict,
+    paths: Sequence[str],
+    out_dir: str,
+    device=None,
+    tile=None,
+    amp_dtype=None,
+    progress: bool = True,
+    overlap: float = 1 / 3,
+    output_format: str = "png",
+) -> List[str]:
     """Runs ``model`` (moved to ``device`` if given, in eval mode, its mode restored afterwards)
     on each image file of ``paths`` and writes to ``out_dir`` (created if needed), per image:
 
@@ -73,47 +82,62 @@ def predict_images(model, meta: dict, paths: Sequence[str], out_dir: str, device
     Returns the paths written, in order.
     """
     if output_format not in FORMATS:
-        raise ValueError(f"predict_images: output_format must be one of {FORMATS}, got "
-                         f"{output_format!r}")
+        raise ValueError(
+            f"predict_images: output_format must be one of {FORMATS}, got {output_format!r}"
+        )
     cityscapes = output_format == "cityscapes"
     if cityscapes and list(meta.get("classes", [])) != list(CITYSCAPES_CLASSES):
-        raise ValueError(f"predict_images: the cityscapes format needs a model of Cityscapes' 19 "
-                         f"classes; this one has {len(meta.get('classes', []))} "
-                         f"({list(meta.get('classes', []))[:3]}...)")
+        raise ValueError(
+            f"predict_images: the cityscapes format needs a model of Cityscapes' 19 "
+            f"classes; this one has {len(meta.get('classes', []))} "
+            f"({list(meta.get('classes', []))[:3]}...)"
+        )
     paths = [os.fspath(p) for p in paths]
     missing = [p for p in paths if not os.path.isfile(p)]
     if missing:
-        raise FileNotFoundError(f"image {missing[0]!r} does not exist"
-                                + (f" (nor {len(missing) - 1} more)" if len(missing) > 1 else ""))
+        raise FileNotFoundError(
+            f"image {missing[0]!r} does not exist"
+            + (f" (nor {len(missing) - 1} more)" if len(missing) > 1 else "")
+        )
     stems = output_stems(paths)
     if device is not None:
         model.to(device)
     dev = next(model.parameters()).device
     has_shape = getattr(model, "shape", None) is not None and not cityscapes
     if getattr(model, "shape", None) is None and not cityscapes:
-        warnings.warn("predict_images: the model has no shape stream (a baseline checkpoint): "
-                      "writing only the segmentation and overlay, no edge or gate maps",
-                      stacklevel=2)
+        warnings.warn(
+            "predict_images: the model has no shape stream (a baseline checkpoint): "
+            "writing only the segmentation and overlay, no edge or gate maps",
+            stacklevel=2,
+        )
     palette, ignore_index = meta["palette"], meta.get("ignore_index", 255)
     os.makedirs(out_dir, exist_ok=True)
     written: List[str] = []
     was_training = model.training
     model.eval()
     try:
-        for path, stem in _cli.progress_bar(list(zip(paths, stems)), desc="predict",
-                                           unit="image", enabled=progress):
+        for path, stem in _cli.progress_bar(
+            list(zip(paths, stems)), desc="predict", unit="image", enabled=progress
+        ):
             raw = read_image(path)
             raw_dev = raw.to(dev)
             edges = canny(raw_dev).unsqueeze(0)
-            out = infer(model, normalize(raw_dev).unsqueeze(0), edges, tile=tile,
-                        overlap=overlap, amp_dtype=amp_dtype, return_alphas=has_shape)
+            out = infer(
+                model,
+                normalize(raw_dev).unsqueeze(0),
+                edges,
+                tile=tile,
+                overlap=overlap,
+                amp_dtype=amp_dtype,
+                return_alphas=has_shape,
+            )
             if cityscapes:
                 target = os.path.join(out_dir, f"{stem}.png")
                 write_png(target, trainids_to_labelids(out.seg[0].argmax(0).cpu()))
                 written.append(target)
                 continue
             seg = colorize(out.seg[0].argmax(0).cpu(), palette, ignore_index)
-            overlay = (OVERLAY_ALPHA * seg.float() + (1 - OVERLAY_ALPHA) * raw.float())
+            overlay = OVERLAY_ALPHA * seg.float() + (1 - OVERLAY_ALPHA) * raw.float()
             images = {"seg": seg, "overlay": overlay.round().to(torch.uint8)}
             if has_shape:
                 images["edge"] = _gray(torch.sigmoid(out.edge[0, 0]))
@@ -130,17 +154,24 @@ def predict_images(model, meta: dict, paths: Sequence[str], out_dir: str, device
 
 # ----------------------------------------------------------------------------- command line
 
+
 def add_parser(subparsers) -> argparse.ArgumentParser:
     """Adds the ``predict`` subcommand (``set_defaults(fn=run)``) to ``subparsers``."""
-    p = subparsers.add_parser("predict", help="segment image files, write PNGs",
-                              description=__doc__)
+    p = subparsers.add_parser(
+        "predict", help="segment image files, write PNGs", description=__doc__
+    )
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files (PNG, JPEG, ...)")
     _cli.add_model_args(p)
     p.add_argument("--out", required=True, metavar="DIR", help="folder for the PNG outputs")
-    p.add_argument("--format", choices=FORMATS, default="png", dest="output_format",
-                   help="png: colour segmentation, overlay, edge and gate maps (default); "
-                        "cityscapes: <stem>.png of label ids at full resolution, as the "
-                        "Cityscapes benchmark server expects")
+    p.add_argument(
+        "--format",
+        choices=FORMATS,
+        default="png",
+        dest="output_format",
+        help="png: colour segmentation, overlay, edge and gate maps (default); "
+        "cityscapes: <stem>.png of label ids at full resolution, as the "
+        "Cityscapes benchmark server expects",
+    )
     p.set_defaults(fn=run)
     return p
 
@@ -153,9 +184,15 @@ def run(args) -> int:
         model, meta = load_model(args.checkpoint, _cli.device(args.device))
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            written = predict_images(model, meta, args.images, args.out,
-                                     progress=not args.no_progress,
-                                     output_format=args.output_format, **options)
+            written = predict_images(
+                model,
+                meta,
+                args.images,
+                args.out,
+                progress=not args.no_progress,
+                output_format=args.output_format,
+                **options,
+            )
     except _cli.SETUP_ERRORS as e:
         return _cli.fail("predict", e)
     for w in caught:

@@ -34,16 +34,34 @@ from ..models import GSCNN, GSCNNLoss
 from ..ops import check_errors
 from . import _cli
 from .checkpoint import load_checkpoint, load_model, make_payload, model_config, save_checkpoint
-from .distributed import (DistInfo, all_gather_objects, all_reduce_mean, convert_sync_batchnorm,
-                          init_distributed, shutdown, state_digest)
+from .distributed import (
+    DistInfo,
+    all_gather_objects,
+    all_reduce_mean,
+    convert_sync_batchnorm,
+    init_distributed,
+    shutdown,
+    state_digest,
+)
 from .evaluate import evaluate
 from .inference import AMP_DTYPES
 
 LOSS_TERMS = ("total", "seg", "edge", "dual", "att")
 
 # Settings that may differ between a run and its resumption without changing the result.
-RESUME_MAY_CHANGE = ("out", "workers", "device", "progress", "checkpoint_every", "log_every",
-                     "resume", "tensorboard", "eval_every", "eval_split", "synthetic_val_length")
+RESUME_MAY_CHANGE = (
+    "out",
+    "workers",
+    "device",
+    "progress",
+    "checkpoint_every",
+    "log_every",
+    "resume",
+    "tensorboard",
+    "eval_every",
+    "eval_split",
+    "synthetic_val_length",
+)
 
 
 @dataclass
@@ -57,7 +75,7 @@ class TrainConfig:
     synthetic_val_length: int = 16
     synthetic_size: Tuple[int, int] = (128, 256)
     augment: bool = True
-    crop_size: Optional[Tuple[int, int]] = None   # None: 720x720, or the synthetic image size
+    crop_size: Optional[Tuple[int, int]] = None  # None: 720x720, or the synthetic image size
     scale_range: Tuple[float, float] = (0.5, 2.0)
     workers: int = 2
     # model
@@ -67,11 +85,11 @@ class TrainConfig:
     shape_stride: int = 1
     head: str = "gscnn_ops"
     pretrained: Optional[str] = None
-    init: Optional[str] = None                    # weights to start from (fine-tuning)
+    init: Optional[str] = None  # weights to start from (fine-tuning)
     sync_bn: bool = True
     # optimisation
     steps: int = 1000
-    batch_size: int = 2                           # per process
+    batch_size: int = 2  # per process
     accumulate: int = 1
     lr: float = 0.01
     momentum: float = 0.9
@@ -92,9 +110,9 @@ class TrainConfig:
     checkpoint_every: int = 500
     log_every: int = 10
     progress: bool = True
-    tensorboard: bool = True                      # when the tensorboard package is installed
+    tensorboard: bool = True  # when the tensorboard package is installed
     resume: Optional[str] = None
-    eval_every: int = 0                           # 0: no evaluation during training
+    eval_every: int = 0  # 0: no evaluation during training
     eval_split: str = "val"
 
     def validate(self) -> None:
@@ -102,16 +120,26 @@ class TrainConfig:
             if not cond:
                 raise ValueError(f"gscnn train: {msg}")
 
-        for name in ("steps", "batch_size", "accumulate", "checkpoint_every", "log_every",
-                     "synthetic_length"):
-            need(getattr(self, name) >= 1, f"--{name.replace('_', '-')} must be at least 1, got "
-                                           f"{getattr(self, name)}")
+        for name in (
+            "steps",
+            "batch_size",
+            "accumulate",
+            "checkpoint_every",
+            "log_every",
+            "synthetic_length",
+        ):
+            need(
+                getattr(self, name) >= 1,
+                f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}",
+            )
         need(self.workers >= 0, f"--workers must be >= 0, got {self.workers}")
         need(self.eval_every >= 0, f"--eval-every must be >= 0, got {self.eval_every}")
         need(self.lr > 0 and math.isfinite(self.lr), f"--lr must be positive, got {self.lr}")
         need(self.amp in AMP_DTYPES, f"--amp must be one of {list(AMP_DTYPES)}, got {self.amp!r}")
-        need(self.output_stride in (8, 16), f"--output-stride must be 8 or 16, got "
-                                            f"{self.output_stride}")
+        need(
+            self.output_stride in (8, 16),
+            f"--output-stride must be 8 or 16, got {self.output_stride}",
+        )
         lo, hi = self.scale_range
         need(0 < lo <= hi, f"--scale-range must be 0 < low <= high, got {self.scale_range}")
         if self.crop_size is not None:
@@ -123,8 +151,9 @@ class TrainConfig:
         return tuple(self.synthetic_size) if self.dataset == "synthetic" else (720, 720)
 
     def to_dict(self) -> dict:
-        return {k: list(v) if isinstance(v, tuple) else v
-                for k, v in dataclasses.asdict(self).items()}
+        return {
+            k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()
+        }
 
 
 class _SkipSampler(Sampler):
@@ -147,8 +176,9 @@ def _dataset(cfg: TrainConfig, split: str, augment: bool):
     options = {}
     if cfg.dataset == "synthetic":
         length = cfg.synthetic_length if split == cfg.split else cfg.synthetic_val_length
-        options = dict(length=length, height=cfg.synthetic_size[0], width=cfg.synthetic_size[1],
-                       seed=cfg.seed)
+        options = dict(
+            length=length, height=cfg.synthetic_size[0], width=cfg.synthetic_size[1], seed=cfg.seed
+        )
     elif cfg.dataset == "folder" and cfg.classes_file:
         options = dict(classes_file=cfg.classes_file)
     base = build_dataset(cfg.dataset, cfg.data_root, split, **options)
@@ -156,23 +186,35 @@ def _dataset(cfg: TrainConfig, split: str, augment: bool):
     if augment:
         from ..data.transforms import TrainTransform
 
-        transform = TrainTransform(cfg.resolved_crop(), scale_range=tuple(cfg.scale_range),
-                                   ignore_index=base.ignore_index)
+        transform = TrainTransform(
+            cfg.resolved_crop(), scale_range=tuple(cfg.scale_range), ignore_index=base.ignore_index
+        )
     return SegmentationSamples(base, transform, seed=cfg.seed)
 
 
 def _model(cfg: TrainConfig, num_classes: int) -> GSCNN:
-    model = GSCNN(num_classes, cfg.backbone, cfg.output_stride, shape_stream=cfg.shape_stream,
-                  shape_stride=cfg.shape_stride, pretrained=cfg.pretrained, head=cfg.head)
+    model = GSCNN(
+        num_classes,
+        cfg.backbone,
+        cfg.output_stride,
+        shape_stream=cfg.shape_stream,
+        shape_stride=cfg.shape_stride,
+        pretrained=cfg.pretrained,
+        head=cfg.head,
+    )
     if cfg.init:
         start, meta = load_model(cfg.init)
         wanted = model_config(model, cfg.backbone, cfg.output_stride)
         differ = {k: (v, wanted[k]) for k, v in meta["model_config"].items() if wanted.get(k) != v}
         if differ:
-            lines = ", ".join(f"{k}: checkpoint {a!r} vs --{k.replace('_', '-')} {b!r}"
-                              for k, (a, b) in differ.items())
-            raise ValueError(f"gscnn train --init {cfg.init}: its model differs from the one "
-                             f"asked for ({lines}); give the same model options")
+            lines = ", ".join(
+                f"{k}: checkpoint {a!r} vs --{k.replace('_', '-')} {b!r}"
+                for k, (a, b) in differ.items()
+            )
+            raise ValueError(
+                f"gscnn train --init {cfg.init}: its model differs from the one "
+                f"asked for ({lines}); give the same model options"
+            )
         model.load_state_dict(start.state_dict())
         model.load_report = None
     return model
@@ -194,12 +236,17 @@ def _set_rng_state(state: dict, device: torch.device) -> None:
 def _check_resume_config(stored: dict, cfg: TrainConfig, path: str) -> None:
     current = cfg.to_dict()
     stored = {"head": "gscnn_ops", **stored}  # written before the option existed
-    diff = {k: (stored.get(k), current[k]) for k in current
-            if k not in RESUME_MAY_CHANGE and stored.get(k) != current[k]}
+    diff = {
+        k: (stored.get(k), current[k])
+        for k in current
+        if k not in RESUME_MAY_CHANGE and stored.get(k) != current[k]
+    }
     if diff:
         lines = ", ".join(f"{k}: checkpoint {a!r} vs now {b!r}" for k, (a, b) in diff.items())
-        raise ValueError(f"gscnn train --resume {path}: the settings differ from the run that "
-                         f"wrote the checkpoint ({lines}); resume with the same settings")
+        raise ValueError(
+            f"gscnn train --resume {path}: the settings differ from the run that "
+            f"wrote the checkpoint ({lines}); resume with the same settings"
+        )
 
 
 class _Logger:
@@ -215,6 +262,7 @@ class _Logger:
         if tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
+
                 self.tb = SummaryWriter(os.path.join(out, "tensorboard"))
             except ImportError:  # tensorboard not installed: JSON lines only
                 self.tb = None
@@ -265,8 +313,10 @@ def _resume_payload(cfg: TrainConfig) -> Optional[dict]:
         return None
     payload = load_checkpoint(cfg.resume)
     if "train_state" not in payload:
-        raise ValueError(f"gscnn train --resume {cfg.resume}: this checkpoint holds weights "
-                         f"only (no optimiser state); it cannot be resumed")
+        raise ValueError(
+            f"gscnn train --resume {cfg.resume}: this checkpoint holds weights "
+            f"only (no optimiser state); it cannot be resumed"
+        )
     _check_resume_config(payload["train_state"]["config"], cfg, cfg.resume)
     return payload
 
@@ -283,17 +333,24 @@ class _Run:
         self.model = _model(cfg, self.data.num_classes).to(self.device)
         if cfg.sync_bn and info.distributed:
             self.model = convert_sync_batchnorm(self.model, self.device)
-        self.criterion = GSCNNLoss(edge_weight=cfg.edge_weight, seg_weight=cfg.seg_weight,
-                                   dual_weight=cfg.dual_weight, att_weight=cfg.att_weight,
-                                   ignore_index=self.data.ignore_index,
-                                   class_weighting=cfg.class_weighting)
-        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=cfg.lr,
-                                         momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        self.criterion = GSCNNLoss(
+            edge_weight=cfg.edge_weight,
+            seg_weight=cfg.seg_weight,
+            dual_weight=cfg.dual_weight,
+            att_weight=cfg.att_weight,
+            ignore_index=self.data.ignore_index,
+            class_weighting=cfg.class_weighting,
+        )
+        self.optimizer = torch.optim.SGD(
+            self.model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
+        )
         self.scheduler = torch.optim.lr_scheduler.PolynomialLR(
-            self.optimizer, total_iters=cfg.steps, power=cfg.poly_power)
+            self.optimizer, total_iters=cfg.steps, power=cfg.poly_power
+        )
         self.amp_dtype = AMP_DTYPES[cfg.amp]
-        self.scaler = torch.amp.GradScaler(self.device.type,
-                                           enabled=self.amp_dtype is torch.float16)
+        self.scaler = torch.amp.GradScaler(
+            self.device.type, enabled=self.amp_dtype is torch.float16
+        )
         self.step = 0
 
     # ------------------------------------------------------------------ resume
@@ -306,9 +363,12 @@ class _Run:
         self.step = int(state["step"])
         rngs, info = state["rng"], self.info
         if len(rngs) != info.world_size:
-            warnings.warn(f"gscnn train: resuming {self.cfg.resume} (written by {len(rngs)} "
-                          f"processes) with {info.world_size}: the run goes on, but its data "
-                          f"order and noise differ from an uninterrupted run", stacklevel=3)
+            warnings.warn(
+                f"gscnn train: resuming {self.cfg.resume} (written by {len(rngs)} "
+                f"processes) with {info.world_size}: the run goes on, but its data "
+                f"order and noise differ from an uninterrupted run",
+                stacklevel=3,
+            )
         _set_rng_state(rngs[info.rank % len(rngs)], self.device)
 
     # ------------------------------------------------------------------ start
@@ -317,30 +377,54 @@ class _Run:
         self.ddp = self.model
         if info.distributed:
             self.ddp = DistributedDataParallel(
-                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
-        self.sampler = DistributedSampler(data, num_replicas=info.world_size, rank=info.rank,
-                                          shuffle=True, seed=cfg.seed, drop_last=True)
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None
+            )
+        self.sampler = DistributedSampler(
+            data,
+            num_replicas=info.world_size,
+            rank=info.rank,
+            shuffle=True,
+            seed=cfg.seed,
+            drop_last=True,
+        )
         self.per_epoch = len(self.sampler) // cfg.batch_size
         if self.per_epoch == 0:
-            raise ValueError(f"gscnn train: the dataset has {len(data)} samples, fewer than one "
-                             f"batch of {cfg.batch_size} per process x {info.world_size} processes")
+            raise ValueError(
+                f"gscnn train: the dataset has {len(data)} samples, fewer than one "
+                f"batch of {cfg.batch_size} per process x {info.world_size} processes"
+            )
         self.logger = _Logger(cfg.out, info.is_main, cfg.tensorboard)
         if info.is_main:
-            self.logger.log({"event": "resume" if resumed else "start", "step": self.step,
-                             "config": cfg.to_dict(), "world_size": info.world_size,
-                             "num_samples": len(data), "batches_per_epoch": self.per_epoch})
+            self.logger.log(
+                {
+                    "event": "resume" if resumed else "start",
+                    "step": self.step,
+                    "config": cfg.to_dict(),
+                    "world_size": info.world_size,
+                    "num_samples": len(data),
+                    "batches_per_epoch": self.per_epoch,
+                }
+            )
         self.val_loader = None
         if cfg.eval_every and info.is_main:
             # Its own generator: iterating must not draw from the global RNG (exact resumption).
-            self.val_loader = DataLoader(_dataset(cfg, cfg.eval_split, augment=False),
-                                         batch_size=1, num_workers=cfg.workers,
-                                         generator=torch.Generator())
+            self.val_loader = DataLoader(
+                _dataset(cfg, cfg.eval_split, augment=False),
+                batch_size=1,
+                num_workers=cfg.workers,
+                generator=torch.Generator(),
+            )
 
     # ------------------------------------------------------------------ the loop
     def loop(self, stop_after: Optional[int]) -> None:
         cfg = self.cfg
-        self.bar = _cli.progress_bar(total=cfg.steps, initial=self.step, desc="train",
-                                     unit="step", enabled=cfg.progress and self.info.is_main)
+        self.bar = _cli.progress_bar(
+            total=cfg.steps,
+            initial=self.step,
+            desc="train",
+            unit="step",
+            enabled=cfg.progress and self.info.is_main,
+        )
         self.sums = torch.zeros(len(LOSS_TERMS), dtype=torch.float64, device=self.device)
         self.since, self.t_log, steps_this_call = 0, time.perf_counter(), 0
         micro = self.step * cfg.accumulate
@@ -358,8 +442,9 @@ class _Run:
                 steps_this_call += 1
                 if self.step % cfg.log_every == 0 or self.step == cfg.steps:
                     self._log(epoch)
-                stop = self.step >= cfg.steps or (stop_after is not None
-                                                  and steps_this_call >= stop_after)
+                stop = self.step >= cfg.steps or (
+                    stop_after is not None and steps_this_call >= stop_after
+                )
                 if self.step % cfg.checkpoint_every == 0 or stop:
                     self.checkpoint(final=self.step >= cfg.steps)
                 if cfg.eval_every and (self.step % cfg.eval_every == 0 or self.step >= cfg.steps):
@@ -373,13 +458,18 @@ class _Run:
         cfg = self.cfg
         self.sampler.set_epoch(epoch)
         self.data.set_epoch(epoch)
-        return DataLoader(self.data, batch_size=cfg.batch_size,
-                          sampler=_SkipSampler(self.sampler, offset * cfg.batch_size),
-                          num_workers=cfg.workers, drop_last=True, collate_fn=collate,
-                          pin_memory=self.device.type == "cuda",
-                          # Its own generator: making an iterator must not draw from the global
-                          # RNG, whose state the checkpoints carry (the Gumbel noise).
-                          generator=torch.Generator().manual_seed(cfg.seed * 7919 + epoch))
+        return DataLoader(
+            self.data,
+            batch_size=cfg.batch_size,
+            sampler=_SkipSampler(self.sampler, offset * cfg.batch_size),
+            num_workers=cfg.workers,
+            drop_last=True,
+            collate_fn=collate,
+            pin_memory=self.device.type == "cuda",
+            # Its own generator: making an iterator must not draw from the global
+            # RNG, whose state the checkpoints carry (the Gumbel noise).
+            generator=torch.Generator().manual_seed(cfg.seed * 7919 + epoch),
+        )
 
     def _micro_step(self, batch: dict, last: bool) -> None:
         """Forward and backward of one micro-batch; the loss terms summed on the device (no host
@@ -389,11 +479,13 @@ class _Run:
         edges = batch["canny"].to(device, non_blocking=True)
         label = batch["label"].to(device, non_blocking=True)
         # Gradients are all-reduced once per optimiser step, on its last micro-batch.
-        sync = (self.ddp.no_sync() if (self.info.distributed and not last)
-                else contextlib.nullcontext())
+        sync = (
+            self.ddp.no_sync() if (self.info.distributed and not last) else contextlib.nullcontext()
+        )
         with sync:
-            with torch.autocast(device.type, dtype=self.amp_dtype,
-                                enabled=self.amp_dtype is not None):
+            with torch.autocast(
+                device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None
+            ):
                 out = self.ddp(image, edges)
             terms = self.criterion(out, label)
             self.scaler.scale(terms["total"] / self.cfg.accumulate).backward()
@@ -425,11 +517,16 @@ class _Run:
             terms = {k: float(v) for k, v in zip(LOSS_TERMS, mean)}
             raise FloatingPointError(
                 f"gscnn train: the loss is not finite in steps {first}..{step} (mean terms "
-                f"{terms}); lower --lr, or use --amp bf16 instead of fp16")
+                f"{terms}); lower --lr, or use --amp bf16 instead of fp16"
+            )
         elapsed = time.perf_counter() - self.t_log
-        record = {"step": step, "epoch": epoch, "lr": self.lr,
-                  **{f"loss_{k}": float(v) for k, v in zip(LOSS_TERMS, mean)},
-                  "images_per_s": since * cfg.batch_size * self.info.world_size / elapsed}
+        record = {
+            "step": step,
+            "epoch": epoch,
+            "lr": self.lr,
+            **{f"loss_{k}": float(v) for k, v in zip(LOSS_TERMS, mean)},
+            "images_per_s": since * cfg.batch_size * self.info.world_size / elapsed,
+        }
         self.logger.log(record)
         self.bar.set_postfix(loss=f"{record['loss_total']:.3f}", lr=f"{self.lr:.2e}")
         self.sums.zero_()
@@ -443,14 +540,21 @@ class _Run:
         rngs = all_gather_objects(_rng_state(self.device), info)
         if not info.is_main:
             return
-        train_state = {"config": cfg.to_dict(), "step": self.step,
-                       "optimizer": self.optimizer.state_dict(),
-                       "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
-                       "rng": rngs, "world_size": info.world_size}
+        train_state = {
+            "config": cfg.to_dict(),
+            "step": self.step,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "rng": rngs,
+            "world_size": info.world_size,
+        }
         mcfg = model_config(model, cfg.backbone, cfg.output_stride)
         meta = (data.classes, data.palette, data.ignore_index)
-        save_checkpoint(os.path.join(cfg.out, "checkpoint.pt"),
-                        make_payload(model, mcfg, *meta, train_state=train_state))
+        save_checkpoint(
+            os.path.join(cfg.out, "checkpoint.pt"),
+            make_payload(model, mcfg, *meta, train_state=train_state),
+        )
         if final:
             save_checkpoint(os.path.join(cfg.out, "model.pt"), make_payload(model, mcfg, *meta))
 
@@ -460,16 +564,32 @@ class _Run:
         statistics: no collectives); the others wait."""
         cfg, step = self.cfg, self.step
         if self.val_loader is not None:
-            r = evaluate(self.model, self.val_loader, self.data.num_classes,
-                         self.data.ignore_index, device=self.device, progress=False)
+            r = evaluate(
+                self.model,
+                self.val_loader,
+                self.data.num_classes,
+                self.data.ignore_index,
+                device=self.device,
+                progress=False,
+            )
             bf = r["boundary_f"]
-            self.logger.log({"event": "eval", "step": step, "split": cfg.eval_split,
-                             "miou": r["miou"], "pixel_accuracy": r["pixel_accuracy"],
-                             "thresholds": bf["thresholds"], "boundary_f": bf["mean_f"],
-                             "strict_boundary_f": bf["strict_mean_f"]})
-            self.bar.write(f"step {step}: {cfg.eval_split} mIoU {100 * r['miou']:.2f}, boundary "
-                           f"F {' / '.join(f'{100 * v:.1f}' for v in bf['mean_f'])} at "
-                           f"{'/'.join(f'{t:g}' for t in bf['thresholds'])} px")
+            self.logger.log(
+                {
+                    "event": "eval",
+                    "step": step,
+                    "split": cfg.eval_split,
+                    "miou": r["miou"],
+                    "pixel_accuracy": r["pixel_accuracy"],
+                    "thresholds": bf["thresholds"],
+                    "boundary_f": bf["mean_f"],
+                    "strict_boundary_f": bf["strict_mean_f"],
+                }
+            )
+            self.bar.write(
+                f"step {step}: {cfg.eval_split} mIoU {100 * r['miou']:.2f}, boundary "
+                f"F {' / '.join(f'{100 * v:.1f}' for v in bf['mean_f'])} at "
+                f"{'/'.join(f'{t:g}' for t in bf['thresholds'])} px"
+            )
         if self.info.distributed:
             torch.distributed.barrier()
 
@@ -478,14 +598,21 @@ class _Run:
         """The summary; checks that every process ended with the same weights."""
         info = self.info
         digests = all_gather_objects(state_digest(self.model), info)
-        summary = {"event": "end", "step": self.step, "finished": self.step >= self.cfg.steps,
-                   "world_size": info.world_size, "rank_digests": digests,
-                   "ranks_agree": len(set(digests)) == 1}
+        summary = {
+            "event": "end",
+            "step": self.step,
+            "finished": self.step >= self.cfg.steps,
+            "world_size": info.world_size,
+            "rank_digests": digests,
+            "ranks_agree": len(set(digests)) == 1,
+        }
         self.logger.log(summary)
         self.logger.close()
         if not summary["ranks_agree"]:
-            raise RuntimeError(f"gscnn train: the processes ended with different weights "
-                               f"({digests}); this is a bug, please report it")
+            raise RuntimeError(
+                f"gscnn train: the processes ended with different weights "
+                f"({digests}); this is a bug, please report it"
+            )
         return summary
 
 
@@ -505,20 +632,25 @@ _HELP = {
     "output_stride": "trunk output stride, 8 or 16",
     "shape_stream": "GSCNN (on) or the DeepLabV3+ baseline (--no-shape-stream)",
     "shape_stride": "shape-stream resolution, 1 (full, as the release) or 2",
-    "head": "gscnn_ops (ours) or release (the authors' head: fine-tune their checkpoint with --init)",
+    "head": "gscnn_ops (ours) or release (the authors' head: fine-tune their checkpoint "
+    "with --init)",
     "init": "start from these weights (fine-tuning): a gscnn_ops checkpoint or one of the "
-            "authors' release (with --backbone wrn38 --head release); not a resume",
+    "authors' release (with --backbone wrn38 --head release); not a resume",
     "pretrained": "ImageNet checkpoint of the trunk: torchvision's format for the ResNets, the "
-                  "release's wider_resnet38.pth.tar for wrn38 (nothing is downloaded)",
+    "release's wider_resnet38.pth.tar for wrn38 (nothing is downloaded)",
     "sync_bn": "synchronise batch-norm statistics across processes when there are several",
     "steps": "optimiser steps in all",
     "batch_size": "images per process and micro-batch",
     "accumulate": "micro-batches per optimiser step (gradient accumulation)",
-    "lr": "initial learning rate (SGD)", "momentum": "SGD momentum",
-    "weight_decay": "SGD weight decay", "poly_power": "exponent of the polynomial decay",
+    "lr": "initial learning rate (SGD)",
+    "momentum": "SGD momentum",
+    "weight_decay": "SGD weight decay",
+    "poly_power": "exponent of the polynomial decay",
     "amp": "mixed precision: none, bf16 or fp16 (fp16 uses a gradient scaler)",
-    "edge_weight": "weight of the edge BCE", "seg_weight": "weight of the segmentation CE",
-    "dual_weight": "weight of the dual-task loss", "att_weight": "weight of regulariser 2",
+    "edge_weight": "weight of the edge BCE",
+    "seg_weight": "weight of the segmentation CE",
+    "dual_weight": "weight of the dual-task loss",
+    "att_weight": "weight of regulariser 2",
     "class_weighting": "the release's per-image class weights in the CE",
     "seed": "seed of the data order, augmentations, initialisation and noise",
     "deterministic": "torch.use_deterministic_algorithms (bitwise-reproducible on the CPU)",
@@ -526,7 +658,8 @@ _HELP = {
     "out": "output folder: log.jsonl, checkpoint.pt (resumable), model.pt (final weights)",
     "checkpoint_every": "write checkpoint.pt every N steps (and at the end)",
     "log_every": "log the mean losses every N steps",
-    "progress": "progress bar", "tensorboard": "also log to TensorBoard when it is installed",
+    "progress": "progress bar",
+    "tensorboard": "also log to TensorBoard when it is installed",
     "resume": "checkpoint.pt of an interrupted run to continue exactly where it stopped",
     "eval_every": "evaluate on --eval-split every N steps and at the end (0: never)",
     "eval_split": "split evaluated during training",
@@ -535,8 +668,9 @@ _HELP = {
 
 
 def add_parser(subparsers):
-    p = subparsers.add_parser("train", help="train GSCNN (or the baseline)",
-                              description=__doc__.split("\n\n")[0])
+    p = subparsers.add_parser(
+        "train", help="train GSCNN (or the baseline)", description=__doc__.split("\n\n")[0]
+    )
     defaults = TrainConfig()
     for f in dataclasses.fields(TrainConfig):
         flag, default = "--" + f.name.replace("_", "-"), getattr(defaults, f.name)
@@ -546,20 +680,33 @@ def add_parser(subparsers):
         elif f.name == "crop_size":
             p.add_argument(flag, type=int, nargs=2, metavar=("H", "W"), help=_HELP[f.name])
         elif isinstance(default, bool):
-            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=default,
-                           help=_HELP[f.name])
+            p.add_argument(
+                flag, action=argparse.BooleanOptionalAction, default=default, help=_HELP[f.name]
+            )
         elif isinstance(default, tuple):
-            p.add_argument(flag, type=type(default[0]), nargs=2, default=default,
-                           help=_HELP[f.name] + f" (default {default[0]} {default[1]})")
+            p.add_argument(
+                flag,
+                type=type(default[0]),
+                nargs=2,
+                default=default,
+                help=_HELP[f.name] + f" (default {default[0]} {default[1]})",
+            )
         elif f.name == "dataset":
-            p.add_argument(flag, choices=("synthetic", "cityscapes", "folder"), default=default,
-                           help=_HELP[f.name])
+            p.add_argument(
+                flag,
+                choices=("synthetic", "cityscapes", "folder"),
+                default=default,
+                help=_HELP[f.name],
+            )
         elif f.name == "amp":
             p.add_argument(flag, choices=tuple(AMP_DTYPES), default=default, help=_HELP[f.name])
         else:
-            p.add_argument(flag, type=kind, default=default,
-                           help=_HELP[f.name] + (f" (default {default})" if default is not None
-                                                 else ""))
+            p.add_argument(
+                flag,
+                type=kind,
+                default=default,
+                help=_HELP[f.name] + (f" (default {default})" if default is not None else ""),
+            )
     p.set_defaults(fn=run)
     return p
 
@@ -578,8 +725,10 @@ def run(args) -> int:
     except (*_cli.SETUP_ERRORS, FloatingPointError) as e:
         return _cli.fail("train", e)
     if int(os.environ.get("RANK", "0")) == 0:
-        print(f"gscnn train: {summary['step']} steps done; weights in "
-              f"{os.path.join(args.out, 'model.pt')}, resumable state in "
-              f"{os.path.join(args.out, 'checkpoint.pt')}, log in "
-              f"{os.path.join(args.out, 'log.jsonl')}")
+        print(
+            f"gscnn train: {summary['step']} steps done; weights in "
+            f"{os.path.join(args.out, 'model.pt')}, resumable state in "
+            f"{os.path.join(args.out, 'checkpoint.pt')}, log in "
+            f"{os.path.join(args.out, 'log.jsonl')}"
+        )
     return 0

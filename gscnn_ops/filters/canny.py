@@ -20,19 +20,25 @@ def _sobel(x: Tensor):
     """3x3 Sobel derivatives (OpenCV's default aperture), replicated borders; x (N, C, H, W)."""
     p = F.pad(x, (1, 1, 1, 1), mode="replicate")
     dx = (p[..., :-2, 2:] + 2 * p[..., 1:-1, 2:] + p[..., 2:, 2:]) - (
-        p[..., :-2, :-2] + 2 * p[..., 1:-1, :-2] + p[..., 2:, :-2])
+        p[..., :-2, :-2] + 2 * p[..., 1:-1, :-2] + p[..., 2:, :-2]
+    )
     dy = (p[..., 2:, :-2] + 2 * p[..., 2:, 1:-1] + p[..., 2:, 2:]) - (
-        p[..., :-2, :-2] + 2 * p[..., :-2, 1:-1] + p[..., :-2, 2:])
+        p[..., :-2, :-2] + 2 * p[..., :-2, 1:-1] + p[..., :-2, 2:]
+    )
     return dx, dy
 
 
-def canny(image: Tensor, low: float = 10.0, high: float = 100.0, max_iterations: int = 10000) -> Tensor:
+def canny(
+    image: Tensor, low: float = 10.0, high: float = 100.0, max_iterations: int = 10000
+) -> Tensor:
     """Canny edge map of ``image`` (N, C, H, W) or (C, H, W) with values in [0, 255] (uint8 or
     float; floats are rounded to integers first, as a uint8 image would hold). Returns float
     (N, 1, H, W) (or (1, H, W)) with 1 at edges, 0 elsewhere. Defaults are GSCNN's thresholds.
     """
     if image.dim() not in (3, 4):
-        raise ValueError(f"canny: image must be (N, C, H, W) or (C, H, W), got {tuple(image.shape)}")
+        raise ValueError(
+            f"canny: image must be (N, C, H, W) or (C, H, W), got {tuple(image.shape)}"
+        )
     if not 0 <= low <= high:
         raise ValueError(f"canny: need 0 <= low <= high, got low={low}, high={high}")
     squeeze = image.dim() == 3
@@ -48,10 +54,10 @@ def canny(image: Tensor, low: float = 10.0, high: float = 100.0, max_iterations:
     if mag.shape[1] > 1:  # colour: the channel with the largest gradient (the first on ties)
         best_mag, best_dx, best_dy = mag[:, :1], dx[:, :1], dy[:, :1]
         for c in range(1, mag.shape[1]):  # strict '>': ties keep the earlier channel
-            take = mag[:, c:c + 1] > best_mag
-            best_mag = torch.where(take, mag[:, c:c + 1], best_mag)
-            best_dx = torch.where(take, dx[:, c:c + 1], best_dx)
-            best_dy = torch.where(take, dy[:, c:c + 1], best_dy)
+            take = mag[:, c : c + 1] > best_mag
+            best_mag = torch.where(take, mag[:, c : c + 1], best_mag)
+            best_dx = torch.where(take, dx[:, c : c + 1], best_dx)
+            best_dy = torch.where(take, dy[:, c : c + 1], best_dy)
         mag, dx, dy = best_mag, best_dx, best_dy
     lo, hi = int(low), int(high)  # OpenCV floors the thresholds for the L1 gradient
 
@@ -69,9 +75,14 @@ def canny(image: Tensor, low: float = 10.0, high: float = 100.0, max_iterations:
     vertical = ~horizontal & (ay > tg67x)
     diagonal = ~horizontal & ~vertical
     same_sign = (dx ^ dy) >= 0  # OpenCV: s = (dx ^ dy) < 0 ? -1 : 1
-    diag_max = torch.where(same_sign, (c > up_left) & (c > down_right), (c > up_right) & (c > down_left))
-    is_max = ((horizontal & (c > left) & (c >= right)) | (vertical & (c > up) & (c >= down)) |
-              (diagonal & diag_max))
+    diag_max = torch.where(
+        same_sign, (c > up_left) & (c > down_right), (c > up_right) & (c > down_left)
+    )
+    is_max = (
+        (horizontal & (c > left) & (c >= right))
+        | (vertical & (c > up) & (c >= down))
+        | (diagonal & diag_max)
+    )
     candidate = is_max & (c > lo)
     edges = candidate & (c > hi)
 

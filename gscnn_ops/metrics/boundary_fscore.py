@@ -51,8 +51,9 @@ def scores_from_counts(counts: Tensor) -> Dict[str, Tensor]:
     precision = torch.where(n_pred > 0, m_pred / n_pred.clamp_min(1), torch.ones_like(n_pred))
     recall = torch.where(n_gt > 0, m_gt / n_gt.clamp_min(1), torch.ones_like(n_gt))
     total = precision + recall
-    f = torch.where(total > 0, 2 * precision * recall / total.clamp_min(1e-300),
-                    torch.zeros_like(total))
+    f = torch.where(
+        total > 0, 2 * precision * recall / total.clamp_min(1e-300), torch.zeros_like(total)
+    )
     return {"precision": precision, "recall": recall, "f": f}
 
 
@@ -70,11 +71,14 @@ def _check_thresholds(thresholds) -> Tuple[float, ...]:
         if t >= 1 and t != int(t):
             raise ValueError(
                 f"BoundaryFScore: a threshold >= 1 is a radius in pixels and must be a whole "
-                f"number, got {t!r} (below 1 it is a fraction of the image diagonal)")
+                f"number, got {t!r} (below 1 it is a fraction of the image diagonal)"
+            )
         out.append(int(t) if t >= 1 else float(t))
     if not 1 <= len(out) <= _MAX_THRESHOLDS:
-        raise ValueError(f"BoundaryFScore: between 1 and {_MAX_THRESHOLDS} thresholds are "
-                         f"supported, got {len(out)}")
+        raise ValueError(
+            f"BoundaryFScore: between 1 and {_MAX_THRESHOLDS} thresholds are "
+            f"supported, got {len(out)}"
+        )
     return tuple(out)
 
 
@@ -105,8 +109,10 @@ class BoundaryFScore:
           "mean_f":         (T,),  "mean_precision": (T,),  "mean_recall": (T,),
           # strict: per class, mean over the images where the class is present in pred or GT
           "strict": {
-            "per_class":      {"f": (T, K), "precision": (T, K), "recall": (T, K)}  (NaN: never present),
-            "mean_f":         (T,),  "mean_precision": (T,),  "mean_recall": (T,)   (over classes not NaN),
+            "per_class":      {"f": (T, K), "precision": (T, K), "recall": (T, K)}
+                              (NaN: never present),
+            "mean_f":         (T,),  "mean_precision": (T,),  "mean_recall": (T,)
+                              (over classes not NaN),
             "images_present": (K,) int64,
           },
         }
@@ -114,13 +120,21 @@ class BoundaryFScore:
     :meth:`scores` gives the per-image values behind them.
     """
 
-    def __init__(self, num_classes: int, thresholds: Sequence[float] = (3, 5, 9, 12),
-                 ignore_index: int = 255):
-        if isinstance(num_classes, bool) or not isinstance(num_classes, Integral) or num_classes < 1:
-            raise ValueError(f"BoundaryFScore: num_classes must be a positive integer, got "
-                             f"{num_classes!r}")
+    def __init__(
+        self, num_classes: int, thresholds: Sequence[float] = (3, 5, 9, 12), ignore_index: int = 255
+    ):
+        if (
+            isinstance(num_classes, bool)
+            or not isinstance(num_classes, Integral)
+            or num_classes < 1
+        ):
+            raise ValueError(
+                f"BoundaryFScore: num_classes must be a positive integer, got {num_classes!r}"
+            )
         if isinstance(ignore_index, bool) or not isinstance(ignore_index, Integral):
-            raise ValueError(f"BoundaryFScore: ignore_index must be an integer, got {ignore_index!r}")
+            raise ValueError(
+                f"BoundaryFScore: ignore_index must be an integer, got {ignore_index!r}"
+            )
         self.num_classes = int(num_classes)
         self.thresholds = _check_thresholds(thresholds)
         self.ignore_index = int(ignore_index)
@@ -134,17 +148,22 @@ class BoundaryFScore:
     def update(self, pred: Tensor, target: Tensor) -> None:
         """Adds a batch: pred and target label maps, (N, H, W) or (H, W)."""
         if not isinstance(pred, Tensor) or not isinstance(target, Tensor):
-            raise TypeError("BoundaryFScore.update: pred and target must be tensors, got "
-                            f"{type(pred).__name__} and {type(target).__name__}")
+            raise TypeError(
+                "BoundaryFScore.update: pred and target must be tensors, got "
+                f"{type(pred).__name__} and {type(target).__name__}"
+            )
         if pred.dim() == 2 and target.dim() == 2:
             pred, target = pred.unsqueeze(0), target.unsqueeze(0)
         if pred.dim() != 3:
-            raise ValueError("BoundaryFScore.update: pred must be an (N, H, W) or (H, W) label "
-                             f"map, got shape {tuple(pred.shape)}")
+            raise ValueError(
+                "BoundaryFScore.update: pred must be an (N, H, W) or (H, W) label "
+                f"map, got shape {tuple(pred.shape)}"
+            )
         h, w = int(pred.shape[-2]), int(pred.shape[-1])
         radii = boundary_radii(self.thresholds, h, w)
-        counts = ops.boundary_fscore_counts(pred, target, self.num_classes, radii,
-                                            self.ignore_index)
+        counts = ops.boundary_fscore_counts(
+            pred, target, self.num_classes, radii, self.ignore_index
+        )
         self._counts.append(counts)
         self._radii.setdefault((h, w), radii)
 
@@ -175,20 +194,22 @@ class BoundaryFScore:
             raise RuntimeError("BoundaryFScore.compute: no image was seen (call update first)")
         s = self.scores()
         present = s["present"].to(torch.float64)[:, :, None]  # (I, K, 1)
-        n_present = present.sum(0)                            # (K, 1)
+        n_present = present.sum(0)  # (K, 1)
         per_class, strict_per_class = {}, {}
         for name in ("f", "precision", "recall"):
-            v = s[name]                                       # (I, K, T)
-            per_class[name] = v.mean(0).T.contiguous()        # (T, K)
-            strict = (v * present).sum(0) / n_present         # NaN where never present
+            v = s[name]  # (I, K, T)
+            per_class[name] = v.mean(0).T.contiguous()  # (T, K)
+            strict = (v * present).sum(0) / n_present  # NaN where never present
             strict_per_class[name] = strict.T.contiguous()
         result = {
             "thresholds": list(self.thresholds),
             "radii": dict(self._radii),
             "num_images": self.num_images,
             "per_class": per_class,
-            "strict": {"per_class": strict_per_class,
-                       "images_present": n_present[:, 0].to(torch.int64)},
+            "strict": {
+                "per_class": strict_per_class,
+                "images_present": n_present[:, 0].to(torch.int64),
+            },
         }
         for name in ("f", "precision", "recall"):
             result[f"mean_{name}"] = per_class[name].mean(1)

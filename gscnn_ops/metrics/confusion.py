@@ -21,10 +21,14 @@ class ConfusionMatrix:
     label maps to the host)."""
 
     def __init__(self, num_classes: int, ignore_index: int = IGNORE_INDEX):
-        if (isinstance(num_classes, bool) or not isinstance(num_classes, Integral)
-                or num_classes < 1):
-            raise ValueError(f"ConfusionMatrix: num_classes must be a positive integer, got "
-                             f"{num_classes!r}")
+        if (
+            isinstance(num_classes, bool)
+            or not isinstance(num_classes, Integral)
+            or num_classes < 1
+        ):
+            raise ValueError(
+                f"ConfusionMatrix: num_classes must be a positive integer, got {num_classes!r}"
+            )
         self.num_classes, self.ignore_index = int(num_classes), int(ignore_index)
         self.matrix: Optional[Tensor] = None
 
@@ -36,19 +40,25 @@ class ConfusionMatrix:
         if not isinstance(pred, Tensor) or not isinstance(target, Tensor):
             raise TypeError("ConfusionMatrix.update: pred and target must be tensors")
         if pred.shape != target.shape:
-            raise ValueError(f"ConfusionMatrix.update: pred {tuple(pred.shape)} and target "
-                             f"{tuple(target.shape)} differ in shape")
+            raise ValueError(
+                f"ConfusionMatrix.update: pred {tuple(pred.shape)} and target "
+                f"{tuple(target.shape)} differ in shape"
+            )
         if pred.is_floating_point() or target.is_floating_point():
-            raise TypeError("ConfusionMatrix.update: pred and target must be integer label maps "
-                            f"(argmax the logits first), got {pred.dtype} and {target.dtype}")
+            raise TypeError(
+                "ConfusionMatrix.update: pred and target must be integer label maps "
+                f"(argmax the logits first), got {pred.dtype} and {target.dtype}"
+            )
         k = self.num_classes
         valid = target != self.ignore_index
         p, t = pred[valid].long(), target[valid].long()
         for name, v in (("pred", p), ("target", t)):
             if v.numel() and (int(v.min()) < 0 or int(v.max()) >= k):
                 bad = v[(v < 0) | (v >= k)][0].item()
-                raise ValueError(f"ConfusionMatrix.update: {name} holds the value {bad}, outside "
-                                 f"[0, {k}) (ignore_index is {self.ignore_index})")
+                raise ValueError(
+                    f"ConfusionMatrix.update: {name} holds the value {bad}, outside "
+                    f"[0, {k}) (ignore_index is {self.ignore_index})"
+                )
         counts = torch.bincount(t * k + p, minlength=k * k).view(k, k)
         if self.matrix is None:
             self.matrix = counts
@@ -62,14 +72,15 @@ class ConfusionMatrix:
         mean.
         With no valid pixel at all, miou and pixel_accuracy are NaN."""
         k = self.num_classes
-        m = (self.matrix.cpu() if self.matrix is not None
-             else torch.zeros(k, k, dtype=torch.int64))
+        m = self.matrix.cpu() if self.matrix is not None else torch.zeros(k, k, dtype=torch.int64)
         mf = m.to(torch.float64)
         tp = mf.diagonal()
         union = mf.sum(0) + mf.sum(1) - tp
         iou = tp / union  # NaN where the class never occurs
         total = mf.sum()
-        return {"miou": iou.nanmean().item(),
-                "per_class_iou": [None if math.isnan(v) else v for v in iou.tolist()],
-                "pixel_accuracy": (tp.sum() / total).item() if total > 0 else math.nan,
-                "matrix": m}
+        return {
+            "miou": iou.nanmean().item(),
+            "per_class_iou": [None if math.isnan(v) else v for v in iou.tolist()],
+            "pixel_accuracy": (tp.sum() / total).item() if total > 0 else math.nan,
+            "matrix": m,
+        }

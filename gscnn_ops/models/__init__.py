@@ -8,5 +8,17 @@ from .release import load_release, release_canny
 from .resnet import ResNet, load_pretrained
 from .wider_resnet import WiderResNet38
 
-__all__ = ["ASPP", "GSCNN", "GSCNNLoss", "GSCNNOutput", "ResNet", "ShapeStream", "WiderResNet38", "canny",
-           "image_class_weights", "load_pretrained", "load_release", "release_canny"]
+__all__ = [
+    "ASPP",
+    "GSCNN",
+    "GSCNNLoss",
+    "GSCNNOutput",
+    "ResNet",
+    "ShapeStream",
+    "WiderResNet38",
+    "canny",
+    "image_class_weights",
+    "load_pretrained",
+    "load_release",
+    "release_canny",
+]

@@ -19,12 +19,17 @@ from .wider_resnet import WiderResNet38
 def _conv_bn_relu(cin: int, cout: int, k: int = 1, dilation: int = 1) -> nn.Sequential:
     return nn.Sequential(
         nn.Conv2d(cin, cout, k, padding=dilation * (k // 2), dilation=dilation, bias=False),
-        nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+        nn.BatchNorm2d(cout),
+        nn.ReLU(inplace=True),
+    )
 
 
 def _resize(x: Tensor, size, align_corners: bool = False) -> Tensor:
-    return x if tuple(x.shape[-2:]) == tuple(size) else F.interpolate(
-        x, size=size, mode="bilinear", align_corners=align_corners)
+    return (
+        x
+        if tuple(x.shape[-2:]) == tuple(size)
+        else F.interpolate(x, size=size, mode="bilinear", align_corners=align_corners)
+    )
 
 
 class ShapeStream(nn.Module):
@@ -40,9 +45,16 @@ class ShapeStream(nn.Module):
     ``align_corners`` is the mode of the gate maps' bilinear upsampling.
     """
 
-    def __init__(self, stem_channels: int, gate_channels: List[int], stride: int = 1,
-                 fused: bool = True, gate: str = "linear", reduce_bias: bool = False,
-                 align_corners: bool = False):
+    def __init__(
+        self,
+        stem_channels: int,
+        gate_channels: List[int],
+        stride: int = 1,
+        fused: bool = True,
+        gate: str = "linear",
+        reduce_bias: bool = False,
+        align_corners: bool = False,
+    ):
         super().__init__()
         if stride not in (1, 2):
             raise ValueError(f"ShapeStream: stride must be 1 or 2, got {stride!r}")
@@ -50,18 +62,21 @@ class ShapeStream(nn.Module):
         self.gates = nn.ModuleList(nn.Conv2d(c, 1, 1) for c in gate_channels)
         widths = [stem_channels, 32, 16, 8]
         self.blocks = nn.ModuleList(BasicBlock(w, w) for w in widths[:3])
-        self.reduce = nn.ModuleList(nn.Conv2d(a, b, 1, bias=reduce_bias)
-                                    for a, b in zip(widths, widths[1:]))
-        self.gcls = nn.ModuleList(GatedConv2d(w, w, gate_channels=1, gate=gate, fused=fused)
-                                  for w in widths[1:])
+        self.reduce = nn.ModuleList(
+            nn.Conv2d(a, b, 1, bias=reduce_bias) for a, b in zip(widths, widths[1:])
+        )
+        self.gcls = nn.ModuleList(
+            GatedConv2d(w, w, gate_channels=1, gate=gate, fused=fused) for w in widths[1:]
+        )
         self.head = nn.Conv2d(8, 1, 1, bias=False)
 
     def forward(self, stem: Tensor, stages: List[Tensor], size):
         h, w = size[0] // self.stride, size[1] // self.stride
         x = _resize(stem, (h, w), self.align_corners)
         alphas = []
-        for block, reduce, gcl, gate, stage in zip(self.blocks, self.reduce, self.gcls, self.gates,
-                                                    stages):
+        for block, reduce, gcl, gate, stage in zip(
+            self.blocks, self.reduce, self.gcls, self.gates, stages
+        ):
             x = reduce(block(x))
             x, alpha = gcl(x, _resize(gate(stage), (h, w), self.align_corners), return_alpha=True)
             alphas.append(alpha)
@@ -78,21 +93,29 @@ class ASPP(nn.Module):
     and a plain 1x1 projection (no BatchNorm, no ReLU).
     """
 
-    def __init__(self, cin: int, rates, cout: int = 256, edge_branch: bool = True,
-                 release: bool = False):
+    def __init__(
+        self, cin: int, rates, cout: int = 256, edge_branch: bool = True, release: bool = False
+    ):
         super().__init__()
         self.release = release
-        self.branches = nn.ModuleList([_conv_bn_relu(cin, cout, 1)] +
-                                      [_conv_bn_relu(cin, cout, 3, r) for r in rates])
+        self.branches = nn.ModuleList(
+            [_conv_bn_relu(cin, cout, 1)] + [_conv_bn_relu(cin, cout, 3, r) for r in rates]
+        )
         # Ours has no BatchNorm on the pooled branch: with one image per device (the release
         # trains with batch 1 per GPU) it would normalise a single value per channel, and fails
         # in training.
-        self.pool = (_conv_bn_relu(cin, cout, 1) if release
-                     else nn.Sequential(nn.Conv2d(cin, cout, 1), nn.ReLU(inplace=True)))
+        self.pool = (
+            _conv_bn_relu(cin, cout, 1)
+            if release
+            else nn.Sequential(nn.Conv2d(cin, cout, 1), nn.ReLU(inplace=True))
+        )
         self.edge = _conv_bn_relu(1, cout, 1) if edge_branch else None
         n = len(self.branches) + 1 + (1 if edge_branch else 0)
-        self.project = (nn.Sequential(nn.Conv2d(n * cout, cout, 1, bias=False)) if release
-                        else _conv_bn_relu(n * cout, cout, 1))
+        self.project = (
+            nn.Sequential(nn.Conv2d(n * cout, cout, 1, bias=False))
+            if release
+            else _conv_bn_relu(n * cout, cout, 1)
+        )
 
     def forward(self, x: Tensor, edge: Optional[Tensor] = None) -> Tensor:
         size = x.shape[-2:]
@@ -105,8 +128,8 @@ class ASPP(nn.Module):
 
 @dataclass
 class GSCNNOutput:
-    seg: Tensor                      # (N, K, H, W) segmentation logits
-    edge: Optional[Tensor] = None    # (N, 1, H, W) edge logits (None for the baseline)
+    seg: Tensor  # (N, K, H, W) segmentation logits
+    edge: Optional[Tensor] = None  # (N, 1, H, W) edge logits (None for the baseline)
     alphas: List[Tensor] = field(default_factory=list)  # the three GCL gate maps, on request
 
 
@@ -143,9 +166,17 @@ class GSCNN(nn.Module):
     the hot path (data loader or a helper); None means no image-gradient input (zeros).
     """
 
-    def __init__(self, num_classes: int = 19, backbone: str = "resnet101", output_stride: int = 8,
-                 shape_stream: bool = True, fused: bool = True, shape_stride: int = 1,
-                 pretrained: Optional[str] = None, head: str = "gscnn_ops"):
+    def __init__(
+        self,
+        num_classes: int = 19,
+        backbone: str = "resnet101",
+        output_stride: int = 8,
+        shape_stream: bool = True,
+        fused: bool = True,
+        shape_stride: int = 1,
+        pretrained: Optional[str] = None,
+        head: str = "gscnn_ops",
+    ):
         super().__init__()
         if not isinstance(num_classes, int) or num_classes < 1:
             raise ValueError(f"GSCNN: num_classes must be a positive int, got {num_classes!r}")
@@ -153,51 +184,79 @@ class GSCNN(nn.Module):
             raise ValueError(f"GSCNN: head must be one of {HEADS}, got {head!r}")
         self.num_classes, self.fused, self.head = num_classes, fused, head
         release = head == "release"
-        self.trunk = (WiderResNet38(output_stride) if backbone == "wrn38"
-                      else ResNet(backbone, output_stride))
+        self.trunk = (
+            WiderResNet38(output_stride) if backbone == "wrn38" else ResNet(backbone, output_stride)
+        )
         self.load_report = None
         if pretrained is not None:
             self.load_report = load_pretrained(self.trunk, pretrained)
             if self.load_report["missing"] or self.load_report["unexpected"]:
-                warnings.warn(f"GSCNN: {pretrained!r} left {len(self.load_report['missing'])} "
-                              f"trunk parameters unset ({self.load_report['missing'][:5]}...) and "
-                              f"had {len(self.load_report['unexpected'])} unused keys "
-                              f"({self.load_report['unexpected'][:5]}...)", stacklevel=2)
+                warnings.warn(
+                    f"GSCNN: {pretrained!r} left {len(self.load_report['missing'])} "
+                    f"trunk parameters unset ({self.load_report['missing'][:5]}...) and "
+                    f"had {len(self.load_report['unexpected'])} unused keys "
+                    f"({self.load_report['unexpected'][:5]}...)",
+                    stacklevel=2,
+                )
         ch = self.trunk.channels
         rates = (12, 24, 36) if output_stride == 8 else (6, 12, 18)
         self.align_corners = release  # of every bilinear resize but the last
-        self.shape = (ShapeStream(ch["stem"], [ch["layer1"], ch["layer2"], ch["layer4"]],
-                                  shape_stride, fused, gate="mlp" if release else "linear",
-                                  reduce_bias=release, align_corners=release)
-                      if shape_stream else None)
+        self.shape = (
+            ShapeStream(
+                ch["stem"],
+                [ch["layer1"], ch["layer2"], ch["layer4"]],
+                shape_stride,
+                fused,
+                gate="mlp" if release else "linear",
+                reduce_bias=release,
+                align_corners=release,
+            )
+            if shape_stream
+            else None
+        )
         if shape_stream:
             # [sigmoid(edge logits) || canny] -> 1 map
             self.edge_fuse = nn.Conv2d(2, 1, 1, bias=not release)
         self.aspp = ASPP(ch["layer4"], rates, edge_branch=shape_stream, release=release)
         self.low_level_key = "stride2" if release else "layer1"
-        self.low_level = (nn.Sequential(nn.Conv2d(ch["stride2"], 48, 1, bias=False)) if release
-                          else _conv_bn_relu(ch["layer1"], 48, 1))
-        self.decoder = nn.Sequential(_conv_bn_relu(256 + 48, 256, 3), _conv_bn_relu(256, 256, 3),
-                                     nn.Conv2d(256, num_classes, 1, bias=not release))
+        self.low_level = (
+            nn.Sequential(nn.Conv2d(ch["stride2"], 48, 1, bias=False))
+            if release
+            else _conv_bn_relu(ch["layer1"], 48, 1)
+        )
+        self.decoder = nn.Sequential(
+            _conv_bn_relu(256 + 48, 256, 3),
+            _conv_bn_relu(256, 256, 3),
+            nn.Conv2d(256, num_classes, 1, bias=not release),
+        )
 
-    def forward(self, image: Tensor, canny: Optional[Tensor] = None,
-                return_alphas: bool = False) -> GSCNNOutput:
+    def forward(
+        self, image: Tensor, canny: Optional[Tensor] = None, return_alphas: bool = False
+    ) -> GSCNNOutput:
         if image.dim() != 4 or image.shape[1] != 3:
             raise ValueError(f"GSCNN: image must be (N, 3, H, W), got {tuple(image.shape)}")
         size = image.shape[-2:]
         f = self.trunk(image)
         edge_logits, alphas, edge_feat = None, [], None
         if self.shape is not None:
-            edge_logits, alphas = self.shape(f["stem"], [f["layer1"], f["layer2"], f["layer4"]], size)
+            edge_logits, alphas = self.shape(
+                f["stem"], [f["layer1"], f["layer2"], f["layer4"]], size
+            )
             if canny is None:
                 canny = torch.zeros_like(edge_logits)
             elif canny.shape != edge_logits.shape:
-                raise ValueError(f"GSCNN: canny must be (N, 1, H, W) = {tuple(edge_logits.shape)}, "
-                                 f"got {tuple(canny.shape)}")
-            edge_feat = torch.sigmoid(self.edge_fuse(
-                torch.cat([torch.sigmoid(edge_logits), canny.to(edge_logits.dtype)], dim=1)))
+                raise ValueError(
+                    f"GSCNN: canny must be (N, 1, H, W) = {tuple(edge_logits.shape)}, "
+                    f"got {tuple(canny.shape)}"
+                )
+            edge_feat = torch.sigmoid(
+                self.edge_fuse(
+                    torch.cat([torch.sigmoid(edge_logits), canny.to(edge_logits.dtype)], dim=1)
+                )
+            )
         x = self.aspp(f["layer4"], edge_feat)
         low = self.low_level(f[self.low_level_key])
         x = self.decoder(torch.cat([_resize(x, low.shape[-2:], self.align_corners), low], dim=1))
-        return GSCNNOutput(seg=_resize(x, size), edge=edge_logits,
-                           alphas=alphas if return_alphas else [])
+        return GSCNNOutput(
+            seg=_resize(x, size), edge=edge_logits, alphas=alphas if return_alphas else []
+        )

@@ -40,10 +40,20 @@ class GSCNNLoss(nn.Module):
     ``forward(output, target)`` returns a dict with ``total`` and each term (for logging).
     """
 
-    def __init__(self, edge_weight: float = 20.0, seg_weight: float = 1.0, dual_weight: float = 1.0,
-                 att_weight: float = 1.0, att_threshold: float = 0.8, ignore_index: int = 255,
-                 class_weighting: bool = False, edge_radius: float = 2.0, tau: float = 0.5,
-                 sigma: float = 1.0, fused: bool = True):
+    def __init__(
+        self,
+        edge_weight: float = 20.0,
+        seg_weight: float = 1.0,
+        dual_weight: float = 1.0,
+        att_weight: float = 1.0,
+        att_threshold: float = 0.8,
+        ignore_index: int = 255,
+        class_weighting: bool = False,
+        edge_radius: float = 2.0,
+        tau: float = 0.5,
+        sigma: float = 1.0,
+        fused: bool = True,
+    ):
         super().__init__()
         from ..nn import DualTaskLoss  # the fused op's module
 
@@ -57,8 +67,10 @@ class GSCNNLoss(nn.Module):
     def forward(self, output: GSCNNOutput, target: Tensor) -> Dict[str, Tensor]:
         seg = output.seg
         if target.shape != (seg.shape[0], *seg.shape[2:]):
-            raise ValueError(f"GSCNNLoss: target must be (N, H, W) = "
-                             f"{(seg.shape[0], *seg.shape[2:])}, got {tuple(target.shape)}")
+            raise ValueError(
+                f"GSCNNLoss: target must be (N, H, W) = "
+                f"{(seg.shape[0], *seg.shape[2:])}, got {tuple(target.shape)}"
+            )
         target = target.long()
         terms = {"seg": self._seg(seg, target)}
         zero = seg.new_zeros(())
@@ -68,16 +80,21 @@ class GSCNNLoss(nn.Module):
         else:
             terms["edge"] = terms["att"] = zero
         terms["dual"] = self.dual(seg, target) if self.dual_weight else zero
-        terms["total"] = (self.seg_weight * terms["seg"] + self.edge_weight * terms["edge"] +
-                          self.dual_weight * terms["dual"] + self.att_weight * terms["att"])
+        terms["total"] = (
+            self.seg_weight * terms["seg"]
+            + self.edge_weight * terms["edge"]
+            + self.dual_weight * terms["dual"]
+            + self.att_weight * terms["att"]
+        )
         return terms
 
     def _seg(self, seg: Tensor, target: Tensor) -> Tensor:
         if not self.class_weighting:
             return F.cross_entropy(seg.float(), target, ignore_index=self.ignore_index)
         weights = image_class_weights(target, seg.shape[1], self.ignore_index)
-        per_pixel = F.cross_entropy(seg.float(), target, ignore_index=self.ignore_index,
-                                    reduction="none")
+        per_pixel = F.cross_entropy(
+            seg.float(), target, ignore_index=self.ignore_index, reduction="none"
+        )
         valid = target != self.ignore_index
         w = torch.gather(weights, 1, torch.where(valid, target, 0).flatten(1)).view_as(target)
         w = w * valid
@@ -97,6 +114,7 @@ class GSCNNLoss(nn.Module):
 
     def _att(self, seg: Tensor, edge_logits: Tensor, target: Tensor) -> Tensor:
         selected = (torch.sigmoid(edge_logits.squeeze(1).float()) > self.att_threshold) & (
-            target != self.ignore_index)
+            target != self.ignore_index
+        )
         ce = F.cross_entropy(seg.float(), torch.where(selected, target, 0), reduction="none")
         return (ce * selected).sum() / selected.sum().clamp_min(1)

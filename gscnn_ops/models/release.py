@@ -16,8 +16,8 @@ import torch
 from torch import Tensor
 
 from ..filters import canny
-from .tensor_file import load_tensor_file
 from .gscnn import GSCNN
+from .tensor_file import load_tensor_file
 
 # Keys of the release's model that its forward never uses: ``dsn1`` (a side output defined but not
 # called) and the loss module the release keeps inside the network (``criterion``; it holds
@@ -27,7 +27,9 @@ UNUSED_PREFIXES = ("dsn1.", "criterion.")
 # Release name -> our name, by prefix (the first match wins); every key must match one rule.
 _RENAMES = [
     (r"mod(\d)\.", r"trunk.mod\1."),
-    (r"dsn3\.", "shape.gates.0."), (r"dsn4\.", "shape.gates.1."), (r"dsn7\.", "shape.gates.2."),
+    (r"dsn3\.", "shape.gates.0."),
+    (r"dsn4\.", "shape.gates.1."),
+    (r"dsn7\.", "shape.gates.2."),
     (r"res([123])\.", lambda m: f"shape.blocks.{int(m[1]) - 1}."),
     (r"d([123])\.", lambda m: f"shape.reduce.{int(m[1]) - 1}."),
     (r"gate([123])\._gate_conv\.", lambda m: f"shape.gcls.{int(m[1]) - 1}.gate_net."),
@@ -39,15 +41,21 @@ _RENAMES = [
     (r"aspp\.edge_conv\.", "aspp.edge."),
     (r"bot_aspp\.", "aspp.project.0."),
     (r"bot_fine\.", "low_level.0."),
-    (r"final_seg\.0\.", "decoder.0.0."), (r"final_seg\.1\.", "decoder.0.1."),
-    (r"final_seg\.3\.", "decoder.1.0."), (r"final_seg\.4\.", "decoder.1.1."),
+    (r"final_seg\.0\.", "decoder.0.0."),
+    (r"final_seg\.1\.", "decoder.0.1."),
+    (r"final_seg\.3\.", "decoder.1.0."),
+    (r"final_seg\.4\.", "decoder.1.1."),
     (r"final_seg\.6\.", "decoder.2."),
 ]
 _RENAMES = [(re.compile(pattern), repl) for pattern, repl in _RENAMES]
 
 # Keys that identify a release state dict (after the ``module.`` prefix is dropped).
-_SIGNATURE = ("mod1.conv1.weight", "gate1._gate_conv.0.weight", "bot_aspp.weight",
-              "final_seg.6.weight")
+_SIGNATURE = (
+    "mod1.conv1.weight",
+    "gate1._gate_conv.0.weight",
+    "bot_aspp.weight",
+    "final_seg.6.weight",
+)
 
 # The release's Canny map holds 0 and 255; ours 0 and 1: the fusion weight of that channel is
 # multiplied by 255 so that the model computes the same function.
@@ -60,7 +68,7 @@ class ReleaseCheckpointError(ValueError):
 
 def _strip_module(state: Mapping[str, Tensor]) -> Dict[str, Tensor]:
     if state and all(k.startswith("module.") for k in state):
-        return {k[len("module."):]: v for k, v in state.items()}
+        return {k[len("module.") :]: v for k, v in state.items()}
     return dict(state)
 
 
@@ -80,9 +88,11 @@ def release_state_dict(payload, name: str) -> Dict[str, Tensor]:
     if isinstance(payload, Mapping) and isinstance(payload.get("state_dict"), Mapping):
         payload = payload["state_dict"]
     if not isinstance(payload, Mapping) or not all(
-            isinstance(k, str) and isinstance(v, Tensor) for k, v in payload.items()):
-        raise ReleaseCheckpointError(f"{name} holds no state dict of tensors (neither at the top "
-                                     f"nor under 'state_dict')")
+        isinstance(k, str) and isinstance(v, Tensor) for k, v in payload.items()
+    ):
+        raise ReleaseCheckpointError(
+            f"{name} holds no state dict of tensors (neither at the top nor under 'state_dict')"
+        )
     return dict(payload)
 
 
@@ -97,12 +107,13 @@ def _rename(key: str) -> str:
         m = pattern.match(key)
         if m:
             new = repl(m) if callable(repl) else m.expand(repl)
-            return new + key[m.end():]
+            return new + key[m.end() :]
     return None
 
 
-def convert_release_state_dict(state: Mapping[str, Tensor], name: str = "state dict",
-                               num_classes: int = None) -> Dict[str, Tensor]:
+def convert_release_state_dict(
+    state: Mapping[str, Tensor], name: str = "state dict", num_classes: int = None
+) -> Dict[str, Tensor]:
     """Maps a release GSCNN state dict to the state dict of ``GSCNN(num_classes, "wrn38",
     head="release")``: renames every key, permutes the input channels of the two convolutions
     that follow a concatenation (the release concatenates the ASPP branches and the decoder's
@@ -113,8 +124,10 @@ def convert_release_state_dict(state: Mapping[str, Tensor], name: str = "state d
     """
     state = _strip_module(state)
     if "final_seg.6.weight" not in state:
-        raise ReleaseCheckpointError(f"{name}: not a release GSCNN state dict (no "
-                                     f"'final_seg.6.weight'; first keys: {list(state)[:3]})")
+        raise ReleaseCheckpointError(
+            f"{name}: not a release GSCNN state dict (no "
+            f"'final_seg.6.weight'; first keys: {list(state)[:3]})"
+        )
     k = state["final_seg.6.weight"].shape[0] if num_classes is None else num_classes
     out, unknown = {}, []
     for key, value in state.items():
@@ -126,16 +139,22 @@ def convert_release_state_dict(state: Mapping[str, Tensor], name: str = "state d
         else:
             out[new] = value
     if unknown:
-        raise ReleaseCheckpointError(f"{name}: {len(unknown)} keys are not the release GSCNN's: "
-                                     f"{unknown[:8]}")
+        raise ReleaseCheckpointError(
+            f"{name}: {len(unknown)} keys are not the release GSCNN's: {unknown[:8]}"
+        )
     expected = release_model(k, fused=False).state_dict()
     missing = [key for key in expected if key not in out]
     extra = [key for key in out if key not in expected]
     if missing or extra:
-        raise ReleaseCheckpointError(f"{name}: does not fit the release GSCNN: missing "
-                                     f"{missing[:8]}, not in the model {extra[:8]}")
-    wrong = [f"{key}: {tuple(out[key].shape)}, expected {tuple(v.shape)}"
-             for key, v in expected.items() if out[key].shape != v.shape]
+        raise ReleaseCheckpointError(
+            f"{name}: does not fit the release GSCNN: missing "
+            f"{missing[:8]}, not in the model {extra[:8]}"
+        )
+    wrong = [
+        f"{key}: {tuple(out[key].shape)}, expected {tuple(v.shape)}"
+        for key, v in expected.items()
+        if out[key].shape != v.shape
+    ]
     if wrong:
         raise ReleaseCheckpointError(f"{name}: tensors of the wrong shape: {wrong[:5]}")
 
@@ -157,12 +176,20 @@ def convert_release_state_dict(state: Mapping[str, Tensor], name: str = "state d
 def release_model(num_classes: int = 19, fused: bool = True) -> GSCNN:
     """The release's architecture in our model, untrained: WideResNet-38 at output stride 8 with
     the release's head, shape stream at full resolution."""
-    return GSCNN(num_classes, backbone="wrn38", output_stride=8, shape_stream=True, fused=fused,
-                 shape_stride=1, head="release")
+    return GSCNN(
+        num_classes,
+        backbone="wrn38",
+        output_stride=8,
+        shape_stream=True,
+        fused=fused,
+        shape_stride=1,
+        head="release",
+    )
 
 
-def load_release(source: Union[str, os.PathLike, Mapping[str, Tensor]],
-                 fused: bool = True) -> GSCNN:
+def load_release(
+    source: Union[str, os.PathLike, Mapping[str, Tensor]], fused: bool = True
+) -> GSCNN:
     """The release's GSCNN with the weights of ``source`` — a path of a checkpoint as the
     release's ``train.py`` writes it, or its state dict (keys with or without ``module.``) — in
     eval mode. Its forward is the release network's forward, with two documented differences
@@ -188,8 +215,9 @@ def numpy_uint8(image: Tensor) -> Tensor:
     if not image.is_floating_point():
         raise TypeError(f"numpy_uint8: image must be floating point, got {image.dtype}")
     if not torch.isfinite(image).all():
-        raise ValueError("numpy_uint8: image holds NaN or infinite values (NumPy's cast of them "
-                         "is undefined)")
+        raise ValueError(
+            "numpy_uint8: image holds NaN or infinite values (NumPy's cast of them is undefined)"
+        )
     return torch.remainder(torch.trunc(image.double()).to(torch.int64), 256).to(torch.uint8)
 
 
@@ -205,6 +233,7 @@ def release_canny(image: Tensor) -> Tensor:
     """
     if not isinstance(image, Tensor) or image.dim() != 4 or image.shape[1] != 3:
         shape = tuple(image.shape) if isinstance(image, Tensor) else type(image).__name__
-        raise ValueError(f"release_canny: image must be a normalised (N, 3, H, W) tensor, got "
-                         f"{shape}")
+        raise ValueError(
+            f"release_canny: image must be a normalised (N, 3, H, W) tensor, got {shape}"
+        )
     return canny(numpy_uint8(image.detach()), 10.0, 100.0).to(torch.float32)

@@ -16,14 +16,23 @@ from .tensor_file import load_tensor_file
 class BasicBlock(nn.Module):
     expansion = 1
 
-    def __init__(self, inplanes: int, planes: int, stride: int = 1, dilation: int = 1,
-                 downsample: nn.Module = None):
+    def __init__(
+        self,
+        inplanes: int,
+        planes: int,
+        stride: int = 1,
+        dilation: int = 1,
+        downsample: nn.Module = None,
+    ):
         super().__init__()
-        self.conv1 = nn.Conv2d(inplanes, planes, 3, stride, padding=dilation, dilation=dilation,
-                               bias=False)
+        self.conv1 = nn.Conv2d(
+            inplanes, planes, 3, stride, padding=dilation, dilation=dilation, bias=False
+        )
         self.bn1 = nn.BatchNorm2d(planes)
         self.relu = nn.ReLU(inplace=True)
-        self.conv2 = nn.Conv2d(planes, planes, 3, 1, padding=dilation, dilation=dilation, bias=False)
+        self.conv2 = nn.Conv2d(
+            planes, planes, 3, 1, padding=dilation, dilation=dilation, bias=False
+        )
         self.bn2 = nn.BatchNorm2d(planes)
         self.downsample = downsample
 
@@ -37,14 +46,21 @@ class BasicBlock(nn.Module):
 class Bottleneck(nn.Module):
     expansion = 4
 
-    def __init__(self, inplanes: int, planes: int, stride: int = 1, dilation: int = 1,
-                 downsample: nn.Module = None):
+    def __init__(
+        self,
+        inplanes: int,
+        planes: int,
+        stride: int = 1,
+        dilation: int = 1,
+        downsample: nn.Module = None,
+    ):
         super().__init__()
         self.conv1 = nn.Conv2d(inplanes, planes, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(planes)
         # Stride on the 3x3 convolution (torchvision's "ResNet v1.5").
-        self.conv2 = nn.Conv2d(planes, planes, 3, stride, padding=dilation, dilation=dilation,
-                               bias=False)
+        self.conv2 = nn.Conv2d(
+            planes, planes, 3, stride, padding=dilation, dilation=dilation, bias=False
+        )
         self.bn2 = nn.BatchNorm2d(planes)
         self.conv3 = nn.Conv2d(planes, planes * 4, 1, bias=False)
         self.bn3 = nn.BatchNorm2d(planes * 4)
@@ -80,8 +96,10 @@ class ResNet(nn.Module):
     def __init__(self, name: str = "resnet101", output_stride: int = 8):
         super().__init__()
         if name not in _DEPTHS:
-            raise ValueError(f"ResNet: unknown depth {name!r}; choose one of {sorted(_DEPTHS)} "
-                             f"(or 'wrn38' for GSCNN)")
+            raise ValueError(
+                f"ResNet: unknown depth {name!r}; choose one of {sorted(_DEPTHS)} "
+                f"(or 'wrn38' for GSCNN)"
+            )
         if output_stride not in (8, 16):
             raise ValueError(f"ResNet: output_stride must be 8 or 16, got {output_stride!r}")
         block, layers = _DEPTHS[name]
@@ -94,12 +112,18 @@ class ResNet(nn.Module):
         dil3, dil4 = (2, 4) if output_stride == 8 else (1, 2)
         self.layer1 = self._make_layer(block, 64, layers[0])
         self.layer2 = self._make_layer(block, 128, layers[1], stride=2)
-        self.layer3 = self._make_layer(block, 256, layers[2], stride=1 if dil3 > 1 else 2,
-                                       dilation=dil3)
+        self.layer3 = self._make_layer(
+            block, 256, layers[2], stride=1 if dil3 > 1 else 2, dilation=dil3
+        )
         self.layer4 = self._make_layer(block, 512, layers[3], dilation=dil4)
-        self.channels = {"stem": 64, "stride2": 64, "layer1": 64 * block.expansion,
-                         "layer2": 128 * block.expansion, "layer3": 256 * block.expansion,
-                         "layer4": 512 * block.expansion}
+        self.channels = {
+            "stem": 64,
+            "stride2": 64,
+            "layer1": 64 * block.expansion,
+            "layer2": 128 * block.expansion,
+            "layer3": 256 * block.expansion,
+            "layer4": 512 * block.expansion,
+        }
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
@@ -107,16 +131,24 @@ class ResNet(nn.Module):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
 
-    def _make_layer(self, block: Type[Union[BasicBlock, Bottleneck]], planes: int, blocks: int,
-                    stride: int = 1, dilation: int = 1) -> nn.Sequential:
+    def _make_layer(
+        self,
+        block: Type[Union[BasicBlock, Bottleneck]],
+        planes: int,
+        blocks: int,
+        stride: int = 1,
+        dilation: int = 1,
+    ) -> nn.Sequential:
         downsample = None
         if stride != 1 or self.inplanes != planes * block.expansion:
             downsample = nn.Sequential(
                 nn.Conv2d(self.inplanes, planes * block.expansion, 1, stride, bias=False),
-                nn.BatchNorm2d(planes * block.expansion))
+                nn.BatchNorm2d(planes * block.expansion),
+            )
         # As DeepLab: the first block of a dilated stage uses half the dilation (at least 1).
-        layers: List[nn.Module] = [block(self.inplanes, planes, stride, max(1, dilation // 2),
-                                         downsample)]
+        layers: List[nn.Module] = [
+            block(self.inplanes, planes, stride, max(1, dilation // 2), downsample)
+        ]
         self.inplanes = planes * block.expansion
         layers += [block(self.inplanes, planes, 1, dilation) for _ in range(1, blocks)]
         return nn.Sequential(*layers)
@@ -127,7 +159,14 @@ class ResNet(nn.Module):
         l2 = self.layer2(l1)
         l3 = self.layer3(l2)
         l4 = self.layer4(l3)
-        return {"stem": stem, "stride2": stem, "layer1": l1, "layer2": l2, "layer3": l3, "layer4": l4}
+        return {
+            "stem": stem,
+            "stride2": stem,
+            "layer1": l1,
+            "layer2": l2,
+            "layer3": l3,
+            "layer4": l4,
+        }
 
 
 def load_pretrained(module: nn.Module, path: str, prefix: str = "") -> Dict[str, List[str]]:
@@ -146,17 +185,21 @@ def load_pretrained(module: nn.Module, path: str, prefix: str = "") -> Dict[str,
     if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
         raise ValueError(f"load_pretrained: {path!r} does not hold a state_dict of tensors")
     if state and all(k.startswith("module.") for k in state):
-        state = {k[len("module."):]: v for k, v in state.items()}
-    state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+        state = {k[len("module.") :]: v for k, v in state.items()}
+    state = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
     own = module.state_dict()
     for key, value in state.items():
         if key in own and own[key].shape != value.shape:
-            raise ValueError(f"load_pretrained: {path!r}: {key} has shape {tuple(value.shape)}, "
-                             f"the model expects {tuple(own[key].shape)}")
+            raise ValueError(
+                f"load_pretrained: {path!r}: {key} has shape {tuple(value.shape)}, "
+                f"the model expects {tuple(own[key].shape)}"
+            )
     result = module.load_state_dict(state, strict=False)
     unused = getattr(module, "UNUSED_PRETRAINED", ())
     unexpected = [k for k in result.unexpected_keys if not k.startswith(unused)]
     if len(own) and len(result.missing_keys) == len(own):
-        raise ValueError(f"load_pretrained: no key of {path!r} matches the model "
-                         f"(first keys in the file: {list(state)[:3]})")
+        raise ValueError(
+            f"load_pretrained: no key of {path!r} matches the model "
+            f"(first keys in the file: {list(state)[:3]})"
+        )
     return {"missing": list(result.missing_keys), "unexpected": unexpected}

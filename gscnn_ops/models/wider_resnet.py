@@ -32,27 +32,42 @@ class IdentityResidualBlock(nn.Module):
     optional channel dropout before the last convolution — plus the input, or a 1x1 projection
     (``proj_conv``) of the activated input when the width or the stride changes."""
 
-    def __init__(self, cin: int, widths: Sequence[int], stride: int = 1, dilation: int = 1,
-                 dropout: float = 0.0):
+    def __init__(
+        self,
+        cin: int,
+        widths: Sequence[int],
+        stride: int = 1,
+        dilation: int = 1,
+        dropout: float = 0.0,
+    ):
         super().__init__()
         if len(widths) not in (2, 3):
-            raise ValueError(f"IdentityResidualBlock: widths must have 2 or 3 entries, got {widths}")
+            raise ValueError(
+                f"IdentityResidualBlock: widths must have 2 or 3 entries, got {widths}"
+            )
         self.bn1 = _bn_relu(cin)
         if len(widths) == 2:
-            layers = [("conv1", nn.Conv2d(cin, widths[0], 3, stride, dilation, dilation, bias=False)),
-                      ("bn2", _bn_relu(widths[0])),
-                      ("conv2", nn.Conv2d(widths[0], widths[1], 3, 1, dilation, dilation, bias=False))]
+            layers = [
+                ("conv1", nn.Conv2d(cin, widths[0], 3, stride, dilation, dilation, bias=False)),
+                ("bn2", _bn_relu(widths[0])),
+                ("conv2", nn.Conv2d(widths[0], widths[1], 3, 1, dilation, dilation, bias=False)),
+            ]
         else:
-            layers = [("conv1", nn.Conv2d(cin, widths[0], 1, stride, bias=False)),
-                      ("bn2", _bn_relu(widths[0])),
-                      ("conv2", nn.Conv2d(widths[0], widths[1], 3, 1, dilation, dilation, bias=False)),
-                      ("bn3", _bn_relu(widths[1])),
-                      ("conv3", nn.Conv2d(widths[1], widths[2], 1, bias=False))]
+            layers = [
+                ("conv1", nn.Conv2d(cin, widths[0], 1, stride, bias=False)),
+                ("bn2", _bn_relu(widths[0])),
+                ("conv2", nn.Conv2d(widths[0], widths[1], 3, 1, dilation, dilation, bias=False)),
+                ("bn3", _bn_relu(widths[1])),
+                ("conv3", nn.Conv2d(widths[1], widths[2], 1, bias=False)),
+            ]
         if dropout:
             layers.insert(len(layers) - 1, ("dropout", nn.Dropout2d(dropout)))
         self.convs = nn.Sequential(OrderedDict(layers))
-        self.proj_conv = (nn.Conv2d(cin, widths[-1], 1, stride, bias=False)
-                          if cin != widths[-1] or stride != 1 else None)
+        self.proj_conv = (
+            nn.Conv2d(cin, widths[-1], 1, stride, bias=False)
+            if cin != widths[-1] or stride != 1
+            else None
+        )
 
     def forward(self, x: Tensor) -> Tensor:
         a = self.bn1(x)
@@ -66,8 +81,14 @@ class WiderResNet38(nn.Module):
     stride 4), ``layer2`` (``mod4``, 512 ch, stride 8), ``layer3`` (``mod5``, 1024 ch) and
     ``layer4`` (``mod7``, 4096 ch, no final BN-ReLU), the last three at the output stride."""
 
-    WIDTHS = ((128, 128), (256, 256), (512, 512), (512, 1024), (512, 1024, 2048),
-              (1024, 2048, 4096))
+    WIDTHS = (
+        (128, 128),
+        (256, 256),
+        (512, 512),
+        (512, 1024),
+        (512, 1024, 2048),
+        (1024, 2048, 4096),
+    )
     BLOCKS = (3, 3, 6, 3, 1, 1)
     DROPOUT = (0.0, 0.0, 0.0, 0.0, 0.3, 0.5)
     # Keys of the release's ImageNet file that GSCNN does not use: the classifier and its BN-ReLU.
@@ -80,22 +101,36 @@ class WiderResNet38(nn.Module):
         self.name, self.output_stride = "wrn38", output_stride
         # (stride of the first block, dilation) of mod2 .. mod7; mod2 and mod3 are preceded by
         # max pooling.
-        plan = [(1, 1), (1, 1), (2, 1)] + ([(1, 2), (1, 4), (1, 4)] if output_stride == 8
-                                            else [(2, 1), (1, 2), (1, 2)])
+        plan = [(1, 1), (1, 1), (2, 1)] + (
+            [(1, 2), (1, 4), (1, 4)] if output_stride == 8 else [(2, 1), (1, 2), (1, 2)]
+        )
         self.mod1 = nn.Sequential(OrderedDict([("conv1", nn.Conv2d(3, 64, 3, 1, 1, bias=False))]))
         self.pool2 = nn.MaxPool2d(3, stride=2, padding=1)
         self.pool3 = nn.MaxPool2d(3, stride=2, padding=1)
         cin = 64
         for i, (widths, blocks, dropout, (stride, dilation)) in enumerate(
-                zip(self.WIDTHS, self.BLOCKS, self.DROPOUT, plan)):
+            zip(self.WIDTHS, self.BLOCKS, self.DROPOUT, plan)
+        ):
             layer = []
             for b in range(blocks):
-                layer.append((f"block{b + 1}", IdentityResidualBlock(
-                    cin, widths, stride if b == 0 else 1, dilation, dropout)))
+                layer.append(
+                    (
+                        f"block{b + 1}",
+                        IdentityResidualBlock(
+                            cin, widths, stride if b == 0 else 1, dilation, dropout
+                        ),
+                    )
+                )
                 cin = widths[-1]
             self.add_module(f"mod{i + 2}", nn.Sequential(OrderedDict(layer)))
-        self.channels = {"stem": 64, "stride2": 128, "layer1": 256, "layer2": 512, "layer3": 1024,
-                         "layer4": 4096}
+        self.channels = {
+            "stem": 64,
+            "stride2": 128,
+            "layer1": 256,
+            "layer2": 512,
+            "layer3": 1024,
+            "layer4": 4096,
+        }
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")

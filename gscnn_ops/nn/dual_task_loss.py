@@ -22,9 +22,14 @@ class DualTaskLoss(nn.Module):
         fused: use the fused kernels (default) or the pure-PyTorch reference.
     """
 
-    def __init__(self, tau: float = 0.5, sigma: float = 1.0,
-                 threshold: float = ops.DUAL_TASK_THRESHOLD, ignore_index: int = 255,
-                 fused: bool = True):
+    def __init__(
+        self,
+        tau: float = 0.5,
+        sigma: float = 1.0,
+        threshold: float = ops.DUAL_TASK_THRESHOLD,
+        ignore_index: int = 255,
+        fused: bool = True,
+    ):
         super().__init__()
         if not tau > 0:
             raise ValueError(f"DualTaskLoss: tau must be positive, got {tau}")
@@ -38,7 +43,9 @@ class DualTaskLoss(nn.Module):
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
         if logits.dim() != 4:
-            raise ValueError(f"DualTaskLoss: logits must be (N, K, H, W), got shape {tuple(logits.shape)}")
+            raise ValueError(
+                f"DualTaskLoss: logits must be (N, K, H, W), got shape {tuple(logits.shape)}"
+            )
         if self.training:
             prob = F.gumbel_softmax(logits, tau=self.tau, hard=False, dim=1)
         else:
@@ -47,5 +54,7 @@ class DualTaskLoss(nn.Module):
         return fn(prob, target, self.sigma, self.threshold, self.ignore_index)
 
     def extra_repr(self) -> str:
-        return (f"tau={self.tau}, sigma={self.sigma}, threshold={self.threshold}, "
-                f"ignore_index={self.ignore_index}, fused={self.fused}")
+        return (
+            f"tau={self.tau}, sigma={self.sigma}, threshold={self.threshold}, "
+            f"ignore_index={self.ignore_index}, fused={self.fused}"
+        )

@@ -33,16 +33,30 @@ class GatedConv2d(nn.Module):
     ``(out, alpha)`` with alpha of shape (N, 1, H, W).
     """
 
-    def __init__(self, in_channels: int, out_channels: int, gate_channels: int = 1,
-                 gate: str = "linear", bias: bool = False, fused: bool = True):
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        gate_channels: int = 1,
+        gate: str = "linear",
+        bias: bool = False,
+        fused: bool = True,
+    ):
         super().__init__()
-        for name, value in (("in_channels", in_channels), ("out_channels", out_channels),
-                            ("gate_channels", gate_channels)):
+        for name, value in (
+            ("in_channels", in_channels),
+            ("out_channels", out_channels),
+            ("gate_channels", gate_channels),
+        ):
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"GatedConv2d: {name} must be a positive int, got {value!r}")
         if gate not in ("linear", "mlp"):
             raise ValueError(f"GatedConv2d: gate must be 'linear' or 'mlp', got {gate!r}")
-        self.in_channels, self.out_channels, self.gate_channels = in_channels, out_channels, gate_channels
+        self.in_channels, self.out_channels, self.gate_channels = (
+            in_channels,
+            out_channels,
+            gate_channels,
+        )
         self.gate, self.fused = gate, fused
         d = in_channels + gate_channels
         if gate == "linear":
@@ -50,8 +64,12 @@ class GatedConv2d(nn.Module):
             self.gate_bias = nn.Parameter(torch.empty(1))
         else:
             self.gate_net = nn.Sequential(
-                nn.BatchNorm2d(d), nn.Conv2d(d, d, 1), nn.ReLU(inplace=True), nn.Conv2d(d, 1, 1),
-                nn.BatchNorm2d(1))
+                nn.BatchNorm2d(d),
+                nn.Conv2d(d, d, 1),
+                nn.ReLU(inplace=True),
+                nn.Conv2d(d, 1, 1),
+                nn.BatchNorm2d(1),
+            )
             # alpha = sigmoid(logits) through the linear fused op: gate weight picks the logit
             # channel, zero bias. Not saved in state_dict.
             logit_gate = torch.zeros(1, in_channels + 1, 1, 1)
@@ -73,16 +91,20 @@ class GatedConv2d(nn.Module):
             nn.init.uniform_(self.gate_bias, -bound, bound)
 
     def extra_repr(self) -> str:
-        return (f"{self.in_channels}, {self.out_channels}, gate_channels={self.gate_channels}, "
-                f"gate={self.gate!r}, bias={self.bias is not None}, fused={self.fused}")
+        return (
+            f"{self.in_channels}, {self.out_channels}, gate_channels={self.gate_channels}, "
+            f"gate={self.gate!r}, bias={self.bias is not None}, fused={self.fused}"
+        )
 
     def _check_inputs(self, s: Tensor, r: Tensor) -> None:
         if s.dim() != 4 or s.shape[1] != self.in_channels:
-            raise ValueError(f"GatedConv2d: s must be (N, {self.in_channels}, H, W), got "
-                             f"{tuple(s.shape)}")
+            raise ValueError(
+                f"GatedConv2d: s must be (N, {self.in_channels}, H, W), got {tuple(s.shape)}"
+            )
         if r.dim() != 4 or r.shape[1] != self.gate_channels:
-            raise ValueError(f"GatedConv2d: r must be (N, {self.gate_channels}, H, W), got "
-                             f"{tuple(r.shape)}")
+            raise ValueError(
+                f"GatedConv2d: r must be (N, {self.gate_channels}, H, W), got {tuple(r.shape)}"
+            )
 
     def forward(self, s: Tensor, r: Tensor, return_alpha: bool = False):
         self._check_inputs(s, r)
@@ -92,8 +114,14 @@ class GatedConv2d(nn.Module):
         elif self.training or not _foldable(self.gate_net):
             logits = self.gate_net(torch.cat([s, r], dim=1))
             if self.fused:
-                out, alpha = ops.gated_conv2d(s, logits, self._logit_gate_weight,
-                                              self._logit_gate_bias, self.weight, self.bias)
+                out, alpha = ops.gated_conv2d(
+                    s,
+                    logits,
+                    self._logit_gate_weight,
+                    self._logit_gate_bias,
+                    self.weight,
+                    self.bias,
+                )
             else:
                 alpha = torch.sigmoid(logits)
                 out = F.conv2d(s * alpha + s, self.weight, self.bias)

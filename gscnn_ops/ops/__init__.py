@@ -16,5 +16,13 @@ from .edge_targets import edge_targets
 from .gated_conv2d import gated_conv2d, gated_conv2d_mlp
 from .label_errors import check_errors
 
-__all__ = ["DUAL_TASK_THRESHOLD", "boundary_fscore_counts", "boundary_potential", "check_errors",
-           "dual_task_loss", "edge_targets", "gated_conv2d", "gated_conv2d_mlp"]
+__all__ = [
+    "DUAL_TASK_THRESHOLD",
+    "boundary_fscore_counts",
+    "boundary_potential",
+    "check_errors",
+    "dual_task_loss",
+    "edge_targets",
+    "gated_conv2d",
+    "gated_conv2d_mlp",
+]

@@ -29,15 +29,23 @@ def prepare(op_name, tensors):
         if device in ("cpu", "cuda") and torch.is_autocast_enabled(device):
             # As autocast treats conv2d: float32/16/bf16 go to the autocast dtype, float64 stays.
             dtype = torch.get_autocast_dtype(device)
-            tensors = [t.to(dtype) if isinstance(t, Tensor) and t.is_floating_point()
-                       and t.dtype != torch.float64 else t for t in tensors]
+            tensors = [
+                t.to(dtype)
+                if isinstance(t, Tensor) and t.is_floating_point() and t.dtype != torch.float64
+                else t
+                for t in tensors
+            ]
     return tensors
 
 
 def output_memory_format(t):
     """The layout the kernels write (mirror of csrc/common/checks.h): channels_last when the
     input is channels_last and not also plain contiguous, NCHW otherwise."""
-    if t.dim() == 4 and not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last):
+    if (
+        t.dim() == 4
+        and not t.is_contiguous()
+        and t.is_contiguous(memory_format=torch.channels_last)
+    ):
         return torch.channels_last
     return torch.contiguous_format
 
@@ -52,7 +60,9 @@ def register_no_double_backward(backward_op, forward_op):
             f"gscnn_ops.{backward_op}: double backward is not supported (a derivative of the "
             f"gradient of gscnn_ops.{forward_op}: the fused backward kernel has none). For "
             f"second derivatives use gscnn_ops.reference.{forward_op}, whose plain tensor ops "
-            f"autograd differentiates twice.")
+            f"autograd differentiates twice."
+        )
 
-    torch.library.register_autograd(f"gscnn_ops::{backward_op}", backward,
-                                    setup_context=lambda ctx, inputs, output: None)
+    torch.library.register_autograd(
+        f"gscnn_ops::{backward_op}", backward, setup_context=lambda ctx, inputs, output: None
+    )

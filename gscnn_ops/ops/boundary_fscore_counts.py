@@ -9,8 +9,9 @@ from torch import Tensor
 from ._common import OPS, require_cuda_kernels
 
 
-def boundary_fscore_counts(pred: Tensor, target: Tensor, num_classes: int, radii: Sequence[int],
-                           ignore_index: int = 255) -> Tensor:
+def boundary_fscore_counts(
+    pred: Tensor, target: Tensor, num_classes: int, radii: Sequence[int], ignore_index: int = 255
+) -> Tensor:
     """Per-image, per-class counts of the boundary F-score (the DAVIS measure), fused.
 
     For each image n, class k and radius r = radii[j] (pixels), with the pixels whose target is
@@ -38,12 +39,15 @@ def boundary_fscore_counts(pred: Tensor, target: Tensor, num_classes: int, radii
     :class:`gscnnOPS.metrics.BoundaryFScore` turns these counts into precision, recall and F.
     """
     require_cuda_kernels("boundary_fscore_counts", pred)
-    return OPS.boundary_fscore_counts(pred, target, int(num_classes), [int(r) for r in radii],
-                                       int(ignore_index))
+    return OPS.boundary_fscore_counts(
+        pred, target, int(num_classes), [int(r) for r in radii], int(ignore_index)
+    )
 
 
 @torch.library.register_fake("gscnn_ops::boundary_fscore_counts")
 def _boundary_fscore_counts_fake(pred, target, num_classes, radii, ignore_index):
-    torch._check(pred.dim() == 3 and target.dim() == 3,
-                 lambda: "gscnn_ops.boundary_fscore_counts: pred and target must be (N, H, W)")
+    torch._check(
+        pred.dim() == 3 and target.dim() == 3,
+        lambda: "gscnn_ops.boundary_fscore_counts: pred and target must be (N, H, W)",
+    )
     return pred.new_empty((pred.shape[0], num_classes, len(radii), 6), dtype=torch.int64)

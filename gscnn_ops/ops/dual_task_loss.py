@@ -6,7 +6,6 @@ from torch import Tensor
 
 from ._common import OPS, output_memory_format, prepare, register_no_double_backward
 
-
 # Default threshold of P+ for dual_task_loss. A one-hot step edge blurred with sigma = 1 has
 # zeta_hat = 0.227, 0.105, 0.021 at the pixels 1, 2, 3 px from the edge, 1.6e-3 at 4 px (only
 # the last, tiny taps of the Gaussian reach there) and exactly 0 beyond. In flat regions of a
@@ -36,8 +35,13 @@ def boundary_potential(prob: Tensor, sigma: float = 1.0) -> Tensor:
     return OPS.boundary_potential(prob, float(sigma))
 
 
-def dual_task_loss(prob: Tensor, target: Tensor, sigma: float = 1.0,
-                   threshold: float = DUAL_TASK_THRESHOLD, ignore_index: int = 255) -> Tensor:
+def dual_task_loss(
+    prob: Tensor,
+    target: Tensor,
+    sigma: float = 1.0,
+    threshold: float = DUAL_TASK_THRESHOLD,
+    ignore_index: int = 255,
+) -> Tensor:
     """Dual-task loss of Gated-SCNN (eq. 5), fused: forward and backward each read prob and
     target once and keep nothing of size N*K*H*W besides the gradient.
 
@@ -110,8 +114,9 @@ def _bp_backward(ctx, grad_zeta):
     return OPS.boundary_potential_backward(grad_zeta, prob, ctx.sigma), None
 
 
-torch.library.register_autograd("gscnn_ops::boundary_potential", _bp_backward,
-                                setup_context=_bp_setup_context)
+torch.library.register_autograd(
+    "gscnn_ops::boundary_potential", _bp_backward, setup_context=_bp_setup_context
+)
 
 
 def _dtl_setup_context(ctx, inputs, output):
@@ -127,8 +132,9 @@ def _dtl_backward(ctx, grad_loss, grad_count):
     return grad_prob, None, None, None, None
 
 
-torch.library.register_autograd("gscnn_ops::dual_task_loss", _dtl_backward,
-                                setup_context=_dtl_setup_context)
+torch.library.register_autograd(
+    "gscnn_ops::dual_task_loss", _dtl_backward, setup_context=_dtl_setup_context
+)
 
 
 register_no_double_backward("boundary_potential_backward", "boundary_potential")

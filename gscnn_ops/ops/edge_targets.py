@@ -44,14 +44,24 @@ _LABEL_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
 
 def _check_edge_targets_fake(op, target, radius):
     # The same checks, and messages, as csrc/common/edge_targets_launch.h.
-    torch._check(target.dim() == 3, lambda: (
-        f"{op}: argument 'target' must be a 3-D (N, H, W) label map tensor, got a "
-        f"{target.dim()}-D tensor of shape {list(target.shape)}"))
-    torch._check(target.dtype in _LABEL_DTYPES, lambda: (
-        f"{op}: argument 'target' must be an integer label map (uint8, int8, int16, int32 or "
-        f"int64), got {target.dtype}"))
-    torch._check(radius >= 0, lambda: (
-        f"{op}: argument 'radius' must be a distance in pixels >= 0, got {radius}"))
+    torch._check(
+        target.dim() == 3,
+        lambda: (
+            f"{op}: argument 'target' must be a 3-D (N, H, W) label map tensor, got a "
+            f"{target.dim()}-D tensor of shape {list(target.shape)}"
+        ),
+    )
+    torch._check(
+        target.dtype in _LABEL_DTYPES,
+        lambda: (
+            f"{op}: argument 'target' must be an integer label map (uint8, int8, int16, int32 or "
+            f"int64), got {target.dtype}"
+        ),
+    )
+    torch._check(
+        radius >= 0,
+        lambda: f"{op}: argument 'radius' must be a distance in pixels >= 0, got {radius}",
+    )
 
 
 @torch.library.register_fake("gscnn_ops::edge_targets")

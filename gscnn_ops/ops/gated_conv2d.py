@@ -9,8 +9,14 @@ from torch import Tensor
 from ._common import OPS, output_memory_format, prepare, register_no_double_backward
 
 
-def gated_conv2d(s: Tensor, r: Tensor, gate_weight: Tensor, gate_bias: Tensor, weight: Tensor,
-                 bias: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
+def gated_conv2d(
+    s: Tensor,
+    r: Tensor,
+    gate_weight: Tensor,
+    gate_bias: Tensor,
+    weight: Tensor,
+    bias: Optional[Tensor] = None,
+) -> Tuple[Tensor, Tensor]:
     """Gated Convolutional Layer of Gated-SCNN (paper eq. 1-2), fused.
 
     alpha = sigmoid(gate_weight . [s || r] + gate_bias)
@@ -30,13 +36,21 @@ def gated_conv2d(s: Tensor, r: Tensor, gate_weight: Tensor, gate_bias: Tensor, w
         (out, alpha): out (N, C_out, H, W) and the gate map alpha (N, 1, H, W).
     """
     s, r, gate_weight, gate_bias, weight, bias = prepare(
-        "gated_conv2d", [s, r, gate_weight, gate_bias, weight, bias])
+        "gated_conv2d", [s, r, gate_weight, gate_bias, weight, bias]
+    )
     return OPS.gated_conv2d(s, r, gate_weight, gate_bias, weight, bias)
 
 
-def gated_conv2d_mlp(s: Tensor, r: Tensor, hidden_weight: Tensor, hidden_bias: Tensor,
-                     gate_weight: Tensor, gate_bias: Tensor, weight: Tensor,
-                     bias: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
+def gated_conv2d_mlp(
+    s: Tensor,
+    r: Tensor,
+    hidden_weight: Tensor,
+    hidden_bias: Tensor,
+    gate_weight: Tensor,
+    gate_bias: Tensor,
+    weight: Tensor,
+    bias: Optional[Tensor] = None,
+) -> Tuple[Tensor, Tensor]:
     """Gated Convolutional Layer with the authors' two-layer gate (BatchNorms folded in), fused.
 
     alpha = sigmoid(gate_weight . relu(hidden_weight . [s || r] + hidden_bias) + gate_bias)
@@ -46,8 +60,9 @@ def gated_conv2d_mlp(s: Tensor, r: Tensor, hidden_weight: Tensor, hidden_bias: T
     gate_bias: (1,); the rest as in :func:`gated_conv2d`. Used by ``GatedConv2d(gate="mlp")`` in
     eval mode. Its backward (for eval-mode fine-tuning) is exact but not fused.
     """
-    args = prepare("gated_conv2d_mlp",
-                    [s, r, hidden_weight, hidden_bias, gate_weight, gate_bias, weight, bias])
+    args = prepare(
+        "gated_conv2d_mlp", [s, r, hidden_weight, hidden_bias, gate_weight, gate_bias, weight, bias]
+    )
     return OPS.gated_conv2d_mlp(*args)
 
 
@@ -60,9 +75,13 @@ def _gcl_outputs(s, weight):
 
 
 def _check_gcl_fake(s, r, weight):
-    torch._check(s.dim() == 4 and r.dim() == 4, lambda: "gscnnOPS.gated_conv2d: s and r must be 4-D")
-    torch._check(weight.dim() == 4 and weight.shape[1] == s.shape[1],
-                 lambda: "gscnnOPS.gated_conv2d: weight must have shape (C_out, C, 1, 1)")
+    torch._check(
+        s.dim() == 4 and r.dim() == 4, lambda: "gscnnOPS.gated_conv2d: s and r must be 4-D"
+    )
+    torch._check(
+        weight.dim() == 4 and weight.shape[1] == s.shape[1],
+        lambda: "gscnnOPS.gated_conv2d: weight must have shape (C_out, C, 1, 1)",
+    )
 
 
 @torch.library.register_fake("gscnn_ops::gated_conv2d")
@@ -81,12 +100,18 @@ def _gated_conv2d_mlp_fake(s, r, hidden_weight, hidden_bias, gate_weight, gate_b
 def _gated_conv2d_backward_fake(grad_out, grad_alpha, s, r, gate_weight, gate_bias, weight):
     grad_s = s.new_empty(s.shape).contiguous(memory_format=output_memory_format(s))
     grad_r = r.new_empty(r.shape).contiguous(memory_format=output_memory_format(r))
-    return (grad_s, grad_r, gate_weight.new_empty(gate_weight.shape),
-            gate_bias.new_empty(gate_bias.shape), weight.new_empty(weight.shape),
-            weight.new_empty((weight.shape[0],)))
+    return (
+        grad_s,
+        grad_r,
+        gate_weight.new_empty(gate_weight.shape),
+        gate_bias.new_empty(gate_bias.shape),
+        weight.new_empty(weight.shape),
+        weight.new_empty((weight.shape[0],)),
+    )
 
 
 # --- gated_conv2d: fused backward kernel --------------------------------------------------------
+
 
 def _gcl_setup_context(ctx, inputs, output):
     s, r, gate_weight, gate_bias, weight, bias = inputs
@@ -106,13 +131,15 @@ def _gcl_backward(ctx, grad_out, grad_alpha):
     return grad_s, grad_r, grad_gw, grad_gb, grad_w, (grad_b if ctx.has_bias else None)
 
 
-torch.library.register_autograd("gscnn_ops::gated_conv2d", _gcl_backward,
-                                setup_context=_gcl_setup_context)
+torch.library.register_autograd(
+    "gscnn_ops::gated_conv2d", _gcl_backward, setup_context=_gcl_setup_context
+)
 
 
 # --- gated_conv2d_mlp: backward in plain tensor ops ---------------------------------------------
 # The fused MLP op serves inference (eval mode, BatchNorm folded). Its rare training use (eval-mode
 # fine-tuning) gets exact gradients from this composite formula, which is not fused.
+
 
 def _mlp_setup_context(ctx, inputs, output):
     s, r, hw, hb, gw, gb, weight, bias = inputs
@@ -150,8 +177,9 @@ def _mlp_backward(ctx, grad_out, grad_alpha):
     return grad_s, grad_r, grad_hw, grad_hb, grad_gw, grad_gb, grad_w, grad_b
 
 
-torch.library.register_autograd("gscnn_ops::gated_conv2d_mlp", _mlp_backward,
-                                setup_context=_mlp_setup_context)
+torch.library.register_autograd(
+    "gscnn_ops::gated_conv2d_mlp", _mlp_backward, setup_context=_mlp_setup_context
+)
 
 
 register_no_double_backward("gated_conv2d_backward", "gated_conv2d")
