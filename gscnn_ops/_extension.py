@@ -16,7 +16,14 @@ REBUILD = "pip install --no-build-isolation --force-reinstall --no-deps ."
 
 
 def build_info():
-    """What the extension was built against (written by setup.py), or {} when unknown."""
+    """What the extension was built against (written by setup.py), or {} when unknown.
+
+    Examples:
+        >>> import gscnn_ops
+        >>> info = gscnn_ops.build_info()
+        >>> "torch_version" in info
+        True
+    """
     try:
         with open(os.path.join(_HERE, "_build_info.json")) as f:
             return json.load(f)
@@ -81,5 +88,11 @@ def gpu_coverage(info=None):
 
 
 def has_cuda_kernels():
-    """True when the CUDA kernels were compiled in (checkable without a GPU)."""
+    """True when the CUDA kernels were compiled in (checkable without a GPU).
+
+    Examples:
+        >>> import gscnn_ops
+        >>> isinstance(gscnn_ops.has_cuda_kernels(), bool)
+        True
+    """
     return torch._C._dispatch_has_kernel_for_dispatch_key("gscnn_ops::gated_conv2d", "CUDA")

@@ -34,6 +34,12 @@ def build_dataset(
       ``masks/{split}``; when ``images/{split}`` does not exist but ``images/`` holds images
       itself, the flat layout is used, i.e. the *same* files for every split (so pass a
       separate root, or make split folders, to evaluate on held-out data).
+
+    Examples:
+        >>> from gscnn_ops.data import build_dataset
+        >>> ds = build_dataset("synthetic", split="val", length=2, height=32, width=64)
+        >>> len(ds), ds.num_classes, ds[0][0].shape
+        (2, 19, torch.Size([3, 32, 64]))
     """
     if name == "synthetic":
         if split not in _SYNTHETIC_SPLIT_SEEDS:

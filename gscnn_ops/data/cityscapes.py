@@ -59,7 +59,14 @@ for _label_id, _train_id in LABELID_TO_TRAINID.items():
 
 def trainids_to_labelids(prediction: Tensor) -> Tensor:
     """Predicted train ids 0..18 (integer (..., H, W)) -> uint8 official label ids, as the
-    Cityscapes benchmark server and ``evalPixelLevelSemanticLabeling`` read them."""
+    Cityscapes benchmark server and ``evalPixelLevelSemanticLabeling`` read them.
+
+    Examples:
+        >>> import torch
+        >>> from gscnn_ops.data.cityscapes import trainids_to_labelids
+        >>> trainids_to_labelids(torch.tensor([[0, 1, 18]]))
+        tensor([[ 7,  8, 33]], dtype=torch.uint8)
+    """
     if prediction.is_floating_point() or prediction.dtype == torch.bool:
         raise TypeError(
             f"trainids_to_labelids: prediction must be an integer tensor, got {prediction.dtype}"
@@ -76,7 +83,14 @@ def labelids_to_trainids(label: Tensor, path: Optional[Path] = None) -> Tensor:
     """Cityscapes labelIds (integer (H, W), values 0..33) -> int64 train ids 0..18, 255 for the
     ids that are not trained on. Values outside 0..33 raise DataError naming ``path`` (if
     given), the values, how many pixels hold them and where the first one is: they mean the
-    wrong file was picked (e.g. ``*_instanceIds`` or ``*_labelTrainIds``)."""
+    wrong file was picked (e.g. ``*_instanceIds`` or ``*_labelTrainIds``).
+
+    Examples:
+        >>> import torch
+        >>> from gscnn_ops.data import labelids_to_trainids
+        >>> labelids_to_trainids(torch.tensor([[7, 8, 0, 33]]))  # road, sidewalk, -, bicycle
+        tensor([[  0,   1, 255,  18]])
+    """
     label = label.long()
     bad = (label < 0) | (label >= NUM_LABELIDS)
     if bad.any():
@@ -95,7 +109,20 @@ def labelids_to_trainids(label: Tensor, path: Optional[Path] = None) -> Tensor:
 
 class Cityscapes(PairedFiles):
     """The (image, label) pairs of one split of Cityscapes (fine annotations), sorted by city
-    then file name. Labels are train ids 0..18 with 255 for ignore."""
+    then file name. Labels are train ids 0..18 with 255 for ignore.
+
+    Examples:
+        >>> import os, tempfile, torch
+        >>> from gscnn_ops.data import Cityscapes, write_png
+        >>> root = tempfile.mkdtemp()
+        >>> write_png(os.path.join(root, "leftImg8bit/val/ulm/ulm_000000_000019_leftImg8bit.png"),
+        ...           torch.zeros(3, 8, 16, dtype=torch.uint8))
+        >>> write_png(os.path.join(root, "gtFine/val/ulm/ulm_000000_000019_gtFine_labelIds.png"),
+        ...           torch.full((8, 16), 7, dtype=torch.uint8))  # label id 7: road
+        >>> image, label = Cityscapes(root, "val")[0]
+        >>> image.shape, label.unique().tolist()
+        (torch.Size([3, 8, 16]), [0])
+    """
 
     num_classes = len(CITYSCAPES_CLASSES)
     ignore_index = IGNORE_INDEX

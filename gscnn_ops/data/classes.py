@@ -55,7 +55,15 @@ CITYSCAPES_PALETTE = (
 
 def default_palette(num_classes: int) -> List[List[int]]:
     """Distinct RGB colours for ``num_classes`` classes: Cityscapes' when there are 19, else
-    black/white for 2 classes, else colours spread over the hue circle (golden-ratio steps)."""
+    black/white for 2 classes, else colours spread over the hue circle (golden-ratio steps).
+
+    Examples:
+        >>> from gscnn_ops.data import default_palette
+        >>> default_palette(2)
+        [[0, 0, 0], [255, 255, 255]]
+        >>> len(default_palette(19)), default_palette(19)[0]  # Cityscapes' colours
+        (19, [128, 64, 128])
+    """
     if num_classes == len(CITYSCAPES_PALETTE):
         return [list(c) for c in CITYSCAPES_PALETTE]
     if num_classes == 2:
@@ -78,7 +86,15 @@ def colorize(
     ignore_colour=(0, 0, 0),
 ) -> Tensor:
     """(H, W) integer label map -> (3, H, W) uint8 RGB image; ``ignore_index`` (and any value
-    outside the palette) gets ``ignore_colour``."""
+    outside the palette) gets ``ignore_colour``.
+
+    Examples:
+        >>> import torch
+        >>> from gscnn_ops.data import colorize
+        >>> rgb = colorize(torch.tensor([[0, 1, 255]]), [[10, 20, 30], [200, 0, 0]])
+        >>> rgb.shape, rgb[:, 0, 1].tolist(), rgb[:, 0, 2].tolist()  # 255: ignore, black
+        (torch.Size([3, 1, 3]), [200, 0, 0], [0, 0, 0])
+    """
     lut = torch.tensor(list(palette) + [list(ignore_colour)], dtype=torch.uint8)
     idx = label.long().clone()
     idx[(idx < 0) | (idx >= len(palette))] = len(palette)

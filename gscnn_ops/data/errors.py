@@ -9,4 +9,14 @@ instead, as everywhere else in Python.
 
 
 class DataError(ValueError):
-    """A file of a dataset cannot be used as it is; the message names the file and the problem."""
+    """A file of a dataset cannot be used as it is; the message names the file and the problem.
+
+    Examples:
+        >>> import torch
+        >>> from gscnn_ops.data import DataError, labelids_to_trainids
+        >>> try:
+        ...     labelids_to_trainids(torch.tensor([[40]]))
+        ... except DataError as e:
+        ...     print("outside the Cityscapes labelIds" in str(e))
+        True
+    """

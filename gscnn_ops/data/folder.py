@@ -45,6 +45,15 @@ def read_classes_file(path) -> Tuple[List[str], Optional[List[List[int]]]]:
     as coloured when it has at least four words and the last three are integers, so names may
     contain spaces, e.g. ``traffic light 250 170 30``). Blank lines and ``#`` comments are
     skipped. Either every class has a colour or none has (then the palette is None).
+
+    Examples:
+        >>> import os, tempfile
+        >>> from gscnn_ops.data import read_classes_file
+        >>> path = os.path.join(tempfile.mkdtemp(), "classes.txt")
+        >>> with open(path, "w") as f:
+        ...     _ = f.write("background 0 0 0\\ntraffic light 250 170 30\\n")
+        >>> read_classes_file(path)
+        (['background', 'traffic light'], [[0, 0, 0], [250, 170, 30]])
     """
     path = Path(path)
     if not path.is_file():
@@ -105,7 +114,21 @@ class FolderDataset(PairedFiles):
     """(image, mask) pairs from ``root/images`` and ``root/masks`` (``/{split}`` when ``split``
     is given), paired by file stem and sorted by name; classes from ``classes_file`` (default
     ``root/classes.txt``), any number >= 1. Labels are int64 class indices 0..K-1, with
-    ``ignore_index`` (default 255) allowed in the masks for "ignore"."""
+    ``ignore_index`` (default 255) allowed in the masks for "ignore".
+
+    Examples:
+        >>> import os, tempfile, torch
+        >>> from gscnn_ops.data import FolderDataset, write_png
+        >>> root = tempfile.mkdtemp()
+        >>> with open(os.path.join(root, "classes.txt"), "w") as f:
+        ...     _ = f.write("background\\ndisc\\n")
+        >>> image = torch.zeros(3, 6, 9, dtype=torch.uint8)
+        >>> write_png(os.path.join(root, "images", "a.png"), image)
+        >>> write_png(os.path.join(root, "masks", "a.png"), torch.ones(6, 9, dtype=torch.uint8))
+        >>> ds = FolderDataset(root)
+        >>> len(ds), ds.classes, ds[0][1].unique().tolist()
+        (1, ['background', 'disc'], [1])
+    """
 
     def __init__(
         self, root, split: Optional[str] = None, classes_file=None, ignore_index: int = IGNORE_INDEX

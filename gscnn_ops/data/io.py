@@ -57,7 +57,17 @@ def _decode(path: PathLike, func: str, convert):
 
 def read_image(path: PathLike) -> Tensor:
     """An image file as uint8 (3, H, W) RGB: grayscale is expanded to three channels, an alpha
-    channel is dropped and palette images are converted to their colours."""
+    channel is dropped and palette images are converted to their colours.
+
+    Examples:
+        >>> import os, tempfile, torch
+        >>> from gscnn_ops.data import read_image, write_png
+        >>> path = os.path.join(tempfile.mkdtemp(), "x.png")
+        >>> write_png(path, torch.full((3, 4, 5), 7, dtype=torch.uint8))
+        >>> image = read_image(path)
+        >>> image.shape, image.dtype, int(image[0, 0, 0])
+        (torch.Size([3, 4, 5]), torch.uint8, 7)
+    """
 
     def convert(img: Image.Image) -> Tensor:
         if img.mode in _LABEL_MODES_WIDE or img.mode == "F":
@@ -78,6 +88,15 @@ def read_label(path: PathLike) -> Tensor:
     Modes L, P (the palette *indices*, not their colours), I and I;16 are read as they are;
     mode 1 (bilevel) reads as 0/1. Colour masks (RGB, RGBA, ...) are refused: a label map must
     hold class indices, and guessing a colour -> class table would silently mislabel pixels.
+
+    Examples:
+        >>> import os, tempfile, torch
+        >>> from gscnn_ops.data import read_label, write_png
+        >>> path = os.path.join(tempfile.mkdtemp(), "mask.png")
+        >>> write_png(path, torch.tensor([[0, 1], [255, 2]], dtype=torch.uint8))
+        >>> read_label(path)
+        tensor([[  0,   1],
+                [255,   2]])
     """
 
     def convert(img: Image.Image) -> Tensor:
@@ -103,7 +122,16 @@ def write_png(
     path: PathLike, tensor: Tensor, palette: Optional[Sequence[Sequence[int]]] = None
 ) -> None:
     """Write a uint8 (H, W) (grayscale, or palette-indexed when ``palette`` gives RGB colours)
-    or uint8 (3, H, W) RGB tensor as a PNG at ``path``, creating its parent folders."""
+    or uint8 (3, H, W) RGB tensor as a PNG at ``path``, creating its parent folders.
+
+    Examples:
+        >>> import os, tempfile, torch
+        >>> from gscnn_ops.data import write_png
+        >>> path = os.path.join(tempfile.mkdtemp(), "seg", "labels.png")  # folders are created
+        >>> write_png(path, torch.zeros(4, 4, dtype=torch.uint8), palette=[[0, 0, 0]])
+        >>> os.path.isfile(path)
+        True
+    """
     if not isinstance(tensor, Tensor) or tensor.dtype != torch.uint8:
         got = tensor.dtype if isinstance(tensor, Tensor) else type(tensor).__name__
         raise ValueError(

@@ -80,6 +80,11 @@ class PairedFiles(torch.utils.data.Dataset):
 
     Subclasses set ``pairs`` and the ``num_classes``, ``ignore_index``, ``classes`` and
     ``palette`` attributes, and override :meth:`convert_label`.
+
+    Examples:
+        >>> from gscnn_ops.data import Cityscapes, FolderDataset, PairedFiles
+        >>> issubclass(Cityscapes, PairedFiles) and issubclass(FolderDataset, PairedFiles)
+        True
     """
 
     pairs: List[Pair]

@@ -30,14 +30,30 @@ Transform = Callable[[Tensor, Tensor, torch.Generator], Tuple[Tensor, Tensor]]
 
 
 def normalize(image: Tensor) -> Tensor:
-    """uint8 (or 0..255 float) (..., 3, H, W) -> float32, scaled to [0, 1] and standardised."""
+    """uint8 (or 0..255 float) (..., 3, H, W) -> float32, scaled to [0, 1] and standardised.
+
+    Examples:
+        >>> import torch
+        >>> from gscnn_ops.data import normalize
+        >>> x = normalize(torch.full((3, 2, 2), 255, dtype=torch.uint8))
+        >>> [round(v, 3) for v in x[:, 0, 0].tolist()]
+        [2.249, 2.429, 2.64]
+    """
     mean = torch.tensor(IMAGENET_MEAN, device=image.device).view(3, 1, 1)
     std = torch.tensor(IMAGENET_STD, device=image.device).view(3, 1, 1)
     return (image.float() / 255.0 - mean) / std
 
 
 def denormalize(image: Tensor) -> Tensor:
-    """Inverse of :func:`normalize`, back to uint8."""
+    """Inverse of :func:`normalize`, back to uint8.
+
+    Examples:
+        >>> import torch
+        >>> from gscnn_ops.data import denormalize, normalize
+        >>> image = torch.randint(0, 256, (3, 4, 4), dtype=torch.uint8)
+        >>> torch.equal(denormalize(normalize(image)), image)
+        True
+    """
     mean = torch.tensor(IMAGENET_MEAN, device=image.device).view(3, 1, 1)
     std = torch.tensor(IMAGENET_STD, device=image.device).view(3, 1, 1)
     return ((image.float() * std + mean) * 255.0).round().clamp(0, 255).to(torch.uint8)
@@ -52,7 +68,16 @@ def sample_seed(seed: int, epoch: int, index: int) -> int:
 
 
 def prepare(image: Tensor, label: Tensor, canny_thresholds=(10.0, 100.0)) -> dict:
-    """One (image uint8, label) pair -> the model-input dict (without "index")."""
+    """One (image uint8, label) pair -> the model-input dict (without "index").
+
+    Examples:
+        >>> import torch
+        >>> from gscnn_ops.data import prepare, render_scene
+        >>> image, label = render_scene(0, 32, 64)
+        >>> sample = prepare(image, label)
+        >>> sorted(sample), sample["image"].shape, sample["canny"].shape
+        (['canny', 'image', 'label'], torch.Size([3, 32, 64]), torch.Size([1, 32, 64]))
+    """
     edges = canny(image, *canny_thresholds)  # on the raw image, as the model expects
     return {"image": normalize(image), "canny": edges.float(), "label": label.long()}
 
@@ -60,7 +85,16 @@ def prepare(image: Tensor, label: Tensor, canny_thresholds=(10.0, 100.0)) -> dic
 class SegmentationSamples(torch.utils.data.Dataset):
     """Wraps a dataset of ``(image, label)`` pairs: applies ``transform`` (random, from a
     generator seeded by (seed, epoch, index)), then :func:`prepare`. Call :meth:`set_epoch` at
-    the start of every epoch (before the loader's iterator is made) to get new augmentations."""
+    the start of every epoch (before the loader's iterator is made) to get new augmentations.
+
+    Examples:
+        >>> from gscnn_ops.data import SegmentationSamples, SyntheticStreets, TrainTransform
+        >>> base = SyntheticStreets(4, 32, 64)
+        >>> samples = SegmentationSamples(base, TrainTransform((24, 24)), seed=0)
+        >>> samples.set_epoch(1)
+        >>> samples[0]["image"].shape, samples[0]["label"].shape
+        (torch.Size([3, 24, 24]), torch.Size([24, 24]))
+    """
 
     def __init__(
         self,

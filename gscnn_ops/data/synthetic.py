@@ -54,7 +54,14 @@ def _randint(g: torch.Generator, lo: int, hi: int) -> int:
 
 
 def render_scene(seed: int, height: int = 128, width: int = 256) -> Tuple[Tensor, Tensor]:
-    """One scene: (image uint8 (3, H, W), label int64 (H, W)). Same seed, same scene."""
+    """One scene: (image uint8 (3, H, W), label int64 (H, W)). Same seed, same scene.
+
+    Examples:
+        >>> from gscnn_ops.data import render_scene
+        >>> image, label = render_scene(seed=3, height=64, width=128)
+        >>> image.shape, image.dtype, label.shape, int(label.max()) < 19
+        (torch.Size([3, 64, 128]), torch.uint8, torch.Size([64, 128]), True)
+    """
     if height < 16 or width < 16:
         raise ValueError(
             f"render_scene: height and width must be at least 16, got {height}x{width}"
@@ -136,7 +143,14 @@ def render_scene(seed: int, height: int = 128, width: int = 256) -> Tuple[Tensor
 
 
 class SyntheticStreets(torch.utils.data.Dataset):
-    """``length`` scenes of ``height`` x ``width``; item i is render_scene(seed * 1_000_003 + i)."""
+    """``length`` scenes of ``height`` x ``width``; item i is render_scene(seed * 1_000_003 + i).
+
+    Examples:
+        >>> from gscnn_ops.data import SyntheticStreets
+        >>> ds = SyntheticStreets(length=3, height=32, width=64)
+        >>> len(ds), ds.classes[5], ds[2][1].shape
+        (3, 'pole', torch.Size([32, 64]))
+    """
 
     num_classes = NUM_CLASSES
     ignore_index = IGNORE

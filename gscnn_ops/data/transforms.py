@@ -86,7 +86,17 @@ def _ignore(owner: str, value: int) -> int:
 
 
 class Compose:
-    """Apply ``transforms`` in order, all drawing from the same generator."""
+    """Apply ``transforms`` in order, all drawing from the same generator.
+
+    Examples:
+        >>> import torch
+        >>> from gscnn_ops.data import Compose, RandomHorizontalFlip, RandomScale
+        >>> t = Compose([RandomScale((0.5, 0.5)), RandomHorizontalFlip()])
+        >>> image = torch.zeros(3, 8, 8, dtype=torch.uint8)
+        >>> image, label = t(image, torch.zeros(8, 8, dtype=torch.long), torch.Generator())
+        >>> image.shape, label.shape
+        (torch.Size([3, 4, 4]), torch.Size([4, 4]))
+    """
 
     def __init__(self, transforms: Sequence):
         self.transforms = list(transforms)
@@ -106,7 +116,16 @@ class Compose:
 def resize(image: Tensor, label: Tensor, size: Tuple[int, int]) -> Tuple[Tensor, Tensor]:
     """Resize the pair to ``size`` (h, w): the image bilinearly (antialiased when shrinking,
     so that thin structures do not alias into noise), the label by nearest neighbour taken at
-    the same half-pixel-centred source positions, so that the two stay aligned."""
+    the same half-pixel-centred source positions, so that the two stay aligned.
+
+    Examples:
+        >>> import torch
+        >>> from gscnn_ops.data import resize
+        >>> image, label = resize(torch.zeros(3, 10, 20, dtype=torch.uint8),
+        ...                       torch.zeros(10, 20, dtype=torch.long), (5, 7))
+        >>> image.shape, label.shape
+        (torch.Size([3, 5, 7]), torch.Size([5, 7]))
+    """
     (H, W), (h, w) = image.shape[1:], size
     if (h, w) == (H, W):
         return image, label
@@ -160,7 +179,17 @@ def resize_window(
 
 
 class RandomScale:
-    """Resize by a factor uniform in ``scale_range`` (see :func:`resize`)."""
+    """Resize by a factor uniform in ``scale_range`` (see :func:`resize`).
+
+    Examples:
+        >>> import torch
+        >>> from gscnn_ops.data import RandomScale
+        >>> image = torch.zeros(3, 4, 6, dtype=torch.uint8)
+        >>> label = torch.zeros(4, 6, dtype=torch.long)
+        >>> image, label = RandomScale((2.0, 2.0))(image, label, torch.Generator())
+        >>> image.shape
+        torch.Size([3, 8, 12])
+    """
 
     def __init__(self, scale_range=(0.5, 2.0)):
         self.scale_range = _range("RandomScale", "scale_range", scale_range)
@@ -176,7 +205,17 @@ class RandomCrop:
     """Crop to ``crop_size`` (int or (h, w)) at a random position. Along an axis where the
     image is smaller it is instead placed at a random offset in the crop, and the rest is
     padded: the image with ``fill`` (0) and the label with ``ignore_index``, so that padding is
-    never learnt as a class."""
+    never learnt as a class.
+
+    Examples:
+        >>> import torch
+        >>> from gscnn_ops.data import RandomCrop
+        >>> image = torch.zeros(3, 4, 8, dtype=torch.uint8)
+        >>> label = torch.zeros(4, 8, dtype=torch.long)
+        >>> image, label = RandomCrop((6, 6))(image, label, torch.Generator())
+        >>> image.shape, int(label.max())  # too small: padded with the ignore label
+        (torch.Size([3, 6, 6]), 255)
+    """
 
     def __init__(self, crop_size: Size, ignore_index: int = IGNORE_INDEX, fill: int = 0):
         self.crop_size = _pair_of_positive_ints("RandomCrop", "crop_size", crop_size)
@@ -207,7 +246,18 @@ class RandomScaleCrop:
     """:class:`RandomScale` then :class:`RandomCrop` with the same random draws and the same
     result (the image up to float rounding), faster: when the image is enlarged and the crop
     lies inside it, only the crop window is interpolated (:func:`resize_window`) instead of the
-    whole enlarged image — at scale 2 on 1024x2048 inputs, a 720x720 window instead of 8 Mpx."""
+    whole enlarged image — at scale 2 on 1024x2048 inputs, a 720x720 window instead of 8 Mpx.
+
+    Examples:
+        >>> import torch
+        >>> from gscnn_ops.data import RandomScaleCrop
+        >>> t = RandomScaleCrop(scale_range=(0.5, 2.0), crop_size=(16, 16))
+        >>> image = torch.zeros(3, 20, 30, dtype=torch.uint8)
+        >>> label = torch.zeros(20, 30, dtype=torch.long)
+        >>> image, label = t(image, label, torch.Generator().manual_seed(1))
+        >>> image.shape, label.shape
+        (torch.Size([3, 16, 16]), torch.Size([16, 16]))
+    """
 
     def __init__(
         self,
@@ -233,7 +283,17 @@ class RandomScaleCrop:
 
 
 class RandomHorizontalFlip:
-    """Mirror image and label left-right with probability ``p``."""
+    """Mirror image and label left-right with probability ``p``.
+
+    Examples:
+        >>> import torch
+        >>> from gscnn_ops.data import RandomHorizontalFlip
+        >>> image = torch.arange(3, dtype=torch.uint8).view(1, 1, 3).expand(3, 1, 3)
+        >>> flipped, _ = RandomHorizontalFlip(p=1.0)(image, torch.zeros(1, 3, dtype=torch.long),
+        ...                                          torch.Generator())
+        >>> flipped[0, 0].tolist()
+        [2, 1, 0]
+    """
 
     def __init__(self, p: float = 0.5):
         self.p = _probability("RandomHorizontalFlip", "p", p)
@@ -247,7 +307,17 @@ class RandomHorizontalFlip:
 
 class ColorJitter:
     """Brightness, contrast and saturation, each scaled by a factor uniform in
-    [max(0, 1 - x), 1 + x] (x = 0 leaves it alone), applied in that order. Label untouched."""
+    [max(0, 1 - x), 1 + x] (x = 0 leaves it alone), applied in that order. Label untouched.
+
+    Examples:
+        >>> import torch
+        >>> from gscnn_ops.data import ColorJitter
+        >>> label = torch.randint(0, 3, (8, 8))
+        >>> image, out = ColorJitter()(torch.full((3, 8, 8), 100, dtype=torch.uint8), label,
+        ...                            torch.Generator().manual_seed(0))
+        >>> image.dtype, torch.equal(out, label)  # the label is untouched
+        (torch.uint8, True)
+    """
 
     def __init__(self, brightness: float = 0.25, contrast: float = 0.25, saturation: float = 0.25):
         for name, value in (
@@ -290,7 +360,18 @@ class ColorJitter:
 class GaussianBlur:
     """With probability ``p``, blur the image with a Gaussian of sigma uniform in
     ``sigma_range`` (separable kernel of radius ceil(3 sigma), reflect padding so that borders
-    do not darken). Label untouched."""
+    do not darken). Label untouched.
+
+    Examples:
+        >>> import torch
+        >>> from gscnn_ops.data import GaussianBlur
+        >>> image = torch.zeros(3, 9, 9, dtype=torch.uint8)
+        >>> image[:, 4, 4] = 255
+        >>> blurred, _ = GaussianBlur(p=1.0, sigma_range=(1.0, 1.0))(
+        ...     image, torch.zeros(9, 9, dtype=torch.long), torch.Generator())
+        >>> int(blurred[0, 4, 4]) < 255 and int(blurred[0, 4, 5]) > 0
+        True
+    """
 
     def __init__(self, p: float = 0.5, sigma_range=(0.1, 2.0)):
         self.p = _probability("GaussianBlur", "p", p)
@@ -323,7 +404,16 @@ class TrainTransform(Compose):
     """Gated-SCNN's training augmentation: random scale in ``scale_range``, random crop to
     ``crop_size`` (padding with 0 / ``ignore_index`` where the scaled image is smaller),
     horizontal flip with ``flip_prob``, colour jitter, and Gaussian blur with ``blur_prob``.
-    Zero jitter factors and ``blur_prob=0`` switch those steps off."""
+    Zero jitter factors and ``blur_prob=0`` switch those steps off.
+
+    Examples:
+        >>> import torch
+        >>> from gscnn_ops.data import TrainTransform, render_scene
+        >>> image, label = render_scene(0, 64, 128)
+        >>> image, label = TrainTransform((48, 48))(image, label, torch.Generator().manual_seed(0))
+        >>> image.shape, label.shape
+        (torch.Size([3, 48, 48]), torch.Size([48, 48]))
+    """
 
     def __init__(
         self,

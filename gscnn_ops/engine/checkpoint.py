@@ -30,12 +30,33 @@ MODEL_DEFAULTS = {"head": "gscnn_ops"}
 
 
 class CheckpointError(ValueError):
-    """A checkpoint file that cannot be used; the message names the file."""
+    """A checkpoint file that cannot be used; the message names the file.
+
+    Examples:
+        >>> import os, tempfile, torch
+        >>> from gscnn_ops.engine import CheckpointError, load_checkpoint
+        >>> path = os.path.join(tempfile.mkdtemp(), "weights.pt")
+        >>> torch.save({"conv.weight": torch.zeros(1)}, path)
+        >>> try:
+        ...     load_checkpoint(path)
+        ... except CheckpointError as e:
+        ...     print("is neither a gscnn_ops checkpoint" in str(e))
+        True
+    """
 
 
 def save_checkpoint(path: str, payload: dict) -> None:
     """Writes ``payload`` to ``path`` atomically: to a temporary file in the same folder, flushed
-    to disk, then renamed over ``path`` (a crash leaves the old file or the new one, never half)."""
+    to disk, then renamed over ``path`` (a crash leaves the old file or the new one, never half).
+
+    Examples:
+        >>> import os, tempfile
+        >>> from gscnn_ops.engine import save_checkpoint
+        >>> folder = tempfile.mkdtemp()
+        >>> save_checkpoint(os.path.join(folder, "run", "state.pt"), {"step": 3})
+        >>> os.listdir(os.path.join(folder, "run"))  # no temporary file left behind
+        ['state.pt']
+    """
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
@@ -54,7 +75,21 @@ def save_checkpoint(path: str, payload: dict) -> None:
 
 def load_checkpoint(path: str) -> dict:
     """Reads a gscnn_ops checkpoint with ``weights_only=True``; a missing, unreadable or foreign
-    file raises :class:`CheckpointError` (or FileNotFoundError) naming it."""
+    file raises :class:`CheckpointError` (or FileNotFoundError) naming it.
+
+    Examples:
+        >>> import os, tempfile
+        >>> from gscnn_ops import GSCNN
+        >>> from gscnn_ops.engine import load_checkpoint, save_checkpoint
+        >>> from gscnn_ops.engine.checkpoint import make_payload, model_config
+        >>> model = GSCNN(3, "resnet18")
+        >>> path = os.path.join(tempfile.mkdtemp(), "model.pt")
+        >>> save_checkpoint(path, make_payload(model, model_config(model, "resnet18", 8),
+        ...                                    ["a", "b", "c"], [[0, 0, 0]] * 3))
+        >>> payload = load_checkpoint(path)
+        >>> payload["model_config"]["backbone"], payload["classes"]
+        ('resnet18', ['a', 'b', 'c'])
+    """
     path = os.fspath(path)
     return check_checkpoint(load_tensor_file(path, CheckpointError, "checkpoint"), path)
 
@@ -119,7 +154,21 @@ def load_model(path: str, device="cpu", fused: bool = True) -> Tuple[GSCNN, dict
     authors' release as its ``train.py`` writes it (recognised by its keys; see
     :func:`~gscnn_ops.models.load_release`) — in eval mode on ``device``. Returns (model, payload
     without the weights): the payload gives "model_config", "classes", "palette",
-    "ignore_index" (Cityscapes' for a release checkpoint of 19 classes)."""
+    "ignore_index" (Cityscapes' for a release checkpoint of 19 classes).
+
+    Examples:
+        >>> import os, tempfile
+        >>> from gscnn_ops import GSCNN
+        >>> from gscnn_ops.engine import load_model, save_checkpoint
+        >>> from gscnn_ops.engine.checkpoint import make_payload, model_config
+        >>> model = GSCNN(3, "resnet18", shape_stride=2)
+        >>> path = os.path.join(tempfile.mkdtemp(), "model.pt")
+        >>> save_checkpoint(path, make_payload(model, model_config(model, "resnet18", 8),
+        ...                                    ["a", "b", "c"], [[0, 0, 0]] * 3))
+        >>> rebuilt, meta = load_model(path)
+        >>> rebuilt.training, rebuilt.shape.stride, meta["classes"]
+        (False, 2, ['a', 'b', 'c'])
+    """
     path = os.fspath(path)
     payload = load_tensor_file(path, CheckpointError, "checkpoint")
     if is_release_state_dict(payload):

@@ -201,6 +201,19 @@ def report_to_json(report: dict, classes: Sequence[str]) -> dict:
          "distance": {"<crop factor>": miou}   (if evaluated)}
 
     Undefined values (NaN) become null.
+
+    Examples:
+        >>> import json, torch
+        >>> from gscnn_ops import GSCNN
+        >>> from gscnn_ops.data import SegmentationSamples, SyntheticStreets
+        >>> from gscnn_ops.data.prepare import collate
+        >>> from gscnn_ops.engine.evaluate import evaluate, report_to_json
+        >>> loader = torch.utils.data.DataLoader(SegmentationSamples(SyntheticStreets(1, 32, 64)),
+        ...                                      collate_fn=collate)
+        >>> report = evaluate(GSCNN(19, "resnet18"), loader, 19, progress=False)
+        >>> data = report_to_json(report, SyntheticStreets.classes)
+        >>> sorted(data["per_class_iou"])[:2], json.dumps(data, allow_nan=False) is not None
+        (['bicycle', 'building'], True)
     """
     classes = list(classes)
     k = len(report["per_class_iou"])
@@ -237,7 +250,20 @@ def format_report(report: dict, classes: Sequence[str]) -> str:
     """The report of :func:`evaluate` as a text table (percentages): per class its IoU and
     boundary F at each threshold, in the release's convention (BF) and the strict one (sBF);
     then the means, pixel accuracy and the distance-based mIoU if present. "-": undefined (the
-    class never occurs)."""
+    class never occurs).
+
+    Examples:
+        >>> import torch
+        >>> from gscnn_ops import GSCNN
+        >>> from gscnn_ops.data import SegmentationSamples, SyntheticStreets
+        >>> from gscnn_ops.data.prepare import collate
+        >>> from gscnn_ops.engine.evaluate import evaluate, format_report
+        >>> loader = torch.utils.data.DataLoader(SegmentationSamples(SyntheticStreets(1, 32, 64)),
+        ...                                      collate_fn=collate)
+        >>> report = evaluate(GSCNN(19, "resnet18"), loader, 19, thresholds=(3,), progress=False)
+        >>> print(format_report(report, SyntheticStreets.classes).splitlines()[0])
+        class             IoU |   BF@3 |  sBF@3
+    """
     bf = report["boundary_f"]
     ts = [str(t) for t in bf["thresholds"]]
     width = max([len("class")] + [len(str(c)) for c in classes])

@@ -138,6 +138,17 @@ def infer(
     ``alphas`` (if asked for and the model has a shape stream) are returned at the full image
     size (H, W) in every mode — resized bilinearly from the shape stream's resolution, then
     stitched like the logits — so tiled and untiled outputs have the same shapes.
+
+    Examples:
+        >>> import torch
+        >>> from gscnn_ops import GSCNN
+        >>> from gscnn_ops.engine import infer
+        >>> model = GSCNN(5, "resnet18").eval()
+        >>> image = torch.randn(1, 3, 48, 80)
+        >>> whole = infer(model, image)
+        >>> tiled = infer(model, image, tile=(48, 48), overlap=0.25)  # two overlapping windows
+        >>> whole.seg.shape, tiled.seg.shape
+        (torch.Size([1, 5, 48, 80]), torch.Size([1, 5, 48, 80]))
     """
     _check(model, image, canny, overlap, amp_dtype)
     device = next(model.parameters()).device

@@ -80,6 +80,20 @@ def predict_images(
     are disambiguated (:func:`output_stems`). A missing or unreadable image raises
     FileNotFoundError / ValueError naming it; missing files are found before any work is done.
     Returns the paths written, in order.
+
+    Examples:
+        >>> import os, tempfile
+        >>> from gscnn_ops import GSCNN
+        >>> from gscnn_ops.data import render_scene, write_png
+        >>> from gscnn_ops.engine import predict_images
+        >>> folder = tempfile.mkdtemp()
+        >>> write_png(os.path.join(folder, "street.png"), render_scene(0, 32, 48)[0])
+        >>> meta = {"palette": [[0, 0, 0], [255, 0, 0], [0, 0, 255]]}
+        >>> images = [os.path.join(folder, "street.png")]
+        >>> written = predict_images(GSCNN(3, "resnet18"), meta, images,
+        ...                          os.path.join(folder, "out"), progress=False)
+        >>> sorted(os.path.basename(p) for p in written)[:3]
+        ['street_edge.png', 'street_gate1.png', 'street_gate2.png']
     """
     if output_format not in FORMATS:
         raise ValueError(

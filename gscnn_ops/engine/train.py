@@ -66,6 +66,17 @@ RESUME_MAY_CHANGE = (
 
 @dataclass
 class TrainConfig:
+    """The settings of a training run (``gscnn train`` has one option per field, ``--field-name``;
+    ``gscnn train --help`` explains each).
+
+    Examples:
+        >>> from gscnn_ops.engine import TrainConfig
+        >>> cfg = TrainConfig(backbone="resnet18", steps=100, batch_size=4)
+        >>> cfg.validate()
+        >>> cfg.lr, cfg.edge_weight, cfg.resolved_crop()
+        (0.01, 20.0, (128, 256))
+    """
+
     # data
     dataset: str = "synthetic"
     data_root: Optional[str] = None

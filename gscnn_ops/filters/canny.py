@@ -34,6 +34,15 @@ def canny(
     """Canny edge map of ``image`` (N, C, H, W) or (C, H, W) with values in [0, 255] (uint8 or
     float; floats are rounded to integers first, as a uint8 image would hold). Returns float
     (N, 1, H, W) (or (1, H, W)) with 1 at edges, 0 elsewhere. Defaults are GSCNN's thresholds.
+
+    Examples:
+        >>> import torch
+        >>> from gscnn_ops.filters import canny
+        >>> image = torch.zeros(3, 16, 16, dtype=torch.uint8)
+        >>> image[:, :, 8:] = 200  # a vertical step
+        >>> edges = canny(image)
+        >>> edges.shape, sorted(edges.sum(dim=(0, 1)).nonzero().flatten().tolist())
+        (torch.Size([1, 16, 16]), [7])
     """
     if image.dim() not in (3, 4):
         raise ValueError(

@@ -18,7 +18,17 @@ class ConfusionMatrix:
     predicted value outside [0, K) is an error (it would silently land in another cell).
 
     The matrix lives on the device of the first :meth:`update` (a GPU evaluation never copies
-    label maps to the host)."""
+    label maps to the host).
+
+    Examples:
+        >>> import torch
+        >>> from gscnn_ops import ConfusionMatrix
+        >>> cm = ConfusionMatrix(num_classes=2)
+        >>> cm.update(torch.tensor([[0, 1, 1, 1]]), torch.tensor([[0, 0, 1, 255]]))
+        >>> result = cm.compute()
+        >>> result["miou"], result["per_class_iou"]
+        (0.5, [0.5, 0.5])
+    """
 
     def __init__(self, num_classes: int, ignore_index: int = IGNORE_INDEX):
         if (

@@ -43,6 +43,16 @@ class ShapeStream(nn.Module):
     ``gate`` is the GCL gate (:class:`~gscnn_ops.nn.GatedConv2d`: the paper's ``"linear"`` or the
     release's ``"mlp"``); ``reduce_bias`` gives the 1x1 width reductions a bias (the release);
     ``align_corners`` is the mode of the gate maps' bilinear upsampling.
+
+    Examples:
+        >>> import torch
+        >>> from gscnn_ops.models import ShapeStream
+        >>> stream = ShapeStream(stem_channels=64, gate_channels=[64, 128, 512])
+        >>> stem = torch.randn(1, 64, 32, 32)
+        >>> stages = [torch.randn(1, c, s, s) for c, s in ((64, 8), (128, 4), (512, 4))]
+        >>> edge_logits, alphas = stream(stem, stages, (64, 64))
+        >>> edge_logits.shape, [tuple(a.shape) for a in alphas]
+        (torch.Size([1, 1, 64, 64]), [(1, 1, 64, 64), (1, 1, 64, 64), (1, 1, 64, 64)])
     """
 
     def __init__(
@@ -91,6 +101,13 @@ class ASPP(nn.Module):
     ``release=True`` is the release's variant: BatchNorm on the image-pooling branch (so it needs
     more than one image per batch in training), the edge map resized with ``align_corners=True``,
     and a plain 1x1 projection (no BatchNorm, no ReLU).
+
+    Examples:
+        >>> import torch
+        >>> from gscnn_ops.models import ASPP
+        >>> aspp = ASPP(512, rates=(12, 24, 36)).eval()
+        >>> aspp(torch.randn(1, 512, 8, 8), edge=torch.rand(1, 1, 64, 64)).shape
+        torch.Size([1, 256, 8, 8])
     """
 
     def __init__(
@@ -128,6 +145,16 @@ class ASPP(nn.Module):
 
 @dataclass
 class GSCNNOutput:
+    """What :class:`GSCNN` returns: segmentation logits, edge logits and, on request, the gate maps.
+
+    Examples:
+        >>> import torch
+        >>> from gscnn_ops.models import GSCNNOutput
+        >>> out = GSCNNOutput(seg=torch.zeros(1, 19, 8, 8))
+        >>> out.edge is None, out.alphas
+        (True, [])
+    """
+
     seg: Tensor  # (N, K, H, W) segmentation logits
     edge: Optional[Tensor] = None  # (N, 1, H, W) edge logits (None for the baseline)
     alphas: List[Tensor] = field(default_factory=list)  # the three GCL gate maps, on request
@@ -164,6 +191,18 @@ class GSCNN(nn.Module):
     ``forward(image, canny=None, return_alphas=False)``: ``image`` (N, 3, H, W) normalised;
     ``canny`` (N, 1, H, W) in [0, 1], the Canny edges of the *un-normalised* image, computed off
     the hot path (data loader or a helper); None means no image-gradient input (zeros).
+
+    Examples:
+        >>> import torch
+        >>> from gscnn_ops import GSCNN
+        >>> from gscnn_ops.data import normalize, render_scene
+        >>> from gscnn_ops.filters import canny
+        >>> model = GSCNN(num_classes=19, backbone="resnet18").eval()
+        >>> image, _ = render_scene(0, 64, 96)
+        >>> with torch.no_grad():
+        ...     out = model(normalize(image)[None], canny(image)[None], return_alphas=True)
+        >>> out.seg.shape, out.edge.shape, len(out.alphas)
+        (torch.Size([1, 19, 64, 96]), torch.Size([1, 1, 64, 96]), 3)
     """
 
     def __init__(

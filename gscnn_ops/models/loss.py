@@ -14,7 +14,14 @@ from .gscnn import GSCNNOutput
 
 def image_class_weights(target: Tensor, num_classes: int, ignore_index: int) -> Tensor:
     """The release's per-image class weights: w_c = 1 + (1 - freq_c) for classes present in the
-    image (freq over its valid pixels), 1 for absent ones. Returns (N, K)."""
+    image (freq over its valid pixels), 1 for absent ones. Returns (N, K).
+
+    Examples:
+        >>> import torch
+        >>> from gscnn_ops.models import image_class_weights
+        >>> image_class_weights(torch.tensor([[[0, 0, 0, 1]]]), num_classes=3, ignore_index=255)
+        tensor([[1.2500, 1.7500, 1.0000]])
+    """
     n = target.shape[0]
     flat = target.reshape(n, -1)
     valid = flat != ignore_index
@@ -38,6 +45,16 @@ class GSCNNLoss(nn.Module):
 
     ``fused=False`` computes the edge targets and the dual-task term with gscnn_ops.reference.
     ``forward(output, target)`` returns a dict with ``total`` and each term (for logging).
+
+    Examples:
+        >>> import torch
+        >>> from gscnn_ops import GSCNN, GSCNNLoss
+        >>> model = GSCNN(num_classes=3, backbone="resnet18")
+        >>> out = model(torch.randn(2, 3, 32, 32), torch.zeros(2, 1, 32, 32))
+        >>> terms = GSCNNLoss()(out, torch.randint(0, 3, (2, 32, 32)))
+        >>> sorted(terms)
+        ['att', 'dual', 'edge', 'seg', 'total']
+        >>> terms["total"].backward()
     """
 
     def __init__(

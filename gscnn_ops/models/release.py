@@ -197,6 +197,17 @@ def load_release(
     sigmoid), and it takes the Canny map as an input in [0, 1]: give it
     :func:`release_canny` of the same normalised image, as :func:`gscnn_ops.engine.infer` does
     for a model with ``head="release"``. The number of classes comes from the weights.
+
+    Examples:
+        >>> import torch
+        >>> from gscnn_ops.models import load_release
+        >>> # model = load_release("best_cityscapes_checkpoint.pth")  # the authors' file
+        >>> try:  # anything else is refused, by name, never half loaded
+        ...     load_release({"final_seg.6.weight": torch.zeros(19, 256, 1, 1),
+        ...                   "other": torch.zeros(1)})
+        ... except ValueError as e:
+        ...     print(str(e))
+        release state dict: 1 keys are not the release GSCNN's: ['other']
     """
     if isinstance(source, Mapping):
         name = "release state dict"
@@ -230,6 +241,15 @@ def release_canny(image: Tensor) -> Tensor:
 
     A compatibility mode: the release's checkpoints were trained with it. For models of our own,
     use :func:`~gscnn_ops.filters.canny` of the un-normalised image, which sees the real edges.
+
+    Examples:
+        >>> import torch
+        >>> from gscnn_ops.models import release_canny
+        >>> image = torch.full((1, 3, 16, 16), 0.5)  # normalised values: cast to uint8 0 ...
+        >>> image[..., 8:] = -1.0  # ... and -1 wraps to 255: an edge at x = 8
+        >>> edges = release_canny(image)
+        >>> edges.shape, sorted(edges[0, 0].sum(0).nonzero().flatten().tolist())
+        (torch.Size([1, 1, 16, 16]), [7])
     """
     if not isinstance(image, Tensor) or image.dim() != 4 or image.shape[1] != 3:
         shape = tuple(image.shape) if isinstance(image, Tensor) else type(image).__name__

@@ -89,6 +89,15 @@ class ResNet(nn.Module):
     ``forward(x)`` returns a dict: ``stem`` (64 ch, stride 2; also under ``stride2``), ``layer1``
     (stride 4), ``layer2`` (stride 8), ``layer3`` and ``layer4`` (stride 8 or 16, by
     ``output_stride``).
+
+    Examples:
+        >>> import torch
+        >>> from gscnn_ops.models import ResNet
+        >>> trunk = ResNet("resnet18", output_stride=8).eval()
+        >>> with torch.no_grad():
+        ...     features = trunk(torch.randn(1, 3, 64, 64))
+        >>> [(k, tuple(v.shape[1:])) for k, v in features.items() if k in ("stem", "layer4")]
+        [('stem', (64, 32, 32)), ('layer4', (512, 8, 8))]
     """
 
     UNUSED_PRETRAINED = ("fc.",)  # torchvision's classifier
@@ -178,6 +187,15 @@ def load_pretrained(module: nn.Module, path: str, prefix: str = "") -> Dict[str,
     ``UNUSED_PRETRAINED`` prefixes: ``fc.*`` for ResNets) is expected to be unused. Returns
     {"missing": [...], "unexpected": [...]} and raises
     ValueError naming the file when a tensor's shape does not fit or when nothing matched.
+
+    Examples:
+        >>> import os, tempfile, torch
+        >>> from gscnn_ops.models import ResNet, load_pretrained
+        >>> path = os.path.join(tempfile.mkdtemp(), "resnet18.pth")
+        >>> state = {**ResNet("resnet18").state_dict(), "fc.weight": torch.zeros(1000, 512)}
+        >>> torch.save(state, path)
+        >>> load_pretrained(ResNet("resnet18"), path)  # the classifier is expected to be unused
+        {'missing': [], 'unexpected': []}
     """
     state = load_tensor_file(path, ValueError, "load_pretrained: checkpoint")
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):

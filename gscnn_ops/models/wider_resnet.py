@@ -79,7 +79,17 @@ class WiderResNet38(nn.Module):
     """``forward(x)`` returns the feature dict of :class:`ResNet` plus ``stride2``: ``stem``
     (``mod1``, 64 ch, stride 1), ``stride2`` (``mod2``, 128 ch), ``layer1`` (``mod3``, 256 ch,
     stride 4), ``layer2`` (``mod4``, 512 ch, stride 8), ``layer3`` (``mod5``, 1024 ch) and
-    ``layer4`` (``mod7``, 4096 ch, no final BN-ReLU), the last three at the output stride."""
+    ``layer4`` (``mod7``, 4096 ch, no final BN-ReLU), the last three at the output stride.
+
+    Examples:
+        >>> import torch
+        >>> from gscnn_ops.models import WiderResNet38
+        >>> with torch.device("meta"):  # shapes only: the trunk has 105 M parameters
+        ...     trunk = WiderResNet38()
+        ...     features = trunk(torch.empty(1, 3, 64, 64))
+        >>> tuple(features["layer4"].shape), tuple(features["stride2"].shape)
+        ((1, 4096, 8, 8), (1, 128, 32, 32))
+    """
 
     WIDTHS = (
         (128, 128),

@@ -20,6 +20,16 @@ class DualTaskLoss(nn.Module):
         threshold: P+ threshold (see gscnn_ops.ops.DUAL_TASK_THRESHOLD).
         ignore_index: label of pixels left out.
         fused: use the fused kernels (default) or the pure-PyTorch reference.
+
+    Examples:
+        >>> import torch
+        >>> from gscnn_ops import DualTaskLoss
+        >>> logits = torch.randn(2, 5, 16, 16, requires_grad=True)
+        >>> target = torch.randint(0, 5, (2, 16, 16))
+        >>> loss = DualTaskLoss()(logits, target)  # Gumbel softmax of the logits in training mode
+        >>> loss.backward()
+        >>> loss.dim(), logits.grad.shape
+        (0, torch.Size([2, 5, 16, 16]))
     """
 
     def __init__(

@@ -31,6 +31,16 @@ class GatedConv2d(nn.Module):
 
     ``forward(s, r, return_alpha=False)`` returns ``out`` (N, out_channels, H, W), or
     ``(out, alpha)`` with alpha of shape (N, 1, H, W).
+
+    Examples:
+        >>> import torch
+        >>> from gscnn_ops import GatedConv2d
+        >>> layer = GatedConv2d(32, 32, gate_channels=1)
+        >>> s, r = torch.randn(2, 32, 20, 24), torch.randn(2, 1, 20, 24)
+        >>> out, alpha = layer(s, r, return_alpha=True)
+        >>> out.shape, alpha.shape
+        (torch.Size([2, 32, 20, 24]), torch.Size([2, 1, 20, 24]))
+        >>> out.sum().backward()  # fused backward kernel
     """
 
     def __init__(
@@ -153,6 +163,17 @@ def fold_gate_net(gate_net: nn.Sequential):
     Returns (hidden_weight (M, D, 1, 1), hidden_bias (M,), gate_weight (1, M, 1, 1),
     gate_bias (1,)) with sigmoid(gate_weight . relu(hidden_weight . x + hidden_bias) + gate_bias)
     equal to sigmoid(gate_net(x)) in eval mode. Differentiable in the module's parameters.
+
+    Examples:
+        >>> import torch
+        >>> from gscnn_ops import GatedConv2d, fold_gate_net
+        >>> layer = GatedConv2d(8, 8, gate="mlp").eval()
+        >>> hidden_weight, hidden_bias, gate_weight, gate_bias = fold_gate_net(layer.gate_net)
+        >>> x = torch.randn(1, 9, 4, 4)
+        >>> h = torch.relu(torch.nn.functional.conv2d(x, hidden_weight, hidden_bias))
+        >>> folded = torch.nn.functional.conv2d(h, gate_weight, gate_bias)
+        >>> torch.allclose(folded, layer.gate_net(x), atol=1e-5)
+        True
     """
     bn_in, conv1, _, conv2, bn_out = gate_net
     sc1, sh1 = _bn_scale_shift(bn_in)

@@ -37,6 +37,14 @@ def boundary_fscore_counts(
         back to the host (to raise on bad labels), so it synchronises with the stream.
 
     :class:`gscnnOPS.metrics.BoundaryFScore` turns these counts into precision, recall and F.
+
+    Examples:
+        >>> import torch, gscnn_ops
+        >>> target = torch.zeros(1, 8, 8, dtype=torch.long)
+        >>> target[:, 2:6, 2:6] = 1
+        >>> counts = gscnn_ops.boundary_fscore_counts(target, target, 2, [1, 3])
+        >>> counts.shape, bool((counts[..., 0] == counts[..., 1]).all())  # perfect: all matched
+        (torch.Size([1, 2, 2, 6]), True)
     """
     require_cuda_kernels("boundary_fscore_counts", pred)
     return OPS.boundary_fscore_counts(

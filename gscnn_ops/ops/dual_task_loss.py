@@ -30,6 +30,14 @@ def boundary_potential(prob: Tensor, sigma: float = 1.0) -> Tensor:
 
     Returns:
         zeta, (N, K, H, W), dtype of prob (accumulation in float32).
+
+    Examples:
+        >>> import torch, gscnn_ops
+        >>> prob = torch.zeros(1, 2, 16, 16)
+        >>> prob[:, 0, :, :8], prob[:, 1, :, 8:] = 1.0, 1.0  # a vertical boundary at x = 8
+        >>> zeta = gscnn_ops.boundary_potential(prob)
+        >>> zeta.shape, bool(zeta[0, 0, 8, 0] == 0), bool(zeta[0, 0, 8, 7] > 0.1)
+        (torch.Size([1, 2, 16, 16]), True, True)
     """
     (prob,) = prepare("boundary_potential", [prob])
     return OPS.boundary_potential(prob, float(sigma))
@@ -65,6 +73,16 @@ def dual_task_loss(
     Bad labels (neither in [0, K) nor ``ignore_index``) are found by the kernel itself, without a
     host synchronisation: on the CPU they raise at once; on CUDA that call's loss is NaN and the
     error is raised by the next call on the device or by :func:`check_errors`.
+
+    Examples:
+        >>> import torch, gscnn_ops
+        >>> target = torch.zeros(1, 16, 16, dtype=torch.long)
+        >>> target[:, :, 8:] = 1
+        >>> perfect = torch.nn.functional.one_hot(target, 2).permute(0, 3, 1, 2).float()
+        >>> float(gscnn_ops.dual_task_loss(perfect, target))
+        0.0
+        >>> float(gscnn_ops.dual_task_loss(torch.full((1, 2, 16, 16), 0.5), target)) > 0
+        True
     """
     (prob,) = prepare("dual_task_loss", [prob])
     loss, _ = OPS.dual_task_loss(prob, target, float(sigma), float(threshold), int(ignore_index))

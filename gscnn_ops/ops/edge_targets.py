@@ -34,6 +34,12 @@ def edge_targets(target: Tensor, radius: float = 2.0, ignore_index: int = 255) -
     Returns:
         bool tensor (N, H, W), contiguous, on the target's device. Not differentiable (integer
         input); works under ``torch.compile(fullgraph=True)``.
+
+    Examples:
+        >>> import torch, gscnn_ops
+        >>> target = torch.tensor([[[0, 0, 1, 1, 1, 1]]])
+        >>> gscnn_ops.edge_targets(target, radius=1).int()
+        tensor([[[0, 1, 1, 0, 0, 0]]], dtype=torch.int32)
     """
     (target,) = prepare("edge_targets", [target])
     return OPS.edge_targets(target, float(radius), int(ignore_index))

@@ -34,6 +34,18 @@ def gated_conv2d(
 
     Returns:
         (out, alpha): out (N, C_out, H, W) and the gate map alpha (N, 1, H, W).
+
+    Examples:
+        >>> import torch, gscnn_ops
+        >>> s, r = torch.randn(2, 8, 5, 7), torch.randn(2, 1, 5, 7)
+        >>> gate_weight, gate_bias = torch.randn(1, 9, 1, 1), torch.zeros(1)
+        >>> weight = torch.randn(4, 8, 1, 1)
+        >>> out, alpha = gscnn_ops.gated_conv2d(s, r, gate_weight, gate_bias, weight)
+        >>> out.shape, alpha.shape
+        (torch.Size([2, 4, 5, 7]), torch.Size([2, 1, 5, 7]))
+        >>> ref, _ = gscnn_ops.reference.gated_conv2d(s, r, gate_weight, gate_bias, weight)
+        >>> torch.allclose(out, ref, atol=1e-5)
+        True
     """
     s, r, gate_weight, gate_bias, weight, bias = prepare(
         "gated_conv2d", [s, r, gate_weight, gate_bias, weight, bias]
@@ -59,6 +71,15 @@ def gated_conv2d_mlp(
     hidden_weight: (M, C + Cr, 1, 1), hidden_bias: (M,), gate_weight: (1, M, 1, 1),
     gate_bias: (1,); the rest as in :func:`gated_conv2d`. Used by ``GatedConv2d(gate="mlp")`` in
     eval mode. Its backward (for eval-mode fine-tuning) is exact but not fused.
+
+    Examples:
+        >>> import torch, gscnn_ops
+        >>> s, r = torch.randn(1, 8, 4, 4), torch.randn(1, 1, 4, 4)
+        >>> hw, hb = torch.randn(9, 9, 1, 1), torch.zeros(9)
+        >>> gw, gb = torch.randn(1, 9, 1, 1), torch.zeros(1)
+        >>> out, alpha = gscnn_ops.gated_conv2d_mlp(s, r, hw, hb, gw, gb, torch.randn(8, 8, 1, 1))
+        >>> out.shape, bool(((alpha >= 0) & (alpha <= 1)).all())
+        (torch.Size([1, 8, 4, 4]), True)
     """
     args = prepare(
         "gated_conv2d_mlp", [s, r, hidden_weight, hidden_bias, gate_weight, gate_bias, weight, bias]

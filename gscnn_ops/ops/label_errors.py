@@ -18,6 +18,10 @@ def check_errors(device=None) -> None:
     Args:
         device: a CUDA device (index, string or torch.device); None: every device that ran one
             of those ops.
+
+    Examples:
+        >>> import gscnn_ops
+        >>> gscnn_ops.check_errors()  # nothing pending (and on the CPU, never anything)
     """
     if not HAS_CUDA_KERNELS or not torch.cuda.is_initialized():
         return
