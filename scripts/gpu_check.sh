@@ -34,7 +34,7 @@ step() {  # step NAME COMMAND...: runs it, logs its tail, remembers a failure
 
 export TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0} MAX_JOBS=${MAX_JOBS:-16} FORCE_CUDA=1
 step build pip install --no-build-isolation --no-deps -e .
-step tests_cuda python -m pytest -q -p no:cacheprovider tests/test_cuda.py tests/test_no_host_sync.py \
+step tests_cuda python -m pytest -q -p no:cacheprovider tests/test_gated_conv2d_cuda.py tests/test_no_host_sync.py \
   tests/test_label_errors.py tests/test_cuda_build.py tests/test_edge_targets.py
 step tests_all python -m pytest -q -p no:cacheprovider -x tests --ignore=tests/test_cmake_build.py
 SAN=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)

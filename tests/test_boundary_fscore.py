@@ -18,6 +18,7 @@ from gscnn_ops.metrics import BoundaryFScore, boundary_radii, scores_from_counts
 
 import emulation
 from conftest import requires_cuda
+from op_checks import OpChecks
 
 ops = torch.ops.gscnn_ops
 OP = "gscnn_ops.boundary_fscore_counts"
@@ -397,15 +398,6 @@ def test_emulated_cuda_kernels_report_bad_labels(chunk):
 # --- opcheck ------------------------------------------------------------------------------------
 
 
-def test_opcheck_counts_op():
-    pred, target = make_pair(2, 19, 70, 4, seed=17)
-    opcheck(ops.boundary_fscore_counts.default, (pred, target, 4, [1, 3], IGNORE))
-    opcheck(
-        ops.boundary_fscore_counts.default,
-        (pred.to(torch.uint8), target.to(torch.uint8), 4, [0], IGNORE),
-    )
-
-
 def test_compiled_call_matches_eager():
     pred, target = make_pair(2, 21, 33, 3, seed=18)
     fn = torch.compile(
@@ -769,3 +761,23 @@ def test_mixed_devices_are_rejected():
             RuntimeError, match=re.escape(OP) + r": argument 'target' is on .* but 'pred' is on"
         ):
             gscnn_ops.boundary_fscore_counts(p, t, 3, [1], IGNORE)
+
+
+# --- the checks every op gets (op_checks.py) ---------------------------------------------------
+
+
+class TestBoundaryFscoreCountsChecks(OpChecks):
+    name = "boundary_fscore_counts"
+    shapes = ((2, 31, 47, 4), (1, 1, 1, 2), (3, 17, 9, 3))  # n, h, w, k
+
+    def inputs(self, shape, dtype, seed=0):
+        n, h, w, k = shape
+        pred, target = make_pair(n, h, w, k, seed)
+        return (pred, target, k, [1, 3], IGNORE)
+
+    def bad_inputs(self):
+        pred, target = make_pair(1, 6, 6, 3, 0)
+        return [
+            ((pred, target[0], 3, [1], IGNORE), "target"),
+            ((pred.float(), target, 3, [1], IGNORE), "pred"),
+        ]

@@ -7,7 +7,8 @@ import torch
 import gscnn_ops
 from gscnn_ops import reference
 
-from conftest import TIGHT_TOL, assert_low_precision_close, make_inputs
+from conftest import TIGHT_TOL, assert_low_precision_close
+from gated_conv2d_cases import make_inputs
 
 ISAS = ["baseline", "avx2", "avx512"]
 ops = torch.ops.gscnn_ops

@@ -8,7 +8,7 @@ import torch
 import gscnn_ops
 from gscnn_ops import reference
 
-from conftest import make_inputs, make_mlp_inputs
+from gated_conv2d_cases import make_inputs, make_mlp_inputs
 
 
 def second_derivative(fn, inputs, wrt):

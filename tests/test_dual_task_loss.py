@@ -14,6 +14,7 @@ from gscnn_ops.ops import DUAL_TASK_THRESHOLD
 
 import emulation
 from conftest import LOW_PRECISION_EPS, TIGHT_TOL, requires_cuda
+from op_checks import OpChecks
 
 ops = torch.ops.gscnn_ops
 IGN = 255
@@ -182,11 +183,6 @@ def test_deterministic():
 
 
 # --- gradcheck, opcheck, compile ------------------------------------------------------------
-
-
-def test_gradcheck_boundary_potential():
-    prob = rand_prob(1, 2, 6, 7).requires_grad_()
-    assert torch.autograd.gradcheck(lambda p: ops.boundary_potential(p, 1.0), (prob,))
 
 
 def test_gradcheck_dual_task_loss():
@@ -690,3 +686,53 @@ def test_cuda_matches_cpu(dtype):
     )
     a = fused_loss_and_grad(prob.cuda(), target.cuda())
     assert torch.equal(a[0], l_gpu) and torch.equal(a[1], g_gpu)  # deterministic
+
+
+# --- the checks every op gets (op_checks.py) ---------------------------------------------------
+
+
+class TestBoundaryPotentialChecks(OpChecks):
+    name = "boundary_potential"
+    shapes = ((2, 3, 9, 11), (1, 2, 1, 1), (1, 4, 13, 5))  # N, K, H, W
+    differentiable = (0,)
+
+    def inputs(self, shape, dtype, seed=0):
+        return (rand_prob(*shape, seed=seed, dtype=dtype), 1.0)
+
+    def _op_args(self, args):
+        return args
+
+    def bad_inputs(self):
+        prob = rand_prob(1, 2, 4, 4, dtype=torch.float32)
+        return [((prob[0], 1.0), "prob"), ((prob, 0.0), "sigma"), ((prob.int(), 1.0), "prob")]
+
+
+class TestDualTaskLossChecks(OpChecks):
+    name = "dual_task_loss"
+    shapes = ((2, 3, 12, 15), (1, 2, 1, 1), (1, 4, 17, 6))  # N, K, H, W
+    # Its gradcheck needs inputs away from the threshold: test_gradcheck_dual_task_loss above.
+    differentiable = ()
+
+    def inputs(self, shape, dtype, seed=0):
+        n, k, h, w = shape
+        return (
+            rand_prob(n, k, h, w, seed=seed, dtype=dtype),
+            blob_labels(n, h, w, k, seed=seed, ignore_frac=0.2),
+        )
+
+    def fused(self, prob, target):
+        return gscnn_ops.dual_task_loss(prob, target)
+
+    def reference(self, prob, target):
+        return reference.dual_task_loss(prob, target)
+
+    def _op_args(self, args):
+        return (*args, 1.0, DUAL_TASK_THRESHOLD, IGN)
+
+    def bad_inputs(self):
+        prob, target = self.inputs((1, 3, 5, 5), torch.float32)
+        return [
+            ((prob[0], target), "prob"),
+            ((prob, target.float()), "target"),
+            ((prob, target[:, :4]), "target"),
+        ]

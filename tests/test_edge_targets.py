@@ -22,6 +22,7 @@ from gscnn_ops import reference
 
 import emulation
 from conftest import requires_cuda
+from op_checks import OpChecks
 
 ops = torch.ops.gscnn_ops
 OP = "gscnn_ops.edge_targets"
@@ -491,3 +492,22 @@ def test_cuda_torch_compile_fullgraph():
     compiled = torch.compile(lambda t: gscnn_ops.edge_targets(t, 2.0).sum(), fullgraph=True)
     labels = make_labels(2, 40, 50, seed=37)
     assert int(compiled(labels.cuda())) == int(gscnn_ops.edge_targets(labels).sum()) > 0
+
+
+# --- the checks every op gets (op_checks.py) ---------------------------------------------------
+
+
+class TestEdgeTargetsChecks(OpChecks):
+    name = "edge_targets"
+    shapes = ((2, 13, 17), (1, 1, 1), (1, 24, 31))  # N, H, W
+
+    def inputs(self, shape, dtype, seed=0):
+        return (make_labels(*shape, seed=seed), 2.0, 255)
+
+    def bad_inputs(self):
+        labels = make_labels(1, 5, 5)
+        return [
+            ((labels[0], 2.0, 255), "target"),
+            ((labels.float(), 2.0, 255), "target"),
+            ((labels, -1.0, 255), "radius"),
+        ]

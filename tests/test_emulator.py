@@ -6,7 +6,7 @@ scripts/gpu_check.sh.)"""
 import pytest
 import torch
 
-from conftest import make_inputs
+from gated_conv2d_cases import make_inputs
 
 
 def selftest(emu, which, threads=8):

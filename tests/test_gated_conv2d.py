@@ -10,19 +10,18 @@ from torch.library import opcheck
 import gscnn_ops
 from gscnn_ops import reference
 
-from conftest import (
+from conftest import TIGHT_TOL, assert_all_close, assert_low_precision_close
+from gated_conv2d_cases import (
     ARG_NAMES,
     LOSS_USES,
     MLP_ARG_NAMES,
-    TIGHT_TOL,
-    assert_all_close,
-    assert_low_precision_close,
     forward_backward,
     leaves,
     make_inputs,
     make_mlp_inputs,
     upstream_grads,
 )
+from op_checks import OpChecks
 
 OUT_NAMES = ("out", "alpha")
 GRAD_NAMES = tuple(f"grad_{n}" for n in ARG_NAMES)
@@ -460,3 +459,40 @@ def test_autocast_leaves_float64_alone_like_conv2d():
         out, alpha = gscnn_ops.gated_conv2d(*inputs)
     assert expected.dtype == torch.float64
     assert out.dtype == torch.float64 and alpha.dtype == torch.float64
+
+
+# --- the checks every op gets (op_checks.py) ---------------------------------------------------
+
+
+class TestGatedConv2dChecks(OpChecks):
+    name = "gated_conv2d"
+    shapes = ((2, 5, 2, 7, 7, 9), (1, 3, 1, 4, 1, 1), (1, 8, 1, 8, 13, 5))  # N, C, Cr, Cout, H, W
+    differentiable = (0, 1, 2, 3, 4, 5)
+
+    def inputs(self, shape, dtype, seed=0):
+        return tuple(make_inputs(*shape, dtype=dtype, seed=seed))
+
+    def bad_inputs(self):
+        s, r, gw, gb, w, b = make_inputs(2, 3, 1, 4, 5, 5, dtype=torch.float32)
+        return [
+            ((s[0], r, gw, gb, w, b), "s"),
+            ((s.int(), r, gw, gb, w, b), "s"),
+            ((s, r[:, :, :4], gw, gb, w, b), "r"),
+            ((s, r, gw, gb, w[:, :2], b), "weight"),
+        ]
+
+
+class TestGatedConv2dMlpChecks(OpChecks):
+    name = "gated_conv2d_mlp"
+    shapes = ((2, 5, 2, 6, 7, 7, 9), (1, 3, 1, 4, 4, 1, 1))  # N, C, Cr, M, Cout, H, W
+    differentiable = (0, 1, 2, 3, 4, 5, 6, 7)
+
+    def inputs(self, shape, dtype, seed=0):
+        return tuple(make_mlp_inputs(*shape, dtype=dtype, seed=seed))
+
+    def bad_inputs(self):
+        args = make_mlp_inputs(2, 3, 1, 4, 4, 5, 5, dtype=torch.float32)
+        return [
+            ((args[0][0], *args[1:]), "s"),
+            ((*args[:2], args[2][:, :3], *args[3:]), "hidden_weight"),
+        ]

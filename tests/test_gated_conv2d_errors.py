@@ -7,7 +7,7 @@ import torch
 
 import gscnn_ops
 
-from conftest import make_inputs, make_mlp_inputs
+from gated_conv2d_cases import make_inputs, make_mlp_inputs
 
 OP = "gscnn_ops.gated_conv2d"
 MLP_OP = "gscnn_ops.gated_conv2d_mlp"

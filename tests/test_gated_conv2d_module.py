@@ -11,7 +11,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 import gscnn_ops
 from gscnn_ops import reference
 
-from conftest import TIGHT_TOL, assert_all_close, upstream_grads
+from conftest import TIGHT_TOL, assert_all_close
+from gated_conv2d_cases import upstream_grads
 
 N, C, CR, COUT, H, W = 2, 5, 3, 4, 7, 13
 F64 = TIGHT_TOL[torch.float64]

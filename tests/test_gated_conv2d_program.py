@@ -8,7 +8,8 @@ import torch
 
 from gscnn_ops import reference
 
-from conftest import LOW_PRECISION_EPS, make_inputs, make_mlp_inputs, upstream_grads
+from conftest import LOW_PRECISION_EPS
+from gated_conv2d_cases import make_inputs, make_mlp_inputs, upstream_grads
 
 ARGS = ("s", "r", "gate_weight", "gate_bias", "weight", "bias")
 

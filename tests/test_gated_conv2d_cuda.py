@@ -11,16 +11,13 @@ from torch.library import opcheck
 import gscnn_ops
 from gscnn_ops import reference
 
-from conftest import (
+from conftest import TIGHT_TOL, assert_all_close, assert_low_precision_close, requires_cuda
+from gated_conv2d_cases import (
     ARG_NAMES,
-    TIGHT_TOL,
-    assert_all_close,
-    assert_low_precision_close,
     forward_backward,
     leaves,
     make_inputs,
     make_mlp_inputs,
-    requires_cuda,
     upstream_grads,
 )
 
