@@ -38,7 +38,9 @@ def _train_and_eval(name: str, args, shape_stream: bool, val_loader, classes) ->
         synthetic_length=args.train_scenes,
         synthetic_size=tuple(args.size),
         backbone=args.backbone,
+        output_stride=args.output_stride,
         shape_stream=shape_stream,
+        shape_stride=args.shape_stride,
         steps=args.steps,
         batch_size=args.batch_size,
         lr=args.lr,
@@ -53,8 +55,10 @@ def _train_and_eval(name: str, args, shape_stream: bool, val_loader, classes) ->
     )
     print(
         f"\n== {name}: training {args.steps} steps of {args.batch_size} "
-        f"{args.size[0]}x{args.size[1]} scenes ({args.backbone}, "
-        f"{'shape stream on' if shape_stream else 'no shape stream'}, {args.device})"
+        f"{args.size[0]}x{args.size[1]} scenes ({args.backbone} at output stride "
+        f"{args.output_stride}, "
+        f"{f'shape stream at 1/{args.shape_stride}' if shape_stream else 'no shape stream'}, "
+        f"{args.device})"
     )
     t0 = time.perf_counter()
     train(cfg)
@@ -118,7 +122,8 @@ def _markdown(runs: dict, classes, args) -> str:
         "# gscnn demo report",
         "",
         f"Synthetic street scenes ({args.train_scenes} training, {args.val_scenes} "
-        f"validation, {args.size[0]}x{args.size[1]}), {args.backbone} trunk, {args.steps} "
+        f"validation, {args.size[0]}x{args.size[1]}), {args.backbone} trunk at output stride "
+        f"{args.output_stride}, shape stream at 1/{args.shape_stride} resolution, {args.steps} "
         f"steps of batch {args.batch_size}, device {args.device}.",
         "",
         "| model | mIoU | F@3px | F@5px | F@9px | F@12px | strict F@5px | train s "
@@ -155,7 +160,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "--steps",
         type=int,
         default=100,
-        help="training steps per model (default 100: about 3 minutes on 2 CPU cores)",
+        help="training steps per model (default 100: 2-3 minutes on 2 CPU cores)",
     )
     p.add_argument(
         "--ablation",
@@ -165,9 +170,14 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--out", default="gscnn-demo", help="output folder (default gscnn-demo)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--backbone", default="resnet18")
+    # The demo's defaults are chosen for time on 2 CPU cores (benchmarks/RESULTS.md): output
+    # stride 16 and the shape stream at half resolution cost about half of a step at 8 and full
+    # resolution; `--output-stride 8 --shape-stride 1` is the paper's setting.
+    p.add_argument("--output-stride", type=int, choices=(8, 16), default=16)
+    p.add_argument("--shape-stride", type=int, choices=(1, 2), default=2)
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--lr", type=float, default=0.01)
-    p.add_argument("--size", type=int, nargs=2, default=(128, 256), metavar=("H", "W"))
+    p.add_argument("--size", type=int, nargs=2, default=(112, 224), metavar=("H", "W"))
     p.add_argument("--train-scenes", type=int, default=64)
     p.add_argument("--val-scenes", type=int, default=16)
     p.add_argument("--examples", type=int, default=3, help="validation scenes to draw")
