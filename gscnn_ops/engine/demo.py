@@ -177,7 +177,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--shape-stride", type=int, choices=(1, 2), default=2)
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--lr", type=float, default=0.01)
-    p.add_argument("--size", type=int, nargs=2, default=(112, 224), metavar=("H", "W"))
+    p.add_argument("--size", type=int, nargs=2, default=(96, 192), metavar=("H", "W"))
     p.add_argument("--train-scenes", type=int, default=64)
     p.add_argument("--val-scenes", type=int, default=16)
     p.add_argument("--examples", type=int, default=3, help="validation scenes to draw")
