@@ -142,7 +142,8 @@ def convert_release_state_dict(
         raise ReleaseCheckpointError(
             f"{name}: {len(unknown)} keys are not the release GSCNN's: {unknown[:8]}"
         )
-    expected = release_model(k, fused=False).state_dict()
+    with torch.device("meta"):  # names and shapes only: no memory, no initialisation
+        expected = release_model(k, fused=False).state_dict()
     missing = [key for key in expected if key not in out]
     extra = [key for key in out if key not in expected]
     if missing or extra:
