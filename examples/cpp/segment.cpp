@@ -123,7 +123,7 @@ int main(int argc, char** argv) {
     auto image = (raw.to(torch::kFloat32) / 255.0f - mean) / std_;
     at::Tensor edges;
     if (mode == "release") {  // NumPy's float -> uint8 cast: truncate, wrap modulo 256
-      edges = canny(at::remainder(image.to(torch::kFloat64).trunc().to(torch::kInt64), 256));
+      edges = canny(at::remainder(image.to(torch::kInt64), 256));
     } else {
       edges = canny(raw);
     }

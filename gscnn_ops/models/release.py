@@ -230,7 +230,8 @@ def numpy_uint8(image: Tensor) -> Tensor:
         raise ValueError(
             "numpy_uint8: image holds NaN or infinite values (NumPy's cast of them is undefined)"
         )
-    return torch.remainder(torch.trunc(image.double()).to(torch.int64), 256).to(torch.uint8)
+    # The float -> int64 conversion truncates toward zero; remainder wraps negatives into 0..255.
+    return torch.remainder(image.to(torch.int64), 256).to(torch.uint8)
 
 
 def release_canny(image: Tensor) -> Tensor:
