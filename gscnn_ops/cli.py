@@ -7,6 +7,7 @@ Subcommands:
   predict  segment image files: colour seg, overlay, edge map and gate maps as PNG
   convert-release  a checkpoint of the authors' release as a gscnn_ops checkpoint
   export   a checkpoint as a torch.export program (.pt2) or an AOTInductor package
+  ablate   seeded ablation study: baseline vs GSCNN variants, with the spread over seeds
   info     what the installed extension was built with
 """
 
@@ -31,13 +32,13 @@ def cmd_info(args):
 
 
 def build_parser():
-    from .engine import convert, demo, evaluate, export, predict, train
+    from .engine import ablate, convert, demo, evaluate, export, predict, train
 
     p = argparse.ArgumentParser(
         prog="gscnn", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     sub = p.add_subparsers(dest="command", required=True)
-    for module in (demo, train, evaluate, predict, convert, export):
+    for module in (demo, train, evaluate, predict, convert, export, ablate):
         module.add_parser(sub)
     i = sub.add_parser("info", help="show how the extension was built")
     i.set_defaults(fn=cmd_info)

@@ -31,6 +31,7 @@ from torch.utils.data import DataLoader, DistributedSampler, Sampler
 from ..data import SegmentationSamples, build_dataset
 from ..data.prepare import collate
 from ..models import GSCNN, GSCNNLoss
+from ..models.loss import ATT_NORMS
 from ..ops import check_errors
 from . import _cli
 from .checkpoint import load_checkpoint, load_model, make_payload, model_config, save_checkpoint
@@ -112,6 +113,7 @@ class TrainConfig:
     seg_weight: float = 1.0
     dual_weight: float = 1.0
     att_weight: float = 1.0
+    att_norm: str = "selected"
     class_weighting: bool = False
     # running
     seed: int = 0
@@ -146,6 +148,10 @@ class TrainConfig:
         need(self.workers >= 0, f"--workers must be >= 0, got {self.workers}")
         need(self.eval_every >= 0, f"--eval-every must be >= 0, got {self.eval_every}")
         need(self.lr > 0 and math.isfinite(self.lr), f"--lr must be positive, got {self.lr}")
+        need(
+            self.att_norm in ATT_NORMS,
+            f"--att-norm must be one of {list(ATT_NORMS)}, got {self.att_norm!r}",
+        )
         need(self.amp in AMP_DTYPES, f"--amp must be one of {list(AMP_DTYPES)}, got {self.amp!r}")
         need(
             self.output_stride in (8, 16),
@@ -246,7 +252,7 @@ def _set_rng_state(state: dict, device: torch.device) -> None:
 
 def _check_resume_config(stored: dict, cfg: TrainConfig, path: str) -> None:
     current = cfg.to_dict()
-    stored = {"head": "gscnn_ops", **stored}  # written before the option existed
+    stored = {"head": "gscnn_ops", "att_norm": "selected", **stored}  # before these options
     diff = {
         k: (stored.get(k), current[k])
         for k in current
@@ -349,6 +355,7 @@ class _Run:
             seg_weight=cfg.seg_weight,
             dual_weight=cfg.dual_weight,
             att_weight=cfg.att_weight,
+            att_norm=cfg.att_norm,
             ignore_index=self.data.ignore_index,
             class_weighting=cfg.class_weighting,
         )
@@ -662,6 +669,8 @@ _HELP = {
     "seg_weight": "weight of the segmentation CE",
     "dual_weight": "weight of the dual-task loss",
     "att_weight": "weight of regulariser 2",
+    "att_norm": "regulariser 2 divided by the number of selected pixels (the release) or of "
+    "valid pixels (stable early in training)",
     "class_weighting": "the release's per-image class weights in the CE",
     "seed": "seed of the data order, augmentations, initialisation and noise",
     "deterministic": "torch.use_deterministic_algorithms (bitwise-reproducible on the CPU)",
@@ -709,6 +718,8 @@ def add_parser(subparsers):
                 default=default,
                 help=_HELP[f.name],
             )
+        elif f.name == "att_norm":
+            p.add_argument(flag, choices=ATT_NORMS, default=default, help=_HELP[f.name])
         elif f.name == "amp":
             p.add_argument(flag, choices=tuple(AMP_DTYPES), default=default, help=_HELP[f.name])
         else:

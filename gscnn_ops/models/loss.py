@@ -31,6 +31,10 @@ def image_class_weights(target: Tensor, num_classes: int, ignore_index: int) -> 
     return 1 + (hist > 0).float() * (1 - freq)
 
 
+# Divisors of regulariser 2 (GSCNNLoss's att_norm).
+ATT_NORMS = ("selected", "valid")
+
+
 class GSCNNLoss(nn.Module):
     """Total = edge_weight * BCE(edge) + seg_weight * CE(seg) + dual_weight * dual-task
     + att_weight * CE over pixels whose edge probability exceeds att_threshold.
@@ -41,7 +45,12 @@ class GSCNNLoss(nn.Module):
     - seg: cross-entropy with ``ignore_index``; ``class_weighting=True`` uses the release's
       per-image class weights;
     - dual: ``gscnn_ops.DualTaskLoss`` (Gumbel-softmax at ``tau`` in training, softmax in eval);
-    - att: the paper's regulariser 2 (eq. 6), 0 when no pixel is selected.
+    - att: the paper's regulariser 2 (eq. 6): the cross-entropy summed over the pixels whose edge
+      probability exceeds ``att_threshold``, divided by ``att_norm``'s count: "selected" (the
+      release's: the number of those pixels, so early in training, when they are a handful, the
+      term jumps between 0 and several units with tiny input changes) or "valid" (all labelled
+      pixels, like the CE: the same sum over a fixed count, so one pixel crossing the threshold
+      changes it by 1/N of its CE). 0 when no pixel is selected.
 
     ``fused=False`` computes the edge targets and the dual-task term with gscnn_ops.reference.
     ``forward(output, target)`` returns a dict with ``total`` and each term (for logging).
@@ -70,8 +79,12 @@ class GSCNNLoss(nn.Module):
         tau: float = 0.5,
         sigma: float = 1.0,
         fused: bool = True,
+        att_norm: str = "selected",
     ):
         super().__init__()
+        if att_norm not in ATT_NORMS:
+            raise ValueError(f"GSCNNLoss: att_norm must be one of {ATT_NORMS}, got {att_norm!r}")
+        self.att_norm = att_norm
         from ..nn import DualTaskLoss  # the fused op's module
 
         self.edge_weight, self.seg_weight = edge_weight, seg_weight
@@ -134,4 +147,5 @@ class GSCNNLoss(nn.Module):
             target != self.ignore_index
         )
         ce = F.cross_entropy(seg.float(), torch.where(selected, target, 0), reduction="none")
-        return (ce * selected).sum() / selected.sum().clamp_min(1)
+        count = selected if self.att_norm == "selected" else target != self.ignore_index
+        return (ce * selected).sum() / count.sum().clamp_min(1)
