@@ -51,3 +51,42 @@ def test_bad_arguments():
         SyntheticStreets(0)
     with pytest.raises(IndexError):
         SyntheticStreets(2)[2]
+
+
+def _runs(row: torch.Tensor):
+    """Lengths of the runs of True in a 1-D bool tensor."""
+    edges = torch.diff(torch.cat([row.new_zeros(1), row, row.new_zeros(1)]).int())
+    return ((edges == -1).nonzero() - (edges == 1).nonzero()).flatten().tolist()
+
+
+def test_thin_structures_at_several_distances():
+    """Poles 1 px wide near the horizon and several px near the camera, so that thin-class
+    IoU measures more than one scale."""
+    widths = []
+    for i in range(16):
+        _, label = render_scene(i, 96, 192)
+        for row in label == POLE:
+            widths += _runs(row)
+    counts = torch.bincount(torch.tensor(widths))
+    assert counts[1] > 0 and counts[2] > 0 and counts[3:].sum() > 0.1 * counts.sum()
+
+
+def test_canny_alone_does_not_give_the_boundaries_away():
+    """Windows, road markings, shadows, texture and noise put most Canny edges off the class
+    boundaries (its precision as a boundary detector is low), and camouflaged objects leave
+    some boundaries without an edge: the network has to learn which edges matter."""
+    import torch.nn.functional as F
+
+    from gscnn_ops.data import prepare
+    from gscnn_ops.ops import edge_targets
+
+    def near(m):
+        return F.max_pool2d(m[None, None].float(), 3, 1, 1)[0, 0] > 0
+
+    precision = []
+    for i in range(8):
+        image, label = render_scene(i, 96, 192)
+        canny = prepare(image, label)["canny"][0] > 0
+        boundary = edge_targets(label[None], 1.0, IGNORE)[0]
+        precision.append(float((canny & near(boundary)).sum() / canny.sum()))
+    assert sum(precision) / len(precision) < 0.5

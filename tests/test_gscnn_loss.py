@@ -138,3 +138,70 @@ def test_terms_by_hand_on_a_tiny_map():
     assert weighted(GSCNNOutput(seg=seg, edge=edge), target)["seg"].item() == pytest.approx(
         weighted_seg, rel=1e-6
     )
+
+
+def _one_confident_pixel(n=2, h=16, w=20, classes=3):
+    torch.manual_seed(0)
+    seg = torch.randn(n, classes, h, w)
+    target = torch.randint(0, classes, (n, h, w))
+    target[0, :2, :2] = 255
+    edge = torch.full((n, 1, h, w), -5.0)
+    edge[1, 0, 7, 9] = 5.0  # the only pixel with edge probability > 0.8
+    return seg, edge, target
+
+
+@pytest.mark.parametrize("norm", ["selected", "valid"])
+def test_regulariser_2_is_the_paper_sum_over_its_normaliser(norm):
+    seg, edge, target = _one_confident_pixel()
+    att = GSCNNLoss(att_norm=norm).eval()(GSCNNOutput(seg=seg, edge=edge), target)["att"]
+    ce = torch.nn.functional.cross_entropy(seg[1:2, :, 7, 9], target[1:2, 7, 9])
+    count = 1 if norm == "selected" else int((target != 255).sum())
+    torch.testing.assert_close(att, ce / count)
+
+
+def test_valid_normalisation_changes_little_when_one_pixel_crosses_the_threshold():
+    """The instability the option exists for: with a handful of selected pixels the release's
+    normalisation jumps from 0 to a whole CE when one pixel crosses 0.8; over the valid pixels
+    the same change is that CE / N."""
+    seg, edge, target = _one_confident_pixel()
+    below = edge.clone()
+    below[1, 0, 7, 9] = 1.38  # just under the threshold (logit of 0.8 = 1.386)
+    n_valid = int((target != 255).sum())
+    for norm in ("selected", "valid"):
+        loss = GSCNNLoss(att_norm=norm).eval()
+        jump = float(loss(GSCNNOutput(seg, edge), target)["att"]) - float(
+            loss(GSCNNOutput(seg, below), target)["att"]
+        )
+        ce = float(torch.nn.functional.cross_entropy(seg[1:2, :, 7, 9], target[1:2, 7, 9]))
+        assert jump == pytest.approx(ce if norm == "selected" else ce / n_valid, rel=1e-5)
+
+
+def test_bad_att_norm_is_refused():
+    with pytest.raises(ValueError, match="att_norm must be one of"):
+        GSCNNLoss(att_norm="pixels")
+
+
+@pytest.mark.slow
+def test_att_stability_script_measures_both_normalisations(tmp_path):
+    """scripts/att_stability.py, shrunk: it trains, perturbs and writes what it prints."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    script = os.path.join(os.path.dirname(__file__), "..", "scripts", "att_stability.py")
+    out = tmp_path / "att.json"
+    args = ["--seeds", "0", "--steps", "1", "--perturbations", "2", "--images", "2"]
+    subprocess.run(
+        [sys.executable, script, *args, "--size", "32", "64", "--out", str(out)],
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["stage"] for r in rows] == ["init", "step 1"]
+    for r in rows:
+        for norm in ("att_selected", "att_valid"):
+            assert r[norm]["min"] <= r[norm]["mean"] <= r[norm]["max"]
+        # Divided by at least as many pixels, the "valid" value is never the larger one.
+        assert r["att_valid"]["max"] <= r["att_selected"]["max"] + 1e-6

@@ -82,6 +82,20 @@ def test_resume_is_exact_in_process(tmp_path):
     assert all(0 <= r["miou"] <= 1 and len(r["boundary_f"]) == 4 for r in evals)
 
 
+def test_resuming_a_finished_run_writes_its_missing_weights(tmp_path):
+    """Stopped between the final checkpoint.pt and model.pt: resuming trains no further step and
+    writes model.pt with the final weights."""
+    done = train(TrainConfig(out=str(tmp_path), steps=2, **TINY))
+    os.remove(tmp_path / "model.pt")
+    again = train(
+        TrainConfig(out=str(tmp_path), steps=2, resume=str(tmp_path / "checkpoint.pt"), **TINY)
+    )
+    assert again["step"] == 2 and again["rank_digests"] == done["rank_digests"]
+    model, _ = load_model(str(tmp_path / "model.pt"))
+    assert state_digest(model) == done["rank_digests"][0]
+    assert [r["step"] for r in _log(tmp_path) if "loss_total" in r] == [1, 2]
+
+
 @pytest.mark.slow
 def test_killed_and_resumed_run_ends_with_the_same_weights(tmp_path):
     steps = 12  # far more than the run can do between two looks at its checkpoint

@@ -118,23 +118,31 @@ def run_metrics(report: dict, classes: Sequence[str]) -> Dict[str, float]:
 
 def convergence(log_path: str) -> dict:
     """Whether the training loss was flat over the last 20 % of steps: the relative change of
-    the mean logged loss from steps 80-90 % to 90-100 % (flat: under 5 %)."""
+    the mean logged loss from steps 80-90 % to 90-100 % (flat: under 5 %), for the total loss
+    and for its segmentation cross-entropy alone (the one term every variant has)."""
     with open(log_path) as f:
         rows = [r for r in map(json.loads, f) if "loss_total" in r]
     last = rows[-1]["step"]
-    a = [r["loss_total"] for r in rows if 0.8 * last < r["step"] <= 0.9 * last]
-    b = [r["loss_total"] for r in rows if 0.9 * last < r["step"]]
-    change = None
-    if a and b:
-        change = (statistics.fmean(b) - statistics.fmean(a)) / abs(statistics.fmean(a))
+
+    def change(term):
+        a = [r[term] for r in rows if 0.8 * last < r["step"] <= 0.9 * last]
+        b = [r[term] for r in rows if 0.9 * last < r["step"]]
+        if not a or not b:
+            return None
+        return (statistics.fmean(b) - statistics.fmean(a)) / abs(statistics.fmean(a))
+
+    total, seg = change("loss_total"), change("loss_seg")
     att = [r["loss_att"] for r in rows if r["step"] <= 0.2 * last]
     return {
         "loss_first": rows[0]["loss_total"],
         "loss_last": rows[-1]["loss_total"],
         "seg_loss_last": rows[-1]["loss_seg"],
-        "relative_change_last_20pct": change,
-        "flat": None if change is None else abs(change) < 0.05,
-        # Regulariser 2 early in training: its spread between consecutive logs.
+        "relative_change_last_20pct": total,
+        "flat": None if total is None else abs(total) < 0.05,
+        "seg_relative_change_last_20pct": seg,
+        "seg_flat": None if seg is None else abs(seg) < 0.05,
+        # Regulariser 2 early in training (computed even where its weight is 0): its spread
+        # between consecutive logs.
         "att_std_first_20pct": statistics.stdev(att) if len(att) > 1 else None,
     }
 
@@ -272,6 +280,14 @@ def _ci(s: dict) -> str:
     return f"{100 * s['mean']:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]"
 
 
+def _change(v) -> str:
+    return "-" if v is None else f"{100 * v:+.1f} %"
+
+
+def _yes(v) -> str:
+    return "-" if v is None else ("yes" if v else "no")
+
+
 def format_study(summary: dict, results: List[dict], settings: dict) -> str:
     """The study as Markdown: settings, per-variant mean ± std, paired differences with their
     95 % confidence intervals, and the convergence and regulariser-2 checks."""
@@ -324,23 +340,23 @@ def format_study(summary: dict, results: List[dict], settings: dict) -> str:
     lines += [
         "",
         "Convergence (relative change of the mean training loss from 80-90 % to 90-100 % of "
-        "the steps; flat: under 5 %) and regulariser 2 early on (std of its logged value over "
-        "the first 20 % of steps):",
+        "the steps, total and segmentation CE alone; flat: under 5 %) and regulariser 2 early "
+        "on (std of its logged value over the first 20 % of steps; computed, unweighted, where "
+        "the variant does not train with it):",
         "",
-        "| variant | seed | loss first -> last | change last 20 % | flat | att std first 20 % "
-        "| train s |",
-        "|---|---|---|---|---|---|---|",
+        "| variant | seed | loss first -> last | change last 20 % | flat | CE change | CE flat "
+        "| att std first 20 % | train s |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in sorted(results, key=lambda r: (order.index(r["variant"]), r["seed"])):
         c = r["convergence"]
-        change = c.get("relative_change_last_20pct")
         att = c.get("att_std_first_20pct")
         lines.append(
             f"| {r['variant']} | {r['seed']} | {c.get('loss_first', 0):.2f} -> "
-            f"{c.get('loss_last', 0):.2f} | "
-            f"{'-' if change is None else f'{100 * change:+.1f} %'} | "
-            f"{'-' if c.get('flat') is None else ('yes' if c['flat'] else 'no')} | "
-            f"{'-' if att is None else f'{att:.3f}'} | {r['train_seconds']:.0f} |"
+            f"{c.get('loss_last', 0):.2f} | {_change(c.get('relative_change_last_20pct'))} | "
+            f"{_yes(c.get('flat'))} | {_change(c.get('seg_relative_change_last_20pct'))} | "
+            f"{_yes(c.get('seg_flat'))} | {'-' if att is None else f'{att:.3f}'} | "
+            f"{r['train_seconds']:.0f} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -414,6 +430,14 @@ def _check_study(args, settings: dict) -> None:
     _write_json(path, {k: settings[k] for k in STUDY_KEYS})
 
 
+def _time_left(seconds: Dict[str, List[float]], plan) -> float:
+    """Estimated seconds for the runs in ``plan``: each variant's mean so far (the variants'
+    mean for one not run yet)."""
+    means = {v: statistics.fmean(t) for v, t in seconds.items()}
+    overall = statistics.fmean(means.values())
+    return sum(means.get(v, overall) for v, _ in plan)
+
+
 def run(args) -> int:
     try:
         _cli.device(args.device)
@@ -444,7 +468,7 @@ def run(args) -> int:
     )
     classes = list(val.classes)
     plan = [(v, s) for s in args.seeds for v in args.variants]
-    results, t_start, trained = [], time.perf_counter(), 0
+    results, t_start, seconds = [], time.perf_counter(), {}
     print(
         f"gscnn ablate: {len(args.variants)} variants x {len(args.seeds)} seeds = {len(plan)} "
         f"runs of {args.steps} steps; distance crop factors {factors} px; study in {args.out}"
@@ -453,21 +477,23 @@ def run(args) -> int:
         path = os.path.join(args.out, "runs", variant, f"seed{seed}", "result.json")
         if os.path.exists(path):
             with open(path) as f:
-                results.append(json.load(f))
+                result = json.load(f)
+            # Read from the run's log again: the summary follows this version's checks.
+            result["convergence"] = convergence(os.path.join(os.path.dirname(path), "log.jsonl"))
+            results.append(result)
             print(f"[{k}/{len(plan)}] {variant} seed {seed}: done before, skipped")
             continue
         print(f"[{k}/{len(plan)}] {variant} seed {seed}: training and evaluating")
+        t_run = time.perf_counter()
         result = _run_one(args, variant, seed, loader, classes, factors)
         _write_json(path, result)
         results.append(result)
-        trained += 1
+        seconds.setdefault(variant, []).append(time.perf_counter() - t_run)
         m = result["metrics"]
-        elapsed = time.perf_counter() - t_start
-        left = len(plan) - k
         print(
             f"[{k}/{len(plan)}] {variant} seed {seed}: mIoU {100 * m['miou']:.1f}, F@3px "
-            f"{100 * m['f_3px']:.1f}; {elapsed / 60:.1f} min so far, about "
-            f"{elapsed / trained * left / 60:.0f} min left"
+            f"{100 * m['f_3px']:.1f}; {(time.perf_counter() - t_start) / 60:.1f} min so far, "
+            f"about {_time_left(seconds, plan[k:]) / 60:.0f} min left"
         )
     summary = study_summary(results)
     _write_json(

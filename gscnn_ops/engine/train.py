@@ -448,6 +448,10 @@ class _Run:
         micro = self.step * cfg.accumulate
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
+        if self.step >= cfg.steps:
+            # Resumed after the last step: the run was stopped between writing its final
+            # checkpoint and model.pt; write them (again) and leave.
+            self.checkpoint(final=True)
         while self.step < cfg.steps and (stop_after is None or steps_this_call < stop_after):
             epoch, offset = divmod(micro, self.per_epoch)
             for batch in self._epoch_loader(epoch, offset):
