@@ -54,6 +54,21 @@ def test_paired_differences_use_the_seeds_both_variants_have():
     assert paired["miou"]["mean"] == pytest.approx(0.025)
     assert paired["miou"]["std"] == pytest.approx(statistics.stdev([0.02, 0.03]))
     assert "baseline" not in s["paired"]
+    assert list(s["contrasts"]) == []  # the contrasts need both of their variants
+
+
+def test_contrasts_between_gscnn_variants():
+    runs = [
+        {"variant": v, "seed": s, "metrics": {"miou": m}}
+        for v, s, m in [
+            ("gscnn", 0, 0.50), ("gscnn", 1, 0.40),
+            ("gscnn-att-valid", 0, 0.56), ("gscnn-att-valid", 1, 0.44),
+        ]
+    ]  # fmt: skip
+    c = study_summary(runs)["contrasts"]
+    assert list(c) == ["gscnn-att-valid - gscnn"]
+    assert c["gscnn-att-valid - gscnn"]["miou"]["mean"] == pytest.approx(0.05)
+    assert c["gscnn-att-valid - gscnn"]["seeds"] == [0, 1]
 
 
 def _log(path, losses, att=None):
@@ -176,3 +191,12 @@ def test_the_same_command_runs_on_cityscapes(tmp_path):
     assert summary["settings"]["dataset"] == "cityscapes"
     for r in summary["runs"]:
         assert 0 <= r["metrics"]["miou"] <= 1 and "iou_pole" in r["metrics"]
+
+
+def test_the_examples_in_the_module_run():
+    import doctest
+
+    from gscnn_ops.engine import ablate
+
+    result = doctest.testmod(ablate, optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted >= 6 and result.failed == 0

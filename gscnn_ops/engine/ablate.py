@@ -224,9 +224,32 @@ def _run_one(args, variant, seed, val_loader, classes, factors) -> dict:
     )
 
 
+# Pairs of variants compared besides each one with the baseline: what the dual-task loss and
+# regulariser 2 add to the shape stream, and the effect of regulariser 2's normalisation.
+CONTRASTS = (("gscnn", "gscnn-no-dual"), ("gscnn-att-valid", "gscnn"))
+
+
+def _paired(a: Dict[int, dict], b: Dict[int, dict]) -> dict:
+    """Per metric, the summary of a - b over the seeds both have (paired by seed)."""
+    common = sorted(set(a) & set(b))
+    keys = sorted({k for m in a.values() for k in m})
+    out = {
+        k: summarize(
+            [
+                a[s][k] - b[s][k]
+                for s in common
+                if a[s].get(k) is not None and b[s].get(k) is not None
+            ]
+        )
+        for k in keys
+    }
+    out["seeds"] = common
+    return out
+
+
 def study_summary(results: List[dict], baseline: str = "baseline") -> dict:
-    """Per variant, mean/std/CI over seeds of every metric; and per variant the paired (by
-    seed) difference to ``baseline`` over the seeds both have.
+    """Per variant, mean/std/CI over seeds of every metric; per variant the paired (by seed)
+    difference to ``baseline`` over the seeds both have; and the same for :data:`CONTRASTS`.
 
     Examples:
         >>> from gscnn_ops.engine.ablate import study_summary
@@ -248,19 +271,9 @@ def study_summary(results: List[dict], baseline: str = "baseline") -> dict:
         variants[name] = {k: summarize([m.get(k) for m in seeds.values()]) for k in keys}
         variants[name]["seeds"] = sorted(seeds)
         if name != baseline and baseline in by:
-            common = sorted(set(seeds) & set(by[baseline]))
-            paired[name] = {
-                k: summarize(
-                    [
-                        seeds[s][k] - by[baseline][s][k]
-                        for s in common
-                        if seeds[s].get(k) is not None and by[baseline][s].get(k) is not None
-                    ]
-                )
-                for k in keys
-            }
-            paired[name]["seeds"] = common
-    return {"variants": variants, "paired": paired, "baseline": baseline}
+            paired[name] = _paired(seeds, by[baseline])
+    contrasts = {f"{a} - {b}": _paired(by[a], by[b]) for a, b in CONTRASTS if a in by and b in by}
+    return {"variants": variants, "paired": paired, "baseline": baseline, "contrasts": contrasts}
 
 
 def _pm(s: dict) -> str:
@@ -337,6 +350,21 @@ def format_study(summary: dict, results: List[dict], settings: dict) -> str:
                     + " | ".join(_ci(paired[v].get(k)) for k, _ in columns)
                     + " |"
                 )
+    if summary.get("contrasts"):
+        lines += [
+            "",
+            "Paired differences between GSCNN variants (same seed), mean [95 % confidence "
+            "interval]:",
+            "",
+            "| difference | seeds | " + " | ".join(h for _, h in columns) + " |",
+            "|---|---|" + "---|" * len(columns),
+        ]
+        for name, d in summary["contrasts"].items():
+            lines.append(
+                f"| {name} | {len(d['seeds'])} | "
+                + " | ".join(_ci(d.get(k)) for k, _ in columns)
+                + " |"
+            )
     lines += [
         "",
         "Convergence (relative change of the mean training loss from 80-90 % to 90-100 % of "
