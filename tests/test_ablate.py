@@ -61,14 +61,14 @@ def test_contrasts_between_gscnn_variants():
     runs = [
         {"variant": v, "seed": s, "metrics": {"miou": m}}
         for v, s, m in [
-            ("gscnn", 0, 0.50), ("gscnn", 1, 0.40),
-            ("gscnn-att-valid", 0, 0.56), ("gscnn-att-valid", 1, 0.44),
+            ("gscnn-att-selected", 0, 0.50), ("gscnn-att-selected", 1, 0.40),
+            ("gscnn", 0, 0.56), ("gscnn", 1, 0.44),
         ]
     ]  # fmt: skip
     c = study_summary(runs)["contrasts"]
-    assert list(c) == ["gscnn-att-valid - gscnn"]
-    assert c["gscnn-att-valid - gscnn"]["miou"]["mean"] == pytest.approx(0.05)
-    assert c["gscnn-att-valid - gscnn"]["seeds"] == [0, 1]
+    assert list(c) == ["gscnn - gscnn-att-selected"]
+    assert c["gscnn - gscnn-att-selected"]["miou"]["mean"] == pytest.approx(0.05)
+    assert c["gscnn - gscnn-att-selected"]["seeds"] == [0, 1]
 
 
 def _log(path, losses, att=None):

@@ -124,8 +124,10 @@ def test_terms_by_hand_on_a_tiny_map():
     seg_term = sum(ce(x) for x in valid) / 5
     # class balance: positives weighted by the fraction of negatives (3/5), negatives by 2/5
     edge_term = sum((3 / 5 if is_edge[x] else 2 / 5) * bce(x) for x in valid) / 5
-    # regulariser 2: CE over valid pixels with sigmoid(edge) > 0.8, i.e. logit > 1.386: x = 3
-    att_term = ce(3)
+    # regulariser 2: CE summed over the valid pixels with sigmoid(edge) > 0.8, i.e. logit > 1.386
+    # (x = 3), divided by the 5 valid pixels (att_norm="valid", the default; the release's
+    # "selected" divides by the 1 selected pixel)
+    att_term = ce(3) / 5
     # release class weights: 1 + (1 - frequency) for present classes: 1.2 for class 0, 1.8 for 1
     weighted_seg = sum((1.2, 1.8)[labels[x]] * ce(x) for x in valid) / (4 * 1.2 + 1.8)
 
@@ -134,6 +136,10 @@ def test_terms_by_hand_on_a_tiny_map():
     for name, want in [("seg", seg_term), ("edge", edge_term), ("att", att_term)]:
         assert terms[name].item() == pytest.approx(want, rel=1e-6), name
     assert terms["total"].item() == pytest.approx(seg_term + 20 * edge_term + att_term, rel=1e-6)
+    selected = GSCNNLoss(edge_radius=1.0, dual_weight=0.0, att_norm="selected").eval()
+    assert selected(GSCNNOutput(seg=seg, edge=edge), target)["att"].item() == pytest.approx(
+        ce(3), rel=1e-6
+    )
     weighted = GSCNNLoss(edge_radius=1.0, dual_weight=0.0, class_weighting=True).eval()
     assert weighted(GSCNNOutput(seg=seg, edge=edge), target)["seg"].item() == pytest.approx(
         weighted_seg, rel=1e-6

@@ -5,9 +5,10 @@ batch, augmentations, evaluation):
 
 - ``baseline``: DeepLabV3+ (the regular stream and its decoder; cross-entropy only);
 - ``gscnn-no-dual``: GSCNN with its edge loss but without the dual-task loss and regulariser 2;
-- ``gscnn``: the full GSCNN and joint loss (regulariser 2 as the release normalises it);
-- ``gscnn-att-valid``: the full GSCNN with regulariser 2 divided by the valid pixels (see
-  :class:`~gscnn_ops.models.GSCNNLoss`'s ``att_norm``).
+- ``gscnn-att-selected``: the full GSCNN and joint loss, regulariser 2 divided by the pixels it
+  selects (the release's normalisation);
+- ``gscnn``: the full GSCNN and joint loss as ``gscnn train`` trains it, regulariser 2 divided by
+  the valid pixels (see :class:`~gscnn_ops.models.GSCNNLoss`'s ``att_norm``).
 
 A seed fixes the training scenes, the initialisation, the data order and the augmentations, so
 the variants of one seed differ only in the model and loss: the comparison with the baseline is
@@ -41,8 +42,8 @@ from .train import TrainConfig, train
 VARIANTS: Dict[str, dict] = {
     "baseline": dict(shape_stream=False, dual_weight=0.0, att_weight=0.0),
     "gscnn-no-dual": dict(shape_stream=True, dual_weight=0.0, att_weight=0.0),
-    "gscnn": dict(shape_stream=True),
-    "gscnn-att-valid": dict(shape_stream=True, att_norm="valid"),
+    "gscnn-att-selected": dict(shape_stream=True, att_norm="selected"),
+    "gscnn": dict(shape_stream=True, att_norm="valid"),
 }
 THIN_CLASSES = ("pole", "traffic light", "traffic sign")
 # Crop factors of the paper's distance-based evaluation are in pixels of 2048-wide images.
@@ -226,7 +227,7 @@ def _run_one(args, variant, seed, val_loader, classes, factors) -> dict:
 
 # Pairs of variants compared besides each one with the baseline: what the dual-task loss and
 # regulariser 2 add to the shape stream, and the effect of regulariser 2's normalisation.
-CONTRASTS = (("gscnn", "gscnn-no-dual"), ("gscnn-att-valid", "gscnn"))
+CONTRASTS = (("gscnn", "gscnn-no-dual"), ("gscnn", "gscnn-att-selected"))
 
 
 def _paired(a: Dict[int, dict], b: Dict[int, dict]) -> dict:
@@ -307,7 +308,10 @@ def format_study(summary: dict, results: List[dict], settings: dict) -> str:
     variants, paired = summary["variants"], summary["paired"]
     order = [v for v in VARIANTS if v in variants] + [v for v in variants if v not in VARIANTS]
     any_metrics = next(iter(variants.values()))
-    distance = sorted(k for k in any_metrics if k.startswith("distance_miou_crop"))
+    distance = sorted(
+        (k for k in any_metrics if k.startswith("distance_miou_crop")),
+        key=lambda k: int(k.rsplit("crop", 1)[1]),
+    )
     columns = (
         [("miou", "mIoU"), ("thin_miou", "thin IoU")]
         + [(f"f_{t}px", f"F@{t}") for t in (3, 5, 9, 12)]
