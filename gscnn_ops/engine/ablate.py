@@ -315,7 +315,7 @@ def format_study(summary: dict, results: List[dict], settings: dict) -> str:
     columns = (
         [("miou", "mIoU"), ("thin_miou", "thin IoU")]
         + [(f"f_{t}px", f"F@{t}") for t in (3, 5, 9, 12)]
-        + [(f"strict_f_{t}px", f"strict F@{t}") for t in (3, 12)]
+        + [(f"strict_f_{t}px", f"strict F@{t}") for t in (3, 5, 9, 12)]
         + [(k, f"dist. mIoU crop {k.rsplit('crop', 1)[1]}") for k in distance]
     )
     columns = [(k, h) for k, h in columns if k in any_metrics]
