@@ -407,16 +407,18 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         default=list(VARIANTS),
         help="variants to run (default all)",
     )
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument(
+        "--seeds", type=int, nargs="+", default=[0, 1, 2], help="one run per variant and seed"
+    )
     p.add_argument("--out", default="gscnn-ablation", help="study folder (resumable)")
     p.add_argument("--dataset", choices=("synthetic", "cityscapes"), default="synthetic")
     p.add_argument("--data-root", help="Cityscapes root (with --dataset cityscapes)")
-    p.add_argument("--backbone", default="resnet18")
+    p.add_argument("--backbone", default="resnet18", help="trunk (default resnet18)")
     p.add_argument("--pretrained", help="ImageNet weights of the trunk (nothing is downloaded)")
     p.add_argument("--output-stride", type=int, choices=(8, 16), default=16)
     p.add_argument("--shape-stride", type=int, choices=(1, 2), default=2)
-    p.add_argument("--steps", type=int, default=300)
-    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--steps", type=int, default=300, help="training steps per run (default 300)")
+    p.add_argument("--batch-size", type=int, default=4, help="images per step (default 4)")
     p.add_argument("--lr", type=float, default=0.01)
     p.add_argument(
         "--size", type=int, nargs=2, default=(96, 192), metavar=("H", "W"), help="synthetic size"
