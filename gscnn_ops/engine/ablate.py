@@ -35,7 +35,7 @@ from ..data import SegmentationSamples, build_dataset
 from ..data.prepare import collate
 from . import _cli
 from .checkpoint import load_model
-from .evaluate import crop_box, evaluate, report_to_json
+from .evaluate import _nan_to_none, crop_box, evaluate, report_to_json
 from .train import TrainConfig, train
 
 # Variant name -> the TrainConfig fields it sets (everything else is shared).
@@ -155,16 +155,6 @@ def _write_json(path: str, data) -> None:
     os.replace(tmp, path)
 
 
-def _nan_free(x):
-    if isinstance(x, float) and math.isnan(x):
-        return None
-    if isinstance(x, dict):
-        return {k: _nan_free(v) for k, v in x.items()}
-    if isinstance(x, list):
-        return [_nan_free(v) for v in x]
-    return x
-
-
 def _train_config(args, variant: str, seed: int, out: str) -> TrainConfig:
     return TrainConfig(
         dataset=args.dataset,
@@ -212,7 +202,7 @@ def _run_one(args, variant, seed, val_loader, classes, factors) -> dict:
         crop_factors=factors,
         progress=args.progress,
     )
-    return _nan_free(
+    return _nan_to_none(
         {
             "variant": variant,
             "seed": seed,
