@@ -237,6 +237,26 @@ def test_channels_last():
     assert grads[0].is_contiguous(memory_format=cl) and grads[1].is_contiguous(memory_format=cl)
 
 
+# The CPU kernels store whole tiles (128 pixels) of float32 that start on a cache line with
+# streaming stores and everything else with plain ones; the backward's partial sums are rows of 16
+# consecutive tiles. 2 images of 48 x 64: 24 whole aligned tiles each, 3 rows; 2 of 45 x 61: tiles
+# that start off a cache line and a partial last tile; channels_last: the strided path.
+@pytest.mark.parametrize("hw", [(48, 64), (45, 61)], ids=["aligned", "unaligned"])
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
+@pytest.mark.parametrize("C", [8, 6], ids=["C8", "C6"])
+def test_float32_whole_tiles(hw, channels_last, C):
+    # Against a float64 reference of the same values: the parameter gradients are sums over
+    # 5-6 thousand pixels, where a float32 reference's own rounding exceeds TIGHT_TOL.
+    inputs = make_inputs(2, C, 1, C + 1, *hw, dtype=torch.float32, channels_last=channels_last)
+    go, ga = upstream_grads((2, C + 1, *hw), (2, 1, *hw), torch.float32)
+    out, alpha, grads = forward_backward(gscnn_ops.gated_conv2d, leaves(inputs), go, ga)
+    wide = leaves([t.double() for t in inputs])
+    rout, ralpha, rgrads = forward_backward(reference.gated_conv2d, wide, go.double(), ga.double())
+    for a, e, name in zip([out, alpha, *grads], [rout, ralpha, *rgrads], OUT_NAMES + GRAD_NAMES):
+        err = (a.double() - e).abs().max().item()
+        assert err <= 1e-5 * e.abs().max().item(), f"{name}: max error {err:.3g}"
+
+
 def test_nchw_output_is_contiguous():
     out, alpha = gscnn_ops.gated_conv2d(*make_inputs(2, 5, 3, 4, 7, 13))
     assert out.is_contiguous() and alpha.is_contiguous()
@@ -394,7 +414,8 @@ def test_mlp_low_precision_forward(dtype):
 
 # --- determinism --------------------------------------------------------------------------------
 
-# 3 images of 50x61 pixels: 144 tiles of 64 pixels, enough for every thread to get several.
+# 3 images of 50x61 pixels: 72 tiles of 128 pixels in 5 rows of partial sums on the CPU, enough
+# for every thread to get several.
 DETERMINISM_SHAPE = (3, 16, 2, 8, 50, 61)
 
 

@@ -20,6 +20,10 @@
 #include "../common/strided.h"
 #include "cpu_isa.h"
 
+#if defined(GSCNN_CPU_X86_VARIANTS)
+#include <immintrin.h>  // streaming stores (gated_conv2d_kernels_impl.h)
+#endif
+
 namespace gscnn {
 namespace cpu {
 
