@@ -254,7 +254,9 @@ def test_float32_whole_tiles(hw, channels_last, C):
     rout, ralpha, rgrads = forward_backward(reference.gated_conv2d, wide, go.double(), ga.double())
     for a, e, name in zip([out, alpha, *grads], [rout, ralpha, *rgrads], OUT_NAMES + GRAD_NAMES):
         err = (a.double() - e).abs().max().item()
-        assert err <= 1e-5 * e.abs().max().item(), f"{name}: max error {err:.3g}"
+        # atol: float32 rounding of a sum of ~5000 terms of order 1 (grad_gate_bias, a sum of
+        # signed terms, can be far smaller than its terms)
+        assert err <= 1e-5 * e.abs().max().item() + 1e-4, f"{name}: max error {err:.3g}"
 
 
 def test_nchw_output_is_contiguous():
