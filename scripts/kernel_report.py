@@ -13,9 +13,22 @@ HBM floor: the time to read every input and write every output once.
 
     python scripts/kernel_report.py [--library PATH] [--kernels REGEX] [--markdown]
 
+Estimated times (the forward kernels of the shape stream's layers, one pixel per thread per
+iteration of a grid-stride loop): from the SASS of the pixel loop, whose static counts are the
+per-pixel counts (the loop over the Cr = 1 gating channel inside it runs once), with the model
+written in ISSUE_MODEL below:
+    load/store time = warps x (LDG + STG + LDS + STS) / (SMs x LSU_PER_CLOCK x clock)
+    issue time      = warps x instructions / (SMs x ISSUE_PER_CLOCK x clock)
+    estimate        = max(HBM floor at the specification bandwidth, load/store time, issue time)
+warps = pixels / 32. It assumes whole waves (the grid-stride launch fills the GPU exactly), a
+32-lane load of consecutive values (or a broadcast) issuing as one wavefront, and the memory
+system reaching its specified bandwidth; real kernels reach 85-95 % of it, so read the estimate
+as "about", never as a bound. The backward and the dual-task kernels run phases with loops whose
+trip counts (and the compiler's unrolling of them) the SASS does not tell: no estimate is
+computed for them here (benchmarks/RESULTS.md has the hand-derived ones).
+
 What this is not: a measurement. The floors are arithmetic; the occupancy is an upper bound
-(register allocation granularity ignored). Issue-rate estimates and measured times come with the
-performance work and a GPU (scripts/gpu_check.sh).
+(register allocation granularity ignored). Measured times come with a GPU (scripts/gpu_check.sh).
 """
 
 import argparse
@@ -30,6 +43,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # H100 SXM (sm_90): what the floors and occupancy assume.
 HBM_BYTES_PER_S = {"H100 SXM spec": 3.35e12, "H100 measured copy": 3.0e12}
 SM_COUNT = 132
+# The issue model of the estimates (H100 SXM, sm_90): boost clock, warp-instructions per SM per
+# clock through the load/store units (one 128-byte wavefront) and through the four schedulers.
+ISSUE_MODEL = {"clock_hz": 1.98e9, "lsu_per_clock": 1, "issue_per_clock": 4}
 
 CLASSES = {
     "LDG": re.compile(r"^LDG\b"),
@@ -123,6 +139,33 @@ def innermost_loops(code):
     return [(a, b, [op for addr, op, _ in code if a <= addr <= b]) for a, b in sorted(set(inner))]
 
 
+def store_loop(code):
+    """Opcodes of the loop (at any depth) with the most global stores, or None: the pixel loop of
+    a grid-stride kernel that stores one pixel per iteration."""
+    best = None
+    for address, opcode, operands in code:
+        if not opcode.startswith("BRA"):
+            continue
+        target = re.search(r"0x([0-9a-f]+)", operands)
+        if not target or int(target.group(1), 16) > address:
+            continue
+        ops = [op for a, op, _ in code if int(target.group(1), 16) <= a <= address]
+        stores = sum(op.startswith("STG") for op in ops)
+        if stores and (best is None or stores > best[0]):
+            best = (stores, ops)
+    return best[1] if best else None
+
+
+def estimate_ms(pixel_mix, pixels, floor_s):
+    """(load/store ms, issue ms, estimate ms) of a kernel running pixel_mix once per pixel."""
+    m = ISSUE_MODEL
+    warps = pixels / 32
+    lsu = warps * sum(pixel_mix[k] for k in ("LDG", "STG", "LDS", "STS"))
+    lsu_s = lsu / (SM_COUNT * m["lsu_per_clock"] * m["clock_hz"])
+    issue_s = warps * pixel_mix["all"] / (SM_COUNT * m["issue_per_clock"] * m["clock_hz"])
+    return lsu_s * 1e3, issue_s * 1e3, max(floor_s, lsu_s, issue_s) * 1e3
+
+
 def mix(opcodes):
     counts = Counter()
     for op in opcodes:
@@ -180,7 +223,7 @@ def benchmark_rows():
     return rows
 
 
-def launch_table(kernel_limits):
+def launch_table(kernel_limits, sass=None):
     sys.path.insert(0, os.path.join(ROOT, "tests"))
     import torch
 
@@ -219,11 +262,25 @@ def launch_table(kernel_limits):
         waves = blocks / (SM_COUNT * per_sm)
         floors = " / ".join(f"{nbytes / bw * 1e3:.3f}" for bw in HBM_BYTES_PER_S.values())
         tile = f" tile {th}x{tw}" if th else ""
+        est = "– | – | –"
+        if op == "gated_conv2d_small_c" and sass is not None:
+            kernel = program.replace("<float", "<BFloat16" if "bf16" in name else "<float")
+            code = next((c for n, c in sass.items() if n.startswith(kernel)), None)
+            ops = store_loop(code) if code else None
+            c = mix(ops) if ops else None
+            # C + 1 stores per pixel (out, alpha): an unrolled loop holds several pixels
+            per_iteration = c["STG"] / (sizes[1] + 1) if c else 0
+            if per_iteration >= 1 and per_iteration == int(per_iteration):
+                per_pixel = Counter({k: v / per_iteration for k, v in c.items()})
+                lsu, issue, total = estimate_ms(
+                    per_pixel, sizes[0], nbytes / HBM_BYTES_PER_S["H100 SXM spec"]
+                )
+                est = f"{lsu:.3f} | {issue:.3f} | {total:.3f}"
         lines.append(
             f"| {name} | {blocks} x {threads}{tile} | {shared // 1024} KiB"
             f"{' + scratch' if scratch else ''} | {regs} | {per_sm} "
             f"({per_sm * threads} threads) | {waves:.2f} | {nbytes / 1e9:.2f} GB | "
-            f"{floors} |"
+            f"{floors} | {est} |"
         )
     return lines
 
@@ -297,13 +354,21 @@ def main(argv=None):
             + " / ".join(f"{k} {v / 1e12:.2f} TB/s" for k, v in HBM_BYTES_PER_S.items())
             + ". Resident blocks per SM: an upper bound (no register allocation granularity).\n"
         )
+        m = ISSUE_MODEL
+        print(
+            "Estimates (**not measurements**; see the docstring): load/store issue at "
+            f"{m['lsu_per_clock']} and all issue at {m['issue_per_clock']} warp-instructions "
+            f"per SM per clock, {m['clock_hz'] / 1e9:.2f} GHz, {SM_COUNT} SMs; estimate = the "
+            "largest of those and the floor at the specification bandwidth.\n"
+        )
         print(
             "| case | grid | shared / block | registers | blocks per SM | waves | bytes | "
-            "HBM floor ms |"
+            "HBM floor ms | est. load/store ms | est. issue ms | estimate ms |"
         )
-        print("|---|---|---:|---:|---|---:|---:|---:|")
+        print("|---|---|---:|---:|---|---:|---:|---:|---:|---:|---:|")
         by_short = {short[m]: r for m, r in res.items()}
-        for line in launch_table(by_short):
+        sass = {short[m]: funcs[m] for m in res if m in funcs}
+        for line in launch_table(by_short, sass):
             print(line)
     return 0
 

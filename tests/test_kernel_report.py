@@ -4,6 +4,7 @@ built library and lists every kernel's resources and loops, and the benchmark la
 import os
 import subprocess
 import sys
+from collections import Counter
 
 import pytest
 
@@ -40,3 +41,32 @@ def test_kernel_report(emu):
     assert lds and sum(int(line.split("|")[6]) for line in lds) > 0
     table = out.split("## Benchmark shapes")[1]
     assert "gated_conv2d fwd C=32 fp32" in table and "dual_task_loss bwd bf16" in table
+    # The forward rows carry an estimate from their pixel loop's SASS: per-pixel counts (the loop
+    # over Cr = 1 is not unrolled), never below the HBM floor; the other rows none.
+    for line in table.splitlines():
+        if not line.startswith("| gated_conv2d fwd"):
+            continue
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        floor = float(cells[7].split("/")[0])
+        lsu, issue, estimate = (float(c) for c in cells[8:11])
+        assert 0 < lsu and 0 < issue and estimate == pytest.approx(max(floor, lsu, issue), abs=2e-3)
+    assert "| gated_conv2d bwd C=32 fp32 |" in table
+    bwd = next(line for line in table.splitlines() if line.startswith("| gated_conv2d bwd"))
+    assert bwd.rstrip(" |").endswith("–")
+
+
+def test_estimate_model():
+    """estimate_ms on a hand-made mix (3 loads/stores, 40 instructions per pixel-warp)."""
+    sys.path.insert(0, os.path.join(ROOT, "scripts"))
+    import kernel_report as kr
+
+    m = kr.ISSUE_MODEL
+    per_clock = kr.SM_COUNT * m["clock_hz"]
+    pixels = 32 * kr.SM_COUNT * 1000  # 1000 warps per SM
+    mix = Counter({"LDG": 2, "STG": 1, "LDS": 0, "STS": 0, "all": 40})
+    lsu, issue, est = kr.estimate_ms(mix, pixels, floor_s=0.0)
+    assert lsu == pytest.approx(3 * 1000 * kr.SM_COUNT / (per_clock * m["lsu_per_clock"]) * 1e3)
+    issue_clocks = 40 * 1000 * kr.SM_COUNT / (per_clock * m["issue_per_clock"])
+    assert issue == pytest.approx(issue_clocks * 1e3)
+    assert est == max(lsu, issue)
+    assert kr.estimate_ms(mix, pixels, floor_s=1.0)[2] == 1000.0  # memory-bound: the floor

@@ -180,6 +180,7 @@ struct ForwardProgramSmallC {
       x[c] = static_cast<acc_t>(s.at(so, c));
       z += static_cast<acc_t>(WG[c]) * x[c];
     }
+    GSCNN_NO_UNROLL
     for (int64_t j = 0; j < Cr; ++j)
       z += static_cast<acc_t>(WG[kC + j]) * static_cast<acc_t>(r.at(ro, j));
     const acc_t a = sigmoid(z);

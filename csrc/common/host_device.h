@@ -11,8 +11,14 @@
 // Full unrolling of a loop with a compile-time trip count, where it matters that the compiler
 // does it (arrays indexed by the loop variable then stay in registers). nvcc only: the CPU
 // compilers unroll what pays by themselves.
+// GSCNN_NO_UNROLL: a loop with a run-time trip count that is almost always 1 (the gate's Cr = 1
+// regular-stream channels): kept a plain loop, nvcc would otherwise unroll it 16, 8 and 4 times
+// with remainder paths (code that never runs, and static SASS counts that mislead
+// scripts/kernel_report.py's per-pixel instruction counts).
 #if defined(__CUDA_ARCH__)
 #define GSCNN_UNROLL _Pragma("unroll")
+#define GSCNN_NO_UNROLL _Pragma("unroll 1")
 #else
 #define GSCNN_UNROLL
+#define GSCNN_NO_UNROLL
 #endif
