@@ -175,9 +175,14 @@ struct ForwardProgramSmallC {
     const int64_t so = s.px.offset(q), ro = r.px.offset(q);
     acc_t x[kC];  // in registers: every loop over it below is unrolled
     acc_t z = static_cast<acc_t>(WG[kC + Cr]);
+    // Channel addresses as a pointer walk (one 64-bit add per channel): indexed as
+    // data[offset + c * sC], nvcc spent 4-6 integer instructions per load and store on them, a
+    // fifth of the bf16 kernel's instructions (scripts/kernel_report.py).
+    const scalar_t* sp = &s.at(so, 0);
     GSCNN_UNROLL
     for (int c = 0; c < kC; ++c) {
-      x[c] = static_cast<acc_t>(s.at(so, c));
+      if (c > 0) sp += s.sC;
+      x[c] = static_cast<acc_t>(*sp);
       z += static_cast<acc_t>(WG[c]) * x[c];
     }
     GSCNN_NO_UNROLL
@@ -195,10 +200,12 @@ struct ForwardProgramSmallC {
       GSCNN_UNROLL
       for (int o = 0; o < kC; ++o) y[o] += static_cast<acc_t>(w[o]) * x[c];
     }
-    const int64_t oo = out.px.offset(q);
+    scalar_t* op = &out.at(out.px.offset(q), 0);
     GSCNN_UNROLL
-    for (int o = 0; o < kC; ++o)
-      out.at(oo, o) = static_cast<scalar_t>(static_cast<acc_t>(B[o]) + f * y[o]);
+    for (int o = 0; o < kC; ++o) {
+      if (o > 0) op += out.sC;
+      *op = static_cast<scalar_t>(static_cast<acc_t>(B[o]) + f * y[o]);
+    }
   }
 };
 
@@ -423,11 +430,15 @@ struct BackwardProgramSmallC {
     // the thread's own column of G and S (one shared load per 2 x kC FMAs): fewer live registers.
     acc_t x[kC], gu[kC];
     acc_t z = static_cast<acc_t>(WG[kC + a.L.Cr]);
+    // Channel addresses as pointer walks, as in ForwardProgramSmallC::pixel.
+    const scalar_t* sp = &a.s.at(so, 0);
     GSCNN_UNROLL
     for (int c = 0; c < kC; ++c) {
-      x[c] = static_cast<acc_t>(a.s.at(so, c));
+      if (c > 0) sp += a.s.sC;
+      x[c] = static_cast<acc_t>(*sp);
       z += static_cast<acc_t>(WG[c]) * x[c];
     }
+    GSCNN_NO_UNROLL
     for (int64_t j = 0; j < a.L.Cr; ++j) {
       const acc_t rj = static_cast<acc_t>(a.r.at(ro, j));
       z += static_cast<acc_t>(WG[kC + j]) * rj;
@@ -441,8 +452,12 @@ struct BackwardProgramSmallC {
       sm[sh.S + c * ld + t] = x[c];
       gu[c] = acc_t(0);
     }
+    const scalar_t* gp = &a.g.at(go, 0);
     GSCNN_UNROLL
-    for (int o = 0; o < kC; ++o) sm[sh.G + o * ld + t] = static_cast<acc_t>(a.g.at(go, o));
+    for (int o = 0; o < kC; ++o) {
+      if (o > 0) gp += a.g.sC;
+      sm[sh.G + o * ld + t] = static_cast<acc_t>(*gp);
+    }
     GSCNN_UNROLL
     for (int o = 0; o < kC; ++o) {  // gu = W^T g, W's row o a broadcast read
       const Ptr w = sm + o * kC;
@@ -456,9 +471,13 @@ struct BackwardProgramSmallC {
     for (int c = 0; c < kC; ++c) dalpha += gu[c] * static_cast<acc_t>(sm[sh.S + c * ld + t]);
     const acc_t dz = gate_logit_grad(dalpha, alpha);
     const int64_t dso = a.ds.px.offset(q), dro = a.dr.px.offset(q);
+    scalar_t* dsp = &a.ds.at(dso, 0);
     GSCNN_UNROLL
-    for (int c = 0; c < kC; ++c)
-      a.ds.at(dso, c) = static_cast<scalar_t>(shape_grad(gu[c], f, dz, static_cast<acc_t>(WG[c])));
+    for (int c = 0; c < kC; ++c) {
+      if (c > 0) dsp += a.ds.sC;
+      *dsp = static_cast<scalar_t>(shape_grad(gu[c], f, dz, static_cast<acc_t>(WG[c])));
+    }
+    GSCNN_NO_UNROLL
     for (int64_t j = 0; j < a.L.Cr; ++j)
       a.dr.at(dro, j) = static_cast<scalar_t>(dz * static_cast<acc_t>(WG[kC + j]));
     sm[sh.DZ + t] = dz;
