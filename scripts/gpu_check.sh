@@ -47,6 +47,8 @@ step benchmarks python -m pytest benchmarks -q -p no:cacheprovider --benchmark-o
 if [ -f "$REPORT/bench_cuda.json" ]; then
   python benchmarks/summarize.py "$REPORT/bench_cuda.json" > "$REPORT/bench_cuda.md" 2>&1
   cat "$REPORT/bench_cuda.md" >> "$LOG"
+  # The static report's estimates with the measured medians beside them (its last table).
+  step kernel_report python scripts/kernel_report.py --measured "$REPORT/bench_cuda.json"
 fi
 # The engine on the GPU: a short bf16 training run with evaluation, tiled eval with the
 # distance-based crops, two-process NCCL training when there are two GPUs, eval memory.

@@ -11,7 +11,10 @@ Then, for the benchmark shapes, the launch each op's own selection makes on an H
 test extension, tests/emulation.py), the resident blocks per SM and the number of waves, and the
 HBM floor: the time to read every input and write every output once.
 
-    python scripts/kernel_report.py [--library PATH] [--kernels REGEX] [--markdown]
+    python scripts/kernel_report.py [--library PATH] [--kernels REGEX] [--measured BENCH.json]
+
+--measured takes the pytest-benchmark JSON of the CUDA benchmarks (scripts/gpu_check.sh writes
+it) and adds the measured median of the fused op next to each estimate.
 
 Estimated times (the forward kernels of the shape stream's layers, one pixel per thread per
 iteration of a grid-stride loop): from the SASS of the pixel loop, whose static counts are the
@@ -223,7 +226,23 @@ def benchmark_rows():
     return rows
 
 
-def launch_table(kernel_limits, sass=None):
+def measured_medians(path):
+    """{(direction, C, dtype): median seconds} of the fused gated_conv2d in a pytest-benchmark
+    JSON (groups "cuda-<fwd|fwdbwd>-C<C>-<f32|bf16>", see benchmarks/test_bench_gated_conv2d.py)."""
+    import json
+
+    with open(path) as f:
+        data = json.load(f)
+    found = {}
+    for b in data.get("benchmarks", []):
+        m = re.fullmatch(r"cuda-(fwd|fwdbwd)-C(\d+)-(f32|bf16)", b.get("group") or "")
+        if m and b.get("params", {}).get("impl") == "fused":
+            dtype = "fp32" if m.group(3) == "f32" else "bf16"
+            found[(m.group(1), int(m.group(2)), dtype)] = b["stats"]["median"]
+    return found
+
+
+def launch_table(kernel_limits, sass=None, measured=None):
     sys.path.insert(0, os.path.join(ROOT, "tests"))
     import torch
 
@@ -276,6 +295,10 @@ def launch_table(kernel_limits, sass=None):
                     per_pixel, sizes[0], nbytes / HBM_BYTES_PER_S["H100 SXM spec"]
                 )
                 est = f"{lsu:.3f} | {issue:.3f} | {total:.3f}"
+        if measured is not None:
+            key = (name.split()[1], sizes[1], name.split()[-1])
+            seconds = measured.get(key) if op == "gated_conv2d_small_c" else None
+            est += f" | {seconds * 1e3:.3f}" if seconds else " | –"
         lines.append(
             f"| {name} | {blocks} x {threads}{tile} | {shared // 1024} KiB"
             f"{' + scratch' if scratch else ''} | {regs} | {per_sm} "
@@ -298,6 +321,10 @@ def main(argv=None):
         "--no-launches",
         action="store_true",
         help="skip the launch table (it builds the test extension)",
+    )
+    p.add_argument(
+        "--measured",
+        help="pytest-benchmark JSON of the CUDA benchmarks: adds the measured fused medians",
     )
     args = p.parse_args(argv)
     library = args.library
@@ -361,14 +388,17 @@ def main(argv=None):
             f"per SM per clock, {m['clock_hz'] / 1e9:.2f} GHz, {SM_COUNT} SMs; estimate = the "
             "largest of those and the floor at the specification bandwidth.\n"
         )
+        measured = measured_medians(args.measured) if args.measured else None
         print(
             "| case | grid | shared / block | registers | blocks per SM | waves | bytes | "
             "HBM floor ms | est. load/store ms | est. issue ms | estimate ms |"
+            + (" measured ms |" if measured is not None else "")
         )
-        print("|---|---|---:|---:|---|---:|---:|---:|---:|---:|---:|")
+        extra = "---:|" if measured is not None else ""
+        print("|---|---|---:|---:|---|---:|---:|---:|---:|---:|---:|" + extra)
         by_short = {short[m]: r for m, r in res.items()}
         sass = {short[m]: funcs[m] for m in res if m in funcs}
-        for line in launch_table(by_short, sass):
+        for line in launch_table(by_short, sass, measured):
             print(line)
     return 0
 

@@ -1,6 +1,7 @@
 """scripts/kernel_report.py, the static report of the CUDA kernels (no GPU needed): it reads the
 built library and lists every kernel's resources and loops, and the benchmark launches."""
 
+import json
 import os
 import subprocess
 import sys
@@ -15,13 +16,37 @@ SCRIPT = os.path.join(ROOT, "scripts", "kernel_report.py")
 
 
 @pytest.mark.skipif(not gscnn_ops.has_cuda_kernels(), reason="built without CUDA kernels")
-def test_kernel_report(emu):
+def test_kernel_report(emu, tmp_path):
     from test_cuda_build import cuobjdump
 
     if cuobjdump() is None:
         pytest.skip("cuobjdump not found")
+    # A benchmark JSON as scripts/gpu_check.sh writes it: one measured fused forward.
+    bench = tmp_path / "bench_cuda.json"
+    bench.write_text(
+        json.dumps(
+            {
+                "benchmarks": [
+                    {
+                        "group": "cuda-fwd-C32-f32",
+                        "params": {"impl": "fused"},
+                        "stats": {"median": 0.000512},
+                    },
+                    {
+                        "group": "cuda-fwd-C32-f32",
+                        "params": {"impl": "eager"},
+                        "stats": {"median": 0.009},
+                    },
+                ]
+            }
+        )
+    )
     out = subprocess.run(
-        [sys.executable, SCRIPT], capture_output=True, text=True, check=True, timeout=600
+        [sys.executable, SCRIPT, "--measured", str(bench)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=600,
     ).stdout
     resources = out.split("## Innermost loops")[0]
     for program in (
@@ -50,6 +75,8 @@ def test_kernel_report(emu):
         floor = float(cells[7].split("/")[0])
         lsu, issue, estimate = (float(c) for c in cells[8:11])
         assert 0 < lsu and 0 < issue and estimate == pytest.approx(max(floor, lsu, issue), abs=2e-3)
+        # the measured column: the fused median where the JSON has one, else a dash
+        assert cells[11] == ("0.512" if line.startswith("| gated_conv2d fwd C=32 fp32") else "–")
     assert "| gated_conv2d bwd C=32 fp32 |" in table
     bwd = next(line for line in table.splitlines() if line.startswith("| gated_conv2d bwd"))
     assert bwd.rstrip(" |").endswith("–")
