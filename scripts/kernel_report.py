@@ -126,33 +126,38 @@ def sass_functions(exe, library):
     return functions
 
 
-def innermost_loops(code):
-    """[(start, end, [opcodes])] of the loops no other loop is inside of."""
-    loops = []
+def loops(code):
+    """[(start, end)] of every loop: a branch back to an earlier target, and that target."""
+    found = []
     for address, opcode, operands in code:
         if opcode.startswith("BRA"):
             target = re.search(r"0x([0-9a-f]+)", operands)
             if target and int(target.group(1), 16) <= address:
-                loops.append((int(target.group(1), 16), address))
+                found.append((int(target.group(1), 16), address))
+    return found
+
+
+def opcodes(code, start, end):
+    return [op for address, op, _ in code if start <= address <= end]
+
+
+def innermost_loops(code):
+    """[(start, end, [opcodes])] of the loops no other loop is inside of."""
+    loops_ = loops(code)
     inner = [
         (a, b)
-        for a, b in loops
-        if not any((c, d) != (a, b) and a <= c and d <= b for c, d in loops)
+        for a, b in loops_
+        if not any((c, d) != (a, b) and a <= c and d <= b for c, d in loops_)
     ]
-    return [(a, b, [op for addr, op, _ in code if a <= addr <= b]) for a, b in sorted(set(inner))]
+    return [(a, b, opcodes(code, a, b)) for a, b in sorted(set(inner))]
 
 
 def store_loop(code):
     """Opcodes of the loop (at any depth) with the most global stores, or None: the pixel loop of
     a grid-stride kernel that stores one pixel per iteration."""
     best = None
-    for address, opcode, operands in code:
-        if not opcode.startswith("BRA"):
-            continue
-        target = re.search(r"0x([0-9a-f]+)", operands)
-        if not target or int(target.group(1), 16) > address:
-            continue
-        ops = [op for a, op, _ in code if int(target.group(1), 16) <= a <= address]
+    for start, end in loops(code):
+        ops = opcodes(code, start, end)
         stores = sum(op.startswith("STG") for op in ops)
         if stores and (best is None or stores > best[0]):
             best = (stores, ops)

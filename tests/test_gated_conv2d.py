@@ -250,7 +250,7 @@ def test_float32_whole_tiles(hw, channels_last, C):
     inputs = make_inputs(2, C, 1, C + 1, *hw, dtype=torch.float32, channels_last=channels_last)
     go, ga = upstream_grads((2, C + 1, *hw), (2, 1, *hw), torch.float32)
     out, alpha, grads = forward_backward(gscnn_ops.gated_conv2d, leaves(inputs), go, ga)
-    wide = leaves([t.double() for t in inputs])
+    wide = leaves(inputs, dtype=torch.float64)
     rout, ralpha, rgrads = forward_backward(reference.gated_conv2d, wide, go.double(), ga.double())
     for a, e, name in zip([out, alpha, *grads], [rout, ralpha, *rgrads], OUT_NAMES + GRAD_NAMES):
         err = (a.double() - e).abs().max().item()

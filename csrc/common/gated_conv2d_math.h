@@ -197,15 +197,23 @@ GSCNN_HD void tile_entry_accumulate(const GradLayout& Ly, int64_t e, Ptr G, Ptr 
   for (int l = 0; l < L; ++l) lanes[l] = v[l];
 }
 
-// Rows of per-block partial sums of a backward pass over P pixels, each row holding the
-// `entries` = GradLayout::size() parameter-gradient sums: one per 256 pixels, at most 1024, and
-// at most 2^25 partial sums in all (128 MiB in float32), so that very wide layers still fit. A
-// function of the problem only (neither of the thread count nor of the device).
+// The most rows of `entries` partial sums a backward pass may use: at most 2^25 partial sums in
+// all (128 MiB in float32), so that very wide layers still fit. At least 1.
+GSCNN_HD int64_t max_partial_rows(int64_t entries) {
+  constexpr int64_t kMaxSums = int64_t(1) << 25;
+  const int64_t budget = kMaxSums / (entries > 0 ? entries : 1);
+  return budget > 1 ? budget : 1;
+}
+
+// Rows of per-block partial sums of a GPU backward pass over P pixels, each row holding the
+// `entries` = GradLayout::size() parameter-gradient sums: one per 256 pixels, at most 1024 and at
+// most max_partial_rows. A function of the problem only (neither of the thread count nor of the
+// device).
 GSCNN_HD int64_t num_partials(int64_t P, int64_t entries) {
-  constexpr int64_t kMaxRows = 1024, kMaxSums = int64_t(1) << 25;
+  constexpr int64_t kMaxRows = 1024;
   int64_t rows = (P + 255) / 256;
   rows = rows < kMaxRows ? rows : kMaxRows;
-  const int64_t budget = kMaxSums / (entries > 0 ? entries : 1);
+  const int64_t budget = max_partial_rows(entries);
   rows = rows < budget ? rows : budget;
   return rows > 1 ? rows : 1;
 }

@@ -198,8 +198,9 @@ void tile_gemm(const acc_t* A, int64_t rows, int64_t K, const acc_t* X, acc_t* Y
 }
 
 // dW partial sums of one tile: lanes[(o * C + c) * kLanes + l] += sum over pixels t = l (mod
-// kLanes) of G[o][t] * U[c][t], where U = s (1 + alpha). The same sums, in the same order, as
-// gcl::tile_entry_accumulate with L = kLanes, but as register-tiled outer products: a block of
+// kLanes) of G[o][t] * U[c][t], where U = s (1 + alpha). The lanes and order of addition of
+// gcl::tile_entry_accumulate with L = kLanes (its product is (g s)(1 + alpha), rounded
+// differently), but as register-tiled outer products: a block of
 // BO x BC entries keeps its accumulators in registers over the tile, and each load of a G or U
 // vector serves BC or BO of them (one load per FMA per entry before: load-bound).
 template <int BO, int BC, typename acc_t>
@@ -256,15 +257,15 @@ void tile_outer_accumulate(const acc_t* G, const acc_t* U, int64_t Cout, int64_t
 
 // Rows of partial sums of the CPU backward: row i owns the consecutive tiles [i * per_row,
 // (i + 1) * per_row), at least kMinTilesPerRow of them so that a row's accumulators stay in cache
-// over many tiles and the final sum reads few rows, and few enough rows that all partial sums
-// stay under 2^25 (128 MiB in float32) for very wide layers. A function of the problem only
-// (never of the thread count): the result does not depend on the thread count.
+// over many tiles and the final sum reads few rows, and at most gcl::max_partial_rows of them
+// (very wide layers). A function of the problem only (never of the thread count): the result
+// does not depend on the thread count.
 struct PartialRows {
   static constexpr int64_t kMinTilesPerRow = 16;
   int64_t count, per_row;
   PartialRows(int64_t tiles, int64_t entries) {
-    const int64_t budget = std::max<int64_t>(1, (int64_t(1) << 25) / std::max<int64_t>(1, entries));
-    count = std::max<int64_t>(1, std::min((tiles + kMinTilesPerRow - 1) / kMinTilesPerRow, budget));
+    const int64_t wanted = (tiles + kMinTilesPerRow - 1) / kMinTilesPerRow;
+    count = std::max<int64_t>(1, std::min(wanted, gcl::max_partial_rows(entries)));
     per_row = (tiles + count - 1) / count;
   }
 };
