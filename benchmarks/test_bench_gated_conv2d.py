@@ -2,7 +2,9 @@
 reference and torch.compile(reference), forward and forward+backward, in one run.
 
 Groups (pytest-benchmark ``benchmark.group``) are "<device>-<fwd|fwdbwd>-C<C>-<dtype>", so each
-table of the report compares the three implementations on identical inputs. The fwdbwd groups
+table of the report compares the three implementations on identical inputs; on CUDA the same
+groups with "-nhwc" appended time channels_last inputs (fused and eager: the issue's target is
+channels_last within 1.2x of NCHW, one group against the other). The fwdbwd groups
 also time "floor": one copy of the traffic forward + backward cannot avoid (s, r and the two
 upstream gradients read once; out, alpha, grad_s and grad_r written once), in the same run.
 See conftest.py for
@@ -26,6 +28,7 @@ CR = 1
 DIRECTIONS = ("fwd", "fwdbwd")
 IMPLS = ("fused", "eager", "compiled")
 DEVICE_DTYPES = (("cpu", torch.float32), ("cuda", torch.float32), ("cuda", torch.bfloat16))
+LAYOUTS = {"cpu": ("nchw",), "cuda": ("nchw", "nhwc")}
 _DTYPE_NAME = {torch.float32: "f32", torch.bfloat16: "bf16", torch.float16: "f16"}
 # Allowed max|x - ref| / max|ref| per tensor, against a float64 reference of the same inputs.
 _TOL = {torch.float32: 1e-4, torch.bfloat16: 5e-2, torch.float16: 5e-3}
@@ -37,34 +40,47 @@ def _params():
     out = []
     for device, dtype in DEVICE_DTYPES:
         marks = [pytest.mark.cuda] if device == "cuda" else []
-        for direction in DIRECTIONS:
-            for c in CHANNELS:
-                for impl in IMPLS + (("floor",) if direction == "fwdbwd" else ()):
-                    out.append(
-                        pytest.param(
-                            device,
-                            dtype,
-                            direction,
-                            c,
-                            impl,
-                            marks=marks,
-                            id=f"{device}-{_DTYPE_NAME[dtype]}-{direction}-C{c}-{impl}",
+        for layout in LAYOUTS[device]:
+            suffix = "" if layout == "nchw" else f"-{layout}"
+            for direction in DIRECTIONS:
+                for c in CHANNELS:
+                    impls = IMPLS + (("floor",) if direction == "fwdbwd" else ())
+                    if layout == "nhwc":
+                        impls = ("fused", "eager")
+                    for impl in impls:
+                        out.append(
+                            pytest.param(
+                                device,
+                                dtype,
+                                layout,
+                                direction,
+                                c,
+                                impl,
+                                marks=marks,
+                                id=f"{device}-{_DTYPE_NAME[dtype]}-{direction}-C{c}{suffix}-{impl}",
+                            )
                         )
-                    )
     return out
 
 
-def make_inputs(device, dtype, n, c, h, w, requires_grad, seed=0):
+def make_inputs(device, dtype, n, c, h, w, requires_grad, seed=0, layout="nchw"):
     """(s, r, gate_weight, gate_bias, weight) with GSCNN's shapes, deterministic across
-    implementations; weights scaled like a default init so the gate is not saturated."""
+    implementations; weights scaled like a default init so the gate is not saturated. layout
+    "nhwc": s and r channels_last (the same values)."""
     g = torch.Generator().manual_seed(seed)
 
     def rnd(*shape, scale=1.0):
         t = torch.randn(*shape, generator=g) * scale
         return t.to(device=device, dtype=dtype).requires_grad_(requires_grad)
 
-    s = rnd(n, c, h, w)
-    r = rnd(n, CR, h, w)
+    fmt = torch.channels_last if layout == "nhwc" else torch.contiguous_format
+
+    def rnd_image(*shape):
+        t = torch.randn(*shape, generator=g).to(device=device, dtype=dtype)
+        return t.contiguous(memory_format=fmt).requires_grad_(requires_grad)
+
+    s = rnd_image(n, c, h, w)
+    r = rnd_image(n, CR, h, w)
     gate_weight = rnd(1, c + CR, 1, 1, scale=1.0 / math.sqrt(c + CR))
     gate_bias = rnd(1, scale=0.1)
     weight = rnd(c, c, 1, 1, scale=1.0 / math.sqrt(c))
@@ -77,8 +93,11 @@ def make_grads(leaves, seed=1):
     s = leaves[0]
     n, c, h, w = s.shape
     g = torch.Generator().manual_seed(seed)
+    fmt = torch.contiguous_format if s.is_contiguous() else torch.channels_last  # s's layout
     g_out = torch.randn(n, c, h, w, generator=g).to(device=s.device, dtype=s.dtype)
     g_alpha = torch.randn(n, 1, h, w, generator=g).to(device=s.device, dtype=s.dtype)
+    g_out = g_out.contiguous(memory_format=fmt)
+    g_alpha = g_alpha.contiguous(memory_format=fmt)
     return g_out, g_alpha
 
 
@@ -163,7 +182,7 @@ def check_close(result, expected, dtype, what):
         assert err <= _TOL[dtype], f"{what}: {name} relative max error {err:.3g} > {_TOL[dtype]}"
 
 
-@pytest.mark.parametrize("device, dtype, direction, c, impl", _params())
+@pytest.mark.parametrize("device, dtype, layout, direction, c, impl", _params())
 def test_gated_conv2d(
     benchmark,
     settings,
@@ -173,6 +192,7 @@ def test_gated_conv2d(
     hbm_bytes_per_s,
     device,
     dtype,
+    layout,
     direction,
     c,
     impl,
@@ -182,14 +202,18 @@ def test_gated_conv2d(
     if device == "cuda" and impl == "fused" and not gscnn_ops.has_cuda_kernels():
         pytest.skip("gscnn_ops was built without its CUDA kernels")
     st = settings[device]
-    leaves = make_inputs(device, dtype, st.n, c, st.h, st.w, requires_grad=(direction == "fwdbwd"))
+    leaves = make_inputs(
+        device, dtype, st.n, c, st.h, st.w, requires_grad=(direction == "fwdbwd"), layout=layout
+    )
     if impl == "floor":
         call = make_floor_call(leaves, device)
     else:
         call = make_call(impls[impl], leaves, direction, device)
 
     dtype_name = _DTYPE_NAME[dtype]
-    benchmark.group = f"{device}-{direction}-C{c}-{dtype_name}"
+    benchmark.group = f"{device}-{direction}-C{c}-{dtype_name}" + (
+        "" if layout == "nchw" else f"-{layout}"
+    )
     info = benchmark.extra_info
     info.update(
         impl=impl,
@@ -198,6 +222,7 @@ def test_gated_conv2d(
         direction=direction,
         C=c,
         Cr=CR,
+        layout=layout,
         shape=[st.n, c, st.h, st.w],
     )
 
@@ -207,7 +232,7 @@ def test_gated_conv2d(
     if impl != "floor":
         check_close(
             call(),
-            reference_result((device, dtype, direction, c, st), leaves, direction),
+            reference_result((device, dtype, layout, direction, c, st), leaves, direction),
             dtype,
             what,
         )

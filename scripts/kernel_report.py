@@ -17,18 +17,24 @@ HBM floor: the time to read every input and write every output once.
 it) and adds the measured median of the fused op next to each estimate.
 
 Estimated times (the forward kernels of the shape stream's layers, one pixel per thread per
-iteration of a grid-stride loop): from the SASS of the pixel loop, whose static counts are the
-per-pixel counts (the loop over the Cr = 1 gating channel inside it runs once), with the model
-written in ISSUE_MODEL below:
-    load/store time = warps x (LDG + STG + LDS + STS) / (SMs x LSU_PER_CLOCK x clock)
+iteration of a grid-stride loop, NCHW and NHWC): from the SASS of the pixel loop, whose static
+counts are the per-pixel counts (the loop over the Cr = 1 gating channel inside it runs once),
+with the model written in ISSUE_MODEL below:
+    load/store time = warps x wavefronts / (SMs x LSU_PER_CLOCK x clock)
     issue time      = warps x instructions / (SMs x ISSUE_PER_CLOCK x clock)
     estimate        = max(HBM floor at the specification bandwidth, load/store time, issue time)
-warps = pixels / 32. It assumes whole waves (the grid-stride launch fills the GPU exactly), a
-32-lane load of consecutive values (or a broadcast) issuing as one wavefront, and the memory
-system reaching its specified bandwidth; real kernels reach 85-95 % of it, so read the estimate
-as "about", never as a bound. The backward and the dual-task kernels run phases with loops whose
-trip counts (and the compiler's unrolling of them) the SASS does not tell: no estimate is
-computed for them here (benchmarks/RESULTS.md has the hand-derived ones).
+warps = pixels / 32. wavefronts: what the load/store instructions (global, shared, local) move
+in units of 128 bytes per warp: one for a 32- or 16-bit access of 32 consecutive values and for
+a broadcast (every lane the same address: the weights the programs read from shared memory),
+two for a 64-bit and four for a 128-bit access of 32 different, consecutive or conflict-free
+addresses. Which shared loads are per-thread rather than broadcasts the SASS does not say: the
+NHWC program's are counted from its structure (2 x chunks per pixel: its row read, then the
+store phase's read), every other shared load is a broadcast. It assumes whole waves (the
+grid-stride launch fills the GPU exactly) and the memory system reaching its specified
+bandwidth; real kernels reach 85-95 % of it, so read the estimate as "about", never as a bound.
+The backward and the dual-task kernels run phases with loops whose trip counts (and the
+compiler's unrolling of them) the SASS does not tell: no estimate is computed for them here
+(benchmarks/RESULTS.md has the hand-derived ones).
 
 What this is not: a measurement. The floors are arithmetic; the occupancy is an upper bound
 (register allocation granularity ignored). Measured times come with a GPU (scripts/gpu_check.sh).
@@ -58,7 +64,9 @@ CLASSES = {
     "LDC": re.compile(r"^U?LDC\b"),
     "FP32": re.compile(r"^(FFMA|FADD|FMUL|FMNMX|FSETP|FSEL|MUFU)\b"),
     "BAR": re.compile(r"^BAR\b"),
+    "LDL": re.compile(r"^(LDL|STL)\b"),  # local memory: register spills and stack frames
 }
+MEMORY = ("LDG", "STG", "LDS", "STS", "LDL")
 INSTRUCTION = re.compile(r"/\*([0-9a-f]{4,})\*/\s+(@!?U?P\w+\s+)?([A-Z][A-Z0-9_.]*)([^;]*);")
 
 
@@ -164,11 +172,25 @@ def store_loop(code):
     return best[1] if best else None
 
 
+def wavefronts(opcodes, per_thread_lds=0):
+    """128-byte wavefronts per warp of the load/store instructions in `opcodes` (see the module's
+    docstring): 1, 2 or 4 by width, shared loads 1 (broadcasts) except per_thread_lds of them,
+    which are 128-bit per-thread loads (4)."""
+    total = 0
+    for op in opcodes:
+        if not any(CLASSES[k].match(op) for k in MEMORY):
+            continue
+        width = 4 if ".128" in op else 2 if ".64" in op else 1
+        total += 1 if op.startswith("LDS") else width
+    return total + 3 * per_thread_lds
+
+
 def estimate_ms(pixel_mix, pixels, floor_s):
-    """(load/store ms, issue ms, estimate ms) of a kernel running pixel_mix once per pixel."""
+    """(load/store ms, issue ms, estimate ms) of a kernel running pixel_mix once per pixel
+    (pixel_mix["wavefronts"]: its load/store wavefronts, pixel_mix["all"]: its instructions)."""
     m = ISSUE_MODEL
     warps = pixels / 32
-    lsu = warps * sum(pixel_mix[k] for k in ("LDG", "STG", "LDS", "STS"))
+    lsu = warps * pixel_mix["wavefronts"]
     lsu_s = lsu / (SM_COUNT * m["lsu_per_clock"] * m["clock_hz"])
     issue_s = warps * pixel_mix["all"] / (SM_COUNT * m["issue_per_clock"] * m["clock_hz"])
     return lsu_s * 1e3, issue_s * 1e3, max(floor_s, lsu_s, issue_s) * 1e3
@@ -198,6 +220,14 @@ def benchmark_rows():
                     f"gated_conv2d fwd C={C} {dtype}",
                     "gated_conv2d_small_c",
                     [P, C, 1, 4],
+                    P * ((C + 1) + (C + 1)) * b,
+                )
+            )
+            rows.append(
+                (
+                    f"gated_conv2d fwd C={C} {dtype} NHWC",
+                    "gated_conv2d_small_c_nhwc",
+                    [P, C, 1, b],
                     P * ((C + 1) + (C + 1)) * b,
                 )
             )
@@ -233,16 +263,17 @@ def benchmark_rows():
 
 def measured_medians(path):
     """{(direction, C, dtype): median seconds} of the fused gated_conv2d in a pytest-benchmark
-    JSON (groups "cuda-<fwd|fwdbwd>-C<C>-<f32|bf16>", see benchmarks/test_bench_gated_conv2d.py)."""
+    JSON (groups "cuda-<fwd|fwdbwd>-C<C>-<f32|bf16>[-nhwc]", see
+    benchmarks/test_bench_gated_conv2d.py); dtype "fp32", "bf16", "fp32-nhwc" or "bf16-nhwc"."""
     import json
 
     with open(path) as f:
         data = json.load(f)
     found = {}
     for b in data.get("benchmarks", []):
-        m = re.fullmatch(r"cuda-(fwd|fwdbwd)-C(\d+)-(f32|bf16)", b.get("group") or "")
+        m = re.fullmatch(r"cuda-(fwd|fwdbwd)-C(\d+)-(f32|bf16)(-nhwc)?", b.get("group") or "")
         if m and b.get("params", {}).get("impl") == "fused":
-            dtype = "fp32" if m.group(3) == "f32" else "bf16"
+            dtype = ("fp32" if m.group(3) == "f32" else "bf16") + (m.group(4) or "")
             found[(m.group(1), int(m.group(2)), dtype)] = b["stats"]["median"]
     return found
 
@@ -258,7 +289,8 @@ def launch_table(kernel_limits, sass=None, measured=None):
     for name, op, sizes, nbytes in benchmark_rows():
         program = {
             "gated_conv2d": "gcl::ForwardProgram<float, gcl::LinearGate",
-            "gated_conv2d_small_c": f"gcl::ForwardProgramSmallC<float, {sizes[1]}>",
+            "gated_conv2d_small_c": f"gcl::ForwardProgramSmallC<float, {sizes[1]}, false>",
+            "gated_conv2d_small_c_nhwc": f"gcl::ForwardProgramSmallC<float, {sizes[1]}, true>",
             "gated_conv2d_backward": "gcl::BackwardProgram<float>",
             "gated_conv2d_backward_small_c": f"gcl::BackwardProgramSmallC<float, {sizes[1]}>",
             "dual_task_loss": "dtl::Pipeline<float, true, false, 3>",
@@ -287,14 +319,19 @@ def launch_table(kernel_limits, sass=None, measured=None):
         floors = " / ".join(f"{nbytes / bw * 1e3:.3f}" for bw in HBM_BYTES_PER_S.values())
         tile = f" tile {th}x{tw}" if th else ""
         est = "– | – | –"
-        if op == "gated_conv2d_small_c" and sass is not None:
+        forward = op.startswith("gated_conv2d_small_c")
+        if forward and sass is not None:
             kernel = program.replace("<float", "<BFloat16" if "bf16" in name else "<float")
             code = next((c for n, c in sass.items() if n.startswith(kernel)), None)
             ops = store_loop(code) if code else None
             c = mix(ops) if ops else None
-            # C + 1 stores per pixel (out, alpha): an unrolled loop holds several pixels
-            per_iteration = c["STG"] / (sizes[1] + 1) if c else 0
+            # Global stores per pixel: NCHW C + 1 (out, alpha; an unrolled loop holds several
+            # pixels); NHWC the out's 16-byte chunks and alpha, one pixel per thread per tile.
+            C, nhwc = sizes[1], op.endswith("_nhwc")
+            chunks = C * (2 if "bf16" in name else 4) // 16
+            per_iteration = c["STG"] / (chunks + 1 if nhwc else C + 1) if c else 0
             if per_iteration >= 1 and per_iteration == int(per_iteration):
+                c["wavefronts"] = wavefronts(ops, 2 * chunks if nhwc else 0)
                 per_pixel = Counter({k: v / per_iteration for k, v in c.items()})
                 lsu, issue, total = estimate_ms(
                     per_pixel, sizes[0], nbytes / HBM_BYTES_PER_S["H100 SXM spec"]
@@ -302,7 +339,9 @@ def launch_table(kernel_limits, sass=None, measured=None):
                 est = f"{lsu:.3f} | {issue:.3f} | {total:.3f}"
         if measured is not None:
             key = (name.split()[1], sizes[1], name.split()[-1])
-            seconds = measured.get(key) if op == "gated_conv2d_small_c" else None
+            if name.endswith("NHWC"):
+                key = (name.split()[1], sizes[1], name.split()[-2] + "-nhwc")
+            seconds = measured.get(key) if forward else None
             est += f" | {seconds * 1e3:.3f}" if seconds else " | –"
         lines.append(
             f"| {name} | {blocks} x {threads}{tile} | {shared // 1024} KiB"

@@ -111,6 +111,14 @@ def _loss_backward(emu, skip):
     )
 
 
+def _gcl_forward_shape_stream_nhwc(emu, skip):
+    # channels_last: the tiles staged in shared memory; 35 pixels, 13 threads, 2 blocks: block 0
+    # takes two tiles, the second partial
+    s, r, gw, gb, w, b = make_inputs(1, 8, 1, 8, 5, 7, channels_last=True)
+    torch.ops.gscnn_testing.gated_conv2d(s, r, gw, gb, w, b, emu.gpu(), emu.launch(13, 2), skip)
+    assert emu.last_launch()["barriers"] == 4
+
+
 def _fscore(emu, skip):
     g = torch.Generator().manual_seed(1)
     pred = torch.randint(0, 3, (1, 20, 70), generator=g)
@@ -122,6 +130,7 @@ def _fscore(emu, skip):
 
 PROGRAMS = {
     "gated_conv2d (shape stream widths)": _gcl_forward_shape_stream,
+    "gated_conv2d (shape stream widths, NHWC)": _gcl_forward_shape_stream_nhwc,
     "gated_conv2d_backward": _gcl_backward,
     "gated_conv2d_backward (shape stream widths)": _gcl_backward_shape_stream,
     "boundary_potential": _potential,

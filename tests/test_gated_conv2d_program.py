@@ -93,7 +93,12 @@ def test_shape_stream_widths_run_their_own_program(emu, C, channels_last):
     inputs = make_inputs(2, C, 2, C, 9, 13, channels_last=channels_last)
     for force in ([], emu.launch(7, 3), emu.launch(64, 1)):
         check_forward(emu, inputs, emu.gpu(), force)
-        assert emu.last_launch()["barriers"] == (1 if C != 12 else 0)
+        # NCHW: one barrier (parameters staged); NHWC: two per tile (after the load, which
+        # also orders the parameters' staging, and after the compute phase); generic: none
+        launch = emu.last_launch()
+        tiles = -(-2 * 9 * 13 // (launch["threads"] * launch["blocks"]))
+        nhwc = channels_last and C != 12
+        assert launch["barriers"] == (2 * tiles if nhwc else 1 if C != 12 else 0)
     # backward: the production launch (128 threads, one 128-pixel tile per block here: padding),
     # 64 threads over several tiles per block, odd blocks (work items spread over threads,
     # scalar tails), one thread, 256 threads; with and without the gradient of alpha
@@ -112,6 +117,56 @@ def test_shape_stream_widths_run_their_own_program(emu, C, channels_last):
     out, alpha = ops(emu).gated_conv2d_mlp(*mlp, emu.gpu())
     torch.testing.assert_close(out, reference.gated_conv2d_mlp(*mlp)[0], rtol=1e-12, atol=1e-12)
     assert emu.last_launch()["barriers"] == 0
+
+
+# channels_last inputs of the shape stream's widths: the NHWC program (tiles of T pixels staged in
+# shared memory as 16-byte chunks). Partial last tiles (P = 2 * 9 * 13 = 234, 2 * 1 * 1 = 2), odd
+# and single-thread blocks, a grid too small for the input (several tiles per block), Cr = 3.
+@pytest.mark.parametrize("C", [8, 16, 32])
+@pytest.mark.parametrize("hw", [(9, 13), (1, 1)], ids=["9x13", "1x1"])
+def test_nhwc_forward_program(emu, C, hw):
+    for Cr in (1, 3):
+        inputs = make_inputs(2, C, Cr, C, *hw, channels_last=True)
+        forced = [emu.launch(7, 3), emu.launch(1, 5), emu.launch(32, 1), emu.launch(256, 2)]
+        for force in [[]] + forced:
+            check_forward(emu, inputs, emu.gpu(), force)
+            out, alpha = ops(emu).gated_conv2d(*inputs, emu.gpu(), force)
+            launch = emu.last_launch()
+            tiles = -(-2 * hw[0] * hw[1] // (launch["threads"] * launch["blocks"]))
+            nhwc = hw != (1, 1)  # 1 x 1 images are contiguous too: the plain program
+            assert launch["barriers"] == (2 * tiles if nhwc else 1), (force, launch)
+            if nhwc:
+                assert out.is_contiguous(memory_format=torch.channels_last)
+                assert alpha.is_contiguous(memory_format=torch.channels_last)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("C", [8, 32])
+def test_nhwc_forward_program_narrow_types(emu, dtype, C):
+    # 4 (float32) or 8 (half types) channels per chunk: at C = 8 in half types a pixel is one
+    # chunk (rows without padding). Against the float64 reference of the same rounded inputs.
+    inputs = make_inputs(2, C, 1, C, 5, 11, dtype=dtype, channels_last=True)
+    inputs64 = [t.double() for t in inputs]
+    eps = LOW_PRECISION_EPS.get(dtype, 1e-6)
+    for force in ([], emu.launch(7, 3)):
+        got = ops(emu).gated_conv2d(*inputs, emu.gpu(), force)
+        assert emu.last_launch()["barriers"] > 1  # the NHWC program
+        for g, e in zip(got, reference.gated_conv2d(*inputs64)):
+            assert g.dtype == dtype
+            torch.testing.assert_close(g.double(), e, rtol=eps, atol=eps * e.abs().max().item())
+
+
+def test_nhwc_misaligned_input_takes_the_strided_program(emu):
+    # A channels_last view starting 8 bytes into its storage: no 16-byte chunks there, so the
+    # strided program reads it (one barrier), with the same results.
+    s, r, gw, gb, w, b = make_inputs(2, 8, 1, 8, 5, 7)
+    flat = torch.empty(s.numel() + 1, dtype=s.dtype)
+    shifted = flat[1:].view(2, 5, 7, 8).permute(0, 3, 1, 2)
+    shifted.copy_(s)
+    assert shifted.is_contiguous(memory_format=torch.channels_last)
+    assert shifted.data_ptr() % 16 != 0
+    check_forward(emu, [shifted, r, gw, gb, w, b], emu.gpu())
+    assert emu.last_launch()["barriers"] == 1
 
 
 def test_mlp_forward(emu):

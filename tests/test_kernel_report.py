@@ -37,6 +37,11 @@ def test_kernel_report(emu, tmp_path):
                         "params": {"impl": "eager"},
                         "stats": {"median": 0.009},
                     },
+                    {
+                        "group": "cuda-fwd-C32-f32-nhwc",
+                        "params": {"impl": "fused"},
+                        "stats": {"median": 0.000625},
+                    },
                 ]
             }
         )
@@ -76,7 +81,13 @@ def test_kernel_report(emu, tmp_path):
         lsu, issue, estimate = (float(c) for c in cells[8:11])
         assert 0 < lsu and 0 < issue and estimate == pytest.approx(max(floor, lsu, issue), abs=2e-3)
         # the measured column: the fused median where the JSON has one, else a dash
-        assert cells[11] == ("0.512" if line.startswith("| gated_conv2d fwd C=32 fp32") else "–")
+        measured = {"C=32 fp32": "0.512", "C=32 fp32 NHWC": "0.625"}
+        assert cells[11] == measured.get(cells[0].split("fwd ")[1], "–"), line
+    # NCHW and NHWC forward rows for every width and dtype
+    for C in (8, 16, 32):
+        for dtype in ("fp32", "bf16"):
+            for layout in ("", " NHWC"):
+                assert f"| gated_conv2d fwd C={C} {dtype}{layout} |" in table
     assert "| gated_conv2d bwd C=32 fp32 |" in table
     bwd = next(line for line in table.splitlines() if line.startswith("| gated_conv2d bwd"))
     assert bwd.rstrip(" |").endswith("–")
@@ -90,10 +101,21 @@ def test_estimate_model():
     m = kr.ISSUE_MODEL
     per_clock = kr.SM_COUNT * m["clock_hz"]
     pixels = 32 * kr.SM_COUNT * 1000  # 1000 warps per SM
-    mix = Counter({"LDG": 2, "STG": 1, "LDS": 0, "STS": 0, "all": 40})
+    mix = Counter({"LDG": 2, "STG": 1, "wavefronts": 3, "all": 40})
     lsu, issue, est = kr.estimate_ms(mix, pixels, floor_s=0.0)
     assert lsu == pytest.approx(3 * 1000 * kr.SM_COUNT / (per_clock * m["lsu_per_clock"]) * 1e3)
     issue_clocks = 40 * 1000 * kr.SM_COUNT / (per_clock * m["issue_per_clock"])
     assert issue == pytest.approx(issue_clocks * 1e3)
     assert est == max(lsu, issue)
     assert kr.estimate_ms(mix, pixels, floor_s=1.0)[2] == 1000.0  # memory-bound: the floor
+
+
+def test_wavefronts():
+    """128-byte wavefronts per warp by access width; shared loads are broadcasts (1) unless
+    named per-thread (128-bit: 4)."""
+    sys.path.insert(0, os.path.join(ROOT, "scripts"))
+    import kernel_report as kr
+
+    ops = ["LDG.E.128", "STS.128", "LDS.128", "LDS", "STG.E.U16", "LDG.E.64", "FFMA", "LDL", "BAR"]
+    assert kr.wavefronts(ops) == 4 + 4 + 1 + 1 + 1 + 2 + 1
+    assert kr.wavefronts(ops, per_thread_lds=1) == 14 + 3

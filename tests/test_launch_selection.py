@@ -81,6 +81,18 @@ def test_gated_conv2d_forward_shape_stream_widths(emu, name):
                 l = select(emu, "gated_conv2d_small_c", [P, C, Cr, 4], name)
                 assert problems(l, name) == [] and l["threads"] == 256, (C, Cr, P, l)
                 assert l["shared"] == (C * C + 2 * C + Cr + 1) * 4
+                # NHWC: the parameters, then the tile of T rows of 16-byte chunks (an odd row
+                # stride in chunks: one spare chunk when a pixel takes more than one)
+                for elem in (2, 4, 8):
+                    l = select(emu, "gated_conv2d_small_c_nhwc", [P, C, Cr, elem], name)
+                    assert problems(l, name) == [], (C, Cr, elem, P, l)
+                    acc = max(elem, 4)
+                    chunks = C * elem // 16
+                    row = chunks + 1 if chunks > 1 else 1
+                    params = -(-(C * C + 2 * C + Cr + 1) * acc // 16)
+                    assert l["shared"] == (params + l["threads"] * row) * 16, (C, Cr, elem, l)
+                    # 256 threads wherever they fit; float64 at C = 32 on 64 KiB GPUs: 128
+                    assert l["threads"] == 256 or (elem == 8 and l["threads"] == 128), l
 
 
 @pytest.mark.parametrize("name", GPUS)

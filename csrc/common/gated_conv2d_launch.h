@@ -275,14 +275,30 @@ BackwardProgram<scalar_t> make_backward_program(const at::Tensor& g, const at::T
 //   run(op, like, select, make): select(DeviceLimits, KernelLimits, LaunchOverride) -> a Launch,
 //   or a choice holding one as .launch; make(choice) -> the program; runs it on like's device.
 // The forward for the shape stream's widths (linear gate, C = C_out in {8, 16, 32}): the
-// specialised program, its parameters in shared memory, 256 threads, grid-stride.
-inline Launch select_forward_small_c(int64_t P, int64_t shared_bytes, const DeviceLimits& d,
-                                     const KernelLimits& k, const LaunchOverride& ov = {}) {
+// specialised program, its parameters (and, for NHWC inputs, its tile) in shared memory, the
+// largest block of 256, 128, 64, 32 threads that fits (shared_bytes(T)), grid-stride.
+template <typename Bytes>
+Launch select_forward_small_c(int64_t P, Bytes&& shared_bytes, const DeviceLimits& d,
+                              const KernelLimits& k, const LaunchOverride& ov = {}) {
   Launch l;
-  l.threads = ov.threads ? ov.threads : largest_block(d, k, {256, 128, 64, 32});
-  l.shared_bytes = shared_bytes;
-  l.blocks = ov.blocks ? ov.blocks : grid_stride_blocks(P, l.threads, shared_bytes, d, k);
+  l.threads = ov.threads ? ov.threads
+                         : largest_fitting_block(d, k, {256, 128, 64, 32}, shared_bytes);
+  TORCH_CHECK(l.threads > 0, "gated_conv2d: no block size fits the shape-stream program's ",
+              shared_bytes(32), " bytes of shared memory on this GPU");
+  l.shared_bytes = shared_bytes(l.threads);
+  l.blocks = ov.blocks ? ov.blocks : grid_stride_blocks(P, l.threads, l.shared_bytes, d, k);
   return l;
+}
+
+// Whether the NHWC variant of the shape stream's forward can run: s and out contiguous
+// channels_last (not also contiguous: 1 x 1 images take the plain program), 16-byte aligned.
+inline bool small_c_nhwc(const at::Tensor& s, const at::Tensor& out) {
+  const auto cl = at::MemoryFormat::ChannelsLast;
+  auto aligned = [](const at::Tensor& t) {
+    return reinterpret_cast<uintptr_t>(t.const_data_ptr()) % 16 == 0;
+  };
+  return !s.is_contiguous() && s.is_contiguous(cl) && out.is_contiguous(cl) && aligned(s) &&
+         aligned(out);
 }
 
 // The backward for the shape stream's widths: 128 threads (float32, kC = 32: 64 KiB, three
@@ -317,18 +333,17 @@ auto program_forward_kernel(const char* op, Device& device) {
     if constexpr (std::is_same_v<std::decay_t<decltype(gate)>, gcl::LinearGate<acc_t, scalar_t>>) {
       // The shape stream's layers: the specialised program (the gate's parameters are the
       // contiguous gate_weight and gate_bias it points to).
-      auto small = [&](auto kc) -> bool {
-        constexpr int kC = decltype(kc)::value;
-        if (z.C != kC || z.Cout != kC) return false;
-        const int64_t shared = gcl::ForwardProgramSmallC<scalar_t, kC>::shared_elems(z.Cr) *
-                               acc_bytes;
+      auto run_small = [&](auto program_tag) {
+        using Program = std::remove_pointer_t<decltype(program_tag)>;
         device.run(
             op, s,
             [&](const DeviceLimits& d, const KernelLimits& k, const LaunchOverride& ov) {
-              return gcl::select_forward_small_c(z.pixels(), shared, d, k, ov);
+              return gcl::select_forward_small_c(
+                  z.pixels(), [&](int64_t T) { return Program::shared_bytes(z.Cr, T); }, d, k,
+                  ov);
             },
             [&](const Launch&) {
-              gcl::ForwardProgramSmallC<scalar_t, kC> p{};
+              Program p{};
               p.s = strided4d<const scalar_t>(s);
               p.r = strided4d<const scalar_t>(r);
               p.out = strided4d<scalar_t>(out);
@@ -341,6 +356,15 @@ auto program_forward_kernel(const char* op, Device& device) {
               p.Cr = z.Cr;
               return p;
             });
+      };
+      auto small = [&](auto kc) -> bool {
+        constexpr int kC = decltype(kc)::value;
+        if (z.C != kC || z.Cout != kC) return false;
+        if (gcl::small_c_nhwc(s, out)) {
+          run_small(static_cast<gcl::ForwardProgramSmallC<scalar_t, kC, true>*>(nullptr));
+        } else {
+          run_small(static_cast<gcl::ForwardProgramSmallC<scalar_t, kC>*>(nullptr));
+        }
         return true;
       };
       if (small(std::integral_constant<int, 8>{}) || small(std::integral_constant<int, 16>{}) ||

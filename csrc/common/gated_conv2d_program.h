@@ -6,6 +6,8 @@
 
 #include <ATen/OpMathType.h>
 
+#include <cstdint>
+#include <cstring>
 #include <type_traits>
 
 #include "exec.h"
@@ -119,8 +121,41 @@ struct ForwardProgram {
 // accumulators in registers. Per pixel: kC + Cr global loads, kC + 1 global stores, and
 // kC * kC / 4 shared loads against kC * kC FMAs -- the generic program issued four global
 // (uniform-address) weight loads and a shared load per channel per four outputs.
+//
+// kNhwc: s and out contiguous channels_last (pixel p's channels at p * kC), 16-byte aligned. A
+// thread's kC channels are then one contiguous run, and a warp reading them per thread would touch
+// 32 cache lines per load (stride kC): instead the block moves its T pixels' channels -- one
+// contiguous range of T * kC values -- between global and shared memory in 16-byte chunks, thread t
+// taking chunks t, t + T, ... (every warp-instruction 512 contiguous bytes), and each thread reads
+// and writes its own pixel's row of that tile (16-byte shared loads and stores). Per tile of T
+// pixels: load, barrier, compute (out written in place over the row), barrier, store: two
+// barriers per T pixels, none other.
 
-template <typename scalar_t, int kC>
+// 16 bytes: the unit of the NHWC path's vector loads and stores (LDG.128, LDS.128, ...).
+struct alignas(16) Chunk16 {
+  uint32_t w[4];
+};
+
+// The chunk at `p` (16-byte aligned): one vector load on the GPU, a memcpy on the host (no
+// type-punned access in host code).
+GSCNN_HD Chunk16 load_chunk(const void* p) {
+#if defined(__CUDA_ARCH__)
+  return *reinterpret_cast<const Chunk16*>(p);
+#else
+  Chunk16 c;
+  std::memcpy(&c, p, sizeof c);
+  return c;
+#endif
+}
+GSCNN_HD void store_chunk(void* p, const Chunk16& c) {
+#if defined(__CUDA_ARCH__)
+  *reinterpret_cast<Chunk16*>(p) = c;
+#else
+  std::memcpy(p, &c, sizeof c);
+#endif
+}
+
+template <typename scalar_t, int kC, bool kNhwc = false>
 struct ForwardProgramSmallC {
   using acc_t = at::opmath_type<scalar_t>;
   static constexpr int kMaxThreads = 256;
@@ -129,6 +164,13 @@ struct ForwardProgramSmallC {
   // kernel wants many warps in flight.
   static constexpr int kMinBlocks = kC <= 16 ? 4 : 2;
   static_assert(kC % 4 == 0, "four output channels per vector load");
+  // NHWC: values per 16-byte chunk, chunks per pixel, and the tile's row stride in chunks: odd,
+  // so that the 8 rows a quarter-warp's 16-byte shared accesses touch fall in 8 different groups
+  // of four banks (no bank conflicts); one chunk per row needs no padding.
+  static constexpr int kPerChunk = 16 / static_cast<int>(sizeof(scalar_t));
+  static constexpr int kChunks = kC / kPerChunk;
+  static constexpr int kRow = kChunks > 1 ? kChunks + 1 : 1;
+  static_assert(!kNhwc || kChunks * kPerChunk == kC, "whole 16-byte chunks per pixel");
 
   Strided4d<const scalar_t> s, r;
   Strided4d<scalar_t> out, alpha;
@@ -140,14 +182,23 @@ struct ForwardProgramSmallC {
 
   // Shared memory, in acc_t elements: Wt[c][o] (kC * kC), bias (kC), gate weights (kC + Cr),
   // gate bias (1).
-  static GSCNN_HD int64_t shared_elems(int64_t Cr) { return kC * kC + kC + kC + Cr + 1; }
+  static GSCNN_HD int64_t param_elems(int64_t Cr) { return kC * kC + kC + kC + Cr + 1; }
+  // NHWC: the tile starts at the first 16-byte boundary after the parameters.
+  static GSCNN_HD int64_t tile_chunk_offset(int64_t Cr) {
+    return (param_elems(Cr) * static_cast<int64_t>(sizeof(acc_t)) + 15) / 16;
+  }
+  // Shared memory of a block of T threads, in bytes.
+  static GSCNN_HD int64_t shared_bytes(int64_t Cr, int64_t T) {
+    return kNhwc ? (tile_chunk_offset(Cr) + T * kRow) * 16
+                 : param_elems(Cr) * static_cast<int64_t>(sizeof(acc_t));
+  }
 
   template <typename Exec>
   GSCNN_HD void operator()(Exec& ex) const {
     auto sm = ex.template shared<acc_t>();
     const auto Wt = sm, B = sm + kC * kC, WG = sm + kC * kC + kC;
     const int64_t T = ex.threads(), first = ex.block() * T, step = ex.grid() * T;
-    const int64_t n_params = shared_elems(Cr);
+    const int64_t n_params = param_elems(Cr);
     ex.for_each_thread([&](int64_t t) {
       for (int64_t e = t; e < n_params; e += T) {
         acc_t v;
@@ -163,35 +214,70 @@ struct ForwardProgramSmallC {
         sm[e] = v;
       }
     });
-    ex.sync();  // every thread reads every parameter
-    ex.for_each_thread([&](int64_t t) {
-      for (int64_t p = first + t; p < P; p += step) pixel(Wt, B, WG, p);
-    });
+    if constexpr (!kNhwc) {
+      ex.sync();  // every thread reads every parameter
+      ex.for_each_thread([&](int64_t t) {
+        for (int64_t p = first + t; p < P; p += step) pixel(Wt, B, WG, p);
+      });
+    } else {
+      const auto tile = ex.template shared<Chunk16>() + tile_chunk_offset(Cr);
+      // The barrier after the first load phase also orders the parameters' staging before
+      // their reads. No barrier between a tile's store phase and the next tile's load phase: thread t
+      // stores and loads the same chunks (g = t, t + T, ...), so it only overwrites what it has
+      // itself just read.
+      for (int64_t p0 = first; p0 < P; p0 += step) {
+        const int64_t n = P - p0 < T ? (P - p0) * kChunks : T * kChunks;  // chunks of the tile
+        const scalar_t* src = s.data + p0 * kC;
+        ex.for_each_thread([&](int64_t t) {
+          Chunk16 v[kChunks];  // every load issued before the first store
+          GSCNN_UNROLL
+          for (int i = 0; i < kChunks; ++i)
+            if (t + i * T < n) v[i] = load_chunk(src + (t + i * T) * kPerChunk);
+          GSCNN_UNROLL
+          for (int i = 0; i < kChunks; ++i) {
+            const int64_t g = t + i * T;
+            if (g < n) tile[(g / kChunks) * kRow + g % kChunks] = v[i];
+          }
+        });
+        ex.sync();
+        ex.for_each_thread([&](int64_t t) {
+          if (p0 + t < P) pixel_nhwc(Wt, B, WG, p0 + t, tile + t * kRow);
+        });
+        ex.sync();
+        scalar_t* dst = out.data + p0 * kC;
+        ex.for_each_thread([&](int64_t t) {
+          GSCNN_UNROLL
+          for (int i = 0; i < kChunks; ++i) {
+            const int64_t g = t + i * T;
+            if (g < n)
+              store_chunk(dst + g * kPerChunk,
+                          static_cast<Chunk16>(tile[(g / kChunks) * kRow + g % kChunks]));
+          }
+        });
+      }
+    }
   }
 
+  // The gate of pixel p (its channels in x): alpha written, 1 + alpha returned. r is read through
+  // its strides in both layouts (Cr = 1 in the shape stream: one value per pixel).
   template <typename Ptr>
-  GSCNN_HD void pixel(const Ptr& Wt, const Ptr& B, const Ptr& WG, int64_t p) const {
-    const Pixel q = Pixel::of(p, s.px.HW, s.px.W);  // every tensor has the same N, H, W
-    const int64_t so = s.px.offset(q), ro = r.px.offset(q);
-    acc_t x[kC];  // in registers: every loop over it below is unrolled
+  GSCNN_HD acc_t gate(const Ptr& WG, const acc_t (&x)[kC], const Pixel& q) const {
     acc_t z = static_cast<acc_t>(WG[kC + Cr]);
-    // Channel addresses as a pointer walk (one 64-bit add per channel): indexed as
-    // data[offset + c * sC], nvcc spent 4-6 integer instructions per load and store on them, a
-    // fifth of the bf16 kernel's instructions (scripts/kernel_report.py).
-    const scalar_t* sp = &s.at(so, 0);
     GSCNN_UNROLL
-    for (int c = 0; c < kC; ++c) {
-      if (c > 0) sp += s.sC;
-      x[c] = static_cast<acc_t>(*sp);
-      z += static_cast<acc_t>(WG[c]) * x[c];
-    }
+    for (int c = 0; c < kC; ++c) z += static_cast<acc_t>(WG[c]) * x[c];
+    const int64_t ro = r.px.offset(q);
     GSCNN_NO_UNROLL
     for (int64_t j = 0; j < Cr; ++j)
       z += static_cast<acc_t>(WG[kC + j]) * static_cast<acc_t>(r.at(ro, j));
     const acc_t a = sigmoid(z);
-    const acc_t f = acc_t(1) + a;
     alpha.at(alpha.px.offset(q), 0) = static_cast<scalar_t>(a);
-    acc_t y[kC];
+    return acc_t(1) + a;
+  }
+
+  // y = b + f W x, W's rows read as broadcasts of Wt.
+  template <typename Ptr>
+  static GSCNN_HD void transform(const Ptr& Wt, const Ptr& B, const acc_t (&x)[kC], acc_t f,
+                                 acc_t (&y)[kC]) {
     GSCNN_UNROLL
     for (int o = 0; o < kC; ++o) y[o] = acc_t(0);
     GSCNN_UNROLL
@@ -200,11 +286,56 @@ struct ForwardProgramSmallC {
       GSCNN_UNROLL
       for (int o = 0; o < kC; ++o) y[o] += static_cast<acc_t>(w[o]) * x[c];
     }
+    GSCNN_UNROLL
+    for (int o = 0; o < kC; ++o) y[o] = static_cast<acc_t>(B[o]) + f * y[o];
+  }
+
+  template <typename Ptr>
+  GSCNN_HD void pixel(const Ptr& Wt, const Ptr& B, const Ptr& WG, int64_t p) const {
+    const Pixel q = Pixel::of(p, s.px.HW, s.px.W);  // every tensor has the same N, H, W
+    acc_t x[kC];  // in registers: every loop over it below is unrolled
+    // Channel addresses as a pointer walk (one 64-bit add per channel): indexed as
+    // data[offset + c * sC], nvcc spent 4-6 integer instructions per load and store on them, a
+    // fifth of the bf16 kernel's instructions (scripts/kernel_report.py).
+    const scalar_t* sp = &s.at(s.px.offset(q), 0);
+    GSCNN_UNROLL
+    for (int c = 0; c < kC; ++c) {
+      if (c > 0) sp += s.sC;
+      x[c] = static_cast<acc_t>(*sp);
+    }
+    acc_t y[kC];
+    transform(Wt, B, x, gate(WG, x, q), y);
     scalar_t* op = &out.at(out.px.offset(q), 0);
     GSCNN_UNROLL
     for (int o = 0; o < kC; ++o) {
       if (o > 0) op += out.sC;
-      *op = static_cast<scalar_t>(static_cast<acc_t>(B[o]) + f * y[o]);
+      *op = static_cast<scalar_t>(y[o]);
+    }
+  }
+
+  // NHWC: the pixel's channels from its row of the tile, its outputs written over them.
+  template <typename Ptr, typename ChunkPtr>
+  GSCNN_HD void pixel_nhwc(const Ptr& Wt, const Ptr& B, const Ptr& WG, int64_t p,
+                           const ChunkPtr& row) const {
+    acc_t x[kC];
+    GSCNN_UNROLL
+    for (int i = 0; i < kChunks; ++i) {
+      const Chunk16 c = row[i];
+      scalar_t v[kPerChunk];
+      std::memcpy(v, &c, sizeof c);
+      GSCNN_UNROLL
+      for (int l = 0; l < kPerChunk; ++l) x[i * kPerChunk + l] = static_cast<acc_t>(v[l]);
+    }
+    acc_t y[kC];
+    transform(Wt, B, x, gate(WG, x, Pixel::of(p, s.px.HW, s.px.W)), y);
+    GSCNN_UNROLL
+    for (int i = 0; i < kChunks; ++i) {
+      scalar_t v[kPerChunk];
+      GSCNN_UNROLL
+      for (int l = 0; l < kPerChunk; ++l) v[l] = static_cast<scalar_t>(y[i * kPerChunk + l]);
+      Chunk16 c;
+      std::memcpy(&c, v, sizeof c);
+      row[i] = c;
     }
   }
 };

@@ -75,11 +75,28 @@ std::vector<int64_t> select_launch(std::string op, std::vector<int64_t> sz,
     const auto c = gcl::select_forward(sz.at(0), sz.at(1), sz.at(2), sz.at(3), d, k);
     return as_list(c.launch, 0, 0, c.staged ? 0 : 1);
   }
-  if (op == "gated_conv2d_small_c") {  // P, C (= C_out: 8, 16 or 32), Cr, acc_bytes
-    const int64_t C = sz.at(1), Cr = sz.at(2);
-    return as_list(gcl::select_forward_small_c(sz.at(0), (C * C + 2 * C + Cr + 1) * sz.at(3), d,
-                                               k),
-                   0, 0, 2);
+  // P, C (= C_out: 8, 16 or 32), Cr, acc_bytes; _nhwc: P, C, Cr, element bytes (8, 4 or 2)
+  if (op == "gated_conv2d_small_c" || op == "gated_conv2d_small_c_nhwc") {
+    const int64_t C = sz.at(1), Cr = sz.at(2), bytes = sz.at(3);
+    const bool nhwc = op == "gated_conv2d_small_c_nhwc";
+    TORCH_CHECK(C == 8 || C == 16 || C == 32, "select_launch: C must be 8, 16 or 32, got ", C);
+    TORCH_CHECK(bytes == 8 || bytes == 4 || (nhwc && bytes == 2),
+                "select_launch: unsupported element size ", bytes);
+    auto shared = [&](int64_t T) -> int64_t {
+      auto of = [&](auto scalar_tag, auto kc) {
+        using scalar_t = decltype(scalar_tag);
+        constexpr int kC = decltype(kc)::value;
+        return nhwc ? gcl::ForwardProgramSmallC<scalar_t, kC, true>::shared_bytes(Cr, T)
+                    : gcl::ForwardProgramSmallC<scalar_t, kC>::shared_bytes(Cr, T);
+      };
+      auto by_c = [&](auto scalar_tag) {
+        return C == 8    ? of(scalar_tag, std::integral_constant<int, 8>{})
+               : C == 16 ? of(scalar_tag, std::integral_constant<int, 16>{})
+                         : of(scalar_tag, std::integral_constant<int, 32>{});
+      };
+      return bytes == 8 ? by_c(double{}) : bytes == 4 ? by_c(float{}) : by_c(c10::BFloat16{});
+    };
+    return as_list(gcl::select_forward_small_c(sz.at(0), shared, d, k), 0, 0, 2);
   }
   if (op == "gated_conv2d_backward_small_c") {  // P, C (= C_out: 8, 16 or 32), Cr, acc_bytes
     const int64_t C = sz.at(1), Cr = sz.at(2), acc = sz.at(3);
