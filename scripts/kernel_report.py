@@ -232,14 +232,15 @@ def benchmark_rows():
                 )
             )
             # backward reads grad_out, s, r (and recomputes alpha), writes grad_s, grad_r
-            rows.append(
-                (
-                    f"gated_conv2d bwd C={C} {dtype}",
-                    "gated_conv2d_backward_small_c",
-                    [P, C, 1, 4],
-                    P * (C + C + 1 + C + 1) * b,
+            for layout, op, size in (("", "", 4), (" NHWC", "_nhwc", b)):
+                rows.append(
+                    (
+                        f"gated_conv2d bwd C={C} {dtype}{layout}",
+                        "gated_conv2d_backward_small_c" + op,
+                        [P, C, 1, size],
+                        P * (C + C + 1 + C + 1) * b,
+                    )
                 )
-            )
     K, N, H, W = 19, 8, 800, 800
     for dtype, b in (("fp32", 4), ("bf16", 2)):
         rows.append(
@@ -287,15 +288,19 @@ def launch_table(kernel_limits, sass=None, measured=None):
     emulation.load()
     lines = []
     for name, op, sizes, nbytes in benchmark_rows():
+        C = sizes[1]
         program = {
             "gated_conv2d": "gcl::ForwardProgram<float, gcl::LinearGate",
-            "gated_conv2d_small_c": f"gcl::ForwardProgramSmallC<float, {sizes[1]}, false>",
-            "gated_conv2d_small_c_nhwc": f"gcl::ForwardProgramSmallC<float, {sizes[1]}, true>",
+            "gated_conv2d_small_c": f"gcl::ForwardProgramSmallC<float, {C}, false>",
+            "gated_conv2d_small_c_nhwc": f"gcl::ForwardProgramSmallC<float, {C}, true>",
             "gated_conv2d_backward": "gcl::BackwardProgram<float>",
-            "gated_conv2d_backward_small_c": f"gcl::BackwardProgramSmallC<float, {sizes[1]}>",
+            "gated_conv2d_backward_small_c": f"gcl::BackwardProgramSmallC<float, {C}, false>",
+            "gated_conv2d_backward_small_c_nhwc": f"gcl::BackwardProgramSmallC<float, {C}, true>",
             "dual_task_loss": "dtl::Pipeline<float, true, false, 3>",
             "dual_task_loss_backward": "dtl::Pipeline<float, true, true, 3>",
         }[op]
+        # the row's own dtype's kernel (the NHWC kernels' registers differ between dtypes)
+        program = program.replace("<float", "<BFloat16" if "bf16" in name.split() else "<float")
         regs, static = next(
             (
                 (r["regs"], r["shared"])
@@ -321,13 +326,12 @@ def launch_table(kernel_limits, sass=None, measured=None):
         est = "– | – | –"
         forward = op.startswith("gated_conv2d_small_c")
         if forward and sass is not None:
-            kernel = program.replace("<float", "<BFloat16" if "bf16" in name else "<float")
-            code = next((c for n, c in sass.items() if n.startswith(kernel)), None)
+            code = next((c for n, c in sass.items() if n.startswith(program)), None)
             ops = store_loop(code) if code else None
             c = mix(ops) if ops else None
             # Global stores per pixel: NCHW C + 1 (out, alpha; an unrolled loop holds several
             # pixels); NHWC the out's 16-byte chunks and alpha, one pixel per thread per tile.
-            C, nhwc = sizes[1], op.endswith("_nhwc")
+            nhwc = op.endswith("_nhwc")
             chunks = C * (2 if "bf16" in name else 4) // 16
             per_iteration = c["STG"] / (chunks + 1 if nhwc else C + 1) if c else 0
             if per_iteration >= 1 and per_iteration == int(per_iteration):

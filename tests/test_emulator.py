@@ -68,6 +68,15 @@ def _gcl_backward_shape_stream(emu, skip):
     )
 
 
+def _gcl_backward_shape_stream_nhwc(emu, skip):
+    # channels_last s and grad_out: the NHWC backward (s and g staged in shared memory)
+    s, r, gw, gb, w, _ = make_inputs(1, 8, 1, 8, 5, 7, channels_last=True)
+    go = torch.randn(1, 8, 5, 7, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
+    torch.ops.gscnn_testing.gated_conv2d_backward(
+        go, None, s, r, gw, gb, w, emu.gpu(), emu.launch(13, 2), skip
+    )
+
+
 def _gcl_forward_shape_stream(emu, skip):
     s, r, gw, gb, w, b = make_inputs(1, 8, 1, 8, 5, 7)
     torch.ops.gscnn_testing.gated_conv2d(s, r, gw, gb, w, b, emu.gpu(), emu.launch(13, 2), skip)
@@ -133,6 +142,7 @@ PROGRAMS = {
     "gated_conv2d (shape stream widths, NHWC)": _gcl_forward_shape_stream_nhwc,
     "gated_conv2d_backward": _gcl_backward,
     "gated_conv2d_backward (shape stream widths)": _gcl_backward_shape_stream,
+    "gated_conv2d_backward (shape stream widths, NHWC)": _gcl_backward_shape_stream_nhwc,
     "boundary_potential": _potential,
     "boundary_potential_backward": _potential_backward,
     "dual_task_loss": _loss,

@@ -53,11 +53,15 @@ def check_forward(emu, inputs, gpu, force=(), tol=1e-12):
     torch.testing.assert_close(alpha, ref_alpha, rtol=tol, atol=tol)
 
 
-def check_backward(emu, inputs, gpu, force=(), with_grad_alpha=True, tol=1e-11):
+def check_backward(emu, inputs, gpu, force=(), with_grad_alpha=True, tol=1e-11, grads_like_s=False):
+    """grads_like_s: the upstream gradients in s's memory format (channels_last for the NHWC
+    programs, as autograd hands them to a channels_last layer)."""
     s, r, gw, gb, w, b = inputs
     go, ga = upstream_grads(
         reference.gated_conv2d(*inputs)[0].shape, (s.shape[0], 1) + s.shape[2:], s.dtype
     )
+    if grads_like_s:
+        go, ga = torch.empty_like(s).copy_(go), torch.empty_like(s[:, :1]).copy_(ga)
     ga = ga if with_grad_alpha else None
     got = ops(emu).gated_conv2d_backward(go, ga, s, r, gw, gb, w, gpu, list(force))
     want = reference_grads(inputs, go, ga)
@@ -154,6 +158,48 @@ def test_nhwc_forward_program_narrow_types(emu, dtype, C):
         for g, e in zip(got, reference.gated_conv2d(*inputs64)):
             assert g.dtype == dtype
             torch.testing.assert_close(g.double(), e, rtol=eps, atol=eps * e.abs().max().item())
+
+
+@pytest.mark.parametrize("C", [8, 16, 32])
+def test_nhwc_backward_program(emu, C):
+    # s and the upstream gradients channels_last: the NHWC backward (s and g staged as
+    # PixelTiles, ds stored from them). The production launch (one partial tile per block here),
+    # several tiles per block, odd blocks, one thread, 256 threads; with and without the gradient
+    # of alpha; Cr = 1 and 3. Same barriers as the NCHW program, more shared memory.
+    for Cr in (1, 3):
+        inputs = make_inputs(2, C, Cr, C, 9, 13, channels_last=True)
+        forced = [emu.launch(64, 1), emu.launch(7, 3), emu.launch(1, 2), emu.launch(256, 1)]
+        for force in [[]] + forced:
+            for with_ga in (True, False):
+                check_backward(emu, inputs, emu.gpu(), force, with_ga, grads_like_s=True)
+            nhwc = emu.last_launch()
+            check_backward(emu, inputs, emu.gpu(), force)  # NCHW gradients: the strided program
+            strided = emu.last_launch()
+            tiles = -(-2 * 9 * 13 // nhwc["threads"])
+            per_block = -(-tiles // nhwc["blocks"])
+            assert nhwc["barriers"] == strided["barriers"] == 2 * per_block + 1
+            assert nhwc["shared_bytes"] > strided["shared_bytes"], (force, nhwc, strided)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_nhwc_backward_program_half_types(emu, dtype):
+    # Against the float64 reference of the same rounded inputs, as the NCHW half-precision test.
+    inputs = make_inputs(2, 16, 1, 16, 9, 10, dtype=dtype, channels_last=True)
+    inputs64 = [t.double() for t in inputs]
+    eps = LOW_PRECISION_EPS[dtype]
+    go, _ = upstream_grads((2, 16, 9, 10), (2, 1, 9, 10), dtype)
+    go = go.contiguous(memory_format=torch.channels_last)
+    got = ops(emu).gated_conv2d_backward(go, None, *inputs[:5], emu.gpu())
+    assert got[0].is_contiguous(memory_format=torch.channels_last)
+    want = reference_grads(inputs64, go.double(), None)
+    for name, g, e in zip(ARGS, got, want):
+        torch.testing.assert_close(
+            g.double(),
+            e,
+            rtol=eps,
+            atol=eps * e.abs().max().item(),
+            msg=lambda m, n=name: f"{n}: {m}",
+        )
 
 
 def test_nhwc_misaligned_input_takes_the_strided_program(emu):

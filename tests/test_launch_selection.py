@@ -107,6 +107,16 @@ def test_gated_conv2d_backward_shape_stream_widths(emu, name):
                     assert l["threads"] == 128 or (acc == 8 and l["threads"] >= 32), l
                     entries = C * C + C + C + Cr + 1
                     assert l["blocks"] <= 1024 and l["blocks"] * entries <= max(2**25, entries)
+                    # NHWC: the same launch with two PixelTiles (s, g) added where they fit
+                    for elem in (2, 4, 8) if acc == 4 else ():
+                        n = select(
+                            emu, "gated_conv2d_backward_small_c_nhwc", [P, C, Cr, elem], name
+                        )
+                        assert problems(n, name) == [], (C, Cr, elem, P, n)
+                        assert n["blocks"] == l["blocks"] and n["shared"] > l["shared"] // 2
+                        # 128 threads on the H100; 64 (32 in float64) where shared memory is small
+                        assert n["threads"] >= (64 if elem < 8 else 32), n
+                        assert name != "sm_90" or n["threads"] == 128, n
 
 
 @pytest.mark.parametrize("name", GPUS)
@@ -219,8 +229,17 @@ def test_selections_fit_the_compiled_kernels(emu):
         assert program is not None, f"a kernel no test knows: {mangled}"
         seen.add(program)
         assert regs <= 255
-        kernel = dict(regs_per_thread=regs, max_threads_per_block=256, static_smem=static)
         op, sizes = programs[program]
+        # The NHWC variants of the shape-stream programs (template argument kNhwc = true, "Lb1E"),
+        # their own selection for their width and element size; launch bounds: 256 threads, but
+        # 128 for the NHWC backward at C = 32 (more registers).
+        nhwc = re.search(r"ProgramSmallCI(f|d|N3c104HalfE|N3c108BFloat16E)Li(\d+)ELb1E", mangled)
+        threads = 256
+        if nhwc:
+            elem = {"f": 4, "d": 8}.get(nhwc.group(1), 2)
+            op, sizes = op + "_nhwc", [10**6, int(nhwc.group(2)), 1, elem]
+            threads = 128 if program.startswith("Backward") and sizes[1] == 32 else 256
+        kernel = dict(regs_per_thread=regs, max_threads_per_block=threads, static_smem=static)
         for name in GPUS:
             l = select(emu, op, sizes, name, **kernel)
             assert problems(l, name, kernel) == [], (mangled, name, l)

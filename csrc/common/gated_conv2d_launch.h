@@ -12,6 +12,8 @@
 #include <ATen/ops/zeros.h>
 
 #include <algorithm>
+#include <cstdint>
+#include <initializer_list>
 #include <optional>
 #include <tuple>
 #include <type_traits>
@@ -290,33 +292,33 @@ Launch select_forward_small_c(int64_t P, Bytes&& shared_bytes, const DeviceLimit
   return l;
 }
 
-// Whether the NHWC variant of the shape stream's forward can run: s and out contiguous
-// channels_last (not also contiguous: 1 x 1 images take the plain program), 16-byte aligned.
-inline bool small_c_nhwc(const at::Tensor& s, const at::Tensor& out) {
+// Whether the NHWC variants of the shape stream's programs can run: every tensor they stage
+// (forward: s, out; backward: s, grad_out, grad_s) contiguous channels_last and 16-byte aligned,
+// and s not also contiguous (1 x 1 images take the plain programs).
+inline bool small_c_nhwc(std::initializer_list<at::Tensor> staged) {
   const auto cl = at::MemoryFormat::ChannelsLast;
-  auto aligned = [](const at::Tensor& t) {
-    return reinterpret_cast<uintptr_t>(t.const_data_ptr()) % 16 == 0;
-  };
-  return !s.is_contiguous() && s.is_contiguous(cl) && out.is_contiguous(cl) && aligned(s) &&
-         aligned(out);
+  if (staged.begin()->is_contiguous()) return false;
+  return std::all_of(staged.begin(), staged.end(), [&](const at::Tensor& t) {
+    return t.is_contiguous(cl) && reinterpret_cast<uintptr_t>(t.const_data_ptr()) % 16 == 0;
+  });
 }
 
-// The backward for the shape stream's widths: 128 threads (float32, kC = 32: 64 KiB, three
-// blocks per SM on an H100; 256 threads would leave room for one), else 64 or 32 (float64 on
-// GPUs with less shared memory; at most ~47 KiB), one block per row of partial sums. Used for
-// Cr <= kMaxSmallCr (the shape stream's Cr is 1). elems(T): the program's shared elements.
+// The backward for the shape stream's widths: 128 threads (float32, kC = 32: 46 KiB, four
+// blocks per SM on an H100, 83 KiB and two with the NHWC tiles; 256 threads would halve that),
+// else 64 or 32 (float64 on GPUs with less shared memory), one block per row of partial sums.
+// Used for Cr <= kMaxSmallCr (the shape stream's Cr is 1). bytes(T): the program's shared
+// memory.
 constexpr int64_t kMaxSmallCr = 8;
-template <typename Elems>
-Launch select_backward_small_c(int64_t P, const GradLayout& L, Elems&& elems, int64_t acc_bytes,
+template <typename Bytes>
+Launch select_backward_small_c(int64_t P, const GradLayout& L, Bytes&& bytes,
                                const DeviceLimits& d, const KernelLimits& k,
                                const LaunchOverride& ov = {}) {
   Launch l;
   l.blocks = ov.blocks ? ov.blocks : num_partials(P, L.size());
-  l.threads = ov.threads ? ov.threads
-                         : largest_fitting_block(d, k, {128, 64, 32}, [&](int64_t T) {
-                             return elems(T) * acc_bytes;
-                           });
-  l.shared_bytes = elems(l.threads) * acc_bytes;
+  l.threads = ov.threads ? ov.threads : largest_fitting_block(d, k, {128, 64, 32}, bytes);
+  TORCH_CHECK(l.threads > 0, "gated_conv2d_backward: no block size fits the shape-stream "
+              "program's ", bytes(32), " bytes of shared memory on this GPU");
+  l.shared_bytes = bytes(l.threads);
   return l;
 }
 
@@ -360,7 +362,7 @@ auto program_forward_kernel(const char* op, Device& device) {
       auto small = [&](auto kc) -> bool {
         constexpr int kC = decltype(kc)::value;
         if (z.C != kC || z.Cout != kC) return false;
-        if (gcl::small_c_nhwc(s, out)) {
+        if (gcl::small_c_nhwc({s, out})) {
           run_small(static_cast<gcl::ForwardProgramSmallC<scalar_t, kC, true>*>(nullptr));
         } else {
           run_small(static_cast<gcl::ForwardProgramSmallC<scalar_t, kC>*>(nullptr));
@@ -398,22 +400,29 @@ auto program_backward_kernel(const char* op, Device& device) {
                            s.options().dtype(at::toOpMathType(s.scalar_type())));
     };
     // The shape stream's layers: the specialised program (gcl::BackwardProgramSmallC).
-    auto small = [&](auto kc) -> bool {
-      constexpr int kC = decltype(kc)::value;
-      using Program = gcl::BackwardProgramSmallC<scalar_t, kC>;
-      if (z.C != kC || z.Cout != kC || z.Cr > gcl::kMaxSmallCr) return false;
+    auto run_small = [&](auto program_tag) {
+      using Program = std::remove_pointer_t<decltype(program_tag)>;
       device.run(
           op, s,
           [&](const DeviceLimits& d, const KernelLimits& k, const LaunchOverride& ov) {
             return gcl::select_backward_small_c(
-                z.pixels(), layout, [&](int64_t T) { return Program::shared_elems(z.Cr, T); },
-                acc_bytes, d, k, ov);
+                z.pixels(), layout, [&](int64_t T) { return Program::shared_bytes(z.Cr, T); },
+                d, k, ov);
           },
           [&](const Launch& l) {
             make_partials(l);
             return Program{
                 gcl::make_backward_program<scalar_t>(g, ga, s, r, ds, dr, gw, gb, w, partials)};
           });
+    };
+    auto small = [&](auto kc) -> bool {
+      constexpr int kC = decltype(kc)::value;
+      if (z.C != kC || z.Cout != kC || z.Cr > gcl::kMaxSmallCr) return false;
+      if (gcl::small_c_nhwc({s, g, ds})) {
+        run_small(static_cast<gcl::BackwardProgramSmallC<scalar_t, kC, true>*>(nullptr));
+      } else {
+        run_small(static_cast<gcl::BackwardProgramSmallC<scalar_t, kC>*>(nullptr));
+      }
       return true;
     };
     if (small(std::integral_constant<int, 8>{}) || small(std::integral_constant<int, 16>{}) ||

@@ -155,6 +155,115 @@ GSCNN_HD void store_chunk(void* p, const Chunk16& c) {
 #endif
 }
 
+// A tile of T pixels' kC channels in shared memory, one row of 16-byte chunks per pixel: the NHWC
+// programs' staging of contiguous channels_last tensors (pixel p's channels at p * kC). The row
+// stride in chunks is odd, so that the 8 rows a quarter-warp's 16-byte accesses touch fall in 8
+// different groups of four banks (no bank conflicts); one chunk per row needs no padding. Thread
+// t of T moves chunks t, t + T, ... of the tile's contiguous range in global memory (every
+// warp-instruction 512 contiguous bytes), in load() and store() alike: a thread's store phase
+// and its next load phase touch the same chunks, so no barrier is needed between them.
+template <typename scalar_t, int kC>
+struct PixelTile {
+  static constexpr int kPerChunk = 16 / static_cast<int>(sizeof(scalar_t));
+  static constexpr int kChunks = kC / kPerChunk;
+  static constexpr int kRow = kChunks > 1 ? kChunks + 1 : 1;
+  static_assert(kChunks * kPerChunk == kC, "whole 16-byte chunks per pixel");
+
+  static GSCNN_HD int64_t chunks(int64_t T) { return T * kRow; }
+
+  // Thread t's share of copying pixels [0, n) from src (pixel 0's channel 0) into the tile.
+  // Shared-memory positions are walked (a few 32-bit adds per chunk): computed per chunk, nvcc
+  // hoisted the kChunks positions out of the programs' tile loops and spilled them.
+  template <typename Ptr>
+  static GSCNN_HD void load(const Ptr& tile, const scalar_t* src, int64_t n, int64_t t,
+                            int64_t T) {
+    Chunk16 v[kChunks];  // every load issued before the first store
+    Walk w(n, t, T);
+    GSCNN_UNROLL
+    for (int i = 0; i < kChunks; ++i)
+      if (w.live(i)) v[i] = load_chunk(src + w.g(i) * kPerChunk);
+    GSCNN_UNROLL
+    for (int i = 0; i < kChunks; ++i, w.next())
+      if (w.live(i)) tile[w.at] = v[i];
+  }
+
+  // Thread t's share of copying the tile's pixels [0, n) to dst.
+  template <typename Ptr>
+  static GSCNN_HD void store(scalar_t* dst, const Ptr& tile, int64_t n, int64_t t, int64_t T) {
+    Walk w(n, t, T);
+    GSCNN_UNROLL
+    for (int i = 0; i < kChunks; ++i, w.next())
+      if (w.live(i)) store_chunk(dst + w.g(i) * kPerChunk, static_cast<Chunk16>(tile[w.at]));
+  }
+
+  // Chunks g(i) = t + i T of a tile of n pixels: whether chunk i of the thread exists, and where
+  // it sits in the tile (row g / kChunks, column g % kChunks, kept as they advance by T).
+  struct Walk {
+    int32_t g0, total, T, row, col, at;
+    GSCNN_HD Walk(int64_t n, int64_t t, int64_t T_)
+        : g0(static_cast<int32_t>(t)), total(static_cast<int32_t>(n * kChunks)),
+          T(static_cast<int32_t>(T_)), row(g0 / kChunks), col(g0 % kChunks),
+          at(row * kRow + col) {}
+    GSCNN_HD int64_t g(int i) const { return g0 + i * T; }
+    GSCNN_HD bool live(int i) const { return g0 + i * T < total; }
+    GSCNN_HD void next() {
+      row += T / kChunks;
+      col += T % kChunks;
+      if (col >= kChunks) {
+        col -= kChunks;
+        ++row;
+      }
+      at = row * kRow + col;
+    }
+  };
+
+  // Chunk i of a pixel's row (channels i * kPerChunk ...), converted to the accumulation type /
+  // from it; and the whole row.
+  template <typename Ptr, typename acc_t>
+  static GSCNN_HD void read_chunk(const Ptr& row, int i, acc_t (&x)[kPerChunk]) {
+    const Chunk16 c = row[i];
+    scalar_t v[kPerChunk];
+    std::memcpy(v, &c, sizeof c);
+    GSCNN_UNROLL
+    for (int l = 0; l < kPerChunk; ++l) x[l] = static_cast<acc_t>(v[l]);
+  }
+  template <typename Ptr, typename acc_t>
+  static GSCNN_HD void write_chunk(const Ptr& row, int i, const acc_t (&y)[kPerChunk]) {
+    scalar_t v[kPerChunk];
+    GSCNN_UNROLL
+    for (int l = 0; l < kPerChunk; ++l) v[l] = static_cast<scalar_t>(y[l]);
+    Chunk16 c;
+    std::memcpy(&c, v, sizeof c);
+    row[i] = c;
+  }
+  template <typename Ptr, typename acc_t>
+  static GSCNN_HD void read_row(const Ptr& row, acc_t (&x)[kC]) {
+    GSCNN_UNROLL
+    for (int i = 0; i < kChunks; ++i) {
+      acc_t v[kPerChunk];
+      read_chunk(row, i, v);
+      GSCNN_UNROLL
+      for (int l = 0; l < kPerChunk; ++l) x[i * kPerChunk + l] = v[l];
+    }
+  }
+  template <typename Ptr, typename acc_t>
+  static GSCNN_HD void write_row(const Ptr& row, const acc_t (&y)[kC]) {
+    GSCNN_UNROLL
+    for (int i = 0; i < kChunks; ++i) {
+      acc_t v[kPerChunk];
+      GSCNN_UNROLL
+      for (int l = 0; l < kPerChunk; ++l) v[l] = y[i * kPerChunk + l];
+      write_chunk(row, i, v);
+    }
+  }
+};
+
+// Whether a 16-byte chunk holds whole pixels of kC channels of scalar_t (the NHWC programs' need).
+template <typename scalar_t, int kC>
+constexpr bool whole_chunks() {
+  return sizeof(scalar_t) <= 16 && (kC * sizeof(scalar_t)) % 16 == 0;
+}
+
 template <typename scalar_t, int kC, bool kNhwc = false>
 struct ForwardProgramSmallC {
   using acc_t = at::opmath_type<scalar_t>;
@@ -164,13 +273,7 @@ struct ForwardProgramSmallC {
   // kernel wants many warps in flight.
   static constexpr int kMinBlocks = kC <= 16 ? 4 : 2;
   static_assert(kC % 4 == 0, "four output channels per vector load");
-  // NHWC: values per 16-byte chunk, chunks per pixel, and the tile's row stride in chunks: odd,
-  // so that the 8 rows a quarter-warp's 16-byte shared accesses touch fall in 8 different groups
-  // of four banks (no bank conflicts); one chunk per row needs no padding.
-  static constexpr int kPerChunk = 16 / static_cast<int>(sizeof(scalar_t));
-  static constexpr int kChunks = kC / kPerChunk;
-  static constexpr int kRow = kChunks > 1 ? kChunks + 1 : 1;
-  static_assert(!kNhwc || kChunks * kPerChunk == kC, "whole 16-byte chunks per pixel");
+  using Tile = PixelTile<scalar_t, kC>;  // NHWC
 
   Strided4d<const scalar_t> s, r;
   Strided4d<scalar_t> out, alpha;
@@ -189,7 +292,7 @@ struct ForwardProgramSmallC {
   }
   // Shared memory of a block of T threads, in bytes.
   static GSCNN_HD int64_t shared_bytes(int64_t Cr, int64_t T) {
-    return kNhwc ? (tile_chunk_offset(Cr) + T * kRow) * 16
+    return kNhwc ? (tile_chunk_offset(Cr) + Tile::chunks(T)) * 16
                  : param_elems(Cr) * static_cast<int64_t>(sizeof(acc_t));
   }
 
@@ -222,38 +325,16 @@ struct ForwardProgramSmallC {
     } else {
       const auto tile = ex.template shared<Chunk16>() + tile_chunk_offset(Cr);
       // The barrier after the first load phase also orders the parameters' staging before
-      // their reads. No barrier between a tile's store phase and the next tile's load phase: thread t
-      // stores and loads the same chunks (g = t, t + T, ...), so it only overwrites what it has
-      // itself just read.
+      // their reads; none between a store phase and the next load phase (PixelTile).
       for (int64_t p0 = first; p0 < P; p0 += step) {
-        const int64_t n = P - p0 < T ? (P - p0) * kChunks : T * kChunks;  // chunks of the tile
-        const scalar_t* src = s.data + p0 * kC;
-        ex.for_each_thread([&](int64_t t) {
-          Chunk16 v[kChunks];  // every load issued before the first store
-          GSCNN_UNROLL
-          for (int i = 0; i < kChunks; ++i)
-            if (t + i * T < n) v[i] = load_chunk(src + (t + i * T) * kPerChunk);
-          GSCNN_UNROLL
-          for (int i = 0; i < kChunks; ++i) {
-            const int64_t g = t + i * T;
-            if (g < n) tile[(g / kChunks) * kRow + g % kChunks] = v[i];
-          }
-        });
+        const int64_t n = P - p0 < T ? P - p0 : T;  // pixels of the tile
+        ex.for_each_thread([&](int64_t t) { Tile::load(tile, s.data + p0 * kC, n, t, T); });
         ex.sync();
         ex.for_each_thread([&](int64_t t) {
-          if (p0 + t < P) pixel_nhwc(Wt, B, WG, p0 + t, tile + t * kRow);
+          if (t < n) pixel_nhwc(Wt, B, WG, p0 + t, tile + t * Tile::kRow);
         });
         ex.sync();
-        scalar_t* dst = out.data + p0 * kC;
-        ex.for_each_thread([&](int64_t t) {
-          GSCNN_UNROLL
-          for (int i = 0; i < kChunks; ++i) {
-            const int64_t g = t + i * T;
-            if (g < n)
-              store_chunk(dst + g * kPerChunk,
-                          static_cast<Chunk16>(tile[(g / kChunks) * kRow + g % kChunks]));
-          }
-        });
+        ex.for_each_thread([&](int64_t t) { Tile::store(out.data + p0 * kC, tile, n, t, T); });
       }
     }
   }
@@ -318,25 +399,10 @@ struct ForwardProgramSmallC {
   GSCNN_HD void pixel_nhwc(const Ptr& Wt, const Ptr& B, const Ptr& WG, int64_t p,
                            const ChunkPtr& row) const {
     acc_t x[kC];
-    GSCNN_UNROLL
-    for (int i = 0; i < kChunks; ++i) {
-      const Chunk16 c = row[i];
-      scalar_t v[kPerChunk];
-      std::memcpy(v, &c, sizeof c);
-      GSCNN_UNROLL
-      for (int l = 0; l < kPerChunk; ++l) x[i * kPerChunk + l] = static_cast<acc_t>(v[l]);
-    }
+    Tile::read_row(row, x);
     acc_t y[kC];
     transform(Wt, B, x, gate(WG, x, Pixel::of(p, s.px.HW, s.px.W)), y);
-    GSCNN_UNROLL
-    for (int i = 0; i < kChunks; ++i) {
-      scalar_t v[kPerChunk];
-      GSCNN_UNROLL
-      for (int l = 0; l < kPerChunk; ++l) v[l] = static_cast<scalar_t>(y[i * kPerChunk + l]);
-      Chunk16 c;
-      std::memcpy(&c, v, sizeof c);
-      row[i] = c;
-    }
+    Tile::write_row(row, y);
   }
 };
 
@@ -496,13 +562,17 @@ struct BackwardSmallCShared {
   }
 };
 
-template <typename scalar_t, int kC>
+template <typename scalar_t, int kC, bool kNhwc = false>
 struct BackwardProgramSmallC {
   using acc_t = at::opmath_type<scalar_t>;
   using Sh = BackwardSmallCShared<kC>;
-  static constexpr int kMaxThreads = 256;
+  using Tile = PixelTile<scalar_t, kC>;  // NHWC
   // At most 128 registers (launch bounds for two blocks of 256 threads): four blocks of the
-  // 128-thread launch per SM where shared memory allows.
+  // 128-thread launch per SM where shared memory allows. NHWC at kC = 32: blocks of at most 128
+  // threads, two per SM (all its shared memory allows on an H100), so up to 255 registers: capped
+  // at 128, nvcc spilled ~60 values per pixel across the gu loop.
+  static constexpr bool kWide = kNhwc && kC == 32;
+  static constexpr int kMaxThreads = kWide ? 128 : 256;
   static constexpr int kMinBlocks = 2;
   static constexpr int kB = Sh::kB, kEB = Sh::kEB;
   static_assert(kC % 4 == 0, "4 x 4 tiles of dW");
@@ -512,7 +582,16 @@ struct BackwardProgramSmallC {
   BackwardProgram<scalar_t> a;
 
   GSCNN_HD int64_t num_tiles(int64_t T) const { return (a.P + T - 1) / T; }
-  static GSCNN_HD int64_t shared_elems(int64_t Cr, int64_t T) { return Sh(Cr, T).total; }
+  // NHWC (s, g and ds contiguous channels_last, 16-byte aligned): two PixelTiles after the
+  // buffers of Sh, s's (its rows then hold ds) and g's.
+  static GSCNN_HD int64_t tiles_chunk_offset(int64_t Cr, int64_t T) {
+    return (Sh(Cr, T).total * static_cast<int64_t>(sizeof(acc_t)) + 15) / 16;
+  }
+  // Shared memory of a block of T threads, in bytes.
+  static GSCNN_HD int64_t shared_bytes(int64_t Cr, int64_t T) {
+    return kNhwc ? (tiles_chunk_offset(Cr, T) + 2 * Tile::chunks(T)) * 16
+                 : Sh(Cr, T).total * static_cast<int64_t>(sizeof(acc_t));
+  }
 
   template <typename Exec>
   GSCNN_HD void operator()(Exec& ex) const {
@@ -527,12 +606,29 @@ struct BackwardProgramSmallC {
       for (int64_t e = t; e < sh.items * kB * kB; e += T) sm[sh.ACC + e] = acc_t(0);
       for (int64_t e = a.L.bias_offset() + t; e < a.L.size(); e += T) row[e] = acc_t(0);
     });
+    // NHWC: the tiles of s (then ds) and g; unused otherwise.
+    const auto XS = ex.template shared<Chunk16>() + (kNhwc ? tiles_chunk_offset(a.L.Cr, T) : 0);
+    const auto XG = XS + Tile::chunks(T);
     for (int64_t tile = ex.block(); tile < num_tiles(T); tile += ex.grid()) {
+      const int64_t p0 = tile * T, n = a.P - p0 < T ? a.P - p0 : T;
+      // NHWC: the tile's s and g staged before the barrier (they touch no buffer the last reduce
+      // phase reads, and the last store phase's chunks are the thread's own: PixelTile).
+      if constexpr (kNhwc) {
+        ex.for_each_thread([&](int64_t t) {
+          Tile::load(XS, a.s.data + p0 * kC, n, t, T);
+          Tile::load(XG, a.g.data + p0 * kC, n, t, T);
+        });
+      }
       // parameters staged (first tile); the last reduce phase read what this one overwrites
       ex.sync();
-      ex.for_each_thread([&](int64_t t) { pixel_phase(sm, sh, tile * T + t, t); });
+      ex.for_each_thread([&](int64_t t) {
+        pixel_phase(sm, sh, p0 + t, t, XS + t * Tile::kRow, XG + t * Tile::kRow);
+      });
       ex.sync();
-      ex.for_each_thread([&](int64_t t) { reduce_phase(sm, sh, row, t, T); });
+      ex.for_each_thread([&](int64_t t) {
+        reduce_phase(sm, sh, row, t, T);
+        if constexpr (kNhwc) Tile::store(a.ds.data + p0 * kC, XS, n, t, T);
+      });
     }
     ex.sync();  // every item's accumulators, for the sums over pixel groups
     ex.for_each_thread([&](int64_t t) {
@@ -547,27 +643,38 @@ struct BackwardProgramSmallC {
     });
   }
 
-  template <typename Ptr>
-  GSCNN_HD void pixel_phase(Ptr sm, const Sh& sh, int64_t p, int64_t t) const {
+  // xs, xg: NHWC, the pixel's rows of the s and g tiles (ds is written over xs).
+  template <typename Ptr, typename ChunkPtr>
+  GSCNN_HD void pixel_phase(Ptr sm, const Sh& sh, int64_t p, int64_t t,
+                            [[maybe_unused]] const ChunkPtr& xs,
+                            [[maybe_unused]] const ChunkPtr& xg) const {
     const int64_t ld = sh.ld;
     if (p >= a.P) {  // padding pixel of the last tile: contributes nothing to the sums
       for (int64_t i = sh.G; i < sh.ACC; i += ld) sm[i + t] = acc_t(0);
       return;
     }
     const Pixel q = Pixel::of(p, a.s.px.HW, a.s.px.W);  // every tensor has the same N, H, W
-    const int64_t so = a.s.px.offset(q), ro = a.r.px.offset(q), go = a.g.px.offset(q);
+    const int64_t ro = a.r.px.offset(q);
+    [[maybe_unused]] const int64_t so = a.s.px.offset(q), go = a.g.px.offset(q);  // NCHW
     const Ptr WG = sm + sh.WG;
     // x (the pixel's channels) and gu in registers; g and, after the logit, s are read back from
     // the thread's own column of G and S (one shared load per 2 x kC FMAs): fewer live registers.
     acc_t x[kC], gu[kC];
     acc_t z = static_cast<acc_t>(WG[kC + a.L.Cr]);
-    // Channel addresses as pointer walks, as in ForwardProgramSmallC::pixel.
-    const scalar_t* sp = &a.s.at(so, 0);
-    GSCNN_UNROLL
-    for (int c = 0; c < kC; ++c) {
-      if (c > 0) sp += a.s.sC;
-      x[c] = static_cast<acc_t>(*sp);
-      z += static_cast<acc_t>(WG[c]) * x[c];
+    if constexpr (kNhwc) {
+      Tile::read_row(xs, x);
+      GSCNN_UNROLL
+      for (int c = 0; c < kC; ++c) z += static_cast<acc_t>(WG[c]) * x[c];
+    } else {
+      // Channel addresses as pointer walks, as in ForwardProgramSmallC::pixel; the logit summed
+      // in the same loop (split off, nvcc gave the bf16 kernel at kC = 32 a stack frame).
+      const scalar_t* sp = &a.s.at(so, 0);
+      GSCNN_UNROLL
+      for (int c = 0; c < kC; ++c) {
+        if (c > 0) sp += a.s.sC;
+        x[c] = static_cast<acc_t>(*sp);
+        z += static_cast<acc_t>(WG[c]) * x[c];
+      }
     }
     GSCNN_NO_UNROLL
     for (int64_t j = 0; j < a.L.Cr; ++j) {
@@ -583,11 +690,21 @@ struct BackwardProgramSmallC {
       sm[sh.S + c * ld + t] = x[c];
       gu[c] = acc_t(0);
     }
-    const scalar_t* gp = &a.g.at(go, 0);
-    GSCNN_UNROLL
-    for (int o = 0; o < kC; ++o) {
-      if (o > 0) gp += a.g.sC;
-      sm[sh.G + o * ld + t] = static_cast<acc_t>(*gp);
+    if constexpr (kNhwc) {
+      GSCNN_UNROLL
+      for (int i = 0; i < Tile::kChunks; ++i) {  // a chunk at a time: few live registers
+        acc_t v[Tile::kPerChunk];
+        Tile::read_chunk(xg, i, v);
+        GSCNN_UNROLL
+        for (int l = 0; l < Tile::kPerChunk; ++l) sm[sh.G + (i * Tile::kPerChunk + l) * ld + t] = v[l];
+      }
+    } else {
+      const scalar_t* gp = &a.g.at(go, 0);
+      GSCNN_UNROLL
+      for (int o = 0; o < kC; ++o) {
+        if (o > 0) gp += a.g.sC;
+        sm[sh.G + o * ld + t] = static_cast<acc_t>(*gp);
+      }
     }
     GSCNN_UNROLL
     for (int o = 0; o < kC; ++o) {  // gu = W^T g, W's row o a broadcast read
@@ -601,12 +718,25 @@ struct BackwardProgramSmallC {
     GSCNN_UNROLL
     for (int c = 0; c < kC; ++c) dalpha += gu[c] * static_cast<acc_t>(sm[sh.S + c * ld + t]);
     const acc_t dz = gate_logit_grad(dalpha, alpha);
-    const int64_t dso = a.ds.px.offset(q), dro = a.dr.px.offset(q);
-    scalar_t* dsp = &a.ds.at(dso, 0);
-    GSCNN_UNROLL
-    for (int c = 0; c < kC; ++c) {
-      if (c > 0) dsp += a.ds.sC;
-      *dsp = static_cast<scalar_t>(shape_grad(gu[c], f, dz, static_cast<acc_t>(WG[c])));
+    const int64_t dro = a.dr.px.offset(q);
+    if constexpr (kNhwc) {
+      GSCNN_UNROLL
+      for (int i = 0; i < Tile::kChunks; ++i) {
+        acc_t v[Tile::kPerChunk];
+        GSCNN_UNROLL
+        for (int l = 0; l < Tile::kPerChunk; ++l) {
+          const int c = i * Tile::kPerChunk + l;
+          v[l] = shape_grad(gu[c], f, dz, static_cast<acc_t>(WG[c]));
+        }
+        Tile::write_chunk(xs, i, v);
+      }
+    } else {
+      scalar_t* dsp = &a.ds.at(a.ds.px.offset(q), 0);
+      GSCNN_UNROLL
+      for (int c = 0; c < kC; ++c) {
+        if (c > 0) dsp += a.ds.sC;
+        *dsp = static_cast<scalar_t>(shape_grad(gu[c], f, dz, static_cast<acc_t>(WG[c])));
+      }
     }
     GSCNN_NO_UNROLL
     for (int64_t j = 0; j < a.L.Cr; ++j)

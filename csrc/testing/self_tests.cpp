@@ -64,6 +64,31 @@ std::vector<int64_t> as_list(const Launch& l, int64_t tile_h = 0, int64_t tile_w
   return {l.blocks, l.threads, l.shared_bytes, l.scratch_bytes_per_block, tile_h, tile_w, variant};
 }
 
+// shared(T): the shared memory of a shape-stream program, Program<scalar_t, C, nhwc>, for the
+// element size (8: double, 4: float, 2: bfloat16; NCHW programs depend only on the accumulation
+// type) and C in {8, 16, 32} of select_launch's sizes [P, C, Cr, bytes].
+template <template <typename, int, bool> class Program>
+auto small_c_shared_bytes(const std::vector<int64_t>& sz, bool nhwc) {
+  const int64_t C = sz.at(1), Cr = sz.at(2), bytes = sz.at(3);
+  TORCH_CHECK(C == 8 || C == 16 || C == 32, "select_launch: C must be 8, 16 or 32, got ", C);
+  TORCH_CHECK(bytes == 8 || bytes == 4 || (nhwc && bytes == 2),
+              "select_launch: unsupported element size ", bytes);
+  return [=](int64_t T) -> int64_t {
+    auto of = [&](auto scalar_tag, auto kc) {
+      using scalar_t = decltype(scalar_tag);
+      constexpr int kC = decltype(kc)::value;
+      return nhwc ? Program<scalar_t, kC, true>::shared_bytes(Cr, T)
+                  : Program<scalar_t, kC, false>::shared_bytes(Cr, T);
+    };
+    auto by_c = [&](auto scalar_tag) {
+      return C == 8    ? of(scalar_tag, std::integral_constant<int, 8>{})
+             : C == 16 ? of(scalar_tag, std::integral_constant<int, 16>{})
+                       : of(scalar_tag, std::integral_constant<int, 32>{});
+    };
+    return bytes == 8 ? by_c(double{}) : bytes == 4 ? by_c(float{}) : by_c(c10::BFloat16{});
+  };
+}
+
 // [blocks, threads, shared_bytes, scratch_bytes, tile_h, tile_w, variant] of an op's launch for
 // `sizes` on the GPU `gpu` (8 device + 3 kernel limits).
 std::vector<int64_t> select_launch(std::string op, std::vector<int64_t> sz,
@@ -77,38 +102,14 @@ std::vector<int64_t> select_launch(std::string op, std::vector<int64_t> sz,
   }
   // P, C (= C_out: 8, 16 or 32), Cr, acc_bytes; _nhwc: P, C, Cr, element bytes (8, 4 or 2)
   if (op == "gated_conv2d_small_c" || op == "gated_conv2d_small_c_nhwc") {
-    const int64_t C = sz.at(1), Cr = sz.at(2), bytes = sz.at(3);
-    const bool nhwc = op == "gated_conv2d_small_c_nhwc";
-    TORCH_CHECK(C == 8 || C == 16 || C == 32, "select_launch: C must be 8, 16 or 32, got ", C);
-    TORCH_CHECK(bytes == 8 || bytes == 4 || (nhwc && bytes == 2),
-                "select_launch: unsupported element size ", bytes);
-    auto shared = [&](int64_t T) -> int64_t {
-      auto of = [&](auto scalar_tag, auto kc) {
-        using scalar_t = decltype(scalar_tag);
-        constexpr int kC = decltype(kc)::value;
-        return nhwc ? gcl::ForwardProgramSmallC<scalar_t, kC, true>::shared_bytes(Cr, T)
-                    : gcl::ForwardProgramSmallC<scalar_t, kC>::shared_bytes(Cr, T);
-      };
-      auto by_c = [&](auto scalar_tag) {
-        return C == 8    ? of(scalar_tag, std::integral_constant<int, 8>{})
-               : C == 16 ? of(scalar_tag, std::integral_constant<int, 16>{})
-                         : of(scalar_tag, std::integral_constant<int, 32>{});
-      };
-      return bytes == 8 ? by_c(double{}) : bytes == 4 ? by_c(float{}) : by_c(c10::BFloat16{});
-    };
+    const auto shared = small_c_shared_bytes<gcl::ForwardProgramSmallC>(sz, op.ends_with("_nhwc"));
     return as_list(gcl::select_forward_small_c(sz.at(0), shared, d, k), 0, 0, 2);
   }
-  if (op == "gated_conv2d_backward_small_c") {  // P, C (= C_out: 8, 16 or 32), Cr, acc_bytes
-    const int64_t C = sz.at(1), Cr = sz.at(2), acc = sz.at(3);
-    auto elems = [&](int64_t T) {
-      return C == 8 ? gcl::BackwardProgramSmallC<float, 8>::shared_elems(Cr, T)
-             : C == 16 ? gcl::BackwardProgramSmallC<float, 16>::shared_elems(Cr, T)
-                       : gcl::BackwardProgramSmallC<float, 32>::shared_elems(Cr, T);
-    };
-    TORCH_CHECK(C == 8 || C == 16 || C == 32, "select_launch: C must be 8, 16 or 32, got ", C);
-    return as_list(gcl::select_backward_small_c(sz.at(0), gcl::GradLayout{C, Cr, C}, elems, acc,
-                                                d, k),
-                   0, 0, 2);
+  if (op == "gated_conv2d_backward_small_c" || op == "gated_conv2d_backward_small_c_nhwc") {
+    const auto shared =
+        small_c_shared_bytes<gcl::BackwardProgramSmallC>(sz, op.ends_with("_nhwc"));
+    const gcl::GradLayout L{sz.at(1), sz.at(2), sz.at(1)};
+    return as_list(gcl::select_backward_small_c(sz.at(0), L, shared, d, k), 0, 0, 2);
   }
   if (op == "gated_conv2d_backward") {  // P, C, Cr, Cout, acc_bytes
     return as_list(gcl::select_backward(sz.at(0), gcl::GradLayout{sz.at(1), sz.at(2), sz.at(3)},
