@@ -17,9 +17,10 @@ HBM floor: the time to read every input and write every output once.
 it) and adds the measured median of the fused op next to each estimate.
 
 Estimated times (the forward kernels of the shape stream's layers, one pixel per thread per
-iteration of a grid-stride loop, NCHW and NHWC): from the SASS of the pixel loop, whose static
-counts are the per-pixel counts (the loop over the Cr = 1 gating channel inside it runs once),
-with the model written in ISSUE_MODEL below:
+iteration of a grid-stride loop, NCHW and NHWC; two for the half types' NCHW program at C = 32):
+from the SASS of the pixel loop, whose static counts are the per-pixel counts (divided by two for
+the two-pixel program; the loop over the Cr = 1 gating channel inside it runs once), with the
+model written in ISSUE_MODEL below:
     load/store time = warps x wavefronts / (SMs x LSU_PER_CLOCK x clock)
     issue time      = warps x instructions / (SMs x ISSUE_PER_CLOCK x clock)
     estimate        = max(HBM floor at the specification bandwidth, load/store time, issue time)
@@ -299,8 +300,13 @@ def launch_table(kernel_limits, sass=None, measured=None):
             "dual_task_loss": "dtl::Pipeline<float, true, false, 3>",
             "dual_task_loss_backward": "dtl::Pipeline<float, true, true, 3>",
         }[op]
-        # the row's own dtype's kernel (the NHWC kernels' registers differ between dtypes)
-        program = program.replace("<float", "<BFloat16" if "bf16" in name.split() else "<float")
+        # the row's own dtype's kernel (the NHWC kernels' registers differ between dtypes); the
+        # bf16 NCHW forward at C = 32 is the two-pixel program (800 x 800 images: an even count)
+        bf16 = "bf16" in name.split()
+        pairs = op == "gated_conv2d_small_c" and C == 32 and bf16
+        if pairs:
+            program = "gcl::ForwardProgramSmallCPairs<float, 32>"
+        program = program.replace("<float", "<BFloat16" if bf16 else "<float")
         regs, static = next(
             (
                 (r["regs"], r["shared"])
@@ -330,13 +336,15 @@ def launch_table(kernel_limits, sass=None, measured=None):
             ops = store_loop(code) if code else None
             c = mix(ops) if ops else None
             # Global stores per pixel: NCHW C + 1 (out, alpha; an unrolled loop holds several
-            # pixels); NHWC the out's 16-byte chunks and alpha, one pixel per thread per tile.
+            # pixels; the two-pixel program's stores hold two each); NHWC the out's 16-byte
+            # chunks and alpha, one pixel per thread per tile.
             nhwc = op.endswith("_nhwc")
             chunks = C * (2 if "bf16" in name else 4) // 16
             per_iteration = c["STG"] / (chunks + 1 if nhwc else C + 1) if c else 0
             if per_iteration >= 1 and per_iteration == int(per_iteration):
                 c["wavefronts"] = wavefronts(ops, 2 * chunks if nhwc else 0)
-                per_pixel = Counter({k: v / per_iteration for k, v in c.items()})
+                pixels = per_iteration * (2 if pairs else 1)  # the pair program: 2 per store
+                per_pixel = Counter({k: v / pixels for k, v in c.items()})
                 lsu, issue, total = estimate_ms(
                     per_pixel, sizes[0], nbytes / HBM_BYTES_PER_S["H100 SXM spec"]
                 )

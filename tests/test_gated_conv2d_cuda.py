@@ -66,6 +66,8 @@ CUDA_SHAPES = [  # (N, C, Cr, Cout, H, W, channels_last)
     # the shape stream's widths: their own programs (channels_last: the NHWC forward, its tiles
     # staged in shared memory; 97 x 131 leaves a partial last tile)
     pytest.param((2, 32, 1, 32, 97, 131, False), id="shape_stream_C32"),
+    # an even pixel count: the half types' two-pixel forward
+    pytest.param((2, 32, 1, 32, 96, 131, False), id="shape_stream_C32_even"),
     pytest.param((2, 32, 1, 32, 97, 131, True), id="shape_stream_C32_channels_last"),
     pytest.param((1, 8, 1, 8, 33, 65, True), id="shape_stream_C8_channels_last"),
 ]

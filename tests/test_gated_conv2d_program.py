@@ -202,6 +202,31 @@ def test_nhwc_backward_program_half_types(emu, dtype):
         )
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_two_pixel_forward_for_half_types_at_c32(emu, dtype):
+    # Contiguous half-type input at C = 32 with an even number of pixels per image: two pixels
+    # per thread (variant 2), against the float64 reference of the same rounded inputs, and
+    # bitwise equal to the one-pixel programs (the same sums in the same order): the NHWC program
+    # on the channels_last copy. An odd image (5 x 11) takes the one-pixel NCHW program.
+    eps = LOW_PRECISION_EPS[dtype]
+    for hw, pairs in (((6, 11), True), ((5, 11), False), ((1, 2), True)):
+        for Cr in (1, 3):
+            inputs = make_inputs(2, 32, Cr, 32, *hw, dtype=dtype)
+            inputs64 = [t.double() for t in inputs]
+            for force in ([], emu.launch(7, 3), emu.launch(1, 5)):
+                got = ops(emu).gated_conv2d(*inputs, emu.gpu(), force)
+                launch = emu.last_launch()
+                assert (launch["variant"] == 2) == pairs and launch["barriers"] == 1, launch
+                for g, e in zip(got, reference.gated_conv2d(*inputs64)):
+                    torch.testing.assert_close(
+                        g.double(), e, rtol=eps, atol=eps * e.abs().max().item()
+                    )
+                cl = [inputs[0].contiguous(memory_format=torch.channels_last)] + inputs[1:]
+                one_pixel = ops(emu).gated_conv2d(*cl, emu.gpu(), force)
+                for g, o in zip(got, one_pixel):
+                    assert torch.equal(g, o)
+
+
 def test_nhwc_misaligned_input_takes_the_strided_program(emu):
     # A channels_last view starting 8 bytes into its storage: no 16-byte chunks there, so the
     # strided program reads it (one barrier), with the same results.

@@ -303,6 +303,16 @@ inline bool small_c_nhwc(std::initializer_list<at::Tensor> staged) {
   });
 }
 
+// Whether the forward's two-pixel program (gcl::ForwardProgramSmallCPairs) can run: every
+// tensor it reads or writes (s, r, out, alpha) contiguous NCHW and 4-byte aligned, and an even
+// number of pixels per image (pixels 2q and 2q + 1 then share an image and a channel plane row).
+inline bool small_c_pairs(int64_t H, int64_t W, std::initializer_list<at::Tensor> tensors) {
+  if ((H * W) % 2 != 0) return false;
+  return std::all_of(tensors.begin(), tensors.end(), [](const at::Tensor& t) {
+    return t.is_contiguous() && reinterpret_cast<uintptr_t>(t.const_data_ptr()) % 4 == 0;
+  });
+}
+
 // The backward for the shape stream's widths: 128 threads (float32, kC = 32: 46 KiB, four
 // blocks per SM on an H100, 83 KiB and two with the NHWC tiles; 256 threads would halve that),
 // else 64 or 32 (float64 on GPUs with less shared memory), one block per row of partial sums.
@@ -341,8 +351,8 @@ auto program_forward_kernel(const char* op, Device& device) {
             op, s,
             [&](const DeviceLimits& d, const KernelLimits& k, const LaunchOverride& ov) {
               return gcl::select_forward_small_c(
-                  z.pixels(), [&](int64_t T) { return Program::shared_bytes(z.Cr, T); }, d, k,
-                  ov);
+                  Program::items(z.pixels()),
+                  [&](int64_t T) { return Program::shared_bytes(z.Cr, T); }, d, k, ov);
             },
             [&](const Launch&) {
               Program p{};
@@ -364,9 +374,15 @@ auto program_forward_kernel(const char* op, Device& device) {
         if (z.C != kC || z.Cout != kC) return false;
         if (gcl::small_c_nhwc({s, out})) {
           run_small(static_cast<gcl::ForwardProgramSmallC<scalar_t, kC, true>*>(nullptr));
-        } else {
-          run_small(static_cast<gcl::ForwardProgramSmallC<scalar_t, kC>*>(nullptr));
+          return true;
         }
+        if constexpr (kC == 32 && sizeof(scalar_t) == 2) {  // half types: two pixels a thread
+          if (gcl::small_c_pairs(z.H, z.W, {s, r, out, alpha})) {
+            run_small(static_cast<gcl::ForwardProgramSmallCPairs<scalar_t, kC>*>(nullptr));
+            return true;
+          }
+        }
+        run_small(static_cast<gcl::ForwardProgramSmallC<scalar_t, kC>*>(nullptr));
         return true;
       };
       if (small(std::integral_constant<int, 8>{}) || small(std::integral_constant<int, 16>{}) ||

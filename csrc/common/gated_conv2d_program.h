@@ -290,18 +290,18 @@ struct ForwardProgramSmallC {
   static GSCNN_HD int64_t tile_chunk_offset(int64_t Cr) {
     return (param_elems(Cr) * static_cast<int64_t>(sizeof(acc_t)) + 15) / 16;
   }
+  // Work items of the grid-stride loop: pixels.
+  static GSCNN_HD int64_t items(int64_t P) { return P; }
   // Shared memory of a block of T threads, in bytes.
   static GSCNN_HD int64_t shared_bytes(int64_t Cr, int64_t T) {
     return kNhwc ? (tile_chunk_offset(Cr) + Tile::chunks(T)) * 16
                  : param_elems(Cr) * static_cast<int64_t>(sizeof(acc_t));
   }
 
-  template <typename Exec>
-  GSCNN_HD void operator()(Exec& ex) const {
-    auto sm = ex.template shared<acc_t>();
-    const auto Wt = sm, B = sm + kC * kC, WG = sm + kC * kC + kC;
-    const int64_t T = ex.threads(), first = ex.block() * T, step = ex.grid() * T;
-    const int64_t n_params = param_elems(Cr);
+  // Every thread's share of staging the parameters in shared memory (before a barrier).
+  template <typename Exec, typename Ptr>
+  GSCNN_HD void stage_parameters(Exec& ex, const Ptr& sm) const {
+    const int64_t T = ex.threads(), n_params = param_elems(Cr);
     ex.for_each_thread([&](int64_t t) {
       for (int64_t e = t; e < n_params; e += T) {
         acc_t v;
@@ -317,6 +317,14 @@ struct ForwardProgramSmallC {
         sm[e] = v;
       }
     });
+  }
+
+  template <typename Exec>
+  GSCNN_HD void operator()(Exec& ex) const {
+    auto sm = ex.template shared<acc_t>();
+    const auto Wt = sm, B = sm + kC * kC, WG = sm + kC * kC + kC;
+    const int64_t T = ex.threads(), first = ex.block() * T, step = ex.grid() * T;
+    stage_parameters(ex, sm);
     if constexpr (!kNhwc) {
       ex.sync();  // every thread reads every parameter
       ex.for_each_thread([&](int64_t t) {
@@ -403,6 +411,122 @@ struct ForwardProgramSmallC {
     acc_t y[kC];
     transform(Wt, B, x, gate(WG, x, Pixel::of(p, s.px.HW, s.px.W)), y);
     Tile::write_row(row, y);
+  }
+};
+
+// ---------------------------------------------------------------------------------------------
+// Forward for the shape stream's widest layer in half types (kC = 32, float16 / bfloat16), NCHW
+// contiguous with an even number of pixels per image: two neighbouring pixels per thread. Their
+// values of a channel are one 32-bit word (one load or store for both), and each broadcast of four
+// weights from shared memory feeds both pixels' accumulators: per pixel half the global
+// instructions, half the shared loads of ForwardProgramSmallC and half its index arithmetic, for
+// a kernel that scripts/kernel_report.py found bound by instruction issue (1.4x its HBM floor).
+// Outputs in passes of kOB channels: two pixels' kC inputs and 2 x kOB accumulators in registers.
+
+// Two neighbouring values at a 4-byte aligned address, as the accumulation type / from it.
+template <typename scalar_t, typename acc_t>
+GSCNN_HD void load_pair(const scalar_t* p, acc_t& a, acc_t& b) {
+  static_assert(sizeof(scalar_t) == 2, "a pair of 16-bit values");
+  uint32_t word;
+#if defined(__CUDA_ARCH__)
+  word = *reinterpret_cast<const uint32_t*>(p);
+#else
+  std::memcpy(&word, p, sizeof word);
+#endif
+  scalar_t v[2];
+  std::memcpy(v, &word, sizeof word);
+  a = static_cast<acc_t>(v[0]);
+  b = static_cast<acc_t>(v[1]);
+}
+template <typename scalar_t, typename acc_t>
+GSCNN_HD void store_pair(scalar_t* p, acc_t a, acc_t b) {
+  const scalar_t v[2] = {static_cast<scalar_t>(a), static_cast<scalar_t>(b)};
+  uint32_t word;
+  std::memcpy(&word, v, sizeof word);
+#if defined(__CUDA_ARCH__)
+  *reinterpret_cast<uint32_t*>(p) = word;
+#else
+  std::memcpy(p, &word, sizeof word);
+#endif
+}
+
+template <typename scalar_t, int kC>
+struct ForwardProgramSmallCPairs : ForwardProgramSmallC<scalar_t, kC> {
+  using Base = ForwardProgramSmallC<scalar_t, kC>;
+  using acc_t = typename Base::acc_t;
+  static constexpr int kOB = 16;  // output channels per pass
+  static constexpr int kPixelsPerThread = 2;  // per step of the grid-stride loop
+  static_assert(sizeof(scalar_t) == 2 && kC % kOB == 0, "16-bit pairs, whole passes");
+
+  // Work items of the grid-stride loop: pairs of pixels.
+  static GSCNN_HD int64_t items(int64_t P) { return P / 2; }
+
+  template <typename Exec>
+  GSCNN_HD void operator()(Exec& ex) const {
+    auto sm = ex.template shared<acc_t>();
+    const auto Wt = sm, B = sm + kC * kC, WG = sm + kC * kC + kC;
+    const int64_t T = ex.threads(), first = ex.block() * T, step = ex.grid() * T;
+    this->stage_parameters(ex, sm);
+    ex.sync();  // every thread reads every parameter
+    ex.for_each_thread([&](int64_t t) {
+      for (int64_t q = first + t; q < items(this->P); q += step) pair(Wt, B, WG, 2 * q);
+    });
+  }
+
+  // Pixels p and p + 1 (one image, one row of every channel plane: the host checks).
+  template <typename Ptr>
+  GSCNN_HD void pair(const Ptr& Wt, const Ptr& B, const Ptr& WG, int64_t p) const {
+    const auto& s = this->s;
+    const auto& r = this->r;
+    const auto& out = this->out;
+    const auto& alpha = this->alpha;
+    const Pixel q = Pixel::of(p, s.px.HW, s.px.W);
+    acc_t x0[kC], x1[kC];
+    acc_t z0 = static_cast<acc_t>(WG[kC + this->Cr]), z1 = z0;
+    const scalar_t* sp = &s.at(s.px.offset(q), 0);
+    GSCNN_UNROLL
+    for (int c = 0; c < kC; ++c) {
+      if (c > 0) sp += s.sC;
+      load_pair(sp, x0[c], x1[c]);
+      const acc_t w = static_cast<acc_t>(WG[c]);
+      z0 += w * x0[c];
+      z1 += w * x1[c];
+    }
+    const int64_t ro = r.px.offset(q);
+    GSCNN_NO_UNROLL
+    for (int64_t j = 0; j < this->Cr; ++j) {
+      acc_t r0, r1;
+      load_pair(&r.at(ro, j), r0, r1);
+      const acc_t w = static_cast<acc_t>(WG[kC + j]);
+      z0 += w * r0;
+      z1 += w * r1;
+    }
+    const acc_t a0 = sigmoid(z0), a1 = sigmoid(z1);
+    store_pair(&alpha.at(alpha.px.offset(q), 0), a0, a1);
+    const acc_t f0 = acc_t(1) + a0, f1 = acc_t(1) + a1;
+    scalar_t* op = &out.at(out.px.offset(q), 0);
+    GSCNN_UNROLL
+    for (int ob = 0; ob < kC; ob += kOB) {
+      acc_t y0[kOB], y1[kOB];
+      GSCNN_UNROLL
+      for (int o = 0; o < kOB; ++o) y0[o] = y1[o] = acc_t(0);
+      GSCNN_UNROLL
+      for (int c = 0; c < kC; ++c) {
+        const Ptr w = Wt + c * kC + ob;
+        GSCNN_UNROLL
+        for (int o = 0; o < kOB; ++o) {
+          const acc_t wo = static_cast<acc_t>(w[o]);
+          y0[o] += wo * x0[c];
+          y1[o] += wo * x1[c];
+        }
+      }
+      GSCNN_UNROLL
+      for (int o = 0; o < kOB; ++o) {
+        if (ob + o > 0) op += out.sC;
+        const acc_t bo = static_cast<acc_t>(B[ob + o]);
+        store_pair(op, bo + f0 * y0[o], bo + f1 * y1[o]);
+      }
+    }
   }
 };
 

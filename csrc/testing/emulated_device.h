@@ -10,6 +10,7 @@
 
 #include <cstdint>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "../common/label_errors.h"
@@ -73,6 +74,9 @@ struct EmulatedDevice : labels::HostLabelStatus {  // bad labels: raised at once
       rec.tile_w = choice.tile.TW;
     }
     if constexpr (requires { choice.staged; }) rec.variant = choice.staged ? 0 : 1;
+    // programs that take several pixels per thread say how many (kPixelsPerThread)
+    using Program = std::remove_cvref_t<decltype(program)>;
+    if constexpr (requires { Program::kPixelsPerThread; }) rec.variant = Program::kPixelsPerThread;
     rec.barriers = emulate(op, program, l, options);
   }
 
