@@ -263,6 +263,19 @@ def benchmark_rows():
     return rows
 
 
+def max_threads_per_block(program):
+    """The launch bound (kMaxThreads) of a program, from its name (short or mangled): 256, but 128
+    for the NHWC programs that take more registers (the backward at C = 32, the half types'
+    two-pixel forward at C = 32); mirrors csrc/common/gated_conv2d_program.h."""
+    short = re.search(r"(Forward|Backward)ProgramSmallC<(\w+), 32, true>", program)
+    mangled = re.search(r"(Forward|Backward)ProgramSmallCI(\w+?)Li32ELb1E", program)
+    m = short or mangled
+    if m is None:
+        return 256
+    half = m.group(2) in ("BFloat16", "Half", "N3c108BFloat16E", "N3c104HalfE")
+    return 128 if m.group(1) == "Backward" or half else 256
+
+
 def measured_medians(path):
     """{(direction, C, dtype): median seconds} of the fused gated_conv2d in a pytest-benchmark
     JSON (groups "cuda-<fwd|fwdbwd>-C<C>-<f32|bf16>[-nhwc]", see
@@ -315,7 +328,12 @@ def launch_table(kernel_limits, sass=None, measured=None):
             ),
             (255, 0),
         )
-        gpu = emulation.gpu("sm_90", regs_per_thread=regs, static_smem=static)
+        gpu = emulation.gpu(
+            "sm_90",
+            regs_per_thread=regs,
+            static_smem=static,
+            max_threads_per_block=max_threads_per_block(program),
+        )
         blocks, threads, shared, scratch, th, tw, _ = torch.ops.gscnn_testing.select_launch(
             op, sizes, gpu
         )

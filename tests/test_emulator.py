@@ -128,6 +128,14 @@ def _gcl_forward_shape_stream_nhwc(emu, skip):
     assert emu.last_launch()["barriers"] == 4
 
 
+def _gcl_forward_shape_stream_nhwc_pairs(emu, skip):
+    # bfloat16 at C = 32, channels_last: two pixels per thread (rows t and t + T); 35 pixels, 7
+    # threads, 2 blocks: block 0 takes tiles at pixels 0 and 28, the second partial
+    s, r, gw, gb, w, b = make_inputs(1, 32, 1, 32, 5, 7, dtype=torch.bfloat16, channels_last=True)
+    torch.ops.gscnn_testing.gated_conv2d(s, r, gw, gb, w, b, emu.gpu(), emu.launch(7, 2), skip)
+    assert emu.last_launch()["barriers"] == 4
+
+
 def _fscore(emu, skip):
     g = torch.Generator().manual_seed(1)
     pred = torch.randint(0, 3, (1, 20, 70), generator=g)
@@ -140,6 +148,7 @@ def _fscore(emu, skip):
 PROGRAMS = {
     "gated_conv2d (shape stream widths)": _gcl_forward_shape_stream,
     "gated_conv2d (shape stream widths, NHWC)": _gcl_forward_shape_stream_nhwc,
+    "gated_conv2d (shape stream widths, NHWC, two pixels)": _gcl_forward_shape_stream_nhwc_pairs,
     "gated_conv2d_backward": _gcl_backward,
     "gated_conv2d_backward (shape stream widths)": _gcl_backward_shape_stream,
     "gated_conv2d_backward (shape stream widths, NHWC)": _gcl_backward_shape_stream_nhwc,

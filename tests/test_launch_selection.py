@@ -9,6 +9,7 @@ import math
 import os
 import re
 import subprocess
+import sys
 
 import pytest
 import torch
@@ -16,6 +17,11 @@ import torch
 import gscnn_ops
 
 from emulation import GPUS, WORST_KERNEL, gpu
+
+sys.path.insert(
+    0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts")
+)
+import kernel_report  # noqa: E402  (the launch bounds of the programs, by name)
 
 MAX_GRID = 2**31 - 1
 
@@ -82,7 +88,8 @@ def test_gated_conv2d_forward_shape_stream_widths(emu, name):
                 assert problems(l, name) == [] and l["threads"] == 256, (C, Cr, P, l)
                 assert l["shared"] == (C * C + 2 * C + Cr + 1) * 4
                 # NHWC: the parameters, then the tile of T rows of 16-byte chunks (an odd row
-                # stride in chunks: one spare chunk when a pixel takes more than one)
+                # stride in chunks: one spare chunk when a pixel takes more than one); two rows
+                # per thread for the half types at C = 32
                 for elem in (2, 4, 8):
                     l = select(emu, "gated_conv2d_small_c_nhwc", [P, C, Cr, elem], name)
                     assert problems(l, name) == [], (C, Cr, elem, P, l)
@@ -90,7 +97,8 @@ def test_gated_conv2d_forward_shape_stream_widths(emu, name):
                     chunks = C * elem // 16
                     row = chunks + 1 if chunks > 1 else 1
                     params = -(-(C * C + 2 * C + Cr + 1) * acc // 16)
-                    assert l["shared"] == (params + l["threads"] * row) * 16, (C, Cr, elem, l)
+                    rows = l["threads"] * (2 if C == 32 and elem == 2 else 1)
+                    assert l["shared"] == (params + rows * row) * 16, (C, Cr, elem, l)
                     # 256 threads wherever they fit; float64 at C = 32 on 64 KiB GPUs: 128
                     assert l["threads"] == 256 or (elem == 8 and l["threads"] == 128), l
 
@@ -231,14 +239,12 @@ def test_selections_fit_the_compiled_kernels(emu):
         assert regs <= 255
         op, sizes = programs[program]
         # The NHWC variants of the shape-stream programs (template argument kNhwc = true, "Lb1E"),
-        # their own selection for their width and element size; launch bounds: 256 threads, but
-        # 128 for the NHWC backward at C = 32 (more registers).
+        # their own selection for their width and element size, under their launch bounds.
         nhwc = re.search(r"ProgramSmallCI(f|d|N3c104HalfE|N3c108BFloat16E)Li(\d+)ELb1E", mangled)
-        threads = 256
         if nhwc:
             elem = {"f": 4, "d": 8}.get(nhwc.group(1), 2)
             op, sizes = op + "_nhwc", [10**6, int(nhwc.group(2)), 1, elem]
-            threads = 128 if program.startswith("Backward") and sizes[1] == 32 else 256
+        threads = kernel_report.max_threads_per_block(mangled)
         kernel = dict(regs_per_thread=regs, max_threads_per_block=threads, static_smem=static)
         for name in GPUS:
             l = select(emu, op, sizes, name, **kernel)

@@ -174,25 +174,26 @@ struct PixelTile {
   // Thread t's share of copying pixels [0, n) from src (pixel 0's channel 0) into the tile.
   // Shared-memory positions are walked (a few 32-bit adds per chunk): computed per chunk, nvcc
   // hoisted the kChunks positions out of the programs' tile loops and spilled them.
-  template <typename Ptr>
+  // A tile of kPix * T pixels (kPix pixels per thread) takes kPix * kChunks chunks per thread.
+  template <int kPix = 1, typename Ptr>
   static GSCNN_HD void load(const Ptr& tile, const scalar_t* src, int64_t n, int64_t t,
                             int64_t T) {
-    Chunk16 v[kChunks];  // every load issued before the first store
+    Chunk16 v[kPix * kChunks];  // every load issued before the first store
     Walk w(n, t, T);
     GSCNN_UNROLL
-    for (int i = 0; i < kChunks; ++i)
+    for (int i = 0; i < kPix * kChunks; ++i)
       if (w.live(i)) v[i] = load_chunk(src + w.g(i) * kPerChunk);
     GSCNN_UNROLL
-    for (int i = 0; i < kChunks; ++i, w.next())
+    for (int i = 0; i < kPix * kChunks; ++i, w.next())
       if (w.live(i)) tile[w.at] = v[i];
   }
 
   // Thread t's share of copying the tile's pixels [0, n) to dst.
-  template <typename Ptr>
+  template <int kPix = 1, typename Ptr>
   static GSCNN_HD void store(scalar_t* dst, const Ptr& tile, int64_t n, int64_t t, int64_t T) {
     Walk w(n, t, T);
     GSCNN_UNROLL
-    for (int i = 0; i < kChunks; ++i, w.next())
+    for (int i = 0; i < kPix * kChunks; ++i, w.next())
       if (w.live(i)) store_chunk(dst + w.g(i) * kPerChunk, static_cast<Chunk16>(tile[w.at]));
   }
 
@@ -267,13 +268,18 @@ constexpr bool whole_chunks() {
 template <typename scalar_t, int kC, bool kNhwc = false>
 struct ForwardProgramSmallC {
   using acc_t = at::opmath_type<scalar_t>;
-  static constexpr int kMaxThreads = 256;
+  // NHWC: pixels per thread and tile (rows t and t + T of a tile of kPix * T pixels): two for the
+  // half types at kC = 32, as ForwardProgramSmallCPairs does for NCHW.
+  static constexpr int kPix = kNhwc && kC == 32 && sizeof(scalar_t) == 2 ? 2 : 1;
   // Registers: kC channels and kC accumulators per thread. Four blocks of 256 threads per SM
   // (64 registers each) where that fits them (kC <= 16), two (128) for kC = 32: a memory-bound
-  // kernel wants many warps in flight.
-  static constexpr int kMinBlocks = kC <= 16 ? 4 : 2;
+  // kernel wants many warps in flight. Two pixels per thread: three blocks of at most 128
+  // threads (170 registers; capped at 128, nvcc spilled about 24 values per pixel pair).
+  static constexpr int kMaxThreads = kPix == 2 ? 128 : 256;
+  static constexpr int kMinBlocks = kPix == 2 ? 3 : kC <= 16 ? 4 : 2;
   static_assert(kC % 4 == 0, "four output channels per vector load");
   using Tile = PixelTile<scalar_t, kC>;  // NHWC
+  static constexpr int kOB = 16;  // two-pixel transforms: output channels per pass
 
   Strided4d<const scalar_t> s, r;
   Strided4d<scalar_t> out, alpha;
@@ -294,7 +300,7 @@ struct ForwardProgramSmallC {
   static GSCNN_HD int64_t items(int64_t P) { return P; }
   // Shared memory of a block of T threads, in bytes.
   static GSCNN_HD int64_t shared_bytes(int64_t Cr, int64_t T) {
-    return kNhwc ? (tile_chunk_offset(Cr) + Tile::chunks(T)) * 16
+    return kNhwc ? (tile_chunk_offset(Cr) + Tile::chunks(kPix * T)) * 16
                  : param_elems(Cr) * static_cast<int64_t>(sizeof(acc_t));
   }
 
@@ -332,17 +338,25 @@ struct ForwardProgramSmallC {
       });
     } else {
       const auto tile = ex.template shared<Chunk16>() + tile_chunk_offset(Cr);
+      const int64_t TP = kPix * T;  // pixels per tile
       // The barrier after the first load phase also orders the parameters' staging before
       // their reads; none between a store phase and the next load phase (PixelTile).
-      for (int64_t p0 = first; p0 < P; p0 += step) {
-        const int64_t n = P - p0 < T ? P - p0 : T;  // pixels of the tile
-        ex.for_each_thread([&](int64_t t) { Tile::load(tile, s.data + p0 * kC, n, t, T); });
+      for (int64_t p0 = kPix * first; p0 < P; p0 += kPix * step) {
+        const int64_t n = P - p0 < TP ? P - p0 : TP;  // pixels of the tile
+        ex.for_each_thread(
+            [&](int64_t t) { Tile::template load<kPix>(tile, s.data + p0 * kC, n, t, T); });
         ex.sync();
         ex.for_each_thread([&](int64_t t) {
-          if (t < n) pixel_nhwc(Wt, B, WG, p0 + t, tile + t * Tile::kRow);
+          const auto row = tile + t * Tile::kRow;
+          if constexpr (kPix == 2) {
+            if (t < n) pixel_pair_nhwc(Wt, B, WG, p0 + t, row, row + T * Tile::kRow, T, t + T < n);
+          } else {
+            if (t < n) pixel_nhwc(Wt, B, WG, p0 + t, row);
+          }
         });
         ex.sync();
-        ex.for_each_thread([&](int64_t t) { Tile::store(out.data + p0 * kC, tile, n, t, T); });
+        ex.for_each_thread(
+            [&](int64_t t) { Tile::template store<kPix>(out.data + p0 * kC, tile, n, t, T); });
       }
     }
   }
@@ -379,6 +393,36 @@ struct ForwardProgramSmallC {
     for (int o = 0; o < kC; ++o) y[o] = static_cast<acc_t>(B[o]) + f * y[o];
   }
 
+  // Two pixels' y = b + f W x in passes of kOB outputs: every broadcast of W feeds both pixels'
+  // accumulators (the sums of transform, in its order). emit(ob, y0, y1) takes each pass.
+  template <typename Ptr, typename Emit>
+  static GSCNN_HD void transform2(const Ptr& Wt, const Ptr& B, const acc_t (&x0)[kC],
+                                  const acc_t (&x1)[kC], acc_t f0, acc_t f1, Emit&& emit) {
+    GSCNN_UNROLL
+    for (int ob = 0; ob < kC; ob += kOB) {
+      acc_t y0[kOB], y1[kOB];
+      GSCNN_UNROLL
+      for (int o = 0; o < kOB; ++o) y0[o] = y1[o] = acc_t(0);
+      GSCNN_UNROLL
+      for (int c = 0; c < kC; ++c) {
+        const Ptr w = Wt + c * kC + ob;
+        GSCNN_UNROLL
+        for (int o = 0; o < kOB; ++o) {
+          const acc_t wo = static_cast<acc_t>(w[o]);
+          y0[o] += wo * x0[c];
+          y1[o] += wo * x1[c];
+        }
+      }
+      GSCNN_UNROLL
+      for (int o = 0; o < kOB; ++o) {
+        const acc_t bo = static_cast<acc_t>(B[ob + o]);
+        y0[o] = bo + f0 * y0[o];
+        y1[o] = bo + f1 * y1[o];
+      }
+      emit(ob, y0, y1);
+    }
+  }
+
   template <typename Ptr>
   GSCNN_HD void pixel(const Ptr& Wt, const Ptr& B, const Ptr& WG, int64_t p) const {
     const Pixel q = Pixel::of(p, s.px.HW, s.px.W);  // every tensor has the same N, H, W
@@ -411,6 +455,35 @@ struct ForwardProgramSmallC {
     acc_t y[kC];
     transform(Wt, B, x, gate(WG, x, Pixel::of(p, s.px.HW, s.px.W)), y);
     Tile::write_row(row, y);
+  }
+
+  // NHWC, two pixels per thread: pixels p and p + T, rows row0 and row1; the second only where
+  // `second` (the last tile may end between them: then the first pixel's values stand in for
+  // the second's, which is neither read nor written -- one code path, no duplicate).
+  template <typename Ptr, typename ChunkPtr>
+  GSCNN_HD void pixel_pair_nhwc(const Ptr& Wt, const Ptr& B, const Ptr& WG, int64_t p,
+                                const ChunkPtr& row0, const ChunkPtr& row1, int64_t T,
+                                bool second) const {
+    constexpr int kPerChunk = Tile::kPerChunk;
+    static_assert(kOB % kPerChunk == 0, "whole chunks per pass");
+    acc_t x0[kC], x1[kC];
+    Tile::read_row(row0, x0);
+    Tile::read_row(second ? row1 : row0, x1);
+    const acc_t f0 = gate(WG, x0, Pixel::of(p, s.px.HW, s.px.W));
+    const acc_t f1 = second ? gate(WG, x1, Pixel::of(p + T, s.px.HW, s.px.W)) : f0;
+    transform2(Wt, B, x0, x1, f0, f1, [&](int ob, const acc_t (&y0)[kOB], const acc_t (&y1)[kOB]) {
+      GSCNN_UNROLL
+      for (int k = 0; k < kOB / kPerChunk; ++k) {
+        acc_t v0[kPerChunk], v1[kPerChunk];
+        GSCNN_UNROLL
+        for (int l = 0; l < kPerChunk; ++l) {
+          v0[l] = y0[k * kPerChunk + l];
+          v1[l] = y1[k * kPerChunk + l];
+        }
+        Tile::write_chunk(row0, ob / kPerChunk + k, v0);
+        if (second) Tile::write_chunk(row1, ob / kPerChunk + k, v1);
+      }
+    });
   }
 };
 
@@ -454,7 +527,7 @@ template <typename scalar_t, int kC>
 struct ForwardProgramSmallCPairs : ForwardProgramSmallC<scalar_t, kC> {
   using Base = ForwardProgramSmallC<scalar_t, kC>;
   using acc_t = typename Base::acc_t;
-  static constexpr int kOB = 16;  // output channels per pass
+  using Base::kOB;                            // output channels per pass
   static constexpr int kPixelsPerThread = 2;  // per step of the grid-stride loop
   static_assert(sizeof(scalar_t) == 2 && kC % kOB == 0, "16-bit pairs, whole passes");
 
@@ -505,28 +578,14 @@ struct ForwardProgramSmallCPairs : ForwardProgramSmallC<scalar_t, kC> {
     store_pair(&alpha.at(alpha.px.offset(q), 0), a0, a1);
     const acc_t f0 = acc_t(1) + a0, f1 = acc_t(1) + a1;
     scalar_t* op = &out.at(out.px.offset(q), 0);
-    GSCNN_UNROLL
-    for (int ob = 0; ob < kC; ob += kOB) {
-      acc_t y0[kOB], y1[kOB];
-      GSCNN_UNROLL
-      for (int o = 0; o < kOB; ++o) y0[o] = y1[o] = acc_t(0);
-      GSCNN_UNROLL
-      for (int c = 0; c < kC; ++c) {
-        const Ptr w = Wt + c * kC + ob;
-        GSCNN_UNROLL
-        for (int o = 0; o < kOB; ++o) {
-          const acc_t wo = static_cast<acc_t>(w[o]);
-          y0[o] += wo * x0[c];
-          y1[o] += wo * x1[c];
-        }
-      }
-      GSCNN_UNROLL
-      for (int o = 0; o < kOB; ++o) {
-        if (ob + o > 0) op += out.sC;
-        const acc_t bo = static_cast<acc_t>(B[ob + o]);
-        store_pair(op, bo + f0 * y0[o], bo + f1 * y1[o]);
-      }
-    }
+    Base::transform2(Wt, B, x0, x1, f0, f1,
+                     [&](int ob, const acc_t (&y0)[kOB], const acc_t (&y1)[kOB]) {
+                       GSCNN_UNROLL
+                       for (int o = 0; o < kOB; ++o) {
+                         if (ob + o > 0) op += out.sC;
+                         store_pair(op, y0[o], y1[o]);
+                       }
+                     });
   }
 };
 
