@@ -129,7 +129,8 @@ struct ForwardProgram {
 // taking chunks t, t + T, ... (every warp-instruction 512 contiguous bytes), and each thread reads
 // and writes its own pixel's row of that tile (16-byte shared loads and stores). Per tile of T
 // pixels: load, barrier, compute (out written in place over the row), barrier, store: two
-// barriers per T pixels, none other.
+// barriers per T pixels, none other. In the half types at kC = 32 a thread takes two pixels,
+// rows t and t + T of a tile of 2T (kPix; as ForwardProgramSmallCPairs does for NCHW).
 
 // 16 bytes: the unit of the NHWC path's vector loads and stores (LDG.128, LDS.128, ...).
 struct alignas(16) Chunk16 {
@@ -258,12 +259,6 @@ struct PixelTile {
     }
   }
 };
-
-// Whether a 16-byte chunk holds whole pixels of kC channels of scalar_t (the NHWC programs' need).
-template <typename scalar_t, int kC>
-constexpr bool whole_chunks() {
-  return sizeof(scalar_t) <= 16 && (kC * sizeof(scalar_t)) % 16 == 0;
-}
 
 template <typename scalar_t, int kC, bool kNhwc = false>
 struct ForwardProgramSmallC {
