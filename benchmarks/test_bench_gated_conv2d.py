@@ -69,18 +69,13 @@ def make_inputs(device, dtype, n, c, h, w, requires_grad, seed=0, layout="nchw")
     "nhwc": s and r channels_last (the same values)."""
     g = torch.Generator().manual_seed(seed)
 
-    def rnd(*shape, scale=1.0):
-        t = torch.randn(*shape, generator=g) * scale
-        return t.to(device=device, dtype=dtype).requires_grad_(requires_grad)
-
-    fmt = torch.channels_last if layout == "nhwc" else torch.contiguous_format
-
-    def rnd_image(*shape):
-        t = torch.randn(*shape, generator=g).to(device=device, dtype=dtype)
+    def rnd(*shape, scale=1.0, fmt=torch.contiguous_format):
+        t = (torch.randn(*shape, generator=g) * scale).to(device=device, dtype=dtype)
         return t.contiguous(memory_format=fmt).requires_grad_(requires_grad)
 
-    s = rnd_image(n, c, h, w)
-    r = rnd_image(n, CR, h, w)
+    image = torch.channels_last if layout == "nhwc" else torch.contiguous_format
+    s = rnd(n, c, h, w, fmt=image)
+    r = rnd(n, CR, h, w, fmt=image)
     gate_weight = rnd(1, c + CR, 1, 1, scale=1.0 / math.sqrt(c + CR))
     gate_bias = rnd(1, scale=0.1)
     weight = rnd(c, c, 1, 1, scale=1.0 / math.sqrt(c))

@@ -17,10 +17,10 @@ HBM floor: the time to read every input and write every output once.
 it) and adds the measured median of the fused op next to each estimate.
 
 Estimated times (the forward kernels of the shape stream's layers, one pixel per thread per
-iteration of a grid-stride loop, NCHW and NHWC; two for the half types' NCHW program at C = 32):
-from the SASS of the pixel loop, whose static counts are the per-pixel counts (divided by two for
-the two-pixel program; the loop over the Cr = 1 gating channel inside it runs once), with the
-model written in ISSUE_MODEL below:
+iteration of a grid-stride loop, NCHW and NHWC; two for the half types' programs at C = 32):
+from the SASS of the pixel loop, whose static counts divided by its pixels per thread are the
+per-pixel counts (the loop over the Cr = 1 gating channel inside it runs once), with the model
+written in ISSUE_MODEL below:
     load/store time = warps x wavefronts / (SMs x LSU_PER_CLOCK x clock)
     issue time      = warps x instructions / (SMs x ISSUE_PER_CLOCK x clock)
     estimate        = max(HBM floor at the specification bandwidth, load/store time, issue time)
@@ -348,7 +348,7 @@ def launch_table(kernel_limits, sass=None, measured=None):
         floors = " / ".join(f"{nbytes / bw * 1e3:.3f}" for bw in HBM_BYTES_PER_S.values())
         tile = f" tile {th}x{tw}" if th else ""
         est = "– | – | –"
-        forward = op.startswith("gated_conv2d_small_c")
+        forward, nhwc = op.startswith("gated_conv2d_small_c"), op.endswith("_nhwc")
         if forward and sass is not None:
             code = next((c for n, c in sass.items() if n.startswith(program)), None)
             ops = store_loop(code) if code else None
@@ -356,11 +356,11 @@ def launch_table(kernel_limits, sass=None, measured=None):
             # Global stores per pixel: NCHW C + 1 (out, alpha; an unrolled loop holds several
             # pixels; the two-pixel program's stores hold two each); NHWC the out's 16-byte
             # chunks and alpha, one pixel per thread per tile.
-            nhwc = op.endswith("_nhwc")
             chunks = C * (2 if "bf16" in name else 4) // 16
             per_iteration = c["STG"] / (chunks + 1 if nhwc else C + 1) if c else 0
             if per_iteration >= 1 and per_iteration == int(per_iteration):
-                c["wavefronts"] = wavefronts(ops, 2 * chunks if nhwc else 0)
+                # NHWC: each pixel of the loop reads its row and the store phase reads it back
+                c["wavefronts"] = wavefronts(ops, 2 * chunks * per_iteration if nhwc else 0)
                 pixels = per_iteration * (2 if pairs else 1)  # the pair program: 2 per store
                 per_pixel = Counter({k: v / pixels for k, v in c.items()})
                 lsu, issue, total = estimate_ms(
@@ -368,10 +368,10 @@ def launch_table(kernel_limits, sass=None, measured=None):
                 )
                 est = f"{lsu:.3f} | {issue:.3f} | {total:.3f}"
         if measured is not None:
-            key = (name.split()[1], sizes[1], name.split()[-1])
-            if name.endswith("NHWC"):
-                key = (name.split()[1], sizes[1], name.split()[-2] + "-nhwc")
-            seconds = measured.get(key) if forward else None
+            seconds = None
+            if forward:  # "gated_conv2d fwd C=<C> <dtype>[ NHWC]"
+                direction, dtype = name.split()[1], name.split()[3]
+                seconds = measured.get((direction, C, dtype + ("-nhwc" if nhwc else "")))
             est += f" | {seconds * 1e3:.3f}" if seconds else " | –"
         lines.append(
             f"| {name} | {blocks} x {threads}{tile} | {shared // 1024} KiB"

@@ -137,22 +137,24 @@ struct alignas(16) Chunk16 {
   uint32_t w[4];
 };
 
-// The chunk at `p` (16-byte aligned): one vector load on the GPU, a memcpy on the host (no
-// type-punned access in host code).
-GSCNN_HD Chunk16 load_chunk(const void* p) {
+// The V at `p` (aligned to sizeof(V)) / a V stored there: one vector access on the GPU, a memcpy
+// on the host (no type-punned access in host code). V: Chunk16, or a 32-bit word of two values.
+template <typename V>
+GSCNN_HD V load_bits(const void* p) {
 #if defined(__CUDA_ARCH__)
-  return *reinterpret_cast<const Chunk16*>(p);
+  return *reinterpret_cast<const V*>(p);
 #else
-  Chunk16 c;
-  std::memcpy(&c, p, sizeof c);
-  return c;
+  V v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
 #endif
 }
-GSCNN_HD void store_chunk(void* p, const Chunk16& c) {
+template <typename V>
+GSCNN_HD void store_bits(void* p, const V& v) {
 #if defined(__CUDA_ARCH__)
-  *reinterpret_cast<Chunk16*>(p) = c;
+  *reinterpret_cast<V*>(p) = v;
 #else
-  std::memcpy(p, &c, sizeof c);
+  std::memcpy(p, &v, sizeof v);
 #endif
 }
 
@@ -183,7 +185,7 @@ struct PixelTile {
     Walk w(n, t, T);
     GSCNN_UNROLL
     for (int i = 0; i < kPix * kChunks; ++i)
-      if (w.live(i)) v[i] = load_chunk(src + w.g(i) * kPerChunk);
+      if (w.live(i)) v[i] = load_bits<Chunk16>(src + w.g(i) * kPerChunk);
     GSCNN_UNROLL
     for (int i = 0; i < kPix * kChunks; ++i, w.next())
       if (w.live(i)) tile[w.at] = v[i];
@@ -195,7 +197,7 @@ struct PixelTile {
     Walk w(n, t, T);
     GSCNN_UNROLL
     for (int i = 0; i < kPix * kChunks; ++i, w.next())
-      if (w.live(i)) store_chunk(dst + w.g(i) * kPerChunk, static_cast<Chunk16>(tile[w.at]));
+      if (w.live(i)) store_bits(dst + w.g(i) * kPerChunk, static_cast<Chunk16>(tile[w.at]));
   }
 
   // Chunks g(i) = t + i T of a tile of n pixels: whether chunk i of the thread exists, and where
@@ -491,16 +493,12 @@ struct ForwardProgramSmallC {
 // a kernel that scripts/kernel_report.py found bound by instruction issue (1.4x its HBM floor).
 // Outputs in passes of kOB channels: two pixels' kC inputs and 2 x kOB accumulators in registers.
 
-// Two neighbouring values at a 4-byte aligned address, as the accumulation type / from it.
+// Two neighbouring values at a 4-byte aligned address (one 32-bit access), as the accumulation
+// type / from it.
 template <typename scalar_t, typename acc_t>
 GSCNN_HD void load_pair(const scalar_t* p, acc_t& a, acc_t& b) {
   static_assert(sizeof(scalar_t) == 2, "a pair of 16-bit values");
-  uint32_t word;
-#if defined(__CUDA_ARCH__)
-  word = *reinterpret_cast<const uint32_t*>(p);
-#else
-  std::memcpy(&word, p, sizeof word);
-#endif
+  const uint32_t word = load_bits<uint32_t>(p);
   scalar_t v[2];
   std::memcpy(v, &word, sizeof word);
   a = static_cast<acc_t>(v[0]);
@@ -511,11 +509,7 @@ GSCNN_HD void store_pair(scalar_t* p, acc_t a, acc_t b) {
   const scalar_t v[2] = {static_cast<scalar_t>(a), static_cast<scalar_t>(b)};
   uint32_t word;
   std::memcpy(&word, v, sizeof word);
-#if defined(__CUDA_ARCH__)
-  *reinterpret_cast<uint32_t*>(p) = word;
-#else
-  std::memcpy(p, &word, sizeof word);
-#endif
+  store_bits(p, word);
 }
 
 template <typename scalar_t, int kC>
@@ -874,7 +868,8 @@ struct BackwardProgramSmallC {
         acc_t v[Tile::kPerChunk];
         Tile::read_chunk(xg, i, v);
         GSCNN_UNROLL
-        for (int l = 0; l < Tile::kPerChunk; ++l) sm[sh.G + (i * Tile::kPerChunk + l) * ld + t] = v[l];
+        for (int l = 0; l < Tile::kPerChunk; ++l)
+          sm[sh.G + (i * Tile::kPerChunk + l) * ld + t] = v[l];
       }
     } else {
       const scalar_t* gp = &a.g.at(go, 0);
