@@ -6,7 +6,9 @@ table of the report compares the three implementations on identical inputs; on C
 groups with "-nhwc" appended time channels_last inputs (fused and eager: the issue's target is
 channels_last within 1.2x of NCHW, one group against the other). The fwdbwd groups
 also time "floor": one copy of the traffic forward + backward cannot avoid (s, r and the two
-upstream gradients read once; out, alpha, grad_s and grad_r written once), in the same run.
+upstream gradients read once; out, alpha, grad_s and grad_r written once), in the same run, and
+"matmul": the layer's three matrix products alone by torch.matmul, the same-run cost of the
+arithmetic it cannot avoid.
 See conftest.py for
 how time and memory are measured; summarize.py turns the JSON into ratio tables.
 
@@ -44,7 +46,7 @@ def _params():
             suffix = "" if layout == "nchw" else f"-{layout}"
             for direction in DIRECTIONS:
                 for c in CHANNELS:
-                    impls = IMPLS + (("floor",) if direction == "fwdbwd" else ())
+                    impls = IMPLS + (("floor", "matmul") if direction == "fwdbwd" else ())
                     if layout == "nhwc":
                         impls = ("fused", "eager")
                     for impl in impls:
@@ -144,6 +146,30 @@ def make_floor_call(leaves, device):
     return call
 
 
+def make_matmul_call(leaves, device):
+    """The same-run cost of the layer's arithmetic alone: its three C x C x (N H W) matrix products
+    (forward W s; backward W^T g_out and the weight gradient g_out s^T) by torch.matmul (a BLAS
+    library), nothing else (no gate, no elementwise work). Where this exceeds twice the floor, a
+    target of "within 2x of the floor" asks for more than the machine's arithmetic allows."""
+    s, w = leaves[0].detach(), leaves[4].detach()
+    n, c, h, wd = s.shape
+    g_out, _ = make_grads(leaves)
+    w2 = w.reshape(w.shape[0], c)
+    s3, g3 = s.reshape(n, c, h * wd), g_out.reshape(n, -1, h * wd)
+
+    def call():
+        result = (
+            torch.matmul(w2, s3),
+            torch.matmul(w2.t(), g3),
+            torch.matmul(g3, s3.transpose(1, 2)).sum(0),
+        )
+        if device == "cuda":
+            torch.cuda.synchronize()
+        return result
+
+    return call
+
+
 _REF_CACHE = {}
 
 
@@ -202,6 +228,8 @@ def test_gated_conv2d(
     )
     if impl == "floor":
         call = make_floor_call(leaves, device)
+    elif impl == "matmul":
+        call = make_matmul_call(leaves, device)
     else:
         call = make_call(impls[impl], leaves, direction, device)
 
@@ -224,7 +252,7 @@ def test_gated_conv2d(
     # 1. First call: compiles (for "compiled"), creates oneDNN primitives, etc.; checked against
     #    a float64 reference so a benchmark can never time a wrong result.
     what = f"gated_conv2d {impl} {benchmark.group}"
-    if impl != "floor":
+    if impl not in ("floor", "matmul"):
         check_close(
             call(),
             reference_result((device, dtype, layout, direction, c, st), leaves, direction),

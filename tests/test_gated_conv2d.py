@@ -259,6 +259,36 @@ def test_float32_whole_tiles(hw, channels_last, C):
         assert err <= 1e-5 * e.abs().max().item() + 1e-4, f"{name}: max error {err:.3g}"
 
 
+# Whole tiles of NCHW float32 / float64 tensors are read and written where they lie; every other
+# tile (strided, partial, other dtypes) goes through copies into tile buffers. Both run the same
+# arithmetic on the same values in the same order, so channels_last inputs (copied) must give
+# bitwise the results of NCHW ones (in place): forward, grad_s / grad_r and every parameter
+# gradient. hw: whole tiles whose rows start on a cache line (streaming stores), and rows that do
+# not, with a partial last tile.
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("hw", [(48, 64), (45, 61)], ids=["aligned", "unaligned"])
+@pytest.mark.parametrize("C, Cr, Cout", [(8, 1, 8), (16, 1, 16), (5, 3, 7)], ids=str)
+def test_in_place_tiles_match_copied_tiles(dtype, hw, C, Cr, Cout):
+    s, r, gate_weight, gate_bias, weight, bias = make_inputs(2, C, Cr, Cout, *hw, dtype=dtype)
+    go, ga = upstream_grads((2, Cout, *hw), (2, 1, *hw), dtype)
+
+    def run(layout):
+        s_, r_, go_, ga_ = (t.contiguous(memory_format=layout) for t in (s, r, go, ga))
+        out, alpha = torch.ops.gscnn_ops.gated_conv2d(s_, r_, gate_weight, gate_bias, weight, bias)
+        grads = torch.ops.gscnn_ops.gated_conv2d_backward(
+            go_, ga_, s_, r_, gate_weight, gate_bias, weight
+        )
+        return [out, alpha, *grads]
+
+    in_place, copied = run(torch.contiguous_format), run(torch.channels_last)
+    assert not copied[0].is_contiguous()  # the second run really took the copying path
+    names = OUT_NAMES + ("grad_s", "grad_r", "grad_gate_weight", "grad_gate_bias")
+    names += ("grad_weight", "grad_bias")
+    assert len(in_place) == len(names)
+    for a, b, name in zip(in_place, copied, names):
+        assert a is not None and torch.equal(a, b), f"{name}: in-place and copied tiles differ"
+
+
 def test_nchw_output_is_contiguous():
     out, alpha = gscnn_ops.gated_conv2d(*make_inputs(2, 5, 3, 4, 7, 13))
     assert out.is_contiguous() and alpha.is_contiguous()

@@ -93,13 +93,14 @@ struct LinearGate {
     for (int64_t d = 0; d < D; ++d) z += static_cast<acc_t>(weight[d]) * x(d);
     return z;
   }
-  // The same for the T pixels of a tile (CPU kernels: pixels innermost, so the loops vectorise).
-  void logit_tile(const acc_t* S, const acc_t* R, int64_t C, int64_t Cr, int64_t ld, int64_t T,
-                  acc_t* Z, acc_t* /*scratch*/) const {
+  // The same for the T pixels of a tile (CPU kernels: pixels innermost, so the loops vectorise):
+  // channel c of s at S + c * ldS, channel j of r at R + j * ldR.
+  void logit_tile(const acc_t* S, int64_t ldS, const acc_t* R, int64_t ldR, int64_t C, int64_t Cr,
+                  int64_t T, acc_t* Z, acc_t* /*scratch*/) const {
     for (int64_t t = 0; t < T; ++t) Z[t] = static_cast<acc_t>(bias[0]);
     for (int64_t d = 0; d < C + Cr; ++d) {
       const acc_t w = static_cast<acc_t>(weight[d]);
-      const acc_t* x = d < C ? S + d * ld : R + (d - C) * ld;
+      const acc_t* x = d < C ? S + d * ldS : R + (d - C) * ldR;
       for (int64_t t = 0; t < T; ++t) Z[t] += w * x[t];
     }
   }
@@ -130,16 +131,17 @@ struct MlpGate {
     }
     return z;
   }
-  // The same for the T pixels of a tile; scratch holds T values.
-  void logit_tile(const acc_t* S, const acc_t* R, int64_t C, int64_t Cr, int64_t ld, int64_t T,
-                  acc_t* Z, acc_t* H) const {
+  // The same for the T pixels of a tile (channels as in LinearGate::logit_tile); scratch holds T
+  // values.
+  void logit_tile(const acc_t* S, int64_t ldS, const acc_t* R, int64_t ldR, int64_t C, int64_t Cr,
+                  int64_t T, acc_t* Z, acc_t* H) const {
     const int64_t D = C + Cr;
     for (int64_t t = 0; t < T; ++t) Z[t] = static_cast<acc_t>(b2[0]);
     for (int64_t m = 0; m < M; ++m) {
       for (int64_t t = 0; t < T; ++t) H[t] = static_cast<acc_t>(b1[m]);
       for (int64_t d = 0; d < D; ++d) {
         const acc_t w = static_cast<acc_t>(w1[m * D + d]);
-        const acc_t* x = d < C ? S + d * ld : R + (d - C) * ld;
+        const acc_t* x = d < C ? S + d * ldS : R + (d - C) * ldR;
         for (int64_t t = 0; t < T; ++t) H[t] += w * x[t];
       }
       // relu(h) = (h + |h|) / 2, exact, and written so that it vectorises (a max would not).

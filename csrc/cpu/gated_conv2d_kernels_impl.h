@@ -4,10 +4,11 @@
 // loops over pixels vectorise with wide registers.
 // No #include here: every header must come before the pragma (see gated_conv2d_kernels.h).
 //
-// Pixels are processed in tiles of kTile consecutive pixels of one image. A tile's channels are
-// loaded once into small float buffers laid out [channel][pixel], so every inner loop runs over
-// the pixels of the tile with unit stride; nothing of size N*C*H*W is written besides the
-// outputs. The backward pass reduces parameter gradients into a fixed number of partial rows (a
+// Pixels are processed in tiles of kTile consecutive pixels of one image, every pass over a tile a
+// unit-stride loop over its pixels, one channel row at a time. Whole tiles of NCHW tensors of the
+// accumulation type are read and written where they lie; other tiles (strided, partial, float16 /
+// bfloat16) are copied into small buffers laid out [channel][pixel] first (the same arithmetic:
+// the results do not depend on which). Nothing of size N*C*H*W is written besides the outputs. The backward pass reduces parameter gradients into a fixed number of partial rows (a
 // function of the problem size only) that are summed in order: deterministic for any thread
 // count.
 
@@ -65,53 +66,104 @@ struct TileOffsets {
   }
 };
 
-// Loads `channels` channels of a tile into buf[c * kTile + t], zero-padding t >= len.
-// For NCHW images it also prefetches the next tile's pixels of every channel: a tile reads C short
-// runs (kTile pixels) far apart, too many concurrent streams for the hardware prefetchers, so
-// without this every cache line was a full memory latency (measured: the forward at C = 32 read
-// and wrote at a fifth of the machine's copy bandwidth).
-template <typename T, typename acc_t>
-void load_tile(const Strided4d<const T>& v, const TileOffsets& at, int64_t len, int64_t channels,
-               acc_t* buf) {
+// Vectors of the accumulation type at the including file's register width (GSCNN_CPU_VECTOR_BYTES):
+// GCC/Clang vector types, for the loops the auto-vectoriser does not block or fuse by itself.
+template <typename acc_t>
+struct Simd {
+  typedef acc_t type __attribute__((vector_size(GSCNN_CPU_VECTOR_BYTES)));
+  static constexpr int lanes = GSCNN_CPU_VECTOR_BYTES / sizeof(acc_t);
+};
+
+template <typename acc_t>
+typename Simd<acc_t>::type vload(const acc_t* p) {
+  typename Simd<acc_t>::type v;
+  std::memcpy(&v, p, sizeof(v));
+  return v;
+}
+
+// The next tile's pixels of one channel, prefetched while this one is copied: a copied tile reads
+// C short runs (kTile pixels) far apart, too many concurrent streams for the hardware prefetchers
+// (measured 2026-12-01: the copying forward at C = 32 read and wrote at a fifth of the machine's
+// copy bandwidth without it). Tiles used in place are not prefetched: measured on the same
+// machine, prefetching them made forward + backward 10-15 % slower at C = 8 and 16 (the
+// prefetches waited for line-fill buffers the hardware prefetchers use better). A prefetch never
+// faults: past the end of the tensor it does nothing.
+template <typename T>
+void prefetch_next_tile(const T* row) {
   constexpr int64_t kLine = 64 / sizeof(T);  // elements per cache line
+  for (int64_t t = kTile; t < 2 * kTile; t += kLine) __builtin_prefetch(row + t);
+}
+
+// A tile's channels of one tensor as the passes over the tile read them: channel c at p + c * ld.
+template <typename acc_t>
+struct TileRows {
+  const acc_t* p;
+  int64_t ld;
+  const acc_t* row(int64_t c) const { return p + c * ld; }
+};
+
+// Whether a tile of a tensor of element type T is used where it lies, without a copy: a whole
+// tile (nothing to pad), of consecutive pixels (NCHW-contiguous images), already in the
+// accumulation type (float32, float64).
+template <typename T, typename acc_t>
+bool in_place(const TileOffsets& at, int64_t len) {
+  return std::is_same_v<std::remove_const_t<T>, acc_t> && at.consecutive && len == kTile;
+}
+
+// The `channels` channels of a tile: in place where in_place() allows (every pass then reads the
+// tensor itself: the copy, a load and a store per value, was the largest single pass of the
+// backward at C = 8), else copied into buf[c * kTile + t], converted and zero-padded for t >= len.
+template <typename T, typename acc_t>
+TileRows<acc_t> tile_rows(const Strided4d<const T>& v, const TileOffsets& at, int64_t len,
+                          int64_t channels, acc_t* buf) {
+  if constexpr (std::is_same_v<T, acc_t>) {
+    if (in_place<T, acc_t>(at, len)) {
+      return {v.data + at.off[0], v.sC};
+    }
+  }
   for (int64_t c = 0; c < channels; ++c) {
     acc_t* row = buf + c * kTile;
     const T* base = v.data + c * v.sC;
     if (at.consecutive) {
       const T* src = base + at.off[0];
-      // A prefetch never faults: past the end of the tensor it does nothing.
-      for (int64_t t = kTile; t < 2 * kTile; t += kLine) __builtin_prefetch(src + t);
+      prefetch_next_tile(src);
       for (int64_t t = 0; t < len; ++t) row[t] = static_cast<acc_t>(src[t]);
     } else {
       for (int64_t t = 0; t < len; ++t) row[t] = static_cast<acc_t>(base[at.off[t]]);
     }
     for (int64_t t = len; t < kTile; ++t) row[t] = acc_t(0);
   }
+  return {buf, kTile};
 }
 
-// Writes a whole tile's row of float32 to dst with non-temporal (streaming) stores, if dst is
-// cache-line aligned: they write whole lines without reading them first. A plain store to a line
+// One vector written with a non-temporal (streaming) store; dst aligned to the vector's width.
+// Streaming stores write whole cache lines without reading them first. A plain store to a line
 // not in cache reads the line first (read for ownership), and the outputs (N*C*H*W, written once,
 // never read by the kernel) are not in cache: measured on a 2-core Xeon, the stores of grad_s
 // then stalled the backward for ~30 % of its time. The caller ends its chunk of work with
-// stream_fence(). Returns false where it did nothing (unaligned, partial tile, not x86).
-inline bool stream_row(float* dst, const float* row, int64_t len) {
+// stream_fence().
+template <typename acc_t>
+inline void stream_vector(acc_t* dst, const typename Simd<acc_t>::type& v) {
 #if defined(GSCNN_CPU_X86_VARIANTS)
-  if (len != kTile || reinterpret_cast<uintptr_t>(dst) % 64 != 0) return false;
-  for (int64_t t = 0; t < kTile; t += 16) {
+  if constexpr (std::is_same_v<acc_t, float>) {
 #if GSCNN_CPU_VECTOR_BYTES >= 64
-    _mm512_stream_ps(dst + t, _mm512_loadu_ps(row + t));
+    _mm512_stream_ps(dst, reinterpret_cast<const __m512&>(v));
 #elif GSCNN_CPU_VECTOR_BYTES == 32
-    _mm256_stream_ps(dst + t, _mm256_loadu_ps(row + t));
-    _mm256_stream_ps(dst + t + 8, _mm256_loadu_ps(row + t + 8));
+    _mm256_stream_ps(dst, reinterpret_cast<const __m256&>(v));
 #else
-    for (int q = 0; q < 16; q += 4) _mm_stream_ps(dst + t + q, _mm_loadu_ps(row + t + q));
+    _mm_stream_ps(dst, reinterpret_cast<const __m128&>(v));
+#endif
+  } else {
+#if GSCNN_CPU_VECTOR_BYTES >= 64
+    _mm512_stream_pd(dst, reinterpret_cast<const __m512d&>(v));
+#elif GSCNN_CPU_VECTOR_BYTES == 32
+    _mm256_stream_pd(dst, reinterpret_cast<const __m256d&>(v));
+#else
+    _mm_stream_pd(dst, reinterpret_cast<const __m128d&>(v));
 #endif
   }
-  return true;
 #else
-  (void)dst, (void)row, (void)len;
-  return false;
+  std::memcpy(dst, &v, sizeof(v));
 #endif
 }
 
@@ -122,28 +174,49 @@ inline void stream_fence() {
 #endif
 }
 
-// Stores row[t] (t < len) into channel c of a tile.
-template <typename T, typename acc_t>
-void store_row(const Strided4d<T>& v, const TileOffsets& at, int64_t len, int64_t c,
-               const acc_t* row) {
+// Writes channel c of a tile of tensor v: pixels t0 .. t0 + lanes - 1 get value(t0), a vector,
+// for t0 = 0, lanes, ... (values at t >= len are computed and dropped). Where the tile lies in
+// place (in_place) straight into the tensor, with streaming stores if the row starts a cache
+// line; otherwise through buf (kTile values) and a converting / scattering copy.
+template <typename T, typename acc_t, typename Value>
+void write_row(const Strided4d<T>& v, const TileOffsets& at, int64_t len, int64_t c, acc_t* buf,
+               Value value) {
+  using V = typename Simd<acc_t>::type;
+  constexpr int VL = Simd<acc_t>::lanes;
+  static_assert(kTile % VL == 0, "kTile must hold whole vectors");
   T* base = v.data + c * v.sC;
+  if constexpr (std::is_same_v<T, acc_t>) {
+    if (in_place<T, acc_t>(at, len)) {
+      T* dst = base + at.off[0];
+      if (reinterpret_cast<uintptr_t>(dst) % 64 == 0) {
+        for (int64_t t0 = 0; t0 < kTile; t0 += VL) stream_vector(dst + t0, value(t0));
+      } else {
+        for (int64_t t0 = 0; t0 < kTile; t0 += VL) {
+          const V y = value(t0);
+          std::memcpy(dst + t0, &y, sizeof(V));
+        }
+      }
+      return;
+    }
+  }
+  for (int64_t t0 = 0; t0 < kTile; t0 += VL) {
+    const V y = value(t0);
+    std::memcpy(buf + t0, &y, sizeof(V));
+  }
   if (at.consecutive) {
     T* dst = base + at.off[0];
-    if constexpr (std::is_same_v<T, float> && std::is_same_v<acc_t, float>) {
-      if (stream_row(dst, row, len)) return;
-    }
-    for (int64_t t = 0; t < len; ++t) dst[t] = static_cast<T>(row[t]);
+    for (int64_t t = 0; t < len; ++t) dst[t] = static_cast<T>(buf[t]);
   } else {
-    for (int64_t t = 0; t < len; ++t) base[at.off[t]] = static_cast<T>(row[t]);
+    for (int64_t t = 0; t < len; ++t) base[at.off[t]] = static_cast<T>(buf[t]);
   }
 }
 
 // Gate of every pixel of a tile: alpha and one_plus_alpha = 1 + alpha. Padded pixels get 0 so
 // that they contribute nothing downstream. Z is scratch of 2 * kTile values.
 template <typename acc_t, typename Gate>
-void tile_gate(const Gate& gate, const acc_t* S, const acc_t* R, int64_t C, int64_t Cr,
-               int64_t len, acc_t* Z, acc_t* alpha, acc_t* one_plus_alpha) {
-  gate.logit_tile(S, R, C, Cr, kTile, kTile, Z, Z + kTile);
+void tile_gate(const Gate& gate, const TileRows<acc_t>& S, const TileRows<acc_t>& R, int64_t C,
+               int64_t Cr, int64_t len, acc_t* Z, acc_t* alpha, acc_t* one_plus_alpha) {
+  gate.logit_tile(S.p, S.ld, R.p, R.ld, C, Cr, kTile, Z, Z + kTile);
   // Padding zeroed in a loop of its own: with a select on t < len in it, GCC does not vectorise
   // this loop for AVX2 ("control flow in loop"; AVX-512 masks it), and the scalar sigmoid took a
   // quarter of the AVX2 build's backward.
@@ -155,19 +228,12 @@ void tile_gate(const Gate& gate, const acc_t* S, const acc_t* R, int64_t C, int6
   for (int64_t t = len; t < kTile; ++t) alpha[t] = one_plus_alpha[t] = acc_t(0);
 }
 
-// Y = A X for one tile: A is rows x K (row-major), X is K x kTile, Y is rows x kTile (all in the
-// accumulation type). Written with GCC/Clang vector types of the including file's register width
-// (GSCNN_CPU_VECTOR_BYTES) because the auto-vectoriser does not find this blocking by itself:
-// four rows of A and two vectors of pixels at a time, so eight accumulators stay in registers
-// and each load of X serves four rows.
-template <typename acc_t>
-struct Simd {
-  typedef acc_t type __attribute__((vector_size(GSCNN_CPU_VECTOR_BYTES)));
-  static constexpr int lanes = GSCNN_CPU_VECTOR_BYTES / sizeof(acc_t);
-};
-
+// Y = A X for one tile: A is rows x K (row-major), X is K x kTile (row k at X.row(k)), Y is
+// rows x kTile (all in the accumulation type). Vector types because the auto-vectoriser does not
+// find this blocking by itself: four rows of A and two vectors of pixels at a time, so eight
+// accumulators stay in registers and each load of X serves four rows.
 template <int NB, typename acc_t>
-void tile_gemm_rows(const acc_t* A, int64_t K, const acc_t* X, acc_t* Y) {
+void tile_gemm_rows(const acc_t* A, int64_t K, const TileRows<acc_t>& X, acc_t* Y) {
   using V = typename Simd<acc_t>::type;
   constexpr int VL = Simd<acc_t>::lanes;
   static_assert(kTile % (2 * VL) == 0, "kTile must hold whole pairs of vectors");
@@ -175,8 +241,8 @@ void tile_gemm_rows(const acc_t* A, int64_t K, const acc_t* X, acc_t* Y) {
     V v[NB][2] = {};
     for (int64_t k = 0; k < K; ++k) {
       V x0, x1;
-      std::memcpy(&x0, X + k * kTile + t0, sizeof(V));
-      std::memcpy(&x1, X + k * kTile + t0 + VL, sizeof(V));
+      std::memcpy(&x0, X.row(k) + t0, sizeof(V));
+      std::memcpy(&x1, X.row(k) + t0 + VL, sizeof(V));
       for (int b = 0; b < NB; ++b) {
         const acc_t a = A[b * K + k];
         v[b][0] += a * x0;
@@ -191,20 +257,22 @@ void tile_gemm_rows(const acc_t* A, int64_t K, const acc_t* X, acc_t* Y) {
 }
 
 template <typename acc_t>
-void tile_gemm(const acc_t* A, int64_t rows, int64_t K, const acc_t* X, acc_t* Y) {
+void tile_gemm(const acc_t* A, int64_t rows, int64_t K, const TileRows<acc_t>& X, acc_t* Y) {
   int64_t i = 0;
   for (; i + 4 <= rows; i += 4) tile_gemm_rows<4>(A + i * K, K, X, Y + i * kTile);
   for (; i < rows; ++i) tile_gemm_rows<1>(A + i * K, K, X, Y + i * kTile);
 }
 
-// dW partial sums of one tile: lanes[(o * C + c) * kLanes + l] += sum over pixels t = l (mod
-// kLanes) of G[o][t] * U[c][t], where U = s (1 + alpha). The lanes and order of addition of
-// gcl::tile_entry_accumulate with L = kLanes (its product is (g s)(1 + alpha), rounded
-// differently), but as register-tiled outer products: a block of
-// BO x BC entries keeps its accumulators in registers over the tile, and each load of a G or U
-// vector serves BC or BO of them (one load per FMA per entry before: load-bound).
+// Parameter-gradient partial sums of one tile as outer products: for every row b < rows of G and
+// column d < cols of U, lanes[(b * stride + d) * kLanes + l] += sum over pixels t = l (mod kLanes)
+// of G[b][t] * U[d][t] (each sum in the order of t: lane-wise adds, no reassociation, so
+// deterministic). dW is G (grad_out) against U = s (1 + alpha); db, dw_g and db_g the same with a
+// row of ones or dz (the lanes of gcl::tile_entry_accumulate with L = kLanes). Register-tiled: a
+// block of BO x BC entries keeps its accumulators in registers over the tile, and each load of a
+// G or U vector serves BC or BO of them (one load per FMA per entry before: load-bound).
 template <int BO, int BC, typename acc_t>
-void outer_block(const acc_t* G, const acc_t* U, int64_t C, acc_t* lanes) {
+void outer_block(const TileRows<acc_t>& G, const TileRows<acc_t>& U, int64_t stride,
+                 acc_t* lanes) {
   using V = typename Simd<acc_t>::type;
   constexpr int VL = Simd<acc_t>::lanes;
   static_assert(kLanes % VL == 0, "a lane group must hold whole vectors");
@@ -215,13 +283,13 @@ void outer_block(const acc_t* G, const acc_t* U, int64_t C, acc_t* lanes) {
     for (int b = 0; b < BO; ++b)
 #pragma GCC unroll 16
       for (int d = 0; d < BC; ++d)
-        std::memcpy(&acc[b][d], lanes + (b * C + d) * kLanes + j, sizeof(V));
+        std::memcpy(&acc[b][d], lanes + (b * stride + d) * kLanes + j, sizeof(V));
     for (int64_t t = j; t < kTile; t += kLanes) {
       V g[BO], u[BC];
 #pragma GCC unroll 16
-      for (int b = 0; b < BO; ++b) std::memcpy(&g[b], G + b * kTile + t, sizeof(V));
+      for (int b = 0; b < BO; ++b) g[b] = vload(G.row(b) + t);
 #pragma GCC unroll 16
-      for (int d = 0; d < BC; ++d) std::memcpy(&u[d], U + d * kTile + t, sizeof(V));
+      for (int d = 0; d < BC; ++d) u[d] = vload(U.row(d) + t);
 #pragma GCC unroll 16
       for (int b = 0; b < BO; ++b)
 #pragma GCC unroll 16
@@ -231,7 +299,7 @@ void outer_block(const acc_t* G, const acc_t* U, int64_t C, acc_t* lanes) {
     for (int b = 0; b < BO; ++b)
 #pragma GCC unroll 16
       for (int d = 0; d < BC; ++d)
-        std::memcpy(lanes + (b * C + d) * kLanes + j, &acc[b][d], sizeof(V));
+        std::memcpy(lanes + (b * stride + d) * kLanes + j, &acc[b][d], sizeof(V));
   }
 }
 
@@ -240,19 +308,21 @@ constexpr int kOuterRows = GSCNN_CPU_VECTOR_BYTES >= 64 ? 4 : 2;
 constexpr int kOuterCols = 4;
 
 template <int BO, typename acc_t>
-void outer_rows(const acc_t* G, const acc_t* U, int64_t C, acc_t* lanes) {
-  int64_t c = 0;
-  for (; c + kOuterCols <= C; c += kOuterCols)
-    outer_block<BO, kOuterCols>(G, U + c * kTile, C, lanes + c * kLanes);
-  for (; c < C; ++c) outer_block<BO, 1>(G, U + c * kTile, C, lanes + c * kLanes);
+void outer_rows(const TileRows<acc_t>& G, const TileRows<acc_t>& U, int64_t cols, int64_t stride,
+                acc_t* lanes) {
+  int64_t d = 0;
+  for (; d + kOuterCols <= cols; d += kOuterCols)
+    outer_block<BO, kOuterCols>(G, {U.row(d), U.ld}, stride, lanes + d * kLanes);
+  for (; d < cols; ++d) outer_block<BO, 1>(G, {U.row(d), U.ld}, stride, lanes + d * kLanes);
 }
 
 template <typename acc_t>
-void tile_outer_accumulate(const acc_t* G, const acc_t* U, int64_t Cout, int64_t C, acc_t* lanes) {
-  int64_t o = 0;
-  for (; o + kOuterRows <= Cout; o += kOuterRows)
-    outer_rows<kOuterRows>(G + o * kTile, U, C, lanes + o * C * kLanes);
-  for (; o < Cout; ++o) outer_rows<1>(G + o * kTile, U, C, lanes + o * C * kLanes);
+void tile_outer_accumulate(const TileRows<acc_t>& G, int64_t rows, const TileRows<acc_t>& U,
+                           int64_t cols, int64_t stride, acc_t* lanes) {
+  int64_t b = 0;
+  for (; b + kOuterRows <= rows; b += kOuterRows)
+    outer_rows<kOuterRows>({G.row(b), G.ld}, U, cols, stride, lanes + b * stride * kLanes);
+  for (; b < rows; ++b) outer_rows<1>({G.row(b), G.ld}, U, cols, stride, lanes + b * stride * kLanes);
 }
 
 // Rows of partial sums of the CPU backward: row i owns the consecutive tiles [i * per_row,
@@ -296,28 +366,28 @@ void forward_kernel(const Gate& gate, const GclSizes& z, const at::Tensor& s, co
   const TileGrid grid(z.N, z.H * z.W);
 
   at::parallel_for(0, grid.count, 1, [&](int64_t begin, int64_t end) {
-    std::vector<acc_t> S(z.C * kTile), R(z.Cr * kTile), A(kTile), F(kTile), Z(2 * kTile);
-    std::vector<acc_t> O(z.Cout * kTile);
+    std::vector<acc_t> S_buf(z.C * kTile), R_buf(z.Cr * kTile), A(kTile), F(kTile), Z(2 * kTile);
+    std::vector<acc_t> O(z.Cout * kTile), row_buf(kTile);
     TileOffsets at_s, at_r, at_out;
     for (int64_t tile = begin; tile < end; ++tile) {
       const int64_t p0 = grid.first_pixel(tile), len = grid.length(tile);
       at_s.set(sv, p0, len);
-      load_tile(sv, at_s, len, z.C, S.data());
+      const TileRows<acc_t> S = tile_rows(sv, at_s, len, z.C, S_buf.data());
       at_r.set(rv, p0, len);
-      load_tile(rv, at_r, len, z.Cr, R.data());
-      tile_gate(gate, S.data(), R.data(), z.C, z.Cr, len, Z.data(), A.data(), F.data());
+      const TileRows<acc_t> R = tile_rows(rv, at_r, len, z.Cr, R_buf.data());
+      tile_gate(gate, S, R, z.C, z.Cr, len, Z.data(), A.data(), F.data());
 
       at_out.set(av, p0, len);
-      store_row(av, at_out, len, 0, A.data());
+      write_row(av, at_out, len, 0, row_buf.data(), [&](int64_t t) { return vload(&A[t]); });
 
       // out_o = b_o + (1 + alpha) * (W s)_o
-      tile_gemm(W.data(), z.Cout, z.C, S.data(), O.data());
+      tile_gemm(W.data(), z.Cout, z.C, S, O.data());
       at_out.set(ov, p0, len);
       for (int64_t o = 0; o < z.Cout; ++o) {
         const acc_t bo = b ? static_cast<acc_t>(b[o]) : acc_t(0);
-        acc_t* row = O.data() + o * kTile;
-        for (int64_t t = 0; t < kTile; ++t) row[t] = bo + F[t] * row[t];
-        store_row(ov, at_out, len, o, row);
+        const acc_t* ws = O.data() + o * kTile;
+        write_row(ov, at_out, len, o, row_buf.data(),
+                  [&](int64_t t) { return bo + vload(&F[t]) * vload(ws + t); });
       }
     }
     stream_fence();
@@ -330,6 +400,7 @@ at::Tensor backward_kernel(const GclSizes& z, const at::Tensor& grad_out,
                            const at::Tensor& gate_weight, const at::Tensor& gate_bias,
                            const at::Tensor& weight, at::Tensor& grad_s, at::Tensor& grad_r) {
   using acc_t = at::opmath_type<scalar_t>;
+  using V = typename Simd<acc_t>::type;
   const auto gv = strided4d<const scalar_t>(grad_out);
   const auto sv = strided4d<const scalar_t>(s);
   const auto rv = strided4d<const scalar_t>(r);
@@ -348,11 +419,15 @@ at::Tensor backward_kernel(const GclSizes& z, const at::Tensor& grad_out,
   acc_t* part = partials.data_ptr<acc_t>();
 
   at::parallel_for(0, nb, 1, [&](int64_t begin, int64_t end) {
-    std::vector<acc_t> G(z.Cout * kTile), S(z.C * kTile), R(z.Cr * kTile), GU(z.C * kTile),
-        U(z.C * kTile);
+    std::vector<acc_t> G_buf(z.Cout * kTile), S_buf(z.C * kTile), R_buf(z.Cr * kTile),
+        GU(z.C * kTile), U(z.C * kTile);
     std::vector<acc_t> A(kTile), F(kTile), DA(kTile), DZ(kTile), Z(2 * kTile), row_buf(kTile);
+    const std::vector<acc_t> ones(kTile, acc_t(1));
+    const TileRows<acc_t> One{ones.data(), kTile}, Dz{DZ.data(), kTile}, Us{U.data(), kTile};
     TileOffsets at_g, at_s, at_r, at_ga, at_ds, at_dr;
     std::vector<acc_t> lanes(layout.size() * kLanes);
+    acc_t* lanes_of = lanes.data();
+    auto entry = [&](int64_t e) { return lanes_of + e * kLanes; };
     for (int64_t row = begin; row < end; ++row) {
       acc_t* acc = part + row * layout.size();
       std::fill(lanes.begin(), lanes.end(), acc_t(0));
@@ -363,53 +438,60 @@ at::Tensor backward_kernel(const GclSizes& z, const at::Tensor& grad_out,
       for (int64_t tile = row * rows.per_row; tile < tile_end; ++tile) {
         const int64_t p0 = grid.first_pixel(tile), len = grid.length(tile);
         at_g.set(gv, p0, len);
-        load_tile(gv, at_g, len, z.Cout, G.data());
+        const TileRows<acc_t> G = tile_rows(gv, at_g, len, z.Cout, G_buf.data());
         at_s.set(sv, p0, len);
-        load_tile(sv, at_s, len, z.C, S.data());
+        const TileRows<acc_t> S = tile_rows(sv, at_s, len, z.C, S_buf.data());
         at_r.set(rv, p0, len);
-        load_tile(rv, at_r, len, z.Cr, R.data());
-        tile_gate(gate, S.data(), R.data(), z.C, z.Cr, len, Z.data(), A.data(), F.data());
+        const TileRows<acc_t> R = tile_rows(rv, at_r, len, z.Cr, R_buf.data());
+        tile_gate(gate, S, R, z.C, z.Cr, len, Z.data(), A.data(), F.data());
         if (has_ga) {
           at_ga.set(gav, p0, len);
-          load_tile(gav, at_ga, len, 1, DA.data());
+          const TileRows<acc_t> ga = tile_rows(gav, at_ga, len, 1, DA.data());
+          if (ga.p != DA.data()) std::copy(ga.p, ga.p + kTile, DA.begin());
         } else {
           std::fill(DA.begin(), DA.end(), acc_t(0));
         }
 
         // gu = W^T g, and dalpha += gu . s
-        tile_gemm(WT.data(), z.C, z.Cout, G.data(), GU.data());
+        tile_gemm(WT.data(), z.C, z.Cout, G, GU.data());
         for (int64_t c = 0; c < z.C; ++c) {
           const acc_t* gu = GU.data() + c * kTile;
-          const acc_t* srow = S.data() + c * kTile;
+          const acc_t* srow = S.row(c);
           for (int64_t t = 0; t < kTile; ++t) DA[t] += gu[t] * srow[t];
         }
         for (int64_t t = 0; t < kTile; ++t) DZ[t] = gcl::gate_logit_grad(DA[t], A[t]);
 
         at_ds.set(dsv, p0, len);
         for (int64_t c = 0; c < z.C; ++c) {
-          const acc_t wgc = static_cast<acc_t>(wg[c]);
+          const V wgc = V{} + static_cast<acc_t>(wg[c]);
           const acc_t* gu = GU.data() + c * kTile;
-          for (int64_t t = 0; t < kTile; ++t) row_buf[t] = gcl::shape_grad(gu[t], F[t], DZ[t], wgc);
-          store_row(dsv, at_ds, len, c, row_buf.data());
+          // gcl::shape_grad on vectors (that template, compiled outside this file's target
+          // pragma, would take and return vectors with the baseline ABI)
+          write_row(dsv, at_ds, len, c, row_buf.data(), [&](int64_t t) {
+            return vload(gu + t) * vload(&F[t]) + vload(&DZ[t]) * wgc;
+          });
         }
         at_dr.set(drv, p0, len);
         for (int64_t j = 0; j < z.Cr; ++j) {
           const acc_t wgj = static_cast<acc_t>(wg[z.C + j]);
-          for (int64_t t = 0; t < kTile; ++t) row_buf[t] = DZ[t] * wgj;
-          store_row(drv, at_dr, len, j, row_buf.data());
+          write_row(drv, at_dr, len, j, row_buf.data(),
+                    [&](int64_t t) { return vload(&DZ[t]) * wgj; });
         }
 
-        // Parameter gradients of this tile, added lane-wise to this row's partial sums: dW as
-        // outer products of G and U = s (1 + alpha), the rest entry by entry.
+        // Parameter gradients of this tile, added lane-wise to this row's partial sums, every one
+        // an outer product: dW of G and U = s (1 + alpha), db of G and ones, dw_g of dz and
+        // (s, r), db_g of dz and ones.
         for (int64_t c = 0; c < z.C; ++c) {
-          const acc_t* srow = S.data() + c * kTile;
+          const acc_t* srow = S.row(c);
           acc_t* urow = U.data() + c * kTile;
           for (int64_t t = 0; t < kTile; ++t) urow[t] = srow[t] * F[t];
         }
-        tile_outer_accumulate(G.data(), U.data(), z.Cout, z.C, lanes.data());
-        for (int64_t e = layout.bias_offset(); e < layout.size(); ++e)
-          gcl::tile_entry_accumulate<kLanes>(layout, e, G.data(), S.data(), R.data(), F.data(),
-                                             DZ.data(), kTile, kTile, lanes.data() + e * kLanes);
+        tile_outer_accumulate(G, z.Cout, Us, z.C, z.C, entry(layout.weight_offset()));
+        tile_outer_accumulate(G, z.Cout, One, 1, 1, entry(layout.bias_offset()));
+        const int64_t gw = layout.gate_weight_offset();
+        tile_outer_accumulate(Dz, 1, S, z.C, 0, entry(gw));
+        tile_outer_accumulate(Dz, 1, R, z.Cr, 0, entry(gw + z.C));
+        tile_outer_accumulate(Dz, 1, One, 1, 0, entry(layout.gate_bias_offset()));
       }
       for (int64_t e = 0; e < layout.size(); ++e) {
         acc_t sum = 0;
