@@ -33,9 +33,12 @@ NHWC program's are counted from its structure (2 x chunks per pixel: its row rea
 store phase's read), every other shared load is a broadcast. It assumes whole waves (the
 grid-stride launch fills the GPU exactly) and the memory system reaching its specified
 bandwidth; real kernels reach 85-95 % of it, so read the estimate as "about", never as a bound.
-The backward and the dual-task kernels run phases with loops whose trip counts (and the
-compiler's unrolling of them) the SASS does not tell: no estimate is computed for them here
-(benchmarks/RESULTS.md has the hand-derived ones).
+The dual-task kernels run phases with loops whose trip counts (and the compiler's unrolling of
+them) the SASS does not tell: their load/store count comes from the emulator instead, which runs
+the same block program on the benchmark's inputs at a reduced size and counts every shared load
+and store (pipeline_counts, pipeline_estimate: the global accesses from the tile geometry, issue
+from the instructions per load/store of their innermost loops). The GCL backward kernels get no
+estimate here (benchmarks/RESULTS.md has a hand-derived one).
 
 What this is not: a measurement. The floors are arithmetic; the occupancy is an upper bound
 (register allocation granularity ignored). Measured times come with a GPU (scripts/gpu_check.sh).
@@ -263,6 +266,81 @@ def benchmark_rows():
     return rows
 
 
+# --- the dual-task kernels: estimates from the emulator's shared-memory counts ------------------
+
+# The benchmark's own inputs at a reduced size: one 160 x 160 image, 25 tiles of 32 x 32 (the same
+# 16 x 16 label blocks, ignore stripe and softmax statistics; counts per tile scale to 800 x 800).
+PIPELINE_SAMPLE = (1, 160, 160)
+
+
+def pipeline_counts(op, bf16, tile, threads, gpu):
+    """(shared-memory element accesses, tiles) of one emulated launch of a dual-task kernel on the
+    inputs of benchmarks/test_bench_dual_task_loss.py at PIPELINE_SAMPLE: its "loss" group's noisy
+    softmax (every class varies in every tile: no (tile, class) is skipped), with the tile and
+    block size the op chose for the benchmark shape. The emulator counts every shared load and
+    store a thread executes (csrc/testing/emulator.h, SharedCounts)."""
+    import torch
+
+    import emulation
+
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    import test_bench_dual_task_loss as bench
+
+    from gscnn_ops.ops.dual_task_loss import DUAL_TASK_THRESHOLD
+
+    n, h, w = PIPELINE_SAMPLE
+    dtype = torch.bfloat16 if bf16 else torch.float32
+    prob, target, _ = bench.make_inputs("cpu", dtype, n, h, w)
+    args = (bench.SIGMA, DUAL_TASK_THRESHOLD, bench.IGNORE, gpu, emulation.launch(threads, 0, tile))
+    t = torch.ops.gscnn_testing
+    _, count = t.dual_task_loss(prob, target, *args)
+    if op == "dual_task_loss_backward":
+        t.dual_task_loss_backward(
+            torch.tensor(1.0, dtype=torch.float64), prob, target, count, *args
+        )
+    rec = emulation.last_launch()
+    tiles = n * -(-h // tile[0]) * -(-w // tile[1])
+    return rec["shared_loads"] + rec["shared_stores"], tiles
+
+
+def pipeline_estimate(op, sizes, tile, shared_accesses_per_tile, code, floor_s):
+    """(load/store ms, issue ms, estimate ms) of a dual-task kernel at the benchmark shape sizes =
+    [N, H, W, ...] (K = 19), from:
+      shared accesses: the emulator's count per tile (pipeline_counts) times the tiles;
+      global accesses: per (tile, class) the probabilities over the tile and its halo E (loaded
+        whether or not the class is then skipped), the backward's gradient over the tile; per tile
+        (loss) the int64 labels over E: two wavefronts per 32;
+    one warp-instruction per 32 accesses, one 128-byte wavefront each (the pipelines' threads
+    walk their buffers' rows in order: 32 consecutive 4-byte values, no bank conflicts); issue
+    time: those load/store instructions times the instructions per load/store of the kernel's
+    innermost loops in the SASS (`code`), at ISSUE_MODEL's rates. Barriers and the
+    grid's last partial wave are not counted."""
+    N, H, W = sizes[:3]
+    K, R = 19, 3
+    h = 2 * R + 2 if op.endswith("backward") else R + 1
+    th, tw = tile
+    tiles = N * -(-H // th) * -(-W // tw)
+    e = (th + 2 * h) * (tw + 2 * h)
+    global_accesses = tiles * K * (e + (th * tw if op.endswith("backward") else 0))
+    label_wavefronts = tiles * 2 * e / 32
+    shared = tiles * shared_accesses_per_tile
+    memory_instructions = (shared + global_accesses) / 32 + tiles * e / 32
+    wavefronts_total = (shared + global_accesses) / 32 + label_wavefronts
+    per_memory = 1.0
+    if code is not None:
+        counts = Counter()
+        for _, _, ops in innermost_loops(code):
+            c = mix(ops)
+            if any(c[k] for k in ("LDG", "STG", "LDS", "STS")):  # not address loops
+                counts.update(c)
+        mem = sum(counts[k] for k in ("LDG", "STG", "LDS", "STS"))
+        per_memory = counts["all"] / mem if mem else 1.0
+    m = ISSUE_MODEL
+    lsu_s = wavefronts_total / (SM_COUNT * m["lsu_per_clock"] * m["clock_hz"])
+    issue_s = memory_instructions * per_memory / (SM_COUNT * m["issue_per_clock"] * m["clock_hz"])
+    return lsu_s * 1e3, issue_s * 1e3, max(floor_s, lsu_s, issue_s) * 1e3
+
+
 def max_threads_per_block(program):
     """The launch bound (kMaxThreads) of a program, from its name (short or mangled): 256, but 128
     for the NHWC programs that take more registers (the backward at C = 32, the half types'
@@ -367,6 +445,21 @@ def launch_table(kernel_limits, sass=None, measured=None):
                     per_pixel, sizes[0], nbytes / HBM_BYTES_PER_S["H100 SXM spec"]
                 )
                 est = f"{lsu:.3f} | {issue:.3f} | {total:.3f}"
+        if op.startswith("dual_task_loss") and sass is not None:
+            code = next(
+                (c for n, c in sass.items() if n.startswith(program) and n.endswith("[shared]")),
+                None,
+            )
+            accesses, sample_tiles = pipeline_counts(op, bf16, (th, tw), threads, gpu)
+            lsu, issue, total = pipeline_estimate(
+                op,
+                sizes,
+                (th, tw),
+                accesses / sample_tiles,
+                code,
+                nbytes / HBM_BYTES_PER_S["H100 SXM spec"],
+            )
+            est = f"{lsu:.3f} | {issue:.3f} | {total:.3f}"
         if measured is not None:
             seconds = None
             if forward:  # "gated_conv2d fwd C=<C> <dtype>[ NHWC]"

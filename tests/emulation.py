@@ -130,6 +130,13 @@ LAST_LAUNCH_FIELDS = (
     "tile_w",
     "barriers",
     "variant",
+    # shared-memory accesses of the whole launch (every block and thread): element loads and
+    # stores, their bytes, and the barriers met
+    "shared_loads",
+    "shared_stores",
+    "shared_load_bytes",
+    "shared_store_bytes",
+    "all_barriers",
 )
 
 

@@ -17,6 +17,34 @@ def test_a_correct_program_passes(emu):
     assert selftest(emu, "ok").tolist() == [1, 2, 3, 4, 5, 6, 7, 0]
 
 
+def test_shared_memory_counts(emu):
+    """Every shared load and store a thread executes is counted (scripts/kernel_report.py turns the
+    counts into time estimates): 8 threads store one float each, meet a barrier, load one each."""
+    selftest(emu, "ok")
+    rec = emu.last_launch()
+    assert (rec["shared_loads"], rec["shared_stores"]) == (8, 8)
+    assert (rec["shared_load_bytes"], rec["shared_store_bytes"], rec["all_barriers"]) == (32, 32, 1)
+
+
+def test_shared_memory_counts_of_the_potential_pipeline(emu):
+    """The counts of a real block program against its structure (boundary_potential forward,
+    common/boundary_potential_program.h), one 16 x 16 tile, sigma = 1 (R = 3, 7 taps), halo
+    h = R + 1: per class, P stored over E = 24 x 24; the row blur loads 7 and stores 1 per value
+    of X (24 x 18), the column blur the same per value of B (18 x 18); the central differences
+    load 4 per pixel; three barriers."""
+    K, n, R, h = 2, 16, 3, 4
+    g = torch.Generator().manual_seed(0)
+    prob = torch.softmax(torch.randn(1, K, n, n, generator=g, dtype=torch.float64), 1)
+    torch.ops.gscnn_testing.boundary_potential(prob, 1.0, emu.gpu(), emu.launch(64, 1, (n, n)))
+    E = n + 2 * h
+    XW = BH = E - 2 * R
+    rec = emu.last_launch()
+    assert rec["shared_stores"] == K * (E * E + E * XW + BH * XW)
+    assert rec["shared_loads"] == K * ((2 * R + 1) * (E * XW + BH * XW) + 4 * n * n)
+    assert rec["shared_load_bytes"] == 8 * rec["shared_loads"]  # float64: 8-byte accesses
+    assert rec["all_barriers"] == 3 * K
+
+
 @pytest.mark.parametrize(
     "which,pattern",
     [

@@ -91,6 +91,37 @@ def test_kernel_report(emu, tmp_path):
     assert "| gated_conv2d bwd C=32 fp32 |" in table
     bwd = next(line for line in table.splitlines() if line.startswith("| gated_conv2d bwd"))
     assert bwd.rstrip(" |").endswith("–")
+    # The dual-task rows carry estimates from the emulator's shared-memory counts: the backward
+    # (a halo of 2R + 2, four adjoint phases) moves more than the forward, both above the floor.
+    lsu = {}
+    for line in table.splitlines():
+        if line.startswith("| dual_task_loss"):
+            cells = [c.strip() for c in line.strip("|").split("|")]
+            floor = float(cells[7].split("/")[0])
+            l, issue, estimate = (float(c) for c in cells[8:11])
+            assert estimate == pytest.approx(max(floor, l, issue), abs=2e-3) and l > floor, line
+            lsu[cells[0]] = l
+    assert len(lsu) == 4 and lsu["dual_task_loss bwd fp32"] > 1.5 * lsu["dual_task_loss fwd fp32"]
+
+
+def test_pipeline_estimate_model():
+    """pipeline_estimate on hand-made counts: one 32 x 32 image, one 32 x 32 tile, the forward
+    (halo R + 1 = 4: E = 40 x 40), 3200 shared accesses, no SASS (one instruction per load/store):
+    wavefronts = (3200 shared + 19 x 1600 probabilities) / 32 + 2 x 1600 / 32 for the int64
+    labels; load/store instructions = the same with one per 32 labels."""
+    sys.path.insert(0, os.path.join(ROOT, "scripts"))
+    import kernel_report as kr
+
+    m = kr.ISSUE_MODEL
+    per_clock = kr.SM_COUNT * m["clock_hz"]
+    lsu, issue, est = kr.pipeline_estimate("dual_task_loss", [1, 32, 32], (32, 32), 3200, None, 0)
+    wavefronts = (3200 + 19 * 1600) / 32 + 100
+    assert lsu == pytest.approx(wavefronts * 1e3 / (per_clock * m["lsu_per_clock"]))
+    assert issue == pytest.approx(((3200 + 19 * 1600) / 32 + 50) * 1e3 / (per_clock * 4))
+    assert est == max(lsu, issue)
+    # the backward: halo 2R + 2 = 8 (E = 48 x 48) and the gradient written over the tile
+    lsu_b, _, _ = kr.pipeline_estimate("dual_task_loss_backward", [1, 32, 32], (32, 32), 0, None, 0)
+    assert lsu_b == pytest.approx((19 * (2304 + 1024) / 32 + 2 * 2304 / 32) * 1e3 / per_clock)
 
 
 def test_estimate_model():

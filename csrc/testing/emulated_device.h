@@ -20,12 +20,17 @@
 namespace gscnn {
 namespace testing {
 
-// What the last emulated launch was (for the tests: gscnn_testing::last_launch).
+// What the last emulated launch was (for the tests and scripts/kernel_report.py:
+// gscnn_testing::last_launch): its shape, the barriers block 0 met, the program variant, and the
+// shared-memory accesses of the whole launch (emulator.h, SharedCounts).
 struct LaunchRecord {
   int64_t blocks = 0, threads = 0, shared_bytes = 0, scratch_bytes = 0, tile_h = 0, tile_w = 0,
           barriers = 0, variant = 0;
+  SharedCounts shared;
   std::vector<int64_t> list() const {
-    return {blocks, threads, shared_bytes, scratch_bytes, tile_h, tile_w, barriers, variant};
+    return {blocks,   threads, shared_bytes,  scratch_bytes,      tile_h,
+            tile_w,   barriers, variant,      shared.loads,       shared.stores,
+            shared.load_bytes, shared.store_bytes, shared.barriers};
   }
 };
 LaunchRecord& last_launch();
@@ -77,7 +82,7 @@ struct EmulatedDevice : labels::HostLabelStatus {  // bad labels: raised at once
     // programs that take several pixels per thread say how many (kPixelsPerThread)
     using Program = std::remove_cvref_t<decltype(program)>;
     if constexpr (requires { Program::kPixelsPerThread; }) rec.variant = Program::kPixelsPerThread;
-    rec.barriers = emulate(op, program, l, options);
+    rec.barriers = emulate(op, program, l, options, &rec.shared);
   }
 
 };

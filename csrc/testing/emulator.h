@@ -33,9 +33,17 @@ struct EmuOptions {
   int64_t skip_barrier = -1;  // >= 0: the k-th sync() of each block is not a barrier
 };
 
+// What a launch did to its blocks' shared memory, summed over every block and thread: element
+// accesses (one per shared load or store instruction a thread executes) and their bytes, and the
+// barriers met. scripts/kernel_report.py turns them into load/store-pipe time estimates.
+struct SharedCounts {
+  int64_t loads = 0, stores = 0, load_bytes = 0, store_bytes = 0, barriers = 0;
+};
+
 class SharedMemoryTracker {
  public:
   explicit SharedMemoryTracker(const char* op) : op_(op) {}
+  SharedCounts counts;  // counted whether or not accesses are tracked
 
   void new_block(int64_t block, size_t bytes, bool track) {
     block_ = block;
@@ -44,12 +52,17 @@ class SharedMemoryTracker {
     interval_ = 1;
     words_.assign(track ? (bytes + 3) / 4 : 0, Word{});
   }
-  void barrier() { ++interval_; }
+  void barrier() {
+    ++interval_;
+    ++counts.barriers;
+  }
   void set_thread(int64_t t) { thread_ = static_cast<int32_t>(t); }
   int64_t interval() const { return interval_; }
 
   void read(size_t offset, size_t size) {
     check_bounds(offset, size, "reads");
+    ++counts.loads;
+    counts.load_bytes += static_cast<int64_t>(size);
     if (!track_) return;
     for (size_t w = offset / 4; w < (offset + size + 3) / 4; ++w) {
       Word& x = words_[w];
@@ -67,6 +80,8 @@ class SharedMemoryTracker {
 
   void write(size_t offset, size_t size) {
     check_bounds(offset, size, "writes");
+    ++counts.stores;
+    counts.store_bytes += static_cast<int64_t>(size);
     if (!track_) return;
     for (size_t w = offset / 4; w < (offset + size + 3) / 4; ++w) {
       Word& x = words_[w];
@@ -216,10 +231,11 @@ class EmuExec {
 
 // Runs `program` over the grid of `launch`. Shared memory (or the scratch slice, which the GPU
 // allocates per block) is the launch's per-block buffer, poison-filled for every block. Returns
-// the number of barriers block 0 met (for the tests that remove one).
+// the number of barriers block 0 met (for the tests that remove one); `counts`, if given, receives
+// the launch's shared-memory accesses.
 template <typename Program>
 int64_t emulate(const char* op, const Program& program, const Launch& launch,
-                const EmuOptions& opt) {
+                const EmuOptions& opt, SharedCounts* counts = nullptr) {
   const size_t bytes = static_cast<size_t>(launch.uses_scratch() ? launch.scratch_bytes_per_block
                                                                  : launch.shared_bytes);
   std::vector<unsigned char> memory(bytes + 16);
@@ -232,6 +248,7 @@ int64_t emulate(const char* op, const Program& program, const Launch& launch,
     program(ex);
     if (b == 0) first_block_barriers = ex.barriers_seen();
   }
+  if (counts) *counts = tracker.counts;
   return first_block_barriers;
 }
 

@@ -55,8 +55,8 @@ TORCH_LIBRARY(gscnn_testing, m) {
       "boundary_fscore_counts(Tensor pred, Tensor target, int num_classes, int[] radii, "
       "int ignore_index, int[] gpu, int[] force=[], int images_per_chunk=0, "
       "int skip_barrier=-1) -> Tensor");
-  // [blocks, threads, shared_bytes, scratch_bytes, tile_h, tile_w, barriers of block 0, variant]
-  // of the last emulated launch.
+  // [blocks, threads, shared_bytes, scratch_bytes, tile_h, tile_w, barriers of block 0, variant,
+  // shared loads, shared stores, their bytes, barriers of all blocks] of the last emulated launch.
   m.def("last_launch() -> int[]", &last_launch_list);
 }
 

@@ -17,6 +17,7 @@
 #include "../common/device_intrinsics.h"
 #include "../common/edge_targets_launch.h"
 #include "../common/gated_conv2d_launch.h"
+#include "emulated_device.h"
 #include "emulator.h"
 
 namespace gscnn {
@@ -55,7 +56,10 @@ at::Tensor emulator_selftest(std::string which, int64_t threads) {
   Launch l;
   l.threads = threads;
   l.shared_bytes = threads * static_cast<int64_t>(sizeof(float));
-  emulate("emulator_selftest", NeighbourExchange{which, out.data_ptr<float>()}, l, EmuOptions{});
+  LaunchRecord& rec = last_launch();
+  rec = LaunchRecord{l.blocks, l.threads, l.shared_bytes, 0};
+  rec.barriers = emulate("emulator_selftest", NeighbourExchange{which, out.data_ptr<float>()}, l,
+                         EmuOptions{}, &rec.shared);
   return out;
 }
 
