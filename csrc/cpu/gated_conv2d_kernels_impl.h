@@ -214,9 +214,36 @@ void write_row(const Strided4d<T>& v, const TileOffsets& at, int64_t len, int64_
 // Gate of every pixel of a tile: alpha and one_plus_alpha = 1 + alpha. Padded pixels get 0 so
 // that they contribute nothing downstream. Z is scratch of 2 * kTile values.
 template <typename acc_t, typename Gate>
+void tile_logits(const Gate& gate, const TileRows<acc_t>& S, const TileRows<acc_t>& R, int64_t C,
+                 int64_t Cr, acc_t* Z) {
+  gate.logit_tile(S.p, S.ld, R.p, R.ld, C, Cr, kTile, Z, Z + kTile);
+}
+// The paper's linear gate: z = b + sum_d w_d x_d with the sum in registers, two vectors of pixels
+// at a time (logit_tile adds each channel into Z in memory: a load and a store per channel and
+// pixel more; the same sums in the same order).
+template <typename acc_t, typename w_t>
+void tile_logits(const gcl::LinearGate<acc_t, w_t>& gate, const TileRows<acc_t>& S,
+                 const TileRows<acc_t>& R, int64_t C, int64_t Cr, acc_t* Z) {
+  using V = typename Simd<acc_t>::type;
+  constexpr int VL = Simd<acc_t>::lanes;
+  const acc_t b = static_cast<acc_t>(gate.bias[0]);
+  for (int64_t t0 = 0; t0 < kTile; t0 += 2 * VL) {
+    V z0 = V{} + b, z1 = z0;
+    for (int64_t d = 0; d < C + Cr; ++d) {
+      const acc_t w = static_cast<acc_t>(gate.weight[d]);
+      const acc_t* x = d < C ? S.row(d) : R.row(d - C);
+      z0 += w * vload(x + t0);
+      z1 += w * vload(x + t0 + VL);
+    }
+    std::memcpy(Z + t0, &z0, sizeof(V));
+    std::memcpy(Z + t0 + VL, &z1, sizeof(V));
+  }
+}
+
+template <typename acc_t, typename Gate>
 void tile_gate(const Gate& gate, const TileRows<acc_t>& S, const TileRows<acc_t>& R, int64_t C,
                int64_t Cr, int64_t len, acc_t* Z, acc_t* alpha, acc_t* one_plus_alpha) {
-  gate.logit_tile(S.p, S.ld, R.p, R.ld, C, Cr, kTile, Z, Z + kTile);
+  tile_logits(gate, S, R, C, Cr, Z);
   // Padding zeroed in a loop of its own: with a select on t < len in it, GCC does not vectorise
   // this loop for AVX2 ("control flow in loop"; AVX-512 masks it), and the scalar sigmoid took a
   // quarter of the AVX2 build's backward.
@@ -231,9 +258,11 @@ void tile_gate(const Gate& gate, const TileRows<acc_t>& S, const TileRows<acc_t>
 // Y = A X for one tile: A is rows x K (row-major), X is K x kTile (row k at X.row(k)), Y is
 // rows x kTile (all in the accumulation type). Vector types because the auto-vectoriser does not
 // find this blocking by itself: four rows of A and two vectors of pixels at a time, so eight
-// accumulators stay in registers and each load of X serves four rows.
-template <int NB, typename acc_t>
-void tile_gemm_rows(const acc_t* A, int64_t K, const TileRows<acc_t>& X, acc_t* Y) {
+// accumulators stay in registers and each load of X serves four rows. then(i, t0, v) sees each
+// block of results while it is in registers: v[b][h] holds row i + b, pixels t0 + h * lanes ...
+template <int NB, typename acc_t, typename Then>
+void tile_gemm_rows(const acc_t* A, int64_t i, int64_t K, const TileRows<acc_t>& X, acc_t* Y,
+                    Then& then) {
   using V = typename Simd<acc_t>::type;
   constexpr int VL = Simd<acc_t>::lanes;
   static_assert(kTile % (2 * VL) == 0, "kTile must hold whole pairs of vectors");
@@ -253,14 +282,20 @@ void tile_gemm_rows(const acc_t* A, int64_t K, const TileRows<acc_t>& X, acc_t* 
       std::memcpy(Y + b * kTile + t0, &v[b][0], sizeof(V));
       std::memcpy(Y + b * kTile + t0 + VL, &v[b][1], sizeof(V));
     }
+    then(i, t0, v);
   }
 }
 
+template <typename acc_t, typename Then>
+void tile_gemm(const acc_t* A, int64_t rows, int64_t K, const TileRows<acc_t>& X, acc_t* Y,
+               Then then) {
+  int64_t i = 0;
+  for (; i + 4 <= rows; i += 4) tile_gemm_rows<4>(A + i * K, i, K, X, Y + i * kTile, then);
+  for (; i < rows; ++i) tile_gemm_rows<1>(A + i * K, i, K, X, Y + i * kTile, then);
+}
 template <typename acc_t>
 void tile_gemm(const acc_t* A, int64_t rows, int64_t K, const TileRows<acc_t>& X, acc_t* Y) {
-  int64_t i = 0;
-  for (; i + 4 <= rows; i += 4) tile_gemm_rows<4>(A + i * K, K, X, Y + i * kTile);
-  for (; i < rows; ++i) tile_gemm_rows<1>(A + i * K, K, X, Y + i * kTile);
+  tile_gemm(A, rows, K, X, Y, [](int64_t, int64_t, const auto&) {});
 }
 
 // Parameter-gradient partial sums of one tile as outer products: for every row b < rows of G and
@@ -452,13 +487,19 @@ at::Tensor backward_kernel(const GclSizes& z, const at::Tensor& grad_out,
           std::fill(DA.begin(), DA.end(), acc_t(0));
         }
 
-        // gu = W^T g, and dalpha += gu . s
-        tile_gemm(WT.data(), z.C, z.Cout, G, GU.data());
-        for (int64_t c = 0; c < z.C; ++c) {
-          const acc_t* gu = GU.data() + c * kTile;
-          const acc_t* srow = S.row(c);
-          for (int64_t t = 0; t < kTile; ++t) DA[t] += gu[t] * srow[t];
-        }
+        // gu = W^T g, and dalpha += gu . s while gu is in registers (in the order of c)
+        tile_gemm(WT.data(), z.C, z.Cout, G, GU.data(), [&](int64_t c0, int64_t t0, const auto& v) {
+          constexpr int NB = std::extent_v<std::remove_reference_t<decltype(v)>>;
+          constexpr int VL = Simd<acc_t>::lanes;
+          V da0 = vload(&DA[t0]), da1 = vload(&DA[t0 + VL]);
+          for (int b = 0; b < NB; ++b) {
+            const acc_t* srow = S.row(c0 + b);
+            da0 += v[b][0] * vload(srow + t0);
+            da1 += v[b][1] * vload(srow + t0 + VL);
+          }
+          std::memcpy(&DA[t0], &da0, sizeof(V));
+          std::memcpy(&DA[t0 + VL], &da1, sizeof(V));
+        });
         for (int64_t t = 0; t < kTile; ++t) DZ[t] = gcl::gate_logit_grad(DA[t], A[t]);
 
         at_ds.set(dsv, p0, len);
