@@ -149,8 +149,8 @@ def make_floor_call(leaves, device):
 def make_matmul_call(leaves, device):
     """The same-run cost of the layer's arithmetic alone: its three C x C x (N H W) matrix products
     (forward W s; backward W^T g_out and the weight gradient g_out s^T) by torch.matmul (a BLAS
-    library), nothing else (no gate, no elementwise work). Where this exceeds twice the floor, a
-    target of "within 2x of the floor" asks for more than the machine's arithmetic allows."""
+    library), nothing else (no gate, no elementwise work): a same-run reference for the share of
+    the layer's time that is arithmetic, not a lower bound (it moves bytes of its own)."""
     s, w = leaves[0].detach(), leaves[4].detach()
     n, c, h, wd = s.shape
     g_out, _ = make_grads(leaves)

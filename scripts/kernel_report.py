@@ -313,8 +313,9 @@ def pipeline_estimate(op, sizes, tile, shared_accesses_per_tile, code, floor_s):
     one warp-instruction per 32 accesses, one 128-byte wavefront each (the pipelines' threads
     walk their buffers' rows in order: 32 consecutive 4-byte values, no bank conflicts); issue
     time: those load/store instructions times the instructions per load/store of the kernel's
-    innermost loops in the SASS (`code`), at ISSUE_MODEL's rates. Barriers and the
-    grid's last partial wave are not counted."""
+    innermost loops in the SASS (`code`), at ISSUE_MODEL's rates. Every warp is taken as full
+    (regions 34 or 42 values wide leave some lanes idle: instructions undercounted), and
+    barriers and the grid's last partial wave are not counted."""
     N, H, W = sizes[:3]
     K, R = 19, 3
     h = 2 * R + 2 if op.endswith("backward") else R + 1

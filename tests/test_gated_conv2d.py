@@ -261,27 +261,44 @@ def test_float32_whole_tiles(hw, channels_last, C):
 
 # Whole tiles of NCHW float32 / float64 tensors are read and written where they lie; every other
 # tile (strided, partial, other dtypes) goes through copies into tile buffers. Both run the same
-# arithmetic on the same values in the same order, so channels_last inputs (copied) must give
-# bitwise the results of NCHW ones (in place): forward, grad_s / grad_r and every parameter
-# gradient. hw: whole tiles whose rows start on a cache line (streaming stores), and rows that do
-# not, with a partial last tile.
+# arithmetic on the same values in the same order, so copied inputs must give bitwise the results
+# of in-place ones: forward, grad_s / grad_r and every parameter gradient, with every build
+# (each has its own vector width and streaming stores). The copied run takes s and grad_out
+# channels_last (so out and grad_s are written through buffers too) and r and grad_alpha as views
+# with padded rows (a single channel is consecutive even channels_last). hw: whole tiles whose rows
+# start on a cache line (streaming stores), and rows that do not, with a partial last tile.
+@pytest.mark.parametrize("isa", ["baseline", "avx2", "avx512"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
 @pytest.mark.parametrize("hw", [(48, 64), (45, 61)], ids=["aligned", "unaligned"])
 @pytest.mark.parametrize("C, Cr, Cout", [(8, 1, 8), (16, 1, 16), (5, 3, 7)], ids=str)
-def test_in_place_tiles_match_copied_tiles(dtype, hw, C, Cr, Cout):
+def test_in_place_tiles_match_copied_tiles(monkeypatch, isa, dtype, hw, C, Cr, Cout):
+    from test_cpu_isa import _use_isa
+
+    _use_isa(monkeypatch, isa)
     s, r, gate_weight, gate_bias, weight, bias = make_inputs(2, C, Cr, Cout, *hw, dtype=dtype)
     go, ga = upstream_grads((2, Cout, *hw), (2, 1, *hw), dtype)
 
-    def run(layout):
-        s_, r_, go_, ga_ = (t.contiguous(memory_format=layout) for t in (s, r, go, ga))
+    def padded_rows(t):
+        wide = t.new_zeros(*t.shape[:3], t.shape[3] + 3)
+        wide[..., : t.shape[3]] = t
+        return wide[..., : t.shape[3]]
+
+    def run(s_, r_, go_, ga_):
         out, alpha = torch.ops.gscnn_ops.gated_conv2d(s_, r_, gate_weight, gate_bias, weight, bias)
         grads = torch.ops.gscnn_ops.gated_conv2d_backward(
             go_, ga_, s_, r_, gate_weight, gate_bias, weight
         )
         return [out, alpha, *grads]
 
-    in_place, copied = run(torch.contiguous_format), run(torch.channels_last)
-    assert not copied[0].is_contiguous()  # the second run really took the copying path
+    in_place = run(s, r, go, ga)
+    cl = torch.channels_last
+    copied = run(
+        s.contiguous(memory_format=cl),
+        padded_rows(r),
+        go.contiguous(memory_format=cl),
+        padded_rows(ga),
+    )
+    assert not copied[0].is_contiguous()  # out, too, went through the copying path
     names = OUT_NAMES + ("grad_s", "grad_r", "grad_gate_weight", "grad_gate_bias")
     names += ("grad_weight", "grad_bias")
     assert len(in_place) == len(names)

@@ -117,11 +117,13 @@ def test_pipeline_estimate_model():
     lsu, issue, est = kr.pipeline_estimate("dual_task_loss", [1, 32, 32], (32, 32), 3200, None, 0)
     wavefronts = (3200 + 19 * 1600) / 32 + 100
     assert lsu == pytest.approx(wavefronts * 1e3 / (per_clock * m["lsu_per_clock"]))
-    assert issue == pytest.approx(((3200 + 19 * 1600) / 32 + 50) * 1e3 / (per_clock * 4))
+    issue_per_clock = per_clock * m["issue_per_clock"]
+    assert issue == pytest.approx(((3200 + 19 * 1600) / 32 + 50) * 1e3 / issue_per_clock)
     assert est == max(lsu, issue)
     # the backward: halo 2R + 2 = 8 (E = 48 x 48) and the gradient written over the tile
     lsu_b, _, _ = kr.pipeline_estimate("dual_task_loss_backward", [1, 32, 32], (32, 32), 0, None, 0)
-    assert lsu_b == pytest.approx((19 * (2304 + 1024) / 32 + 2 * 2304 / 32) * 1e3 / per_clock)
+    wavefronts_b = 19 * (2304 + 1024) / 32 + 2 * 2304 / 32
+    assert lsu_b == pytest.approx(wavefronts_b * 1e3 / (per_clock * m["lsu_per_clock"]))
 
 
 def test_estimate_model():

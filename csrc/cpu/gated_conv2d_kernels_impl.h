@@ -8,9 +8,9 @@
 // unit-stride loop over its pixels, one channel row at a time. Whole tiles of NCHW tensors of the
 // accumulation type are read and written where they lie; other tiles (strided, partial, float16 /
 // bfloat16) are copied into small buffers laid out [channel][pixel] first (the same arithmetic:
-// the results do not depend on which). Nothing of size N*C*H*W is written besides the outputs. The backward pass reduces parameter gradients into a fixed number of partial rows (a
-// function of the problem size only) that are summed in order: deterministic for any thread
-// count.
+// the results do not depend on which). Nothing of size N*C*H*W is written besides the outputs.
+// The backward pass reduces parameter gradients into a fixed number of partial rows (a function
+// of the problem size only) that are summed in order: deterministic for any thread count.
 
 #if !defined(GSCNN_CPU_ISA) || !defined(GSCNN_CPU_VECTOR_BYTES)
 #error "define GSCNN_CPU_ISA and GSCNN_CPU_VECTOR_BYTES before including gated_conv2d_kernels_impl.h"
@@ -211,8 +211,7 @@ void write_row(const Strided4d<T>& v, const TileOffsets& at, int64_t len, int64_
   }
 }
 
-// Gate of every pixel of a tile: alpha and one_plus_alpha = 1 + alpha. Padded pixels get 0 so
-// that they contribute nothing downstream. Z is scratch of 2 * kTile values.
+// The gate's logits z of every pixel of a tile into Z (2 * kTile values of scratch).
 template <typename acc_t, typename Gate>
 void tile_logits(const Gate& gate, const TileRows<acc_t>& S, const TileRows<acc_t>& R, int64_t C,
                  int64_t Cr, acc_t* Z) {
@@ -240,6 +239,8 @@ void tile_logits(const gcl::LinearGate<acc_t, w_t>& gate, const TileRows<acc_t>&
   }
 }
 
+// Gate of every pixel of a tile: alpha and one_plus_alpha = 1 + alpha. Padded pixels get 0 so
+// that they contribute nothing downstream. Z is scratch of 2 * kTile values.
 template <typename acc_t, typename Gate>
 void tile_gate(const Gate& gate, const TileRows<acc_t>& S, const TileRows<acc_t>& R, int64_t C,
                int64_t Cr, int64_t len, acc_t* Z, acc_t* alpha, acc_t* one_plus_alpha) {
@@ -357,7 +358,8 @@ void tile_outer_accumulate(const TileRows<acc_t>& G, int64_t rows, const TileRow
   int64_t b = 0;
   for (; b + kOuterRows <= rows; b += kOuterRows)
     outer_rows<kOuterRows>({G.row(b), G.ld}, U, cols, stride, lanes + b * stride * kLanes);
-  for (; b < rows; ++b) outer_rows<1>({G.row(b), G.ld}, U, cols, stride, lanes + b * stride * kLanes);
+  for (; b < rows; ++b)
+    outer_rows<1>({G.row(b), G.ld}, U, cols, stride, lanes + b * stride * kLanes);
 }
 
 // Rows of partial sums of the CPU backward: row i owns the consecutive tiles [i * per_row,
