@@ -165,38 +165,32 @@ struct GradLayout {
   GSCNN_HD int64_t size() const { return Cout * C + Cout + C + Cr + 1; }
 };
 
-// One entry e of the parameter-gradient partial sums, accumulated over the T pixels of a tile
-// held in [channel][pixel] buffers with leading dimension ld: G = grad_out, S = s, R = r,
-// F = 1 + alpha and DZ = dL/dz (F and DZ are 0 at padding pixels, which so add nothing).
-// `lanes[l]` receives the sum over pixels t = l (mod L) (T a multiple of L): L = 1 on the GPU
-// (one running sum per thread), a vector width on the CPU, where lane-wise adds vectorise without
-// reassociating a sum; the lanes are added once, at the end. Ptr: a pointer, or the emulator's
-// recording pointer.
-template <int L, typename acc_t, typename Ptr>
+// One entry e of the parameter-gradient partial sums of the GPU backward (generic program),
+// accumulated over the T pixels of a tile held in [channel][pixel] buffers with leading dimension
+// ld: G = grad_out, S = s, R = r, F = 1 + alpha and DZ = dL/dz (F and DZ are 0 at padding pixels,
+// which so add nothing), added in pixel order to *sum. Ptr: a pointer, or the emulator's recording
+// pointer. (The CPU kernels compute the same sums as outer products:
+// cpu/gated_conv2d_kernels_impl.h.)
+template <typename acc_t, typename Ptr>
 GSCNN_HD void tile_entry_accumulate(const GradLayout& Ly, int64_t e, Ptr G, Ptr S, Ptr R, Ptr F,
-                                    Ptr DZ, int64_t ld, int64_t T, acc_t* lanes) {
-  acc_t v[L];  // a local copy: the compiler may keep it in registers (lanes could alias G...)
-  for (int l = 0; l < L; ++l) v[l] = lanes[l];
+                                    Ptr DZ, int64_t ld, int64_t T, acc_t* sum) {
+  acc_t v = *sum;  // a local copy: the compiler may keep it in a register (sum could alias G...)
   auto at = [](const Ptr& p, int64_t i) { return static_cast<acc_t>(p[i]); };
   if (e < Ly.bias_offset()) {  // dW[o][c] = sum g_o * s_c * (1 + alpha)
     const Ptr g = G + (e / Ly.C) * ld;
     const Ptr x = S + (e % Ly.C) * ld;
-    for (int64_t t = 0; t < T; t += L)
-      for (int l = 0; l < L; ++l) v[l] += at(g, t + l) * at(x, t + l) * at(F, t + l);
+    for (int64_t t = 0; t < T; ++t) v += at(g, t) * at(x, t) * at(F, t);
   } else if (e < Ly.gate_weight_offset()) {  // db[o] = sum g_o
     const Ptr g = G + (e - Ly.bias_offset()) * ld;
-    for (int64_t t = 0; t < T; t += L)
-      for (int l = 0; l < L; ++l) v[l] += at(g, t + l);
+    for (int64_t t = 0; t < T; ++t) v += at(g, t);
   } else if (e < Ly.gate_bias_offset()) {  // dw_g[d] = sum dz * x_d
     const int64_t d = e - Ly.gate_weight_offset();
     const Ptr x = d < Ly.C ? S + d * ld : R + (d - Ly.C) * ld;
-    for (int64_t t = 0; t < T; t += L)
-      for (int l = 0; l < L; ++l) v[l] += at(DZ, t + l) * at(x, t + l);
+    for (int64_t t = 0; t < T; ++t) v += at(DZ, t) * at(x, t);
   } else {  // db_g = sum dz
-    for (int64_t t = 0; t < T; t += L)
-      for (int l = 0; l < L; ++l) v[l] += at(DZ, t + l);
+    for (int64_t t = 0; t < T; ++t) v += at(DZ, t);
   }
-  for (int l = 0; l < L; ++l) lanes[l] = v[l];
+  *sum = v;
 }
 
 // The most rows of `entries` partial sums a backward pass may use: at most 2^25 partial sums in

@@ -691,8 +691,8 @@ struct BackwardProgram {
   GSCNN_HD void reduce_phase(Ptr smem, acc_t* row, int64_t t, int64_t T) const {
     const BackwardShared sh(L, T);
     for (int64_t e = t; e < L.size(); e += T) {
-      tile_entry_accumulate<1, acc_t>(L, e, smem + sh.G, smem + sh.S, smem + sh.R, smem + sh.F,
-                                      smem + sh.DZ, sh.ld, T, row + e);
+      tile_entry_accumulate<acc_t>(L, e, smem + sh.G, smem + sh.S, smem + sh.R, smem + sh.F,
+                                   smem + sh.DZ, sh.ld, T, row + e);
     }
   }
 };

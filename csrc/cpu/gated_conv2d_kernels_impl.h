@@ -303,7 +303,7 @@ void tile_gemm(const acc_t* A, int64_t rows, int64_t K, const TileRows<acc_t>& X
 // column d < cols of U, lanes[(b * stride + d) * kLanes + l] += sum over pixels t = l (mod kLanes)
 // of G[b][t] * U[d][t] (each sum in the order of t: lane-wise adds, no reassociation, so
 // deterministic). dW is G (grad_out) against U = s (1 + alpha); db, dw_g and db_g the same with a
-// row of ones or dz (the lanes of gcl::tile_entry_accumulate with L = kLanes). Register-tiled: a
+// row of ones or dz (the sums of gcl::tile_entry_accumulate, split into lanes). Register-tiled: a
 // block of BO x BC entries keeps its accumulators in registers over the tile, and each load of a
 // G or U vector serves BC or BO of them (one load per FMA per entry before: load-bound).
 template <int BO, int BC, typename acc_t>
@@ -481,19 +481,19 @@ at::Tensor backward_kernel(const GclSizes& z, const at::Tensor& grad_out,
         at_r.set(rv, p0, len);
         const TileRows<acc_t> R = tile_rows(rv, at_r, len, z.Cr, R_buf.data());
         tile_gate(gate, S, R, z.C, z.Cr, len, Z.data(), A.data(), F.data());
+        const acc_t* ga = nullptr;  // grad_alpha's row (in place, or copied into DA)
         if (has_ga) {
           at_ga.set(gav, p0, len);
-          const TileRows<acc_t> ga = tile_rows(gav, at_ga, len, 1, DA.data());
-          if (ga.p != DA.data()) std::copy(ga.p, ga.p + kTile, DA.begin());
-        } else {
-          std::fill(DA.begin(), DA.end(), acc_t(0));
+          ga = tile_rows(gav, at_ga, len, 1, DA.data()).p;
         }
 
-        // gu = W^T g, and dalpha += gu . s while gu is in registers (in the order of c)
+        // gu = W^T g, and dalpha = grad_alpha + gu . s while gu is in registers (in the order of
+        // c; the first block of rows starts from grad_alpha)
         tile_gemm(WT.data(), z.C, z.Cout, G, GU.data(), [&](int64_t c0, int64_t t0, const auto& v) {
           constexpr int NB = std::extent_v<std::remove_reference_t<decltype(v)>>;
           constexpr int VL = Simd<acc_t>::lanes;
-          V da0 = vload(&DA[t0]), da1 = vload(&DA[t0 + VL]);
+          const acc_t* from = c0 > 0 ? DA.data() : ga;
+          V da0 = from ? vload(from + t0) : V{}, da1 = from ? vload(from + t0 + VL) : V{};
           for (int b = 0; b < NB; ++b) {
             const acc_t* srow = S.row(c0 + b);
             da0 += v[b][0] * vload(srow + t0);
