@@ -251,6 +251,30 @@ def emulated(op, *args, tile=(0, 0), threads=0, blocks=0, memory=-1, gpu="sm_90"
     )
 
 
+def emulated_loss_and_grad(
+    prob, target, sigma, grad=1.0, grad_dtype=torch.float64, between=None, **launch
+):
+    """The emulated GPU's dual-task loss forward, then its backward for d loss = grad: (loss, count,
+    gradient). between(prob) runs between the two launches."""
+    loss, count = emulated(
+        "dual_task_loss", prob, target, sigma, DUAL_TASK_THRESHOLD, IGN, **launch
+    )
+    if between is not None:
+        between(prob)
+    g = emulated(
+        "dual_task_loss_backward",
+        torch.tensor(grad, dtype=grad_dtype),
+        prob,
+        target,
+        count,
+        sigma,
+        DUAL_TASK_THRESHOLD,
+        IGN,
+        **launch,
+    )
+    return loss, count, g
+
+
 @pytest.mark.parametrize("tile_h,tile_w,threads", LAUNCHES)
 @pytest.mark.parametrize("shape", [(2, 3, 13, 17), (1, 2, 1, 9), (1, 2, 6, 2)])
 def test_emulated_cuda_potential(tile_h, tile_w, threads, shape):
@@ -274,20 +298,7 @@ def test_emulated_cuda_dual_task_loss(tile_h, tile_w, threads, shape, sigma):
     prob = rand_prob(*shape)
     target = blob_labels(N, H, W, K, ignore_frac=0.25)
     launch = dict(tile=(tile_h, tile_w), threads=threads, blocks=2 if threads else 0)
-    loss, count = emulated(
-        "dual_task_loss", prob, target, sigma, DUAL_TASK_THRESHOLD, IGN, **launch
-    )
-    grad = emulated(
-        "dual_task_loss_backward",
-        torch.tensor(2.0, dtype=torch.float64),
-        prob,
-        target,
-        count,
-        sigma,
-        DUAL_TASK_THRESHOLD,
-        IGN,
-        **launch,
-    )
+    loss, count, grad = emulated_loss_and_grad(prob, target, sigma, grad=2.0, **launch)
     rloss, rg = ref_loss_and_grad(prob, target, sigma)
     torch.testing.assert_close(loss, rloss, **TIGHT_TOL[torch.float64])
     torch.testing.assert_close(grad, 2 * rg, **TIGHT_TOL[torch.float64])
@@ -308,20 +319,29 @@ def test_emulated_cuda_skipping_is_exact(tile_h, tile_w, threads):
     prob[1] = 1 / K  # a flat prediction: the labels' boundaries alone are in P+
     launch = dict(tile=(tile_h, tile_w), threads=threads, blocks=2 if threads else 0)
     dirty_heap(prob)
-    loss, count = emulated("dual_task_loss", prob, labels, 1.0, DUAL_TASK_THRESHOLD, IGN, **launch)
-    dirty_heap(prob)
-    grad = emulated(
-        "dual_task_loss_backward",
-        torch.tensor(1.0, dtype=torch.float64),
-        prob,
-        labels,
-        count,
-        1.0,
-        DUAL_TASK_THRESHOLD,
-        IGN,
-        **launch,
-    )
+    loss, count, grad = emulated_loss_and_grad(prob, labels, 1.0, **launch, between=dirty_heap)
     rloss, rg = ref_loss_and_grad(prob, labels)
+    torch.testing.assert_close(loss, rloss, **TIGHT_TOL[torch.float64])
+    torch.testing.assert_close(grad, rg, **TIGHT_TOL[torch.float64])
+
+
+@pytest.mark.parametrize("K", [40, 70])
+@pytest.mark.parametrize("tile_h,tile_w,threads", [(0, 0, 0), (8, 8, 32), (5, 7, 13)])
+def test_emulated_cuda_many_classes(K, tile_h, tile_w, threads):
+    """Classes present in a tile are a 64-bit mask in the block program: labels of classes past 31
+    (the mask's second word) and past 63 (beyond the mask: every class counts as present) must
+    give the reference's loss and gradient, like the first 32."""
+    N, H, W = 1, 19, 23
+    g = torch.Generator().manual_seed(5)
+    pool = torch.tensor([0, 3, 31, 32, 39] + ([63, 64, 69] if K > 64 else []))
+    blocks = pool[torch.randint(0, len(pool), (N, 4, 5), generator=g)]
+    target = blocks.repeat_interleave(5, 1).repeat_interleave(5, 2)[:, :H, :W].contiguous()
+    target[0, :2, :2] = IGN
+    prob = peaked_prob(target.clamp(0, K - 1), K, noise=1e-2)
+    launch = dict(tile=(tile_h, tile_w), threads=threads, blocks=2 if threads else 0)
+    loss, count, grad = emulated_loss_and_grad(prob, target, 1.0, **launch)
+    rloss, rg = ref_loss_and_grad(prob, target)
+    assert rloss > 0
     torch.testing.assert_close(loss, rloss, **TIGHT_TOL[torch.float64])
     torch.testing.assert_close(grad, rg, **TIGHT_TOL[torch.float64])
 
@@ -333,18 +353,7 @@ def test_emulated_cuda_large_sigma_runs_from_global_memory(gpu):
     # old kernels did for sigma > 8 on an H100, > 5 on sm_86/89).
     prob = rand_prob(1, 2, 9, 11)
     target = blob_labels(1, 9, 11, 2)
-    loss, count = emulated("dual_task_loss", prob, target, 10.0, DUAL_TASK_THRESHOLD, IGN, gpu=gpu)
-    grad = emulated(
-        "dual_task_loss_backward",
-        torch.tensor(1.0, dtype=torch.float64),
-        prob,
-        target,
-        count,
-        10.0,
-        DUAL_TASK_THRESHOLD,
-        IGN,
-        gpu=gpu,
-    )
+    loss, count, grad = emulated_loss_and_grad(prob, target, 10.0, gpu=gpu)
     assert emulation.last_launch()["scratch_bytes"] > 0
     rloss, rg = ref_loss_and_grad(prob, target, 10.0)
     torch.testing.assert_close(loss, rloss, **TIGHT_TOL[torch.float64])
@@ -358,17 +367,7 @@ def test_emulated_cuda_reduced_precision(dtype):
     # most (2R + 1)^2 products rounded once: within an epsilon of the dtype of the largest value.
     prob = rand_prob(1, 3, 20, 33, dtype=dtype)
     target = blob_labels(1, 20, 33, 3, ignore_frac=0.2)
-    loss, count = emulated("dual_task_loss", prob, target, 1.0, DUAL_TASK_THRESHOLD, IGN)
-    grad = emulated(
-        "dual_task_loss_backward",
-        torch.tensor(1.0, dtype=dtype),
-        prob,
-        target,
-        count,
-        1.0,
-        DUAL_TASK_THRESHOLD,
-        IGN,
-    )
+    loss, count, grad = emulated_loss_and_grad(prob, target, 1.0, grad_dtype=dtype)
     rloss, rg = ref_loss_and_grad(prob.double(), target)
     if dtype == torch.float32:
         torch.testing.assert_close(loss.double(), rloss, **TIGHT_TOL[torch.float32])

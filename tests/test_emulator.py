@@ -45,6 +45,33 @@ def test_shared_memory_counts_of_the_potential_pipeline(emu):
     assert rec["all_barriers"] == 3 * K
 
 
+def test_the_loss_skips_the_blur_of_classes_absent_from_a_tile(emu):
+    """The dual-task loss forward on one 16 x 16 tile with two classes, both with an edge in the
+    probabilities (no pair skipped whole): when every label is class 0, class 1 is absent from
+    the tile's halo, so its one-hot blur (7 loads and 1 store per value of X and of B) and
+    zeta_hat's differences (4 loads per kept pixel) are not done. The exact difference against
+    labels with both classes in the halo."""
+    K, n, R, h = 2, 16, 3, 4
+    prob = torch.full((1, K, n, n), 0.2, dtype=torch.float64)
+    prob[0, 0, :, n // 2 :] = 0.8  # a vertical edge in both channels
+    prob[0, 1] = 1 - prob[0, 0]
+    both = torch.zeros(1, n, n, dtype=torch.long)
+    both[0, :, n // 2 :] = 1
+    launch = emu.launch(64, 1, (n, n))
+
+    def counts(target):
+        torch.ops.gscnn_testing.dual_task_loss(prob, target, 1.0, 1e-2, 255, emu.gpu(), launch)
+        rec = emu.last_launch()
+        return rec["shared_loads"], rec["shared_stores"]
+
+    loads_both, stores_both = counts(both)
+    loads_one, stores_one = counts(torch.zeros_like(both))
+    E = n + 2 * h
+    XW = BH = E - 2 * R
+    assert loads_both - loads_one == (2 * R + 1) * (E * XW + BH * XW) + 4 * n * n
+    assert stores_both - stores_one == E * XW + BH * XW
+
+
 @pytest.mark.parametrize(
     "which,pattern",
     [

@@ -167,11 +167,18 @@ struct Labels {
   }
 };
 
+// The dual-task loss records which classes occur in a tile's halo E as a bit mask (classes 0..63;
+// with more classes every class counts as present): a class absent from E has a zero one-hot blur,
+// so zeta_hat = 0 exactly on the whole tile and its blur is skipped. The threads' masks are ORed
+// in two steps: kClassGroups threads OR a share each, then every thread ORs their results.
+constexpr int64_t kClassGroups = 16;
+constexpr int64_t kMaskClasses = 64;
+
 // Offsets (in acc_t elements) of the block's buffers, for a tile TH x TW, radius R, halo h.
 struct Layout {
   int64_t TH, TW, R, h;
   int64_t EH, EW, XW, BH, ZH, ZW, DH, DW;  // region sizes (D = tile + R, for the backward)
-  int64_t L, P, X, Xh, B, Bh, keep, DGX, DGY, dB, dX, red, total;
+  int64_t L, P, X, Xh, B, Bh, keep, DGX, DGY, dB, dX, red, cls, total;
 
   GSCNN_HD Layout(int64_t TH_, int64_t TW_, int64_t R_, bool loss, bool backward, int64_t T)
       : TH(TH_), TW(TW_), R(R_), h(backward ? 2 * R_ + 2 : R_ + 1) {
@@ -208,6 +215,8 @@ struct Layout {
     if (backward) o += TH * DW;
     red = o;
     if (loss && !backward) o += 3 * T;  // per thread: sum, count, bad labels
+    cls = o;  // loss: the classes present in E, as two 32-bit words per thread, then per group
+    if (loss) o += 2 * T + 2 * kClassGroups;
     total = o;
   }
 };

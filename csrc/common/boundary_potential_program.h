@@ -16,12 +16,17 @@ namespace gscnn {
 namespace dtl {
 
 // Per-thread state of the loss (registers on the GPU): the thread's share of sum |zeta - zeta_hat|
-// and |P+| over the tile (forward), the bad labels it met, and whether its part of the halo rules
-// out skipping the current class.
+// and |P+| over the tile (forward), the bad labels it met, whether its part of the halo rules
+// out skipping the current class, and the classes present in the tile's halo (a bit mask, the
+// same in every thread once ORed over the block: see kClassGroups).
 template <typename acc_t>
 struct LossState {
   acc_t sum, count, bad;
   bool need;
+  uint32_t lo, hi;  // classes 0..31, 32..63
+  GSCNN_HD bool present(int64_t k) const {
+    return k >= kMaskClasses || (((k < 32 ? lo >> k : hi >> (k - 32)) & 1u) != 0);
+  }
 };
 
 // One kernel of the family: kLoss (dual-task loss) or not (boundary potential), kBackward or not.
@@ -80,12 +85,14 @@ struct Pipeline {
 
   // Labels of E (clamped) as acc_t: the class, or -1 at ignore pixels and at bad labels (neither
   // a class index nor ignore_index), which are recorded in `status` (the first one of the image
-  // in (n, y, x) order wins, whatever the schedule) and counted in the thread's `bad`.
-  template <typename Ptr>
-  GSCNN_HD void load_labels(Ptr sm, const Layout& Lo, Tile tl, int64_t t, int64_t T,
+  // in (n, y, x) order wins, whatever the schedule) and counted in the thread's `bad`. The
+  // classes this thread met go to its slot of the class masks (all present beyond kMaskClasses).
+  template <typename Ptr, typename UPtr>
+  GSCNN_HD void load_labels(Ptr sm, UPtr smu, const Layout& Lo, Tile tl, int64_t t, int64_t T,
                             acc_t& bad) const {
     const Ptr Lb = sm + Lo.L;
     const int64_t oi = tl.i0 - Lo.h, oj = tl.j0 - Lo.h;
+    uint32_t lo = K > kMaskClasses ? ~0u : 0u, hi = lo;
     for_each_2d(Lo.EH, Lo.EW, t, T, [&](int64_t r, int64_t c) {
       const int64_t i = clampi(oi + r, H - 1), j = clampi(oj + c, W - 1);
       const int64_t y = target.at(tl.n, i, j);
@@ -94,8 +101,44 @@ struct Pipeline {
         labels::record(status, tl.n, i, j, y);
         bad += acc_t(1);
       }
+      if (valid && y < 32) lo |= 1u << y;
+      if (valid && y >= 32 && y < kMaskClasses) hi |= 1u << (y - 32);
       Lb[r * Lo.EW + c] = valid ? static_cast<acc_t>(y) : acc_t(-1);
     });
+    const UPtr m = smu + class_words(Lo) + 2 * t;
+    m[0] = lo;
+    m[1] = hi;
+  }
+
+  // Where the class masks start, in 32-bit words: T per-thread masks, then kClassGroups.
+  GSCNN_HD int64_t class_words(const Layout& Lo) const {
+    return Lo.cls * static_cast<int64_t>(sizeof(acc_t) / sizeof(uint32_t));
+  }
+  // The first step of ORing the masks: thread g < kClassGroups ORs those of threads g, g + G, ...
+  template <typename UPtr>
+  GSCNN_HD void group_classes(UPtr smu, const Layout& Lo, int64_t t, int64_t T) const {
+    const int64_t G = T < kClassGroups ? T : kClassGroups;
+    if (t >= G) return;
+    const UPtr m = smu + class_words(Lo);
+    uint32_t lo = 0, hi = 0;
+    for (int64_t u = t; u < T; u += G) {
+      lo |= m[2 * u];
+      hi |= m[2 * u + 1];
+    }
+    m[2 * T + 2 * t] = lo;
+    m[2 * T + 2 * t + 1] = hi;
+  }
+  // The second: every thread ORs the groups' masks into its registers.
+  template <typename UPtr>
+  GSCNN_HD void tile_classes(UPtr smu, const Layout& Lo, int64_t T, LossState<acc_t>& st) const {
+    const int64_t G = T < kClassGroups ? T : kClassGroups;
+    const UPtr m = smu + class_words(Lo) + 2 * T;
+    st.lo = 0;
+    st.hi = 0;
+    for (int64_t g = 0; g < G; ++g) {
+      st.lo |= m[2 * g];
+      st.hi |= m[2 * g + 1];
+    }
   }
 
   // keep on Z: in the image and no ignore pixel within Chebyshev distance R + 1 (E holds exactly
@@ -123,8 +166,9 @@ struct Pipeline {
 
   // Channel k of P over E (clamped coordinates: the replicate border). Loss: returns whether
   // this thread's part of E rules out skipping class k (flat_within_threshold,
-  // common/boundary_potential_math.h): a label of class k, or a probability farther than the
-  // bound allows from v0, the probability at E's origin, which every thread reads.
+  // common/boundary_potential_math.h): a probability farther than the bound allows from v0, the
+  // probability at E's origin, which every thread reads. (A label of class k in E also rules
+  // it out: the tile's class mask says so.)
   template <typename Ptr>
   GSCNN_HD bool load_prob(Ptr sm, const Layout& Lo, Tile tl, int64_t k, int64_t t,
                           int64_t T) const {
@@ -133,7 +177,6 @@ struct Pipeline {
     const acc_t v0 =
         kLoss ? static_cast<acc_t>(prob.at(tl.n, k, clampi(oi, H - 1), clampi(oj, W - 1)))
               : acc_t(0);
-    const acc_t kk = static_cast<acc_t>(k);
     const int64_t R = radius();
     bool need = false;
     for_each_2d(Lo.EH, Lo.EW, t, T, [&](int64_t r, int64_t c) {
@@ -142,8 +185,7 @@ struct Pipeline {
       Pb[r * Lo.EW + c] = v;
       if (kLoss) {
         const acc_t dev = v > v0 ? v - v0 : v0 - v;  // NaN stays NaN: never flat
-        need = need || sm[Lo.L + r * Lo.EW + c] == kk ||
-               !flat_within_threshold(dev, v0, threshold, R);
+        need = need || !flat_within_threshold(dev, v0, threshold, R);
       }
     });
     return need;
@@ -157,9 +199,11 @@ struct Pipeline {
     });
   }
 
-  // Row blur: X(r, c) = sum_i g[i] P(r, c + i) (and the one-hot of class k).
+  // Row blur: X(r, c) = sum_i g[i] P(r, c + i) (and the one-hot of class k if it is present in E;
+  // if not, its blur is 0 and nothing reads it).
   template <typename Ptr>
-  GSCNN_HD void blur_rows(Ptr sm, const Layout& Lo, int64_t k, int64_t t, int64_t T) const {
+  GSCNN_HD void blur_rows(Ptr sm, const Layout& Lo, int64_t k, bool present, int64_t t,
+                          int64_t T) const {
     const Ptr Pb = sm + Lo.P;
     const Ptr Lb = sm + Lo.L;
     const Ptr X = sm + Lo.X;
@@ -172,7 +216,7 @@ struct Pipeline {
       GSCNN_UNROLL
       for (int64_t i = 0; i < nt; ++i) s += taps.g[i] * p[i];
       X[r * Lo.XW + c] = s;
-      if (kLoss) {
+      if (kLoss && present) {
         const Ptr l = Lb + r * Lo.EW + c;
         acc_t sh = 0;
         GSCNN_UNROLL
@@ -182,9 +226,9 @@ struct Pipeline {
     });
   }
 
-  // Column blur: B(r, c) = sum_i g[i] X(r + i, c).
+  // Column blur: B(r, c) = sum_i g[i] X(r + i, c) (and of the one-hot's row blur if present).
   template <typename Ptr>
-  GSCNN_HD void blur_cols(Ptr sm, const Layout& Lo, int64_t t, int64_t T) const {
+  GSCNN_HD void blur_cols(Ptr sm, const Layout& Lo, bool present, int64_t t, int64_t T) const {
     const int64_t nt = 2 * radius() + 1;
     for_each_2d(Lo.BH, Lo.XW, t, T, [&](int64_t r, int64_t c) {
       const Ptr x = sm + Lo.X + r * Lo.XW + c;
@@ -192,7 +236,7 @@ struct Pipeline {
       GSCNN_UNROLL
       for (int64_t i = 0; i < nt; ++i) s += taps.g[i] * x[i * Lo.XW];
       sm[Lo.B + r * Lo.XW + c] = s;
-      if (kLoss) {
+      if (kLoss && present) {
         const Ptr xh = sm + Lo.Xh + r * Lo.XW + c;
         acc_t sh = 0;
         GSCNN_UNROLL
@@ -220,9 +264,10 @@ struct Pipeline {
   // --- forward --------------------------------------------------------------------------------
 
   // Forward, on Z = the tile: write zeta (potential) or add to the thread's (sum, count) (loss).
+  // zeta_hat of a class absent from E is 0: its blurred one-hot is exactly 0 everywhere.
   template <typename Ptr>
-  GSCNN_HD void forward_zeta(Ptr sm, const Layout& Lo, Tile tl, int64_t k, int64_t t,
-                             int64_t T, acc_t& sum, acc_t& count) const {
+  GSCNN_HD void forward_zeta(Ptr sm, const Layout& Lo, Tile tl, int64_t k, bool present,
+                             int64_t t, int64_t T, acc_t& sum, acc_t& count) const {
     const int64_t bi0 = tl.i0 - 1, bj0 = tl.j0 - 1;  // B origin
     for_each_2d(Lo.TH, Lo.TW, t, T, [&](int64_t r, int64_t c) {
       const int64_t y = tl.i0 + r, x = tl.j0 + c;
@@ -234,8 +279,11 @@ struct Pipeline {
         return;
       }
       if (sm[Lo.keep + r * Lo.ZW + c] == acc_t(0)) return;
-      const Diff dh = diff(sm + Lo.Bh, Lo, bi0, bj0, y, x);
-      const acc_t zeta_hat = potential(dh.gx, dh.gy);
+      acc_t zeta_hat = 0;
+      if (present) {
+        const Diff dh = diff(sm + Lo.Bh, Lo, bi0, bj0, y, x);
+        zeta_hat = potential(dh.gx, dh.gy);
+      }
       if (in_band(zeta, zeta_hat, threshold)) {
         sum += zeta > zeta_hat ? zeta - zeta_hat : zeta_hat - zeta;
         count += acc_t(1);
@@ -272,8 +320,8 @@ struct Pipeline {
   // d zeta on Z, turned into (DGX, DGY), the adjoints of the central differences (0 outside the
   // image and, for the loss, outside P+).
   template <typename Ptr>
-  GSCNN_HD void backward_zeta(Ptr sm, const Layout& Lo, Tile tl, int64_t k, int64_t t,
-                              int64_t T) const {
+  GSCNN_HD void backward_zeta(Ptr sm, const Layout& Lo, Tile tl, int64_t k, bool present,
+                              int64_t t, int64_t T) const {
     const int64_t zi0 = tl.i0 - Lo.R - 1, zj0 = tl.j0 - Lo.R - 1;
     const int64_t bi0 = zi0 - 1, bj0 = zj0 - 1;
     const acc_t s = kLoss ? static_cast<acc_t>(*scale) : acc_t(0);
@@ -286,8 +334,11 @@ struct Pipeline {
         acc_t dzeta = 0;
         if (kLoss) {
           if (sm[Lo.keep + r * Lo.ZW + c] != acc_t(0)) {
-            const Diff dh = diff(sm + Lo.Bh, Lo, bi0, bj0, y, x);
-            const acc_t zeta_hat = potential(dh.gx, dh.gy);
+            acc_t zeta_hat = 0;  // 0 for a class absent from E (forward_zeta)
+            if (present) {
+              const Diff dh = diff(sm + Lo.Bh, Lo, bi0, bj0, y, x);
+              zeta_hat = potential(dh.gx, dh.gy);
+            }
             if (in_band(zeta, zeta_hat, threshold)) dzeta = s * abs_grad(zeta, zeta_hat);
           }
         } else {
@@ -368,7 +419,8 @@ struct Pipeline {
   }
 
   // --- the block program ----------------------------------------------------------------------
-  // Blocks walk the tiles grid-stride. Per tile: (loss) labels, then the keep mask; per class k:
+  // Blocks walk the tiles grid-stride. Per tile: (loss) labels, then the keep mask and the
+  // classes present in E; per class k:
   // load (the loss: skip the class if no thread needs it, a barrier that ORs the threads'
   // answers), blur the rows, blur the columns, then the forward's zeta or the backward's four
   // adjoint phases; (loss forward) the tile's block reduction. A barrier separates two phases only where
@@ -378,6 +430,7 @@ struct Pipeline {
   template <typename Exec>
   GSCNN_HD void operator()(Exec& ex) const {
     auto sm = ex.template shared<acc_t>();
+    auto smu = ex.template shared<uint32_t>();
     const int64_t T = ex.threads();
     const Layout Lo = layout(T);
     auto st = ex.template registers<LossState<acc_t>>();
@@ -385,16 +438,23 @@ struct Pipeline {
       const Tile tl = tile_of(tile);
       if (kLoss) {
         ex.for_each_thread([&](int64_t t) {
-          st(t) = LossState<acc_t>{acc_t(0), acc_t(0), acc_t(0), false};
-          load_labels(sm, Lo, tl, t, T, st(t).bad);
+          st(t) = LossState<acc_t>{acc_t(0), acc_t(0), acc_t(0), false, 0u, 0u};
+          load_labels(sm, smu, Lo, tl, t, T, st(t).bad);
         });
         ex.sync();
-        ex.for_each_thread([&](int64_t t) { keep_mask(sm, Lo, tl, t, T); });
+        ex.for_each_thread([&](int64_t t) {
+          keep_mask(sm, Lo, tl, t, T);
+          group_classes(smu, Lo, t, T);
+        });
+        ex.sync();
+        ex.for_each_thread([&](int64_t t) { tile_classes(smu, Lo, T, st(t)); });
       }
       for (int64_t k = 0; k < K; ++k) {
         if (kLoss) {
           // Exact skipping: a class that no thread needs is done (backward: gradient 0).
-          ex.for_each_thread([&](int64_t t) { st(t).need = load_prob(sm, Lo, tl, k, t, T); });
+          ex.for_each_thread([&](int64_t t) {
+            st(t).need = load_prob(sm, Lo, tl, k, t, T) || st(t).present(k);
+          });
           if (!ex.sync_any([&](int64_t t) { return st(t).need; })) {
             if (kBackward) ex.for_each_thread([&](int64_t t) { write_zeros(tl, k, t, T); });
             continue;
@@ -403,16 +463,19 @@ struct Pipeline {
           ex.for_each_thread([&](int64_t t) { load_prob(sm, Lo, tl, k, t, T); });
           ex.sync();
         }
-        ex.for_each_thread([&](int64_t t) { blur_rows(sm, Lo, k, t, T); });
+        // present: the class occurs in E (the loss's one-hot blur is needed); the same in every
+        // thread, so no warp diverges on it.
+        const auto present = [&](int64_t t) { return !kLoss || st(t).present(k); };
+        ex.for_each_thread([&](int64_t t) { blur_rows(sm, Lo, k, present(t), t, T); });
         ex.sync();
-        ex.for_each_thread([&](int64_t t) { blur_cols(sm, Lo, t, T); });
+        ex.for_each_thread([&](int64_t t) { blur_cols(sm, Lo, present(t), t, T); });
         ex.sync();
         if (!kBackward) {
           ex.for_each_thread([&](int64_t t) {
-            forward_zeta(sm, Lo, tl, k, t, T, st(t).sum, st(t).count);
+            forward_zeta(sm, Lo, tl, k, present(t), t, T, st(t).sum, st(t).count);
           });
         } else {
-          ex.for_each_thread([&](int64_t t) { backward_zeta(sm, Lo, tl, k, t, T); });
+          ex.for_each_thread([&](int64_t t) { backward_zeta(sm, Lo, tl, k, present(t), t, T); });
           ex.sync();
           ex.for_each_thread([&](int64_t t) { backward_diff(sm, Lo, tl, t, T); });
           ex.sync();
