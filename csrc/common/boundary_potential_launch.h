@@ -145,6 +145,10 @@ inline PipelineChoice select_pipeline(int64_t N, int64_t H, int64_t W, int64_t R
   };
   bool scratch = ov.memory == 1;
   if (ov.tile_h > 0 && ov.tile_w > 0) {
+    // The block program indexes its buffers with 32-bit integers (Layout).
+    TORCH_CHECK(ov.tile_h <= 1024 && ov.tile_w <= 1024,
+                "boundary potential launch: a forced tile must be at most 1024 x 1024, got ",
+                ov.tile_h, " x ", ov.tile_w);
     c.tile = {ov.tile_h, ov.tile_w};
   } else {
     c.tile = {0, 0};

@@ -126,18 +126,20 @@ GSCNN_HD acc_t central_difference_adjoint(int64_t j, int64_t n, At at) {
 }
 
 // Elements e = t, t + T, ... of a rows x cols region in row-major order, as (row, col). With one
-// thread (the CPU kernels) a plain nested loop; on the GPU consecutive threads take consecutive
-// columns (coalesced global loads, conflict-free shared memory).
+// thread a plain nested loop; on the GPU consecutive threads take consecutive columns (coalesced
+// global loads, conflict-free shared memory). Regions of a block's buffers: 32-bit indices (their
+// sizes are far below 2^31; 64-bit index arithmetic costs the GPU two to four instructions per
+// operation).
 template <typename F>
-GSCNN_HD void for_each_2d(int64_t rows, int64_t cols, int64_t t, int64_t T, F&& f) {
+GSCNN_HD void for_each_2d(int rows, int cols, int t, int T, F&& f) {
   if (T == 1) {
-    for (int64_t r = 0; r < rows; ++r)
-      for (int64_t c = 0; c < cols; ++c) f(r, c);
+    for (int r = 0; r < rows; ++r)
+      for (int c = 0; c < cols; ++c) f(r, c);
     return;
   }
   if (cols <= 0) return;
-  int64_t r = t / cols, c = t % cols;
-  const int64_t dr = T / cols, dc = T % cols;
+  int r = t / cols, c = t % cols;
+  const int dr = T / cols, dc = T % cols;
   while (r < rows) {
     f(r, c);
     r += dr;
@@ -174,14 +176,19 @@ struct Labels {
 constexpr int64_t kClassGroups = 16;
 constexpr int64_t kMaskClasses = 64;
 
-// Offsets (in acc_t elements) of the block's buffers, for a tile TH x TW, radius R, halo h.
+// Offsets (in acc_t elements) of the block's buffers, for a tile TH x TW, radius R, halo h: 32-bit
+// (tiles of at most 32 x 32 pixels and a radius of at most kMaxRadius: well under 2^31 values).
 struct Layout {
-  int64_t TH, TW, R, h;
-  int64_t EH, EW, XW, BH, ZH, ZW, DH, DW;  // region sizes (D = tile + R, for the backward)
-  int64_t L, P, X, Xh, B, Bh, keep, DGX, DGY, dB, dX, red, cls, total;
+  int TH, TW, R, h;
+  int EH, EW, XW, BH, ZH, ZW, DH, DW;  // region sizes (D = tile + R, for the backward)
+  int L, P, X, Xh, B, Bh, keep, DGX, DGY, dB, dX, red, cls, total;
 
   GSCNN_HD Layout(int64_t TH_, int64_t TW_, int64_t R_, bool loss, bool backward, int64_t T)
-      : TH(TH_), TW(TW_), R(R_), h(backward ? 2 * R_ + 2 : R_ + 1) {
+      : TH(static_cast<int>(TH_)),
+        TW(static_cast<int>(TW_)),
+        R(static_cast<int>(R_)),
+        h(backward ? 2 * R + 2 : R + 1) {
+    const int nT = static_cast<int>(T);
     EH = TH + 2 * h;
     EW = TW + 2 * h;
     XW = EW - 2 * R;
@@ -190,7 +197,7 @@ struct Layout {
     ZW = XW - 2;
     DH = TH + 2 * R;
     DW = TW + 2 * R;
-    int64_t o = 0;
+    int o = 0;
     L = o;
     if (loss) o += EH * EW;
     P = o;
@@ -214,9 +221,9 @@ struct Layout {
     dX = o;
     if (backward) o += TH * DW;
     red = o;
-    if (loss && !backward) o += 3 * T;  // per thread: sum, count, bad labels
+    if (loss && !backward) o += 3 * nT;  // per thread: sum, count, bad labels
     cls = o;  // loss: the classes present in E, as two 32-bit words per thread, then per group
-    if (loss) o += 2 * T + 2 * kClassGroups;
+    if (loss) o += 2 * nT + 2 * static_cast<int>(kClassGroups);
     total = o;
   }
 };

@@ -60,7 +60,7 @@ struct Pipeline {
   Taps<acc_t> taps;
 
   GSCNN_HD int64_t num_tiles() const { return N * tiles_h * tiles_w; }
-  GSCNN_HD int64_t radius() const {
+  GSCNN_HD int radius() const {
     if constexpr (kR > 0) {
       return kR;
     } else {
@@ -93,7 +93,7 @@ struct Pipeline {
     const Ptr Lb = sm + Lo.L;
     const int64_t oi = tl.i0 - Lo.h, oj = tl.j0 - Lo.h;
     uint32_t lo = K > kMaskClasses ? ~0u : 0u, hi = lo;
-    for_each_2d(Lo.EH, Lo.EW, t, T, [&](int64_t r, int64_t c) {
+    for_each_2d(Lo.EH, Lo.EW, t, T, [&](int r, int c) {
       const int64_t i = clampi(oi + r, H - 1), j = clampi(oj + c, W - 1);
       const int64_t y = target.at(tl.n, i, j);
       const bool valid = y >= 0 && y < K;
@@ -143,23 +143,32 @@ struct Pipeline {
 
   // keep on Z: in the image and no ignore pixel within Chebyshev distance R + 1 (E holds exactly
   // the clamped (2R + 3)^2 neighbourhood of every Z pixel; clamping only repeats image pixels of
-  // that neighbourhood).
+  // that neighbourhood). Z pixel (r, c)'s window is E rows r .. r + 2R + 2, columns c .. c + 2R + 2.
+  // Separable, in two phases a barrier apart: keep_rows marks each (E row, Z column) whose 2R + 3
+  // labels include no ignore pixel, in the X buffer (free until the first class's row blur, a
+  // barrier later); keep_mask ANDs 2R + 3 such marks down each column (2 (2R + 3) loads per pixel,
+  // not (2R + 3)^2).
+  template <typename Ptr>
+  GSCNN_HD void keep_rows(Ptr sm, const Layout& Lo, int64_t t, int64_t T) const {
+    const Ptr Lb = sm + Lo.L;
+    const Ptr rows = sm + Lo.X;  // E rows x Z columns, row stride XW
+    const int d = 2 * Lo.R + 3;
+    for_each_2d(Lo.EH, Lo.ZW, t, T, [&](int r, int c) {
+      const Ptr l = Lb + r * Lo.EW + c;
+      bool ok = true;
+      for (int b = 0; b < d; ++b) ok = ok && !(l[b] < acc_t(0));
+      rows[r * Lo.XW + c] = ok ? acc_t(1) : acc_t(0);
+    });
+  }
   template <typename Ptr>
   GSCNN_HD void keep_mask(Ptr sm, const Layout& Lo, Tile tl, int64_t t, int64_t T) const {
-    const Ptr Lb = sm + Lo.L;
+    const Ptr rows = sm + Lo.X;
     const Ptr keep = sm + Lo.keep;
-    const int64_t d = 2 * Lo.R + 3, off = Lo.h - Lo.R - 1;  // Z row zr <-> E rows zr + off...
+    const int d = 2 * Lo.R + 3, off = Lo.h - Lo.R - 1;  // Z row zr <-> E rows zr + off...
     const int64_t zi = tl.i0 - off, zj = tl.j0 - off;
-    for_each_2d(Lo.ZH, Lo.ZW, t, T, [&](int64_t r, int64_t c) {
+    for_each_2d(Lo.ZH, Lo.ZW, t, T, [&](int r, int c) {
       bool ok = zi + r >= 0 && zi + r < H && zj + c >= 0 && zj + c < W;
-      // Z pixel (r, c) is E pixel (r + R + 1 + off - off, ...) = (r + R + 1, c + R + 1) shifted
-      // by the ball: E rows r .. r + 2R + 2.
-      for (int64_t a = 0; a < d && ok; ++a)
-        for (int64_t b = 0; b < d; ++b)
-          if (Lb[(r + a) * Lo.EW + c + b] < acc_t(0)) {
-            ok = false;
-            break;
-          }
+      for (int a = 0; a < d && ok; ++a) ok = rows[(r + a) * Lo.XW + c] != acc_t(0);
       keep[r * Lo.ZW + c] = ok ? acc_t(1) : acc_t(0);
     });
   }
@@ -177,9 +186,9 @@ struct Pipeline {
     const acc_t v0 =
         kLoss ? static_cast<acc_t>(prob.at(tl.n, k, clampi(oi, H - 1), clampi(oj, W - 1)))
               : acc_t(0);
-    const int64_t R = radius();
+    const int R = radius();
     bool need = false;
-    for_each_2d(Lo.EH, Lo.EW, t, T, [&](int64_t r, int64_t c) {
+    for_each_2d(Lo.EH, Lo.EW, t, T, [&](int r, int c) {
       const acc_t v =
           static_cast<acc_t>(prob.at(tl.n, k, clampi(oi + r, H - 1), clampi(oj + c, W - 1)));
       Pb[r * Lo.EW + c] = v;
@@ -193,7 +202,7 @@ struct Pipeline {
 
   // The loss backward's gradient of a skipped (tile, class): 0.
   GSCNN_HD void write_zeros(Tile tl, int64_t k, int64_t t, int64_t T) const {
-    for_each_2d(TH, TW, t, T, [&](int64_t r, int64_t c) {
+    for_each_2d(TH, TW, t, T, [&](int r, int c) {
       const int64_t y = tl.i0 + r, x = tl.j0 + c;
       if (y < H && x < W) out.at(tl.n, k, y, x) = static_cast<scalar_t>(0);
     });
@@ -208,19 +217,19 @@ struct Pipeline {
     const Ptr Lb = sm + Lo.L;
     const Ptr X = sm + Lo.X;
     const Ptr Xh = sm + Lo.Xh;
-    const int64_t nt = 2 * radius() + 1;
+    const int nt = 2 * radius() + 1;
     const acc_t kk = static_cast<acc_t>(k);
-    for_each_2d(Lo.EH, Lo.XW, t, T, [&](int64_t r, int64_t c) {
+    for_each_2d(Lo.EH, Lo.XW, t, T, [&](int r, int c) {
       const Ptr p = Pb + r * Lo.EW + c;
       acc_t s = 0;
       GSCNN_UNROLL
-      for (int64_t i = 0; i < nt; ++i) s += taps.g[i] * p[i];
+      for (int i = 0; i < nt; ++i) s += taps.g[i] * p[i];
       X[r * Lo.XW + c] = s;
       if (kLoss && present) {
         const Ptr l = Lb + r * Lo.EW + c;
         acc_t sh = 0;
         GSCNN_UNROLL
-        for (int64_t i = 0; i < nt; ++i) sh += l[i] == kk ? taps.g[i] : acc_t(0);
+        for (int i = 0; i < nt; ++i) sh += l[i] == kk ? taps.g[i] : acc_t(0);
         Xh[r * Lo.XW + c] = sh;
       }
     });
@@ -229,35 +238,36 @@ struct Pipeline {
   // Column blur: B(r, c) = sum_i g[i] X(r + i, c) (and of the one-hot's row blur if present).
   template <typename Ptr>
   GSCNN_HD void blur_cols(Ptr sm, const Layout& Lo, bool present, int64_t t, int64_t T) const {
-    const int64_t nt = 2 * radius() + 1;
-    for_each_2d(Lo.BH, Lo.XW, t, T, [&](int64_t r, int64_t c) {
+    const int nt = 2 * radius() + 1;
+    for_each_2d(Lo.BH, Lo.XW, t, T, [&](int r, int c) {
       const Ptr x = sm + Lo.X + r * Lo.XW + c;
       acc_t s = 0;
       GSCNN_UNROLL
-      for (int64_t i = 0; i < nt; ++i) s += taps.g[i] * x[i * Lo.XW];
+      for (int i = 0; i < nt; ++i) s += taps.g[i] * x[i * Lo.XW];
       sm[Lo.B + r * Lo.XW + c] = s;
       if (kLoss && present) {
         const Ptr xh = sm + Lo.Xh + r * Lo.XW + c;
         acc_t sh = 0;
         GSCNN_UNROLL
-        for (int64_t i = 0; i < nt; ++i) sh += taps.g[i] * xh[i * Lo.XW];
+        for (int i = 0; i < nt; ++i) sh += taps.g[i] * xh[i * Lo.XW];
         sm[Lo.Bh + r * Lo.XW + c] = sh;
       }
     });
   }
 
-  // Central differences at the Z pixel with image coordinates (y, x) (in the image) from the
-  // buffer B (origin: Z origin - 1).
+  // Central differences at the Z pixel (r, c) of the tile, image coordinates (y, x) (in the
+  // image), from the buffer B (origin: Z origin - 1, so the pixel is B(r + 1, c + 1)). The
+  // replicate border sends a neighbour beyond the image's edge onto the pixel itself.
   struct Diff {
     acc_t gx, gy;
   };
   template <typename Ptr>
-  GSCNN_HD Diff diff(Ptr Bb, const Layout& Lo, int64_t bi0, int64_t bj0, int64_t y,
-                     int64_t x) const {
-    const Ptr row = Bb + (y - bi0) * Lo.XW;
-    const acc_t gx = acc_t(0.5) * (row[clampi(x + 1, W - 1) - bj0] - row[clampi(x - 1, W - 1) - bj0]);
-    const acc_t gy = acc_t(0.5) * (Bb[(clampi(y + 1, H - 1) - bi0) * Lo.XW + x - bj0] -
-                                   Bb[(clampi(y - 1, H - 1) - bi0) * Lo.XW + x - bj0]);
+  GSCNN_HD Diff diff(Ptr Bb, const Layout& Lo, int r, int c, int64_t y, int64_t x) const {
+    const Ptr p = Bb + (r + 1) * Lo.XW + c + 1;
+    const int east = x + 1 < W ? 1 : 0, west = x > 0 ? -1 : 0;
+    const int south = y + 1 < H ? Lo.XW : 0, north = y > 0 ? -Lo.XW : 0;
+    const acc_t gx = acc_t(0.5) * (p[east] - p[west]);
+    const acc_t gy = acc_t(0.5) * (p[south] - p[north]);
     return {gx, gy};
   }
 
@@ -268,11 +278,10 @@ struct Pipeline {
   template <typename Ptr>
   GSCNN_HD void forward_zeta(Ptr sm, const Layout& Lo, Tile tl, int64_t k, bool present,
                              int64_t t, int64_t T, acc_t& sum, acc_t& count) const {
-    const int64_t bi0 = tl.i0 - 1, bj0 = tl.j0 - 1;  // B origin
-    for_each_2d(Lo.TH, Lo.TW, t, T, [&](int64_t r, int64_t c) {
+    for_each_2d(Lo.TH, Lo.TW, t, T, [&](int r, int c) {
       const int64_t y = tl.i0 + r, x = tl.j0 + c;
       if (y >= H || x >= W) return;
-      const Diff d = diff(sm + Lo.B, Lo, bi0, bj0, y, x);
+      const Diff d = diff(sm + Lo.B, Lo, r, c, y, x);
       const acc_t zeta = potential(d.gx, d.gy);
       if (!kLoss) {
         out.at(tl.n, k, y, x) = static_cast<scalar_t>(zeta);
@@ -281,7 +290,7 @@ struct Pipeline {
       if (sm[Lo.keep + r * Lo.ZW + c] == acc_t(0)) return;
       acc_t zeta_hat = 0;
       if (present) {
-        const Diff dh = diff(sm + Lo.Bh, Lo, bi0, bj0, y, x);
+        const Diff dh = diff(sm + Lo.Bh, Lo, r, c, y, x);
         zeta_hat = potential(dh.gx, dh.gy);
       }
       if (in_band(zeta, zeta_hat, threshold)) {
@@ -323,20 +332,19 @@ struct Pipeline {
   GSCNN_HD void backward_zeta(Ptr sm, const Layout& Lo, Tile tl, int64_t k, bool present,
                               int64_t t, int64_t T) const {
     const int64_t zi0 = tl.i0 - Lo.R - 1, zj0 = tl.j0 - Lo.R - 1;
-    const int64_t bi0 = zi0 - 1, bj0 = zj0 - 1;
     const acc_t s = kLoss ? static_cast<acc_t>(*scale) : acc_t(0);
-    for_each_2d(Lo.ZH, Lo.ZW, t, T, [&](int64_t r, int64_t c) {
+    for_each_2d(Lo.ZH, Lo.ZW, t, T, [&](int r, int c) {
       const int64_t y = zi0 + r, x = zj0 + c;
       acc_t fx = 0, fy = 0;
       if (y >= 0 && y < H && x >= 0 && x < W) {
-        const Diff d = diff(sm + Lo.B, Lo, bi0, bj0, y, x);
+        const Diff d = diff(sm + Lo.B, Lo, r, c, y, x);
         const acc_t zeta = potential(d.gx, d.gy);
         acc_t dzeta = 0;
         if (kLoss) {
           if (sm[Lo.keep + r * Lo.ZW + c] != acc_t(0)) {
             acc_t zeta_hat = 0;  // 0 for a class absent from E (forward_zeta)
             if (present) {
-              const Diff dh = diff(sm + Lo.Bh, Lo, bi0, bj0, y, x);
+              const Diff dh = diff(sm + Lo.Bh, Lo, r, c, y, x);
               zeta_hat = potential(dh.gx, dh.gy);
             }
             if (in_band(zeta, zeta_hat, threshold)) dzeta = s * abs_grad(zeta, zeta_hat);
@@ -357,40 +365,56 @@ struct Pipeline {
   template <typename Ptr>
   GSCNN_HD void backward_diff(Ptr sm, const Layout& Lo, Tile tl, int64_t t, int64_t T) const {
     const int64_t di0 = tl.i0 - Lo.R, dj0 = tl.j0 - Lo.R;
-    const int64_t zi0 = di0 - 1, zj0 = dj0 - 1;
-    const Ptr DGX = sm + Lo.DGX;
-    const Ptr DGY = sm + Lo.DGY;
-    for_each_2d(Lo.DH, Lo.DW, t, T, [&](int64_t r, int64_t c) {
+    for_each_2d(Lo.DH, Lo.DW, t, T, [&](int r, int c) {
       const int64_t y = di0 + r, x = dj0 + c;
       acc_t v = 0;
       if (y >= 0 && y < H && x >= 0 && x < W) {
-        const Ptr rowx = DGX + (y - zi0) * Lo.ZW - zj0;
-        const Ptr colx = DGY + (x - zj0) - zi0 * Lo.ZW;
-        v = central_difference_adjoint<acc_t>(x, W, [&](int64_t j) -> acc_t { return rowx[j]; }) +
-            central_difference_adjoint<acc_t>(y, H, [&](int64_t i) -> acc_t { return colx[i * Lo.ZW]; });
+        // D pixel (r, c) is Z pixel (r + 1, c + 1); the adjoints of its neighbours along x and y
+        const int z = (r + 1) * Lo.ZW + c + 1;
+        const Ptr px = sm + Lo.DGX + z;
+        const Ptr py = sm + Lo.DGY + z;
+        v = central_difference_adjoint<acc_t>(
+                x, W, [&](int64_t j) -> acc_t { return px[static_cast<int>(j - x)]; }) +
+            central_difference_adjoint<acc_t>(
+                y, H, [&](int64_t i) -> acc_t { return py[static_cast<int>(i - y) * Lo.ZW]; });
       }
       sm[Lo.dB + r * Lo.DW + c] = v;
     });
+  }
+
+  // The adjoint of the replicate-padded blur at position y of an axis of n: sum over the taps
+  // i = -R..R of w(y, y + i) at(i), at(i) the incoming adjoint at y + i, which the earlier phase
+  // wrote as 0 outside the image. Away from the two edge positions every weight is g(-i) (taps
+  // beyond the image meet those zeros); at an edge the clamp sent the taps beyond it onto it.
+  template <typename At>
+  GSCNN_HD acc_t blur_adjoint(int64_t y, int64_t n, At at) const {
+    const int R = radius();
+    acc_t v = 0;
+    if (y != 0 && y != n - 1) {
+      GSCNN_UNROLL
+      for (int i = -R; i <= R; ++i) v += taps.g[R - i] * at(i);
+      return v;
+    }
+    GSCNN_UNROLL
+    for (int i = -R; i <= R; ++i) {
+      if (y + i < 0 || y + i >= n) continue;
+      v += blur_adjoint_weight(taps, y, y + i, n) * at(i);
+    }
+    return v;
   }
 
   // dX on tile rows x D columns: transpose of the column blur.
   template <typename Ptr>
   GSCNN_HD void backward_blur_cols(Ptr sm, const Layout& Lo, Tile tl, int64_t t,
                                    int64_t T) const {
-    const int64_t di0 = tl.i0 - Lo.R, dj0 = tl.j0 - Lo.R;
-    const int64_t R = radius();
-    for_each_2d(Lo.TH, Lo.DW, t, T, [&](int64_t r, int64_t c) {
+    const int64_t dj0 = tl.j0 - Lo.R;
+    const int R = radius();
+    for_each_2d(Lo.TH, Lo.DW, t, T, [&](int r, int c) {
       const int64_t y = tl.i0 + r, x = dj0 + c;
       acc_t v = 0;
       if (y < H && x >= 0 && x < W) {
-        const Ptr col = sm + Lo.dB + c;
-        const bool edge = y == 0 || y == H - 1;
-        GSCNN_UNROLL
-        for (int64_t yp = y - R; yp <= y + R; ++yp) {
-          if (yp < 0 || yp >= H) continue;
-          const acc_t w = edge ? blur_adjoint_weight(taps, y, yp, H) : taps.g[y - yp + R];
-          v += w * col[(yp - di0) * Lo.DW];
-        }
+        const Ptr col = sm + Lo.dB + (r + R) * Lo.DW + c;  // dB at row y (D starts R above)
+        v = blur_adjoint(y, H, [&](int i) -> acc_t { return col[i * Lo.DW]; });
       }
       sm[Lo.dX + r * Lo.DW + c] = v;
     });
@@ -400,20 +424,12 @@ struct Pipeline {
   template <typename Ptr>
   GSCNN_HD void backward_blur_rows(Ptr sm, const Layout& Lo, Tile tl, int64_t k,
                                    int64_t t, int64_t T) const {
-    const int64_t dj0 = tl.j0 - Lo.R;
-    const int64_t R = radius();
-    for_each_2d(Lo.TH, Lo.TW, t, T, [&](int64_t r, int64_t c) {
+    const int R = radius();
+    for_each_2d(Lo.TH, Lo.TW, t, T, [&](int r, int c) {
       const int64_t y = tl.i0 + r, x = tl.j0 + c;
       if (y >= H || x >= W) return;
-      const Ptr row = sm + Lo.dX + r * Lo.DW - dj0;
-      const bool edge = x == 0 || x == W - 1;
-      acc_t v = 0;
-      GSCNN_UNROLL
-      for (int64_t xp = x - R; xp <= x + R; ++xp) {
-        if (xp < 0 || xp >= W) continue;
-        const acc_t w = edge ? blur_adjoint_weight(taps, x, xp, W) : taps.g[x - xp + R];
-        v += w * row[xp];
-      }
+      const Ptr row = sm + Lo.dX + r * Lo.DW + c + R;  // dX at column x (D starts R left)
+      const acc_t v = blur_adjoint(x, W, [&](int i) -> acc_t { return row[i]; });
       out.at(tl.n, k, y, x) = static_cast<scalar_t>(v);
     });
   }
@@ -443,11 +459,14 @@ struct Pipeline {
         });
         ex.sync();
         ex.for_each_thread([&](int64_t t) {
-          keep_mask(sm, Lo, tl, t, T);
+          keep_rows(sm, Lo, t, T);
           group_classes(smu, Lo, t, T);
         });
         ex.sync();
-        ex.for_each_thread([&](int64_t t) { tile_classes(smu, Lo, T, st(t)); });
+        ex.for_each_thread([&](int64_t t) {
+          keep_mask(sm, Lo, tl, t, T);
+          tile_classes(smu, Lo, T, st(t));
+        });
       }
       for (int64_t k = 0; k < K; ++k) {
         if (kLoss) {
