@@ -274,11 +274,13 @@ PIPELINE_SAMPLE = (1, 160, 160)
 
 
 def pipeline_counts(op, bf16, tile, threads, gpu):
-    """(shared-memory element accesses, tiles) of one emulated launch of a dual-task kernel on the
-    inputs of benchmarks/test_bench_dual_task_loss.py at PIPELINE_SAMPLE: its "loss" group's noisy
-    softmax (every class varies in every tile: no (tile, class) is skipped), with the tile and
+    """(shared-memory accesses, their bytes, tiles) of one emulated launch of a dual-task kernel
+    on the inputs of benchmarks/test_bench_dual_task_loss.py at PIPELINE_SAMPLE: its "loss"
+    group's noisy softmax (every class varies in every tile: no (tile, class) is skipped whole;
+    classes absent from a tile's halo skip their one-hot blur), with the tile and
     block size the op chose for the benchmark shape. The emulator counts every shared load and
-    store a thread executes (csrc/testing/emulator.h, SharedCounts)."""
+    store instruction a thread executes, a vector access of four values as one, and their bytes
+    (csrc/testing/emulator.h, SharedCounts)."""
     import torch
 
     import emulation
@@ -300,13 +302,21 @@ def pipeline_counts(op, bf16, tile, threads, gpu):
         )
     rec = emulation.last_launch()
     tiles = n * -(-h // tile[0]) * -(-w // tile[1])
-    return rec["shared_loads"] + rec["shared_stores"], tiles
+    return (
+        rec["shared_loads"] + rec["shared_stores"],
+        rec["shared_load_bytes"] + rec["shared_store_bytes"],
+        tiles,
+    )
 
 
-def pipeline_estimate(op, sizes, tile, shared_accesses_per_tile, code, floor_s):
+def pipeline_estimate(
+    op, sizes, tile, shared_accesses_per_tile, code, floor_s, shared_bytes_per_tile=None
+):
     """(load/store ms, issue ms, estimate ms) of a dual-task kernel at the benchmark shape sizes =
     [N, H, W, ...] (K = 19), from:
-      shared accesses: the emulator's count per tile (pipeline_counts) times the tiles;
+      shared accesses: the emulator's count per tile (pipeline_counts) times the tiles, one
+        warp-instruction per 32, and their bytes (default: 4 per access) in 128-byte wavefronts
+        per warp (a 16-byte access of 32 lanes is four);
       global accesses: per (tile, class) the probabilities over the tile and its halo E (loaded
         whether or not the class is then skipped), the backward's gradient over the tile; per tile
         (loss) the int64 labels over E: two wavefronts per 32;
@@ -325,8 +335,10 @@ def pipeline_estimate(op, sizes, tile, shared_accesses_per_tile, code, floor_s):
     global_accesses = tiles * K * (e + (th * tw if op.endswith("backward") else 0))
     label_wavefronts = tiles * 2 * e / 32
     shared = tiles * shared_accesses_per_tile
+    if shared_bytes_per_tile is None:
+        shared_bytes_per_tile = 4 * shared_accesses_per_tile
     memory_instructions = (shared + global_accesses) / 32 + tiles * e / 32
-    wavefronts_total = (shared + global_accesses) / 32 + label_wavefronts
+    wavefronts_total = tiles * shared_bytes_per_tile / 128 + global_accesses / 32 + label_wavefronts
     per_memory = 1.0
     if code is not None:
         counts = Counter()
@@ -451,7 +463,7 @@ def launch_table(kernel_limits, sass=None, measured=None):
                 (c for n, c in sass.items() if n.startswith(program) and n.endswith("[shared]")),
                 None,
             )
-            accesses, sample_tiles = pipeline_counts(op, bf16, (th, tw), threads, gpu)
+            accesses, access_bytes, sample_tiles = pipeline_counts(op, bf16, (th, tw), threads, gpu)
             lsu, issue, total = pipeline_estimate(
                 op,
                 sizes,
@@ -459,6 +471,7 @@ def launch_table(kernel_limits, sass=None, measured=None):
                 accesses / sample_tiles,
                 code,
                 nbytes / HBM_BYTES_PER_S["H100 SXM spec"],
+                access_bytes / sample_tiles,
             )
             est = f"{lsu:.3f} | {issue:.3f} | {total:.3f}"
         if measured is not None:

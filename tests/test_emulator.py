@@ -26,29 +26,43 @@ def test_shared_memory_counts(emu):
     assert (rec["shared_load_bytes"], rec["shared_store_bytes"], rec["all_barriers"]) == (32, 32, 1)
 
 
+def _pipeline_geometry(n, R, h):
+    """The buffers of common/boundary_potential_math.h's Layout for an n x n tile: E's side, the row
+    stride of X and B (a multiple of 4), the row stride of E's buffers, and the groups of four
+    values the row blur reads per four outputs."""
+    E = n + 2 * h
+    XWs = -(-(E - 2 * R) // 4) * 4
+    EWs = XWs + -(-2 * R // 4) * 4
+    return E, XWs, EWs, -(-(4 + 2 * R) // 4)
+
+
 def test_shared_memory_counts_of_the_potential_pipeline(emu):
     """The counts of a real block program against its structure (boundary_potential forward,
     common/boundary_potential_program.h), one 16 x 16 tile, sigma = 1 (R = 3, 7 taps), halo
-    h = R + 1: per class, P stored over E = 24 x 24; the row blur loads 7 and stores 1 per value
-    of X (24 x 18), the column blur the same per value of B (18 x 18); the central differences
-    load 4 per pixel; three barriers."""
+    h = R + 1: per class, P stored over E = 24 x 24 and its padding columns; the row blur loads
+    3 groups of four and stores one per four values of X (24 x 18, rows padded to 20), the column
+    blur loads 7 groups and stores one per four values of B (18 x 18); the central differences
+    load 4 values per pixel; three barriers. Float64: 8-byte values, 32-byte groups."""
     K, n, R, h = 2, 16, 3, 4
     g = torch.Generator().manual_seed(0)
     prob = torch.softmax(torch.randn(1, K, n, n, generator=g, dtype=torch.float64), 1)
     torch.ops.gscnn_testing.boundary_potential(prob, 1.0, emu.gpu(), emu.launch(64, 1, (n, n)))
-    E = n + 2 * h
-    XW = BH = E - 2 * R
+    E, XWs, EWs, groups = _pipeline_geometry(n, R, h)
+    BH = E - 2 * R
+    vector_loads = E * XWs // 4 * groups + BH * XWs // 4 * (2 * R + 1)
+    vector_stores = (E + BH) * XWs // 4
     rec = emu.last_launch()
-    assert rec["shared_stores"] == K * (E * E + E * XW + BH * XW)
-    assert rec["shared_loads"] == K * ((2 * R + 1) * (E * XW + BH * XW) + 4 * n * n)
-    assert rec["shared_load_bytes"] == 8 * rec["shared_loads"]  # float64: 8-byte accesses
+    assert rec["shared_stores"] == K * (E * EWs + vector_stores)
+    assert rec["shared_loads"] == K * (vector_loads + 4 * n * n)
+    assert rec["shared_load_bytes"] == K * (32 * vector_loads + 8 * 4 * n * n)
+    assert rec["shared_store_bytes"] == K * (8 * E * EWs + 32 * vector_stores)
     assert rec["all_barriers"] == 3 * K
 
 
 def test_the_loss_skips_the_blur_of_classes_absent_from_a_tile(emu):
     """The dual-task loss forward on one 16 x 16 tile with two classes, both with an edge in the
     probabilities (no pair skipped whole): when every label is class 0, class 1 is absent from
-    the tile's halo, so its one-hot blur (7 loads and 1 store per value of X and of B) and
+    the tile's halo, so its one-hot blur (the row and column blurs' vector loads and stores) and
     zeta_hat's differences (4 loads per kept pixel) are not done. The exact difference against
     labels with both classes in the halo."""
     K, n, R, h = 2, 16, 3, 4
@@ -66,10 +80,12 @@ def test_the_loss_skips_the_blur_of_classes_absent_from_a_tile(emu):
 
     loads_both, stores_both = counts(both)
     loads_one, stores_one = counts(torch.zeros_like(both))
-    E = n + 2 * h
-    XW = BH = E - 2 * R
-    assert loads_both - loads_one == (2 * R + 1) * (E * XW + BH * XW) + 4 * n * n
-    assert stores_both - stores_one == E * XW + BH * XW
+    E, XWs, EWs, groups = _pipeline_geometry(n, R, h)
+    BH = E - 2 * R
+    assert loads_both - loads_one == (
+        E * XWs // 4 * groups + BH * XWs // 4 * (2 * R + 1) + 4 * n * n
+    )
+    assert stores_both - stores_one == (E + BH) * XWs // 4
 
 
 @pytest.mark.parametrize(

@@ -124,6 +124,13 @@ def test_pipeline_estimate_model():
     lsu_b, _, _ = kr.pipeline_estimate("dual_task_loss_backward", [1, 32, 32], (32, 32), 0, None, 0)
     wavefronts_b = 19 * (2304 + 1024) / 32 + 2 * 2304 / 32
     assert lsu_b == pytest.approx(wavefronts_b * 1e3 / (per_clock * m["lsu_per_clock"]))
+    # vector accesses: 800 instructions moving 16 bytes each are 3200 / 32 wavefronts (four per
+    # warp-instruction) but 800 / 32 instructions
+    lsu_v, issue_v, _ = kr.pipeline_estimate(
+        "dual_task_loss", [1, 32, 32], (32, 32), 800, None, 0, shared_bytes_per_tile=16 * 800
+    )
+    assert lsu_v == pytest.approx(lsu)
+    assert issue_v == pytest.approx(((800 + 19 * 1600) / 32 + 50) * 1e3 / issue_per_clock)
 
 
 def test_estimate_model():

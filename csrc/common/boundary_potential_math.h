@@ -176,11 +176,19 @@ struct Labels {
 constexpr int64_t kClassGroups = 16;
 constexpr int64_t kMaskClasses = 64;
 
+GSCNN_HD constexpr int round4(int v) { return (v + 3) / 4 * 4; }
+
 // Offsets (in acc_t elements) of the block's buffers, for a tile TH x TW, radius R, halo h: 32-bit
 // (tiles of at most 32 x 32 pixels and a radius of at most kMaxRadius: well under 2^31 values).
+//
+// Row strides: EWs for the E buffers (P, labels), XWs for X and B. Both are multiples of 4 and
+// every region starts at a multiple of 4 values, so that rows can be read and written in aligned
+// groups of four (the vector row and column blurs); EWs leaves room past E for the row blur's
+// last group (its 4 + 2R inputs read as whole groups of four: the columns past EW are padding).
 struct Layout {
   int TH, TW, R, h;
   int EH, EW, XW, BH, ZH, ZW, DH, DW;  // region sizes (D = tile + R, for the backward)
+  int EWs, XWs;                        // row strides
   int L, P, X, Xh, B, Bh, keep, DGX, DGY, dB, dX, red, cls, total;
 
   GSCNN_HD Layout(int64_t TH_, int64_t TW_, int64_t R_, bool loss, bool backward, int64_t T)
@@ -197,33 +205,28 @@ struct Layout {
     ZW = XW - 2;
     DH = TH + 2 * R;
     DW = TW + 2 * R;
+    XWs = round4(XW);
+    EWs = XWs + round4(2 * R);
     int o = 0;
-    L = o;
-    if (loss) o += EH * EW;
-    P = o;
-    o += EH * EW;
-    X = o;
-    o += EH * XW;
-    Xh = o;
-    if (loss) o += EH * XW;
-    B = o;
-    o += BH * XW;
-    Bh = o;
-    if (loss) o += BH * XW;
-    keep = o;
-    if (loss) o += ZH * ZW;
-    DGX = o;
-    if (backward) o += ZH * ZW;
-    DGY = o;
-    if (backward) o += ZH * ZW;
-    dB = o;
-    if (backward) o += DH * DW;
-    dX = o;
-    if (backward) o += TH * DW;
-    red = o;
-    if (loss && !backward) o += 3 * nT;  // per thread: sum, count, bad labels
-    cls = o;  // loss: the classes present in E, as two 32-bit words per thread, then per group
-    if (loss) o += 2 * nT + 2 * static_cast<int>(kClassGroups);
+    const auto region = [&o](bool used, int size) {
+      const int at = o;
+      if (used) o += round4(size);
+      return at;
+    };
+    L = region(loss, EH * EWs);
+    P = region(true, EH * EWs);
+    X = region(true, EH * XWs);
+    Xh = region(loss, EH * XWs);
+    B = region(true, BH * XWs);
+    Bh = region(loss, BH * XWs);
+    keep = region(loss, ZH * ZW);
+    DGX = region(backward, ZH * ZW);
+    DGY = region(backward, ZH * ZW);
+    dB = region(backward, DH * DW);
+    dX = region(backward, TH * DW);
+    red = region(loss && !backward, 3 * nT);  // per thread: sum, count, bad labels
+    // loss: the classes present in E, as two 32-bit words per thread, then per group
+    cls = region(loss, 2 * nT + 2 * static_cast<int>(kClassGroups));
     total = o;
   }
 };

@@ -11,6 +11,7 @@
 #include "boundary_potential_math.h"
 #include "exec.h"
 #include "label_errors.h"
+#include "vector_access.h"
 
 namespace gscnn {
 namespace dtl {
@@ -42,6 +43,11 @@ struct Pipeline {
   static constexpr int kMaxThreads = 256;
   static constexpr bool is_loss = kLoss, is_backward = kBackward;
   static constexpr int kRadius = kR;  // 0: the radius of `taps`
+  // kR > 0: the row and column blurs work on groups of four consecutive values of a buffer row
+  // (vector loads and stores of shared memory: per four outputs of the row blur ceil((4 + 2R) / 4)
+  // loads instead of 4 (2R + 1), of the column blur 2R + 1 instead of 4 (2R + 1)); the E buffers
+  // then hold padding columns past EW (0 and label -1), which only padding outputs read.
+  static constexpr bool kVector = kR > 0;
   // Blocks per SM the registers must allow (launch bounds; at most 64 / 128 registers): the
   // forward's shared buffers allow five 256-thread blocks per SM at 32 x 32 tiles, the
   // backward's two.
@@ -93,7 +99,11 @@ struct Pipeline {
     const Ptr Lb = sm + Lo.L;
     const int64_t oi = tl.i0 - Lo.h, oj = tl.j0 - Lo.h;
     uint32_t lo = K > kMaskClasses ? ~0u : 0u, hi = lo;
-    for_each_2d(Lo.EH, Lo.EW, t, T, [&](int r, int c) {
+    for_each_2d(Lo.EH, kVector ? Lo.EWs : Lo.EW, t, T, [&](int r, int c) {
+      if (c >= Lo.EW) {  // padding
+        Lb[r * Lo.EWs + c] = acc_t(-1);
+        return;
+      }
       const int64_t i = clampi(oi + r, H - 1), j = clampi(oj + c, W - 1);
       const int64_t y = target.at(tl.n, i, j);
       const bool valid = y >= 0 && y < K;
@@ -103,7 +113,7 @@ struct Pipeline {
       }
       if (valid && y < 32) lo |= 1u << y;
       if (valid && y >= 32 && y < kMaskClasses) hi |= 1u << (y - 32);
-      Lb[r * Lo.EW + c] = valid ? static_cast<acc_t>(y) : acc_t(-1);
+      Lb[r * Lo.EWs + c] = valid ? static_cast<acc_t>(y) : acc_t(-1);
     });
     const UPtr m = smu + class_words(Lo) + 2 * t;
     m[0] = lo;
@@ -151,13 +161,13 @@ struct Pipeline {
   template <typename Ptr>
   GSCNN_HD void keep_rows(Ptr sm, const Layout& Lo, int64_t t, int64_t T) const {
     const Ptr Lb = sm + Lo.L;
-    const Ptr rows = sm + Lo.X;  // E rows x Z columns, row stride XW
+    const Ptr rows = sm + Lo.X;  // E rows x Z columns, row stride XWs
     const int d = 2 * Lo.R + 3;
     for_each_2d(Lo.EH, Lo.ZW, t, T, [&](int r, int c) {
-      const Ptr l = Lb + r * Lo.EW + c;
+      const Ptr l = Lb + r * Lo.EWs + c;
       bool ok = true;
       for (int b = 0; b < d; ++b) ok = ok && !(l[b] < acc_t(0));
-      rows[r * Lo.XW + c] = ok ? acc_t(1) : acc_t(0);
+      rows[r * Lo.XWs + c] = ok ? acc_t(1) : acc_t(0);
     });
   }
   template <typename Ptr>
@@ -168,7 +178,7 @@ struct Pipeline {
     const int64_t zi = tl.i0 - off, zj = tl.j0 - off;
     for_each_2d(Lo.ZH, Lo.ZW, t, T, [&](int r, int c) {
       bool ok = zi + r >= 0 && zi + r < H && zj + c >= 0 && zj + c < W;
-      for (int a = 0; a < d && ok; ++a) ok = rows[(r + a) * Lo.XW + c] != acc_t(0);
+      for (int a = 0; a < d && ok; ++a) ok = rows[(r + a) * Lo.XWs + c] != acc_t(0);
       keep[r * Lo.ZW + c] = ok ? acc_t(1) : acc_t(0);
     });
   }
@@ -188,10 +198,14 @@ struct Pipeline {
               : acc_t(0);
     const int R = radius();
     bool need = false;
-    for_each_2d(Lo.EH, Lo.EW, t, T, [&](int r, int c) {
+    for_each_2d(Lo.EH, kVector ? Lo.EWs : Lo.EW, t, T, [&](int r, int c) {
+      if (c >= Lo.EW) {  // padding
+        Pb[r * Lo.EWs + c] = acc_t(0);
+        return;
+      }
       const acc_t v =
           static_cast<acc_t>(prob.at(tl.n, k, clampi(oi + r, H - 1), clampi(oj + c, W - 1)));
-      Pb[r * Lo.EW + c] = v;
+      Pb[r * Lo.EWs + c] = v;
       if (kLoss) {
         const acc_t dev = v > v0 ? v - v0 : v0 - v;  // NaN stays NaN: never flat
         need = need || !flat_within_threshold(dev, v0, threshold, R);
@@ -217,40 +231,100 @@ struct Pipeline {
     const Ptr Lb = sm + Lo.L;
     const Ptr X = sm + Lo.X;
     const Ptr Xh = sm + Lo.Xh;
-    const int nt = 2 * radius() + 1;
     const acc_t kk = static_cast<acc_t>(k);
+    if constexpr (kVector) {
+      // Four outputs per thread from the 4 + 2R inputs after them, read as kGroups groups of 4.
+      constexpr int kTaps = 2 * kR + 1, kGroups = (4 + 2 * kR + 3) / 4;
+      for_each_2d(Lo.EH, Lo.XWs / 4, t, T, [&](int r, int q) {
+        acc_t in[4 * kGroups], out[4];
+        const Ptr p = Pb + r * Lo.EWs + 4 * q;
+        GSCNN_UNROLL
+        for (int j = 0; j < kGroups; ++j) load_quad(p + 4 * j, in, 4 * j);
+        GSCNN_UNROLL
+        for (int u = 0; u < 4; ++u) {
+          out[u] = 0;
+          GSCNN_UNROLL
+          for (int i = 0; i < kTaps; ++i) out[u] += taps.g[i] * in[u + i];
+        }
+        store_vector<4>(X + r * Lo.XWs + 4 * q, out);
+        if (kLoss && present) {
+          const Ptr l = Lb + r * Lo.EWs + 4 * q;
+          GSCNN_UNROLL
+          for (int j = 0; j < kGroups; ++j) load_quad(l + 4 * j, in, 4 * j);
+          GSCNN_UNROLL
+          for (int j = 0; j < 4 * kGroups; ++j) in[j] = in[j] == kk ? acc_t(1) : acc_t(0);
+          GSCNN_UNROLL
+          for (int u = 0; u < 4; ++u) {
+            out[u] = 0;  // g[i] * 1 or g[i] * 0 added: the sums of the scalar form, bit for bit
+            GSCNN_UNROLL
+            for (int i = 0; i < kTaps; ++i) out[u] += taps.g[i] * in[u + i];
+          }
+          store_vector<4>(Xh + r * Lo.XWs + 4 * q, out);
+        }
+      });
+      return;
+    }
+    const int nt = 2 * radius() + 1;
     for_each_2d(Lo.EH, Lo.XW, t, T, [&](int r, int c) {
-      const Ptr p = Pb + r * Lo.EW + c;
+      const Ptr p = Pb + r * Lo.EWs + c;
       acc_t s = 0;
       GSCNN_UNROLL
       for (int i = 0; i < nt; ++i) s += taps.g[i] * p[i];
-      X[r * Lo.XW + c] = s;
+      X[r * Lo.XWs + c] = s;
       if (kLoss && present) {
-        const Ptr l = Lb + r * Lo.EW + c;
+        const Ptr l = Lb + r * Lo.EWs + c;
         acc_t sh = 0;
         GSCNN_UNROLL
         for (int i = 0; i < nt; ++i) sh += l[i] == kk ? taps.g[i] : acc_t(0);
-        Xh[r * Lo.XW + c] = sh;
+        Xh[r * Lo.XWs + c] = sh;
       }
     });
+  }
+
+  // Four values of a buffer row (an aligned group) into in[at .. at + 3].
+  template <typename Ptr, int N>
+  static GSCNN_HD void load_quad(const Ptr& p, acc_t (&in)[N], int at) {
+    acc_t v[4];
+    load_vector<4>(p, v);
+    GSCNN_UNROLL
+    for (int u = 0; u < 4; ++u) in[at + u] = v[u];
   }
 
   // Column blur: B(r, c) = sum_i g[i] X(r + i, c) (and of the one-hot's row blur if present).
   template <typename Ptr>
   GSCNN_HD void blur_cols(Ptr sm, const Layout& Lo, bool present, int64_t t, int64_t T) const {
+    if constexpr (kVector) {
+      // Four neighbouring columns per thread: one group of 4 per tap.
+      constexpr int kTaps = 2 * kR + 1;
+      const auto blur4 = [&](Ptr src, Ptr dst, int r, int q) {
+        acc_t out[4] = {0, 0, 0, 0}, v[4];
+        GSCNN_UNROLL
+        for (int i = 0; i < kTaps; ++i) {
+          load_vector<4>(src + (r + i) * Lo.XWs + 4 * q, v);
+          GSCNN_UNROLL
+          for (int u = 0; u < 4; ++u) out[u] += taps.g[i] * v[u];
+        }
+        store_vector<4>(dst + r * Lo.XWs + 4 * q, out);
+      };
+      for_each_2d(Lo.BH, Lo.XWs / 4, t, T, [&](int r, int q) {
+        blur4(sm + Lo.X, sm + Lo.B, r, q);
+        if (kLoss && present) blur4(sm + Lo.Xh, sm + Lo.Bh, r, q);
+      });
+      return;
+    }
     const int nt = 2 * radius() + 1;
     for_each_2d(Lo.BH, Lo.XW, t, T, [&](int r, int c) {
-      const Ptr x = sm + Lo.X + r * Lo.XW + c;
+      const Ptr x = sm + Lo.X + r * Lo.XWs + c;
       acc_t s = 0;
       GSCNN_UNROLL
-      for (int i = 0; i < nt; ++i) s += taps.g[i] * x[i * Lo.XW];
-      sm[Lo.B + r * Lo.XW + c] = s;
+      for (int i = 0; i < nt; ++i) s += taps.g[i] * x[i * Lo.XWs];
+      sm[Lo.B + r * Lo.XWs + c] = s;
       if (kLoss && present) {
-        const Ptr xh = sm + Lo.Xh + r * Lo.XW + c;
+        const Ptr xh = sm + Lo.Xh + r * Lo.XWs + c;
         acc_t sh = 0;
         GSCNN_UNROLL
-        for (int i = 0; i < nt; ++i) sh += taps.g[i] * xh[i * Lo.XW];
-        sm[Lo.Bh + r * Lo.XW + c] = sh;
+        for (int i = 0; i < nt; ++i) sh += taps.g[i] * xh[i * Lo.XWs];
+        sm[Lo.Bh + r * Lo.XWs + c] = sh;
       }
     });
   }
@@ -263,9 +337,9 @@ struct Pipeline {
   };
   template <typename Ptr>
   GSCNN_HD Diff diff(Ptr Bb, const Layout& Lo, int r, int c, int64_t y, int64_t x) const {
-    const Ptr p = Bb + (r + 1) * Lo.XW + c + 1;
+    const Ptr p = Bb + (r + 1) * Lo.XWs + c + 1;
     const int east = x + 1 < W ? 1 : 0, west = x > 0 ? -1 : 0;
-    const int south = y + 1 < H ? Lo.XW : 0, north = y > 0 ? -Lo.XW : 0;
+    const int south = y + 1 < H ? Lo.XWs : 0, north = y > 0 ? -Lo.XWs : 0;
     const acc_t gx = acc_t(0.5) * (p[east] - p[west]);
     const acc_t gy = acc_t(0.5) * (p[south] - p[north]);
     return {gx, gy};

@@ -164,12 +164,44 @@ class TrackedPtr {
     p_ += i;
     return *this;
   }
+  // N consecutive elements as one access of N * sizeof(T) bytes, as the GPU's vector loads and
+  // stores make (common/vector_access.h): counted and checked as one instruction.
+  template <int N>
+  void read_vector(T (&v)[N]) const {
+    check_aligned(N * sizeof(T));
+    tr_->read(offset(), N * sizeof(T));
+    std::memcpy(v, p_, sizeof v);
+  }
+  template <int N>
+  void write_vector(const T (&v)[N]) const {
+    check_aligned(N * sizeof(T));
+    tr_->write(offset(), N * sizeof(T));
+    std::memcpy(p_, v, sizeof v);
+  }
 
  private:
+  size_t offset() const { return reinterpret_cast<unsigned char*>(p_) - base_; }
+  // The GPU faults on a vector access that is not aligned to its size (the block's memory starts
+  // 16-byte aligned there; offsets are what the program controls).
+  void check_aligned(size_t bytes) const {
+    TORCH_CHECK(offset() % bytes == 0, "emulated block: a vector access of ", bytes,
+                " bytes at byte offset ", offset(), " of the block's memory is misaligned");
+  }
   T* p_;
   unsigned char* base_;
   SharedMemoryTracker* tr_;
 };
+
+// The overloads of common/vector_access.h for the recording pointer (found by argument-dependent
+// lookup from the block programs).
+template <int N, typename T>
+void load_vector(const TrackedPtr<T>& p, T (&v)[N]) {
+  p.read_vector(v);
+}
+template <int N, typename T>
+void store_vector(const TrackedPtr<T>& p, const T (&v)[N]) {
+  p.write_vector(v);
+}
 
 // The execution policy of the emulator (the interface of common/exec.h).
 class EmuExec {
