@@ -37,8 +37,10 @@ The dual-task kernels run phases with loops whose trip counts (and the compiler'
 them) the SASS does not tell: their load/store count comes from the emulator instead, which runs
 the same block program on the benchmark's inputs at a reduced size and counts every shared load
 and store (pipeline_counts, pipeline_estimate: the global accesses from the tile geometry, issue
-from the instructions per load/store of their innermost loops). The GCL backward kernels get no
-estimate here (benchmarks/RESULTS.md has a hand-derived one).
+from the instructions per load/store of their innermost loops, every loop weighted alike; code
+called rather than inlined -- the cold image-edge paths, GSCNN_HD_COLD -- is a function of its own
+and outside the mix). The GCL backward kernels get no estimate here (benchmarks/RESULTS.md has a
+hand-derived one).
 
 What this is not: a measurement. The floors are arithmetic; the occupancy is an upper bound
 (register allocation granularity ignored). Measured times come with a GPU (scripts/gpu_check.sh).

@@ -36,20 +36,29 @@ def _pipeline_geometry(n, R, h):
     return E, XWs, EWs, -(-(4 + 2 * R) // 4)
 
 
+def _column_blur_loads(BH, XWs, R, rows):
+    """The column blur's vector loads: each thread takes `rows` rows of four columns (2 in the
+    backward, 1 in the forward) and loads the 2R + rows groups of four they need (fewer for the
+    last rows of B)."""
+    full, rest = divmod(BH, rows)
+    return XWs // 4 * (full * (2 * R + rows) + (2 * R + rest if rest else 0))
+
+
 def test_shared_memory_counts_of_the_potential_pipeline(emu):
     """The counts of a real block program against its structure (boundary_potential forward,
     common/boundary_potential_program.h), one 16 x 16 tile, sigma = 1 (R = 3, 7 taps), halo
     h = R + 1: per class, P stored over E = 24 x 24 and its padding columns; the row blur loads
     3 groups of four and stores one per four values of X (24 x 18, rows padded to 20), the column
-    blur loads 7 groups and stores one per four values of B (18 x 18); the central differences
-    load 4 values per pixel; three barriers. Float64: 8-byte values, 32-byte groups."""
+    blur loads 7 groups and stores one per four values of B (18 x 18); the
+    central differences load 4 values per pixel; three barriers. Float64: 8-byte values, 32-byte
+    groups."""
     K, n, R, h = 2, 16, 3, 4
     g = torch.Generator().manual_seed(0)
     prob = torch.softmax(torch.randn(1, K, n, n, generator=g, dtype=torch.float64), 1)
     torch.ops.gscnn_testing.boundary_potential(prob, 1.0, emu.gpu(), emu.launch(64, 1, (n, n)))
     E, XWs, EWs, groups = _pipeline_geometry(n, R, h)
     BH = E - 2 * R
-    vector_loads = E * XWs // 4 * groups + BH * XWs // 4 * (2 * R + 1)
+    vector_loads = E * XWs // 4 * groups + _column_blur_loads(BH, XWs, R, 1)
     vector_stores = (E + BH) * XWs // 4
     rec = emu.last_launch()
     assert rec["shared_stores"] == K * (E * EWs + vector_stores)
@@ -83,7 +92,7 @@ def test_the_loss_skips_the_blur_of_classes_absent_from_a_tile(emu):
     E, XWs, EWs, groups = _pipeline_geometry(n, R, h)
     BH = E - 2 * R
     assert loads_both - loads_one == (
-        E * XWs // 4 * groups + BH * XWs // 4 * (2 * R + 1) + 4 * n * n
+        E * XWs // 4 * groups + _column_blur_loads(BH, XWs, R, 1) + 4 * n * n
     )
     assert stores_both - stores_one == (E + BH) * XWs // 4
 

@@ -181,14 +181,15 @@ GSCNN_HD constexpr int round4(int v) { return (v + 3) / 4 * 4; }
 // Offsets (in acc_t elements) of the block's buffers, for a tile TH x TW, radius R, halo h: 32-bit
 // (tiles of at most 32 x 32 pixels and a radius of at most kMaxRadius: well under 2^31 values).
 //
-// Row strides: EWs for the E buffers (P, labels), XWs for X and B. Both are multiples of 4 and
-// every region starts at a multiple of 4 values, so that rows can be read and written in aligned
-// groups of four (the vector row and column blurs); EWs leaves room past E for the row blur's
-// last group (its 4 + 2R inputs read as whole groups of four: the columns past EW are padding).
+// Row strides: EWs for the E buffers (P, labels), XWs for X and B, DWs for dB and dX. All are
+// multiples of 4 and every region starts at a multiple of 4 values, so that rows can be read and
+// written in aligned groups of four (the vector blurs and their adjoints); EWs and DWs leave room
+// for the row blur's (and its adjoint's) last group: 4 + 2R inputs read as whole groups of four,
+// the columns past EW (DW) being padding.
 struct Layout {
   int TH, TW, R, h;
   int EH, EW, XW, BH, ZH, ZW, DH, DW;  // region sizes (D = tile + R, for the backward)
-  int EWs, XWs;                        // row strides
+  int EWs, XWs, DWs;                   // row strides
   int L, P, X, Xh, B, Bh, keep, DGX, DGY, dB, dX, red, cls, total;
 
   GSCNN_HD Layout(int64_t TH_, int64_t TW_, int64_t R_, bool loss, bool backward, int64_t T)
@@ -207,6 +208,7 @@ struct Layout {
     DW = TW + 2 * R;
     XWs = round4(XW);
     EWs = XWs + round4(2 * R);
+    DWs = round4(TW) + round4(2 * R);
     int o = 0;
     const auto region = [&o](bool used, int size) {
       const int at = o;
@@ -222,8 +224,8 @@ struct Layout {
     keep = region(loss, ZH * ZW);
     DGX = region(backward, ZH * ZW);
     DGY = region(backward, ZH * ZW);
-    dB = region(backward, DH * DW);
-    dX = region(backward, TH * DW);
+    dB = region(backward, DH * DWs);
+    dX = region(backward, TH * DWs);
     red = region(loss && !backward, 3 * nT);  // per thread: sum, count, bad labels
     // loss: the classes present in E, as two 32-bit words per thread, then per group
     cls = region(loss, 2 * nT + 2 * static_cast<int>(kClassGroups));

@@ -48,6 +48,7 @@ struct Pipeline {
   // loads instead of 4 (2R + 1), of the column blur 2R + 1 instead of 4 (2R + 1)); the E buffers
   // then hold padding columns past EW (0 and label -1), which only padding outputs read.
   static constexpr bool kVector = kR > 0;
+  static constexpr int kColumnRows = kBackward ? 2 : 1;  // rows per thread in the column blur
   // Blocks per SM the registers must allow (launch bounds; at most 64 / 128 registers): the
   // forward's shared buffers allow five 256-thread blocks per SM at 32 x 32 tiles, the
   // backward's two.
@@ -294,21 +295,35 @@ struct Pipeline {
   template <typename Ptr>
   GSCNN_HD void blur_cols(Ptr sm, const Layout& Lo, bool present, int64_t t, int64_t T) const {
     if constexpr (kVector) {
-      // Four neighbouring columns per thread: one group of 4 per tap.
-      constexpr int kTaps = 2 * kR + 1;
-      const auto blur4 = [&](Ptr src, Ptr dst, int r, int q) {
-        acc_t out[4] = {0, 0, 0, 0}, v[4];
+      // Four neighbouring columns and kColumnRows neighbouring rows per thread: the
+      // 2R + kColumnRows groups of four of X they need are loaded once (each output's sum keeps
+      // its order). Two rows in the backward; one in the forward, whose 64 registers would
+      // otherwise spill.
+      constexpr int kTaps = 2 * kR + 1, kRows = kColumnRows;
+      const auto blur = [&](Ptr src, Ptr dst, int r, int q) {
+        const int rows = Lo.BH - r < kRows ? Lo.BH - r : kRows;
+        acc_t out[kRows][4], v[4];
         GSCNN_UNROLL
-        for (int i = 0; i < kTaps; ++i) {
+        for (int j = 0; j < kRows; ++j)
+          GSCNN_UNROLL
+          for (int u = 0; u < 4; ++u) out[j][u] = 0;
+        GSCNN_UNROLL
+        for (int i = 0; i < kTaps + kRows - 1; ++i) {
+          if (i >= kTaps - 1 + rows) break;
           load_vector<4>(src + (r + i) * Lo.XWs + 4 * q, v);
           GSCNN_UNROLL
-          for (int u = 0; u < 4; ++u) out[u] += taps.g[i] * v[u];
+          for (int j = 0; j < kRows; ++j)
+            GSCNN_UNROLL
+            for (int u = 0; u < 4; ++u)
+              if (i - j >= 0 && i - j < kTaps) out[j][u] += taps.g[i - j] * v[u];
         }
-        store_vector<4>(dst + r * Lo.XWs + 4 * q, out);
+        GSCNN_UNROLL
+        for (int j = 0; j < kRows; ++j)
+          if (j < rows) store_vector<4>(dst + (r + j) * Lo.XWs + 4 * q, out[j]);
       };
-      for_each_2d(Lo.BH, Lo.XWs / 4, t, T, [&](int r, int q) {
-        blur4(sm + Lo.X, sm + Lo.B, r, q);
-        if (kLoss && present) blur4(sm + Lo.Xh, sm + Lo.Bh, r, q);
+      for_each_2d((Lo.BH + kRows - 1) / kRows, Lo.XWs / 4, t, T, [&](int rr, int q) {
+        blur(sm + Lo.X, sm + Lo.B, kRows * rr, q);
+        if (kLoss && present) blur(sm + Lo.Xh, sm + Lo.Bh, kRows * rr, q);
       });
       return;
     }
@@ -439,10 +454,11 @@ struct Pipeline {
   template <typename Ptr>
   GSCNN_HD void backward_diff(Ptr sm, const Layout& Lo, Tile tl, int64_t t, int64_t T) const {
     const int64_t di0 = tl.i0 - Lo.R, dj0 = tl.j0 - Lo.R;
-    for_each_2d(Lo.DH, Lo.DW, t, T, [&](int r, int c) {
+    // the vector adjoint of the column blur reads whole groups of four: padding columns too (0)
+    for_each_2d(Lo.DH, kVector ? Lo.DWs : Lo.DW, t, T, [&](int r, int c) {
       const int64_t y = di0 + r, x = dj0 + c;
       acc_t v = 0;
-      if (y >= 0 && y < H && x >= 0 && x < W) {
+      if (c < Lo.DW && y >= 0 && y < H && x >= 0 && x < W) {
         // D pixel (r, c) is Z pixel (r + 1, c + 1); the adjoints of its neighbours along x and y
         const int z = (r + 1) * Lo.ZW + c + 1;
         const Ptr px = sm + Lo.DGX + z;
@@ -452,24 +468,29 @@ struct Pipeline {
             central_difference_adjoint<acc_t>(
                 y, H, [&](int64_t i) -> acc_t { return py[static_cast<int>(i - y) * Lo.ZW]; });
       }
-      sm[Lo.dB + r * Lo.DW + c] = v;
+      sm[Lo.dB + r * Lo.DWs + c] = v;
     });
   }
 
-  // The adjoint of the replicate-padded blur at position y of an axis of n: sum over the taps
+  // The adjoint of the replicate-padded blur at position y of an axis of n (`at` captures by
+  // value: it reaches the cold edge path): sum over the taps
   // i = -R..R of w(y, y + i) at(i), at(i) the incoming adjoint at y + i, which the earlier phase
   // wrote as 0 outside the image. Away from the two edge positions every weight is g(-i) (taps
   // beyond the image meet those zeros); at an edge the clamp sent the taps beyond it onto it.
   template <typename At>
   GSCNN_HD acc_t blur_adjoint(int64_t y, int64_t n, At at) const {
+    if (y == 0 || y == n - 1) return blur_adjoint_edge(y, n, at);
     const int R = radius();
     acc_t v = 0;
-    if (y != 0 && y != n - 1) {
-      GSCNN_UNROLL
-      for (int i = -R; i <= R; ++i) v += taps.g[R - i] * at(i);
-      return v;
-    }
     GSCNN_UNROLL
+    for (int i = -R; i <= R; ++i) v += taps.g[R - i] * at(i);
+    return v;
+  }
+  // The edge positions (cold: two rows and two columns of an image).
+  template <typename At>
+  GSCNN_HD_COLD acc_t blur_adjoint_edge(int64_t y, int64_t n, At at) const {
+    const int R = radius();
+    acc_t v = 0;
     for (int i = -R; i <= R; ++i) {
       if (y + i < 0 || y + i >= n) continue;
       v += blur_adjoint_weight(taps, y, y + i, n) * at(i);
@@ -477,33 +498,88 @@ struct Pipeline {
     return v;
   }
 
-  // dX on tile rows x D columns: transpose of the column blur.
+  // dX on tile rows x D columns: transpose of the column blur (0 outside the image). kVector:
+  // four neighbouring columns per thread, one group of four dB values per tap (the scalar form
+  // at the image's first and last row, where the weights differ).
   template <typename Ptr>
   GSCNN_HD void backward_blur_cols(Ptr sm, const Layout& Lo, Tile tl, int64_t t,
                                    int64_t T) const {
     const int64_t dj0 = tl.j0 - Lo.R;
     const int R = radius();
+    if constexpr (kVector) {
+      for_each_2d(Lo.TH, Lo.DWs / 4, t, T, [&](int r, int q) {
+        const int64_t y = tl.i0 + r, x = dj0 + 4 * q;
+        const Ptr col = sm + Lo.dB + (r + R) * Lo.DWs + 4 * q;  // dB at row y (D starts R above)
+        acc_t out[4] = {0, 0, 0, 0}, v[4];
+        if (y < H && y != 0 && y != H - 1) {
+          GSCNN_UNROLL
+          for (int i = -kR; i <= kR; ++i) {
+            load_vector<4>(col + i * Lo.DWs, v);
+            GSCNN_UNROLL
+            for (int u = 0; u < 4; ++u) out[u] += taps.g[kR - i] * v[u];
+          }
+        } else if (y < H) {  // the image's first or last row (captures by value: see GSCNN_HD_COLD)
+          const int ld = Lo.DWs;
+          GSCNN_UNROLL
+          for (int u = 0; u < 4; ++u)
+            out[u] = blur_adjoint_edge(y, H, [col, ld, u](int i) -> acc_t { return col[i * ld + u]; });
+        }
+        GSCNN_UNROLL
+        for (int u = 0; u < 4; ++u) out[u] = x + u >= 0 && x + u < W ? out[u] : acc_t(0);
+        store_vector<4>(sm + Lo.dX + r * Lo.DWs + 4 * q, out);
+      });
+      return;
+    }
     for_each_2d(Lo.TH, Lo.DW, t, T, [&](int r, int c) {
       const int64_t y = tl.i0 + r, x = dj0 + c;
       acc_t v = 0;
       if (y < H && x >= 0 && x < W) {
-        const Ptr col = sm + Lo.dB + (r + R) * Lo.DW + c;  // dB at row y (D starts R above)
-        v = blur_adjoint(y, H, [&](int i) -> acc_t { return col[i * Lo.DW]; });
+        const Ptr col = sm + Lo.dB + (r + R) * Lo.DWs + c;  // dB at row y (D starts R above)
+        const int ld = Lo.DWs;  // captured by value: see GSCNN_HD_COLD
+        v = blur_adjoint(y, H, [col, ld](int i) -> acc_t { return col[i * ld]; });
       }
-      sm[Lo.dX + r * Lo.DW + c] = v;
+      sm[Lo.dX + r * Lo.DWs + c] = v;
     });
   }
 
-  // dP on the tile: transpose of the row blur; written to grad_prob.
+  // dP on the tile: transpose of the row blur; written to grad_prob. kVector: four neighbouring
+  // pixels per thread from the 4 + 2R values of dX around them, read as groups of four (the
+  // scalar form at the image's first and last column).
   template <typename Ptr>
   GSCNN_HD void backward_blur_rows(Ptr sm, const Layout& Lo, Tile tl, int64_t k,
                                    int64_t t, int64_t T) const {
     const int R = radius();
+    if constexpr (kVector) {
+      constexpr int kTaps = 2 * kR + 1, kGroups = (4 + 2 * kR + 3) / 4;
+      for_each_2d(Lo.TH, (Lo.TW + 3) / 4, t, T, [&](int r, int q) {
+        const int64_t y = tl.i0 + r, x = tl.j0 + 4 * q;
+        if (y >= H) return;
+        // dX columns 4q .. 4q + 2R + 3: the taps of pixels 4q .. 4q + 3 (D starts R left)
+        const Ptr row = sm + Lo.dX + r * Lo.DWs + 4 * q;
+        acc_t in[4 * kGroups];
+        GSCNN_UNROLL
+        for (int j = 0; j < kGroups; ++j) load_quad(row + 4 * j, in, 4 * j);
+        GSCNN_UNROLL
+        for (int u = 0; u < 4; ++u) {
+          if (4 * q + u >= Lo.TW || x + u >= W) break;
+          acc_t v = 0;
+          if (x + u != 0 && x + u != W - 1) {
+            GSCNN_UNROLL
+            for (int i = 0; i < kTaps; ++i) v += taps.g[kTaps - 1 - i] * in[u + i];
+          } else {  // the image's first or last column: from shared memory, not `in` (by value)
+            const Ptr at = row + u + kR;
+            v = blur_adjoint_edge(x + u, W, [at](int i) -> acc_t { return at[i]; });
+          }
+          out.at(tl.n, k, y, x + u) = static_cast<scalar_t>(v);
+        }
+      });
+      return;
+    }
     for_each_2d(Lo.TH, Lo.TW, t, T, [&](int r, int c) {
       const int64_t y = tl.i0 + r, x = tl.j0 + c;
       if (y >= H || x >= W) return;
-      const Ptr row = sm + Lo.dX + r * Lo.DW + c + R;  // dX at column x (D starts R left)
-      const acc_t v = blur_adjoint(x, W, [&](int i) -> acc_t { return row[i]; });
+      const Ptr row = sm + Lo.dX + r * Lo.DWs + c + R;  // dX at column x (D starts R left)
+      const acc_t v = blur_adjoint(x, W, [row](int i) -> acc_t { return row[i]; });
       out.at(tl.n, k, y, x) = static_cast<scalar_t>(v);
     });
   }

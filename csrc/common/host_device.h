@@ -8,6 +8,16 @@
 #define GSCNN_HD inline
 #endif
 
+// A cold path (the image-border cases of a stencil): a function of its own, called, not inlined,
+// so that the hot loop around the call stays small (instruction cache, registers) and its SASS is
+// the code that runs on the interior (what scripts/kernel_report.py counts). Its arguments must
+// not take the address of a caller's local array or struct (that would move it to local memory).
+#if defined(__CUDACC__)
+#define GSCNN_HD_COLD __host__ __device__ __noinline__
+#else
+#define GSCNN_HD_COLD inline __attribute__((noinline))
+#endif
+
 // Full unrolling of a loop with a compile-time trip count, where it matters that the compiler
 // does it (arrays indexed by the loop variable then stay in registers). nvcc only: the CPU
 // compilers unroll what pays by themselves.

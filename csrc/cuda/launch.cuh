@@ -42,10 +42,14 @@ constexpr int min_blocks() {
 }
 
 // kScratch: the block's buffers live in global scratch memory (see GpuExec). Only programs that
-// declare kGlobalScratch are instantiated that way.
+// declare kGlobalScratch are instantiated that way. __grid_constant__: a program's member function
+// that is called rather than inlined (a cold path, GSCNN_HD_COLD) takes the parameter's address;
+// without it every thread would first copy the whole program (its taps: over 500 bytes) to its
+// local memory.
 template <typename Program, bool kScratch>
 __global__ void __launch_bounds__(Program::kMaxThreads, min_blocks<Program>())
-    program_kernel(const Program program, unsigned char* scratch, int64_t scratch_bytes) {
+    program_kernel(const __grid_constant__ Program program, unsigned char* scratch,
+                   int64_t scratch_bytes) {
   GpuExec<kScratch> ex{scratch, scratch_bytes};
   program(ex);
 }
