@@ -13,7 +13,7 @@
 // the code that runs on the interior (what scripts/kernel_report.py counts). Its arguments must
 // not take the address of a caller's local array or struct (that would move it to local memory).
 #if defined(__CUDACC__)
-#define GSCNN_HD_COLD __host__ __device__ __noinline__
+#define GSCNN_HD_COLD __host__ __device__ inline __noinline__
 #else
 #define GSCNN_HD_COLD inline __attribute__((noinline))
 #endif

@@ -41,14 +41,21 @@ constexpr int min_blocks() {
   }
 }
 
+// __grid_constant__: a program's member function that is called rather than inlined (a cold
+// path, GSCNN_HD_COLD) takes the parameter's address; without it every thread would first copy
+// the whole program (its taps: over 500 bytes) to its local memory. nvcc accepts it from
+// compute_70 on; a build for an older GPU (an explicit TORCH_CUDA_ARCH_LIST) makes the copy.
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 700
+#define GSCNN_GRID_CONSTANT
+#else
+#define GSCNN_GRID_CONSTANT __grid_constant__
+#endif
+
 // kScratch: the block's buffers live in global scratch memory (see GpuExec). Only programs that
-// declare kGlobalScratch are instantiated that way. __grid_constant__: a program's member function
-// that is called rather than inlined (a cold path, GSCNN_HD_COLD) takes the parameter's address;
-// without it every thread would first copy the whole program (its taps: over 500 bytes) to its
-// local memory.
+// declare kGlobalScratch are instantiated that way.
 template <typename Program, bool kScratch>
 __global__ void __launch_bounds__(Program::kMaxThreads, min_blocks<Program>())
-    program_kernel(const __grid_constant__ Program program, unsigned char* scratch,
+    program_kernel(const GSCNN_GRID_CONSTANT Program program, unsigned char* scratch,
                    int64_t scratch_bytes) {
   GpuExec<kScratch> ex{scratch, scratch_bytes};
   program(ex);
