@@ -28,10 +28,11 @@ def test_shared_memory_counts(emu):
 
 def _pipeline_geometry(n, R, h):
     """The buffers of common/boundary_potential_math.h's Layout for an n x n tile: E's side, the row
-    stride of X and B (a multiple of 4), the row stride of E's buffers, and the groups of four
-    values the row blur reads per four outputs."""
+    stride of X and B (a multiple of 4, with room for the backward differences' two groups of
+    four), the row stride of E's buffers, and the groups of four values the row blur reads per
+    four outputs."""
     E = n + 2 * h
-    XWs = -(-(E - 2 * R) // 4) * 4
+    XWs = -(-(E - 2 * R - 2) // 4) * 4 + 4  # Z's width rounded up, and one more group
     EWs = XWs + -(-2 * R // 4) * 4
     return E, XWs, EWs, -(-(4 + 2 * R) // 4)
 
@@ -50,8 +51,8 @@ def test_shared_memory_counts_of_the_potential_pipeline(emu):
     h = R + 1: per class, P stored over E = 24 x 24 and its padding columns; the row blur loads
     3 groups of four and stores one per four values of X (24 x 18, rows padded to 20), the column
     blur loads 7 groups and stores one per four values of B (18 x 18); the
-    central differences load 4 values per pixel; three barriers. Float64: 8-byte values, 32-byte
-    groups."""
+    central differences load 4 values per pixel (scalar in the forward: groups of four would read
+    more bytes); three barriers. Float64: 8-byte values, 32-byte groups."""
     K, n, R, h = 2, 16, 3, 4
     g = torch.Generator().manual_seed(0)
     prob = torch.softmax(torch.randn(1, K, n, n, generator=g, dtype=torch.float64), 1)
@@ -68,33 +69,51 @@ def test_shared_memory_counts_of_the_potential_pipeline(emu):
     assert rec["all_barriers"] == 3 * K
 
 
-def test_the_loss_skips_the_blur_of_classes_absent_from_a_tile(emu):
-    """The dual-task loss forward on one 16 x 16 tile with two classes, both with an edge in the
-    probabilities (no pair skipped whole): when every label is class 0, class 1 is absent from
-    the tile's halo, so its one-hot blur (the row and column blurs' vector loads and stores) and
-    zeta_hat's differences (4 loads per kept pixel) are not done. The exact difference against
-    labels with both classes in the halo."""
-    K, n, R, h = 2, 16, 3, 4
+def _absent_class_savings(backward, n, R, h):
+    """What a class absent from a tile's halo saves: its one-hot's row blur (E x XWs values, the
+    row blur's groups per four) and column blur (one row of four per thread in the forward, two
+    in the backward), and zeta_hat's central differences: in the forward 4 scalar loads per
+    pixel of the tile (Z = tile); in the backward two rows of four pixels of Z = tile + R + 1 per
+    thread, from two groups of four in each of the 4 rows of B around them (8 vector loads per 8
+    pixels). Returns (loads, stores)."""
+    E, XWs, EWs, groups = _pipeline_geometry(n, R, h)
+    BH = E - 2 * R
+    Z = BH - 2
+    differences = (Z // 2) * (Z // 4) * 8 if backward else 4 * n * n
+    loads = E * XWs // 4 * groups + _column_blur_loads(BH, XWs, R, 2 if backward else 1)
+    return loads + differences, (E + BH) * XWs // 4
+
+
+@pytest.mark.parametrize("backward", [False, True])
+def test_the_loss_skips_the_blur_of_classes_absent_from_a_tile(emu, backward):
+    """The dual-task loss (forward, then backward) on one 16 x 16 tile with two classes, both
+    with an edge in the probabilities (no pair skipped whole): when every label is class 0,
+    class 1 is absent from the tile's halo, so its one-hot blur and zeta_hat's differences are
+    not done. The exact difference against labels with both classes in the halo."""
+    K, n, R = 2, 16, 3
+    h = 2 * R + 2 if backward else R + 1
     prob = torch.full((1, K, n, n), 0.2, dtype=torch.float64)
     prob[0, 0, :, n // 2 :] = 0.8  # a vertical edge in both channels
     prob[0, 1] = 1 - prob[0, 0]
     both = torch.zeros(1, n, n, dtype=torch.long)
     both[0, :, n // 2 :] = 1
     launch = emu.launch(64, 1, (n, n))
+    t = torch.ops.gscnn_testing
 
     def counts(target):
-        torch.ops.gscnn_testing.dual_task_loss(prob, target, 1.0, 1e-2, 255, emu.gpu(), launch)
+        args = (1.0, 1e-2, 255, emu.gpu(), launch)
+        _, count = t.dual_task_loss(prob, target, *args)
+        if backward:
+            grad = torch.tensor(1.0, dtype=torch.float64)
+            t.dual_task_loss_backward(grad, prob, target, count, *args)
         rec = emu.last_launch()
         return rec["shared_loads"], rec["shared_stores"]
 
     loads_both, stores_both = counts(both)
     loads_one, stores_one = counts(torch.zeros_like(both))
-    E, XWs, EWs, groups = _pipeline_geometry(n, R, h)
-    BH = E - 2 * R
-    assert loads_both - loads_one == (
-        E * XWs // 4 * groups + _column_blur_loads(BH, XWs, R, 1) + 4 * n * n
+    assert (loads_both - loads_one, stores_both - stores_one) == _absent_class_savings(
+        backward, n, R, h
     )
-    assert stores_both - stores_one == (E + BH) * XWs // 4
 
 
 @pytest.mark.parametrize(

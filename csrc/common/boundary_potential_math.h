@@ -47,8 +47,6 @@ struct Taps {
   acc_t cum[2 * kMaxRadius + 2];  // cum[i] = g[0] + ... + g[i - 1]
 };
 
-GSCNN_HD int64_t clampi(int64_t v, int64_t hi) { return v < 0 ? 0 : (v > hi ? hi : v); }
-
 template <typename acc_t>
 GSCNN_HD acc_t hd_sqrt(acc_t x) {
   return sqrt(x);
@@ -115,15 +113,41 @@ GSCNN_HD acc_t blur_adjoint_weight(const Taps<acc_t>& k, int64_t r, int64_t rp, 
 
 // d B(i, j) from the adjoints of gx at row i (dg is DGX, or DGY walked along a column): the
 // transpose of gx(j) = (B(cl(j+1)) - B(cl(j-1))) / 2. `at(j)` reads the adjoint of position j.
-template <typename acc_t, typename At>
-GSCNN_HD acc_t central_difference_adjoint(int64_t j, int64_t n, At at) {
+// The sum in the form of the vector program, which knows whether the position is the axis's
+// first and last from 32-bit bounds (Span) and holds its neighbours' adjoints in registers.
+template <typename acc_t>
+GSCNN_HD acc_t central_difference_adjoint_at(bool first, bool last, acc_t prev, acc_t self,
+                                             acc_t next) {
   acc_t s = 0;
-  if (j >= 1) s += at(j - 1);
-  if (j == n - 1) s += at(j);
-  if (j + 1 <= n - 1) s -= at(j + 1);
-  if (j == 0) s -= at(j);
+  if (!first) s += prev;
+  if (last) s += self;
+  if (!last) s -= next;
+  if (first) s -= self;
   return acc_t(0.5) * s;
 }
+template <typename acc_t, typename At>
+GSCNN_HD acc_t central_difference_adjoint(int64_t j, int64_t n, At at) {
+  const bool first = j == 0, last = j == n - 1;
+  return central_difference_adjoint_at<acc_t>(first, last, first ? acc_t(0) : at(j - 1), at(j),
+                                              last ? acc_t(0) : at(j + 1));
+}
+
+// Where the image's first and last row (or column) fall along an axis of a block's region whose
+// position 0 is image coordinate `origin`, as 32-bit positions clamped to [-1, size]: position p
+// (0 <= p < size) is in the image iff first <= p <= last, and is its first (last) row iff
+// p == first (p == last). The 64-bit coordinates are compared once per tile, not per pixel.
+// (A tile starts inside the image, so first <= size - 1 and last >= 0 for its regions.)
+struct Span {
+  int first, last;
+  GSCNN_HD Span(int64_t origin, int64_t n, int size)
+      : first(clamp_position(-origin, size)), last(clamp_position(n - 1 - origin, size)) {}
+  GSCNN_HD bool inside(int p) const { return p >= first && p <= last; }
+  // The position whose image coordinate is p's clamped into the image (the replicate border).
+  GSCNN_HD int clamp(int p) const { return p < first ? first : (p > last ? last : p); }
+  static GSCNN_HD int clamp_position(int64_t p, int size) {
+    return static_cast<int>(p < -1 ? -1 : (p > size ? size : p));
+  }
+};
 
 // Elements e = t, t + T, ... of a rows x cols region in row-major order, as (row, col). With one
 // thread a plain nested loop; on the GPU consecutive threads take consecutive columns (coalesced
@@ -132,11 +156,13 @@ GSCNN_HD acc_t central_difference_adjoint(int64_t j, int64_t n, At at) {
 // operation).
 template <typename F>
 GSCNN_HD void for_each_2d(int rows, int cols, int t, int T, F&& f) {
+#if !defined(__CUDA_ARCH__)  // the GPU never runs blocks of one thread: no code for them there
   if (T == 1) {
     for (int r = 0; r < rows; ++r)
       for (int c = 0; c < cols; ++c) f(r, c);
     return;
   }
+#endif
   if (cols <= 0) return;
   int r = t / cols, c = t % cols;
   const int dr = T / cols, dc = T % cols;
@@ -159,6 +185,7 @@ struct View4 {
   GSCNN_HD T& at(int64_t n, int64_t k, int64_t i, int64_t j) const {
     return data[n * sN + k * sK + i * sH + j * sW];
   }
+  GSCNN_HD T* plane(int64_t n, int64_t k) const { return data + n * sN + k * sK; }
 };
 
 struct Labels {
@@ -167,6 +194,7 @@ struct Labels {
   GSCNN_HD int64_t at(int64_t n, int64_t i, int64_t j) const {
     return data[n * sN + i * sH + j * sW];
   }
+  GSCNN_HD const int64_t* plane(int64_t n) const { return data + n * sN; }
 };
 
 // The dual-task loss records which classes occur in a tile's halo E as a bit mask (classes 0..63;
@@ -181,15 +209,18 @@ GSCNN_HD constexpr int round4(int v) { return (v + 3) / 4 * 4; }
 // Offsets (in acc_t elements) of the block's buffers, for a tile TH x TW, radius R, halo h: 32-bit
 // (tiles of at most 32 x 32 pixels and a radius of at most kMaxRadius: well under 2^31 values).
 //
-// Row strides: EWs for the E buffers (P, labels), XWs for X and B, DWs for dB and dX. All are
-// multiples of 4 and every region starts at a multiple of 4 values, so that rows can be read and
-// written in aligned groups of four (the vector blurs and their adjoints); EWs and DWs leave room
-// for the row blur's (and its adjoint's) last group: 4 + 2R inputs read as whole groups of four,
-// the columns past EW (DW) being padding.
+// Row strides: EWs for the E buffers (P, labels), XWs for X and B, ZWs for the Z buffers (keep,
+// DGX, DGY), DWs for dB and dX. All are multiples of 4 and every region starts at a multiple of 4
+// values, so that rows can be read and written in aligned groups of four (the vector blurs, the
+// differences and their adjoints); EWs and DWs leave room for the row blur's (and its adjoint's)
+// last group: 4 + 2R inputs read as whole groups of four, the columns past EW (DW) being padding.
+// The differences of Z columns 4q .. 4q + 3 read B columns 4q .. 4q + 7 (two groups; Z column c is
+// B column c + 1), their adjoints Z columns 4q .. 4q + 7 of DGX and DGY: hence XWs and ZWs of
+// round4(ZW) + 4.
 struct Layout {
   int TH, TW, R, h;
   int EH, EW, XW, BH, ZH, ZW, DH, DW;  // region sizes (D = tile + R, for the backward)
-  int EWs, XWs, DWs;                   // row strides
+  int EWs, XWs, ZWs, DWs;              // row strides
   int L, P, X, Xh, B, Bh, keep, DGX, DGY, dB, dX, red, cls, total;
 
   GSCNN_HD Layout(int64_t TH_, int64_t TW_, int64_t R_, bool loss, bool backward, int64_t T)
@@ -206,7 +237,8 @@ struct Layout {
     ZW = XW - 2;
     DH = TH + 2 * R;
     DW = TW + 2 * R;
-    XWs = round4(XW);
+    XWs = round4(ZW) + 4;  // >= XW + 2
+    ZWs = round4(ZW) + 4;
     EWs = XWs + round4(2 * R);
     DWs = round4(TW) + round4(2 * R);
     int o = 0;
@@ -221,9 +253,9 @@ struct Layout {
     Xh = region(loss, EH * XWs);
     B = region(true, BH * XWs);
     Bh = region(loss, BH * XWs);
-    keep = region(loss, ZH * ZW);
-    DGX = region(backward, ZH * ZW);
-    DGY = region(backward, ZH * ZW);
+    keep = region(loss, ZH * ZWs);
+    DGX = region(backward, ZH * ZWs);
+    DGY = region(backward, ZH * ZWs);
     dB = region(backward, DH * DWs);
     dX = region(backward, TH * DWs);
     red = region(loss && !backward, 3 * nT);  // per thread: sum, count, bad labels

@@ -99,14 +99,16 @@ struct Pipeline {
                             acc_t& bad) const {
     const Ptr Lb = sm + Lo.L;
     const int64_t oi = tl.i0 - Lo.h, oj = tl.j0 - Lo.h;
+    const Span ys(oi, H, Lo.EH), xs(oj, W, Lo.EW);
+    const int64_t* plane = target.plane(tl.n);
     uint32_t lo = K > kMaskClasses ? ~0u : 0u, hi = lo;
     for_each_2d(Lo.EH, kVector ? Lo.EWs : Lo.EW, t, T, [&](int r, int c) {
       if (c >= Lo.EW) {  // padding
         Lb[r * Lo.EWs + c] = acc_t(-1);
         return;
       }
-      const int64_t i = clampi(oi + r, H - 1), j = clampi(oj + c, W - 1);
-      const int64_t y = target.at(tl.n, i, j);
+      const int64_t i = oi + ys.clamp(r), j = oj + xs.clamp(c);  // clamped: the replicate border
+      const int64_t y = plane[i * target.sH + j * target.sW];
       const bool valid = y >= 0 && y < K;
       if (!valid && y != ignore_index) {
         labels::record(status, tl.n, i, j, y);
@@ -177,10 +179,11 @@ struct Pipeline {
     const Ptr keep = sm + Lo.keep;
     const int d = 2 * Lo.R + 3, off = Lo.h - Lo.R - 1;  // Z row zr <-> E rows zr + off...
     const int64_t zi = tl.i0 - off, zj = tl.j0 - off;
-    for_each_2d(Lo.ZH, Lo.ZW, t, T, [&](int r, int c) {
-      bool ok = zi + r >= 0 && zi + r < H && zj + c >= 0 && zj + c < W;
+    // the padding columns too (0): the backward's vector differences read whole groups of four
+    for_each_2d(Lo.ZH, kVector && kBackward ? Lo.ZWs : Lo.ZW, t, T, [&](int r, int c) {
+      bool ok = c < Lo.ZW && zi + r >= 0 && zi + r < H && zj + c >= 0 && zj + c < W;
       for (int a = 0; a < d && ok; ++a) ok = rows[(r + a) * Lo.XWs + c] != acc_t(0);
-      keep[r * Lo.ZW + c] = ok ? acc_t(1) : acc_t(0);
+      keep[r * Lo.ZWs + c] = ok ? acc_t(1) : acc_t(0);
     });
   }
 
@@ -194,9 +197,14 @@ struct Pipeline {
                           int64_t T) const {
     const Ptr Pb = sm + Lo.P;
     const int64_t oi = tl.i0 - Lo.h, oj = tl.j0 - Lo.h;
-    const acc_t v0 =
-        kLoss ? static_cast<acc_t>(prob.at(tl.n, k, clampi(oi, H - 1), clampi(oj, W - 1)))
-              : acc_t(0);
+    // E's rows and columns clamped into the image (the replicate border) as 32-bit positions,
+    // the element's offset in the (n, k) plane from them: no 64-bit clamps per element
+    const Span ys(oi, H, Lo.EH), xs(oj, W, Lo.EW);
+    const scalar_t* plane = prob.plane(tl.n, k);
+    const auto at = [&](int r, int c) -> acc_t {
+      return static_cast<acc_t>(plane[(oi + ys.clamp(r)) * prob.sH + (oj + xs.clamp(c)) * prob.sW]);
+    };
+    const acc_t v0 = kLoss ? at(0, 0) : acc_t(0);
     const int R = radius();
     bool need = false;
     for_each_2d(Lo.EH, kVector ? Lo.EWs : Lo.EW, t, T, [&](int r, int c) {
@@ -204,8 +212,7 @@ struct Pipeline {
         Pb[r * Lo.EWs + c] = acc_t(0);
         return;
       }
-      const acc_t v =
-          static_cast<acc_t>(prob.at(tl.n, k, clampi(oi + r, H - 1), clampi(oj + c, W - 1)));
+      const acc_t v = at(r, c);
       Pb[r * Lo.EWs + c] = v;
       if (kLoss) {
         const acc_t dev = v > v0 ? v - v0 : v0 - v;  // NaN stays NaN: never flat
@@ -360,6 +367,59 @@ struct Pipeline {
     return {gx, gy};
   }
 
+  // kVector backward: the central differences of kRows x 4 Z pixels, rows r .. r + rows - 1
+  // (rows <= kRows) and columns 4q .. 4q + 3, from the buffer Bb (row stride XWs; Z pixel (r, c)
+  // is Bb(r + 1, c + 1)): its rows r .. r + rows + 1, columns 4q .. 4q + 7, are read as two
+  // aligned groups of four each (2 (kRows + 2) vector loads for 4 kRows pixels, not 16 kRows
+  // scalar ones; the same bytes at kRows = 2). ys, xs: where the image's edges fall in Z. The
+  // same sums as diff(), bit for bit. (The forward keeps diff(): with its one row per thread, the
+  // groups would read half as many bytes again, and its 64 registers leave no room for two.)
+  template <int kRows, typename Ptr>
+  GSCNN_HD void diff_group(Ptr Bb, const Layout& Lo, int r, int q, int rows, Span ys, Span xs,
+                           acc_t (&gx)[kRows][4], acc_t (&gy)[kRows][4]) const {
+    acc_t v[kRows + 2][8];
+    GSCNN_UNROLL
+    for (int i = 0; i < kRows + 2; ++i) {
+      if (i < rows + 2) {
+        const Ptr p = Bb + (r + i) * Lo.XWs + 4 * q;
+        load_quad(p, v[i], 0);
+        load_quad(p + 4, v[i], 4);
+      } else {
+        GSCNN_UNROLL
+        for (int u = 0; u < 8; ++u) v[i][u] = 0;
+      }
+    }
+    GSCNN_UNROLL
+    for (int j = 0; j < kRows; ++j) {
+      const int zr = r + j;
+      GSCNN_UNROLL
+      for (int u = 0; u < 4; ++u) {
+        const int c = 4 * q + u;
+        const acc_t self = v[j + 1][u + 1];
+        const acc_t east = c == xs.last ? self : v[j + 1][u + 2];
+        const acc_t west = c == xs.first ? self : v[j + 1][u];
+        const acc_t south = zr == ys.last ? self : v[j + 2][u + 1];
+        const acc_t north = zr == ys.first ? self : v[j][u + 1];
+        gx[j][u] = acc_t(0.5) * (east - west);
+        gy[j][u] = acc_t(0.5) * (south - north);
+      }
+    }
+  }
+  // The keep mask of the same pixels (one aligned group of four per row).
+  template <int kRows, typename Ptr>
+  GSCNN_HD void keep_group(Ptr sm, const Layout& Lo, int r, int q, int rows,
+                           acc_t (&kp)[kRows][4]) const {
+    GSCNN_UNROLL
+    for (int j = 0; j < kRows; ++j) {
+      if (j < rows) {
+        load_quad(sm + Lo.keep + (r + j) * Lo.ZWs + 4 * q, kp[j], 0);
+      } else {
+        GSCNN_UNROLL
+        for (int u = 0; u < 4; ++u) kp[j][u] = 0;
+      }
+    }
+  }
+
   // --- forward --------------------------------------------------------------------------------
 
   // Forward, on Z = the tile: write zeta (potential) or add to the thread's (sum, count) (loss).
@@ -376,7 +436,7 @@ struct Pipeline {
         out.at(tl.n, k, y, x) = static_cast<scalar_t>(zeta);
         return;
       }
-      if (sm[Lo.keep + r * Lo.ZW + c] == acc_t(0)) return;
+      if (sm[Lo.keep + r * Lo.ZWs + c] == acc_t(0)) return;
       acc_t zeta_hat = 0;
       if (present) {
         const Diff dh = diff(sm + Lo.Bh, Lo, r, c, y, x);
@@ -422,6 +482,56 @@ struct Pipeline {
                               int64_t t, int64_t T) const {
     const int64_t zi0 = tl.i0 - Lo.R - 1, zj0 = tl.j0 - Lo.R - 1;
     const acc_t s = kLoss ? static_cast<acc_t>(*scale) : acc_t(0);
+    if constexpr (kVector) {
+      // kColumnRows rows of four pixels per thread; the padding columns past ZW get 0 (the vector
+      // adjoint of the differences reads whole groups of four).
+      constexpr int kRows = kColumnRows;
+      const Span ys(zi0, H, Lo.ZH), xs(zj0, W, Lo.ZW);
+      for_each_2d((Lo.ZH + kRows - 1) / kRows, Lo.ZWs / 4, t, T, [&](int p, int q) {
+        const int r = kRows * p, rows = Lo.ZH - r < kRows ? Lo.ZH - r : kRows;
+        acc_t fx[kRows][4], fy[kRows][4];
+        GSCNN_UNROLL
+        for (int j = 0; j < kRows; ++j)
+          GSCNN_UNROLL
+          for (int u = 0; u < 4; ++u) fx[j][u] = fy[j][u] = 0;
+        if (4 * q < Lo.ZW) {
+          acc_t gx[kRows][4], gy[kRows][4], hx[kRows][4], hy[kRows][4], kp[kRows][4];
+          diff_group<kRows>(sm + Lo.B, Lo, r, q, rows, ys, xs, gx, gy);
+          if (kLoss) {
+            keep_group<kRows>(sm, Lo, r, q, rows, kp);
+            if (present) diff_group<kRows>(sm + Lo.Bh, Lo, r, q, rows, ys, xs, hx, hy);
+          }
+          GSCNN_UNROLL
+          for (int j = 0; j < kRows; ++j) {
+            GSCNN_UNROLL
+            for (int u = 0; u < 4; ++u) {
+              const int c = 4 * q + u;
+              if (j >= rows || c >= Lo.ZW || !ys.inside(r + j) || !xs.inside(c)) continue;
+              const acc_t zeta = potential(gx[j][u], gy[j][u]);
+              acc_t dzeta = 0;
+              if (kLoss) {
+                if (kp[j][u] != acc_t(0)) {
+                  const acc_t zeta_hat = present ? potential(hx[j][u], hy[j][u]) : acc_t(0);
+                  if (in_band(zeta, zeta_hat, threshold)) dzeta = s * abs_grad(zeta, zeta_hat);
+                }
+              } else {
+                dzeta = static_cast<acc_t>(grad_zeta.at(tl.n, k, zi0 + r + j, zj0 + c));
+              }
+              const acc_t f = potential_grad_factor(dzeta, zeta);
+              fx[j][u] = f * gx[j][u];
+              fy[j][u] = f * gy[j][u];
+            }
+          }
+        }
+        GSCNN_UNROLL
+        for (int j = 0; j < kRows; ++j) {
+          if (j >= rows) break;
+          store_vector<4>(sm + Lo.DGX + (r + j) * Lo.ZWs + 4 * q, fx[j]);
+          store_vector<4>(sm + Lo.DGY + (r + j) * Lo.ZWs + 4 * q, fy[j]);
+        }
+      });
+      return;
+    }
     for_each_2d(Lo.ZH, Lo.ZW, t, T, [&](int r, int c) {
       const int64_t y = zi0 + r, x = zj0 + c;
       acc_t fx = 0, fy = 0;
@@ -430,7 +540,7 @@ struct Pipeline {
         const acc_t zeta = potential(d.gx, d.gy);
         acc_t dzeta = 0;
         if (kLoss) {
-          if (sm[Lo.keep + r * Lo.ZW + c] != acc_t(0)) {
+          if (sm[Lo.keep + r * Lo.ZWs + c] != acc_t(0)) {
             acc_t zeta_hat = 0;  // 0 for a class absent from E (forward_zeta)
             if (present) {
               const Diff dh = diff(sm + Lo.Bh, Lo, r, c, y, x);
@@ -445,8 +555,8 @@ struct Pipeline {
         fx = f * d.gx;
         fy = f * d.gy;
       }
-      sm[Lo.DGX + r * Lo.ZW + c] = fx;
-      sm[Lo.DGY + r * Lo.ZW + c] = fy;
+      sm[Lo.DGX + r * Lo.ZWs + c] = fx;
+      sm[Lo.DGY + r * Lo.ZWs + c] = fy;
     });
   }
 
@@ -454,19 +564,57 @@ struct Pipeline {
   template <typename Ptr>
   GSCNN_HD void backward_diff(Ptr sm, const Layout& Lo, Tile tl, int64_t t, int64_t T) const {
     const int64_t di0 = tl.i0 - Lo.R, dj0 = tl.j0 - Lo.R;
-    // the vector adjoint of the column blur reads whole groups of four: padding columns too (0)
-    for_each_2d(Lo.DH, kVector ? Lo.DWs : Lo.DW, t, T, [&](int r, int c) {
+    if constexpr (kVector) {
+      // Four pixels of a row per thread: DGX's Z row r + 1 and DGY's Z rows r and r + 2 (and r + 1
+      // at the image's first and last row), columns 4q .. 4q + 7, as aligned groups of four. The
+      // padding columns past DW get 0 (the vector adjoint of the column blur reads them).
+      const Span ys(di0, H, Lo.DH), xs(dj0, W, Lo.DW);
+      for_each_2d(Lo.DH, Lo.DWs / 4, t, T, [&](int r, int q) {
+        acc_t out[4] = {0, 0, 0, 0};
+        if (4 * q < Lo.DW && ys.inside(r)) {
+          const bool first = r == ys.first, last = r == ys.last;
+          acc_t a[8], n[8], m[8], so[8];
+          const Ptr px = sm + Lo.DGX + (r + 1) * Lo.ZWs + 4 * q;
+          const Ptr py = sm + Lo.DGY + r * Lo.ZWs + 4 * q;
+          load_quad(px, a, 0);
+          load_quad(px + 4, a, 4);
+          load_quad(py, n, 0);
+          load_quad(py + 4, n, 4);
+          load_quad(py + 2 * Lo.ZWs, so, 0);
+          load_quad(py + 2 * Lo.ZWs + 4, so, 4);
+          if (first || last) {  // the adjoint of the pixel's own value: the image's edge rows
+            load_quad(py + Lo.ZWs, m, 0);
+            load_quad(py + Lo.ZWs + 4, m, 4);
+          } else {
+            GSCNN_UNROLL
+            for (int u = 0; u < 8; ++u) m[u] = 0;
+          }
+          GSCNN_UNROLL
+          for (int u = 0; u < 4; ++u) {
+            const int c = 4 * q + u;  // Z column c + 1: a[u + 1]
+            if (c >= Lo.DW || !xs.inside(c)) continue;
+            out[u] = central_difference_adjoint_at<acc_t>(c == xs.first, c == xs.last, a[u],
+                                                          a[u + 1], a[u + 2]) +
+                     central_difference_adjoint_at<acc_t>(first, last, n[u + 1], m[u + 1],
+                                                          so[u + 1]);
+          }
+        }
+        store_vector<4>(sm + Lo.dB + r * Lo.DWs + 4 * q, out);
+      });
+      return;
+    }
+    for_each_2d(Lo.DH, Lo.DW, t, T, [&](int r, int c) {
       const int64_t y = di0 + r, x = dj0 + c;
       acc_t v = 0;
-      if (c < Lo.DW && y >= 0 && y < H && x >= 0 && x < W) {
+      if (y >= 0 && y < H && x >= 0 && x < W) {
         // D pixel (r, c) is Z pixel (r + 1, c + 1); the adjoints of its neighbours along x and y
-        const int z = (r + 1) * Lo.ZW + c + 1;
+        const int z = (r + 1) * Lo.ZWs + c + 1;
         const Ptr px = sm + Lo.DGX + z;
         const Ptr py = sm + Lo.DGY + z;
         v = central_difference_adjoint<acc_t>(
                 x, W, [&](int64_t j) -> acc_t { return px[static_cast<int>(j - x)]; }) +
             central_difference_adjoint<acc_t>(
-                y, H, [&](int64_t i) -> acc_t { return py[static_cast<int>(i - y) * Lo.ZW]; });
+                y, H, [&](int64_t i) -> acc_t { return py[static_cast<int>(i - y) * Lo.ZWs]; });
       }
       sm[Lo.dB + r * Lo.DWs + c] = v;
     });
@@ -556,6 +704,7 @@ struct Pipeline {
         if (y >= H) return;
         // dX columns 4q .. 4q + 2R + 3: the taps of pixels 4q .. 4q + 3 (D starts R left)
         const Ptr row = sm + Lo.dX + r * Lo.DWs + 4 * q;
+        scalar_t* const o = &out.at(tl.n, k, y, x);  // one 64-bit address per four pixels
         acc_t in[4 * kGroups];
         GSCNN_UNROLL
         for (int j = 0; j < kGroups; ++j) load_quad(row + 4 * j, in, 4 * j);
@@ -570,7 +719,7 @@ struct Pipeline {
             const Ptr at = row + u + kR;
             v = blur_adjoint_edge(x + u, W, [at](int i) -> acc_t { return at[i]; });
           }
-          out.at(tl.n, k, y, x + u) = static_cast<scalar_t>(v);
+          o[u * out.sW] = static_cast<scalar_t>(v);
         }
       });
       return;
