@@ -346,6 +346,47 @@ def test_emulated_cuda_many_classes(K, tile_h, tile_w, threads):
     torch.testing.assert_close(grad, rg, **TIGHT_TOL[torch.float64])
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
+def test_emulated_cuda_vector_loads_of_the_probabilities(dtype):
+    """Rows of P that are contiguous and 4-aligned (W = 44) are read four pixels at a time where
+    a group of four lies inside the image (16 x 16 tiles: the halo starts on a multiple of 4),
+    clamped pixel by pixel at the image's left and right edges. Bit for bit the loss and gradient
+    of the same probabilities with columns not contiguous (every group read pixel by pixel), and
+    the reference's."""
+    N, K, H, W = 2, 3, 21, 44
+    prob = rand_prob(N, K, H, W, dtype=dtype)
+    target = blob_labels(N, H, W, K, ignore_frac=0.1)
+    strided = prob.transpose(2, 3).contiguous().transpose(2, 3)  # stride 1 along H, not W
+    launch = dict(tile=(16, 16), threads=64, blocks=3, grad_dtype=dtype)
+    loss, count, grad = emulated_loss_and_grad(prob, target, 1.0, **launch)
+    loss_s, count_s, grad_s = emulated_loss_and_grad(strided, target, 1.0, **launch)
+    assert torch.equal(loss, loss_s) and torch.equal(count, count_s) and torch.equal(grad, grad_s)
+    rloss, rg = ref_loss_and_grad(prob.double(), target)
+    assert rloss > 0
+    tol = TIGHT_TOL[torch.float64 if dtype == torch.float64 else torch.float32]
+    if dtype != torch.bfloat16:
+        torch.testing.assert_close(loss.double(), rloss, **tol)
+        torch.testing.assert_close(grad.double(), rg, **tol)
+
+
+def test_emulated_cuda_64_bit_plane_offsets():
+    """The block program addresses an image plane with 32-bit offsets when the plane's strides
+    allow, with 64-bit ones otherwise (common/boundary_potential_math.h, with_plane_offsets). A
+    stride of 2^40 on a dimension of size 1 takes the 64-bit code without a 2^40-element tensor:
+    the same loss and gradient as the contiguous inputs. (It runs the 64-bit instantiation; a
+    plane whose offsets really pass 2^31 needs a tensor of 8 GB, too large for the tests.)"""
+    prob = rand_prob(1, 3, 1, 37)
+    target = blob_labels(1, 1, 37, 3)
+    huge = 2**40
+    prob_s = torch.as_strided(prob.clone(), prob.shape, (3 * 37, 37, huge, 1))
+    target_s = torch.as_strided(target.clone(), target.shape, (37, huge, 1))
+    loss, count, grad = emulated_loss_and_grad(prob, target, 1.0, tile=(8, 8), threads=32)
+    loss_s, count_s, grad_s = emulated_loss_and_grad(prob_s, target_s, 1.0, tile=(8, 8), threads=32)
+    assert loss > 0
+    assert torch.equal(loss, loss_s) and torch.equal(count, count_s)
+    assert torch.equal(grad, grad_s)
+
+
 @pytest.mark.parametrize("gpu", ["sm_75", "sm_86", "sm_90"])
 def test_emulated_cuda_large_sigma_runs_from_global_memory(gpu):
     # sigma = 10: a halo of 62 pixels in the backward. Its buffers fit no GPU's shared memory at

@@ -177,6 +177,20 @@ GSCNN_HD void for_each_2d(int rows, int cols, int t, int T, F&& f) {
   }
 }
 
+// Offsets into one image plane of a tensor (an (n, k) plane of P, an image of the labels): 32-bit
+// when the plane's extent allows (its elements span less than 2^31, as nearly every tensor's do),
+// 64-bit otherwise. f gets a value of the chosen type (0): one instantiation per type, the test
+// made once per call, not per element (a 64-bit multiply costs the GPU three instructions).
+template <typename F>
+GSCNN_HD void with_plane_offsets(int64_t H, int64_t W, int64_t sH, int64_t sW, F&& f) {
+  constexpr int64_t kMax = int64_t(1) << 31;
+  if (H < kMax && W < kMax && sH < kMax && sW < kMax && (H - 1) * sH + (W - 1) * sW < kMax) {
+    f(int32_t(0));
+  } else {
+    f(int64_t(0));
+  }
+}
+
 // Strided views of the tensors, 64-bit offsets.
 template <typename T>
 struct View4 {

@@ -102,21 +102,26 @@ struct Pipeline {
     const Span ys(oi, H, Lo.EH), xs(oj, W, Lo.EW);
     const int64_t* plane = target.plane(tl.n);
     uint32_t lo = K > kMaskClasses ? ~0u : 0u, hi = lo;
-    for_each_2d(Lo.EH, kVector ? Lo.EWs : Lo.EW, t, T, [&](int r, int c) {
-      if (c >= Lo.EW) {  // padding
-        Lb[r * Lo.EWs + c] = acc_t(-1);
-        return;
-      }
-      const int64_t i = oi + ys.clamp(r), j = oj + xs.clamp(c);  // clamped: the replicate border
-      const int64_t y = plane[i * target.sH + j * target.sW];
-      const bool valid = y >= 0 && y < K;
-      if (!valid && y != ignore_index) {
-        labels::record(status, tl.n, i, j, y);
-        bad += acc_t(1);
-      }
-      if (valid && y < 32) lo |= 1u << y;
-      if (valid && y >= 32 && y < kMaskClasses) hi |= 1u << (y - 32);
-      Lb[r * Lo.EWs + c] = valid ? static_cast<acc_t>(y) : acc_t(-1);
+    with_plane_offsets(H, W, target.sH, target.sW, [&](auto zero) {
+      using I = decltype(zero);
+      const I sH = static_cast<I>(target.sH), sW = static_cast<I>(target.sW);
+      const I i0 = static_cast<I>(oi), j0 = static_cast<I>(oj);
+      for_each_2d(Lo.EH, kVector ? Lo.EWs : Lo.EW, t, T, [&](int r, int c) {
+        if (c >= Lo.EW) {  // padding
+          Lb[r * Lo.EWs + c] = acc_t(-1);
+          return;
+        }
+        const I i = i0 + ys.clamp(r), j = j0 + xs.clamp(c);  // clamped: the replicate border
+        const int64_t y = plane[i * sH + j * sW];
+        const bool valid = y >= 0 && y < K;
+        if (!valid && y != ignore_index) {
+          labels::record(status, tl.n, i, j, y);
+          bad += acc_t(1);
+        }
+        if (valid && y < 32) lo |= 1u << y;
+        if (valid && y >= 32 && y < kMaskClasses) hi |= 1u << (y - 32);
+        Lb[r * Lo.EWs + c] = valid ? static_cast<acc_t>(y) : acc_t(-1);
+      });
     });
     const UPtr m = smu + class_words(Lo) + 2 * t;
     m[0] = lo;
@@ -201,32 +206,72 @@ struct Pipeline {
     // the element's offset in the (n, k) plane from them: no 64-bit clamps per element
     const Span ys(oi, H, Lo.EH), xs(oj, W, Lo.EW);
     const scalar_t* plane = prob.plane(tl.n, k);
-    const auto at = [&](int r, int c) -> acc_t {
-      return static_cast<acc_t>(plane[(oi + ys.clamp(r)) * prob.sH + (oj + xs.clamp(c)) * prob.sW]);
-    };
-    const acc_t v0 = kLoss ? at(0, 0) : acc_t(0);
     const int R = radius();
     bool need = false;
-    for_each_2d(Lo.EH, kVector ? Lo.EWs : Lo.EW, t, T, [&](int r, int c) {
-      if (c >= Lo.EW) {  // padding
-        Pb[r * Lo.EWs + c] = acc_t(0);
+    with_plane_offsets(H, W, prob.sH, prob.sW, [&](auto zero) {
+      using I = decltype(zero);
+      const I sH = static_cast<I>(prob.sH), sW = static_cast<I>(prob.sW);
+      const I i0 = static_cast<I>(oi), j0 = static_cast<I>(oj);
+      const auto at = [&](int r, int c) -> acc_t {
+        return static_cast<acc_t>(plane[(i0 + ys.clamp(r)) * sH + (j0 + xs.clamp(c)) * sW]);
+      };
+      const acc_t v0 = kLoss ? at(0, 0) : acc_t(0);
+      const auto check = [&](acc_t v) {
+        if (kLoss) {
+          const acc_t dev = v > v0 ? v - v0 : v0 - v;  // NaN stays NaN: never flat
+          need = need || !flat_within_threshold(dev, v0, threshold, R);
+        }
+      };
+      if constexpr (kVector) {
+        // Groups of four columns of E (and its padding, 0): one vector load of global memory where
+        // the group's four pixels are consecutive, aligned and inside the image (every group away
+        // from the image's left and right edges when rows are contiguous, 4-aligned, and E starts
+        // on a multiple of 4), one vector store of shared memory, one address per group.
+        const bool vector = sW == 1 && sH % 4 == 0 && j0 % 4 == 0 &&
+                            reinterpret_cast<uintptr_t>(plane) % (4 * sizeof(scalar_t)) == 0;
+        for_each_2d(Lo.EH, Lo.EWs / 4, t, T, [&](int r, int q) {
+          const int c0 = 4 * q;
+          const scalar_t* const row = plane + (i0 + ys.clamp(r)) * sH;
+          acc_t v[4];
+          if (vector && c0 >= xs.first && c0 + 3 <= xs.last && c0 + 3 < Lo.EW) {
+            scalar_t in[4];
+            load_vector<4>(row + (j0 + c0), in);
+            GSCNN_UNROLL
+            for (int u = 0; u < 4; ++u) v[u] = static_cast<acc_t>(in[u]);
+          } else {
+            GSCNN_UNROLL
+            for (int u = 0; u < 4; ++u) {
+              const int c = c0 + u;
+              v[u] = c < Lo.EW ? static_cast<acc_t>(row[(j0 + xs.clamp(c)) * sW]) : acc_t(0);
+            }
+          }
+          store_vector<4>(Pb + r * Lo.EWs + c0, v);
+          GSCNN_UNROLL
+          for (int u = 0; u < 4; ++u)
+            if (c0 + u < Lo.EW) check(v[u]);
+        });
         return;
       }
-      const acc_t v = at(r, c);
-      Pb[r * Lo.EWs + c] = v;
-      if (kLoss) {
-        const acc_t dev = v > v0 ? v - v0 : v0 - v;  // NaN stays NaN: never flat
-        need = need || !flat_within_threshold(dev, v0, threshold, R);
-      }
+      for_each_2d(Lo.EH, Lo.EW, t, T, [&](int r, int c) {
+        const acc_t v = at(r, c);
+        Pb[r * Lo.EWs + c] = v;
+        check(v);
+      });
     });
     return need;
   }
 
   // The loss backward's gradient of a skipped (tile, class): 0.
   GSCNN_HD void write_zeros(Tile tl, int64_t k, int64_t t, int64_t T) const {
-    for_each_2d(TH, TW, t, T, [&](int r, int c) {
-      const int64_t y = tl.i0 + r, x = tl.j0 + c;
-      if (y < H && x < W) out.at(tl.n, k, y, x) = static_cast<scalar_t>(0);
+    scalar_t* const plane = out.plane(tl.n, k);
+    with_plane_offsets(H, W, out.sH, out.sW, [&](auto zero) {
+      using I = decltype(zero);
+      const I sH = static_cast<I>(out.sH), sW = static_cast<I>(out.sW);
+      const I i0 = static_cast<I>(tl.i0), j0 = static_cast<I>(tl.j0);
+      const Span ys(tl.i0, H, static_cast<int>(TH)), xs(tl.j0, W, static_cast<int>(TW));
+      for_each_2d(TH, TW, t, T, [&](int r, int c) {
+        if (r <= ys.last && c <= xs.last) plane[(i0 + r) * sH + (j0 + c) * sW] = scalar_t(0);
+      });
     });
   }
 
@@ -655,25 +700,26 @@ struct Pipeline {
     const int64_t dj0 = tl.j0 - Lo.R;
     const int R = radius();
     if constexpr (kVector) {
+      const Span ys(tl.i0, H, Lo.TH), xs(dj0, W, Lo.DWs);  // the padding columns too
       for_each_2d(Lo.TH, Lo.DWs / 4, t, T, [&](int r, int q) {
-        const int64_t y = tl.i0 + r, x = dj0 + 4 * q;
+        const int64_t y = tl.i0 + r;
         const Ptr col = sm + Lo.dB + (r + R) * Lo.DWs + 4 * q;  // dB at row y (D starts R above)
         acc_t out[4] = {0, 0, 0, 0}, v[4];
-        if (y < H && y != 0 && y != H - 1) {
+        if (r <= ys.last && r != ys.first && r != ys.last) {
           GSCNN_UNROLL
           for (int i = -kR; i <= kR; ++i) {
             load_vector<4>(col + i * Lo.DWs, v);
             GSCNN_UNROLL
             for (int u = 0; u < 4; ++u) out[u] += taps.g[kR - i] * v[u];
           }
-        } else if (y < H) {  // the image's first or last row (captures by value: see GSCNN_HD_COLD)
+        } else if (r <= ys.last) {  // the image's first or last row (by value: GSCNN_HD_COLD)
           const int ld = Lo.DWs;
           GSCNN_UNROLL
           for (int u = 0; u < 4; ++u)
             out[u] = blur_adjoint_edge(y, H, [col, ld, u](int i) -> acc_t { return col[i * ld + u]; });
         }
         GSCNN_UNROLL
-        for (int u = 0; u < 4; ++u) out[u] = x + u >= 0 && x + u < W ? out[u] : acc_t(0);
+        for (int u = 0; u < 4; ++u) out[u] = xs.inside(4 * q + u) ? out[u] : acc_t(0);
         store_vector<4>(sm + Lo.dX + r * Lo.DWs + 4 * q, out);
       });
       return;
@@ -699,28 +745,35 @@ struct Pipeline {
     const int R = radius();
     if constexpr (kVector) {
       constexpr int kTaps = 2 * kR + 1, kGroups = (4 + 2 * kR + 3) / 4;
-      for_each_2d(Lo.TH, (Lo.TW + 3) / 4, t, T, [&](int r, int q) {
-        const int64_t y = tl.i0 + r, x = tl.j0 + 4 * q;
-        if (y >= H) return;
-        // dX columns 4q .. 4q + 2R + 3: the taps of pixels 4q .. 4q + 3 (D starts R left)
-        const Ptr row = sm + Lo.dX + r * Lo.DWs + 4 * q;
-        scalar_t* const o = &out.at(tl.n, k, y, x);  // one 64-bit address per four pixels
-        acc_t in[4 * kGroups];
-        GSCNN_UNROLL
-        for (int j = 0; j < kGroups; ++j) load_quad(row + 4 * j, in, 4 * j);
-        GSCNN_UNROLL
-        for (int u = 0; u < 4; ++u) {
-          if (4 * q + u >= Lo.TW || x + u >= W) break;
-          acc_t v = 0;
-          if (x + u != 0 && x + u != W - 1) {
-            GSCNN_UNROLL
-            for (int i = 0; i < kTaps; ++i) v += taps.g[kTaps - 1 - i] * in[u + i];
-          } else {  // the image's first or last column: from shared memory, not `in` (by value)
-            const Ptr at = row + u + kR;
-            v = blur_adjoint_edge(x + u, W, [at](int i) -> acc_t { return at[i]; });
+      scalar_t* const plane = out.plane(tl.n, k);
+      with_plane_offsets(H, W, out.sH, out.sW, [&](auto zero) {
+        using I = decltype(zero);
+        const I sH = static_cast<I>(out.sH), sW = static_cast<I>(out.sW);
+        const I i0 = static_cast<I>(tl.i0), j0 = static_cast<I>(tl.j0);
+        const Span ys(tl.i0, H, Lo.TH), xs(tl.j0, W, Lo.TW);
+        for_each_2d(Lo.TH, (Lo.TW + 3) / 4, t, T, [&](int r, int q) {
+          if (r > ys.last) return;
+          // dX columns 4q .. 4q + 2R + 3: the taps of pixels 4q .. 4q + 3 (D starts R left)
+          const Ptr row = sm + Lo.dX + r * Lo.DWs + 4 * q;
+          scalar_t* const o = plane + ((i0 + r) * sH + (j0 + 4 * q) * sW);
+          acc_t in[4 * kGroups];
+          GSCNN_UNROLL
+          for (int j = 0; j < kGroups; ++j) load_quad(row + 4 * j, in, 4 * j);
+          GSCNN_UNROLL
+          for (int u = 0; u < 4; ++u) {
+            const int c = 4 * q + u;
+            if (c >= Lo.TW || c > xs.last) break;
+            acc_t v = 0;
+            if (c != xs.first && c != xs.last) {
+              GSCNN_UNROLL
+              for (int i = 0; i < kTaps; ++i) v += taps.g[kTaps - 1 - i] * in[u + i];
+            } else {  // the image's first or last column: from shared memory, not `in` (by value)
+              const Ptr at = row + u + kR;
+              v = blur_adjoint_edge(tl.j0 + c, W, [at](int i) -> acc_t { return at[i]; });
+            }
+            o[u * sW] = static_cast<scalar_t>(v);
           }
-          o[u * out.sW] = static_cast<scalar_t>(v);
-        }
+        });
       });
       return;
     }
