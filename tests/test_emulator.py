@@ -39,10 +39,9 @@ def _pipeline_geometry(n, R, h):
 
 def _column_blur_loads(BH, XWs, R, rows):
     """The column blur's vector loads: each thread takes `rows` rows of four columns (2 in the
-    backward, 1 in the forward) and loads the 2R + rows groups of four they need (fewer for the
-    last rows of B)."""
-    full, rest = divmod(BH, rows)
-    return XWs // 4 * (full * (2 * R + rows) + (2 * R + rest if rest else 0))
+    backward, 1 in the forward) and loads the 2R + rows groups of four they need (the last rows
+    of B too: a missing row re-reads X's last row)."""
+    return XWs // 4 * -(-BH // rows) * (2 * R + rows)
 
 
 def test_shared_memory_counts_of_the_potential_pipeline(emu):

@@ -361,8 +361,10 @@ struct Pipeline {
           for (int u = 0; u < 4; ++u) out[j][u] = 0;
         GSCNN_UNROLL
         for (int i = 0; i < kTaps + kRows - 1; ++i) {
-          if (i >= kTaps - 1 + rows) break;
-          load_vector<4>(src + (r + i) * Lo.XWs + 4 * q, v);
+          // B's last row of an odd count has no partner: its partner's last tap re-reads X's
+          // last row (its sums are not stored), so that every thread runs the same straight code
+          const int xr = kRows == 1 || r + i < Lo.EH - 1 ? r + i : Lo.EH - 1;
+          load_vector<4>(src + xr * Lo.XWs + 4 * q, v);
           GSCNN_UNROLL
           for (int j = 0; j < kRows; ++j)
             GSCNN_UNROLL
