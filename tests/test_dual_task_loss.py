@@ -347,12 +347,12 @@ def test_emulated_cuda_many_classes(K, tile_h, tile_w, threads):
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
-def test_emulated_cuda_vector_loads_of_the_probabilities(dtype):
+def test_emulated_cuda_vector_loads_and_stores(dtype):
     """Rows of P that are contiguous and 4-aligned (W = 44) are read four pixels at a time where
     a group of four lies inside the image (16 x 16 tiles: the halo starts on a multiple of 4),
-    clamped pixel by pixel at the image's left and right edges. Bit for bit the loss and gradient
-    of the same probabilities with columns not contiguous (every group read pixel by pixel), and
-    the reference's."""
+    clamped pixel by pixel at the image's left and right edges; the gradient is written four
+    pixels at a time likewise. Bit for bit the loss and gradient of the same probabilities with
+    columns not contiguous (every group read pixel by pixel), and the reference's."""
     N, K, H, W = 2, 3, 21, 44
     prob = rand_prob(N, K, H, W, dtype=dtype)
     target = blob_labels(N, H, W, K, ignore_frac=0.1)

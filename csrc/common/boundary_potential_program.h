@@ -753,6 +753,10 @@ struct Pipeline {
         const I sH = static_cast<I>(out.sH), sW = static_cast<I>(out.sW);
         const I i0 = static_cast<I>(tl.i0), j0 = static_cast<I>(tl.j0);
         const Span ys(tl.i0, H, Lo.TH), xs(tl.j0, W, Lo.TW);
+        // one 16-byte store (8 for the half types) where the four pixels are consecutive and
+        // aligned in memory and inside the tile and the image (the loads of load_prob likewise)
+        const bool vector = sW == 1 && sH % 4 == 0 && j0 % 4 == 0 &&
+                            reinterpret_cast<uintptr_t>(plane) % (4 * sizeof(scalar_t)) == 0;
         for_each_2d(Lo.TH, (Lo.TW + 3) / 4, t, T, [&](int r, int q) {
           if (r > ys.last) return;
           // dX columns 4q .. 4q + 2R + 3: the taps of pixels 4q .. 4q + 3 (D starts R left)
@@ -761,19 +765,30 @@ struct Pipeline {
           acc_t in[4 * kGroups];
           GSCNN_UNROLL
           for (int j = 0; j < kGroups; ++j) load_quad(row + 4 * j, in, 4 * j);
+          scalar_t v[4];
+          GSCNN_UNROLL
+          for (int u = 0; u < 4; ++u) {
+            const int c = 4 * q + u;
+            acc_t s = 0;
+            if (c != xs.first && c != xs.last) {
+              GSCNN_UNROLL
+              for (int i = 0; i < kTaps; ++i) s += taps.g[kTaps - 1 - i] * in[u + i];
+            } else if (c < Lo.TW && c < xs.last + 1) {
+              // the image's first or last column: from shared memory, not `in` (by value)
+              const Ptr at = row + u + kR;
+              s = blur_adjoint_edge(tl.j0 + c, W, [at](int i) -> acc_t { return at[i]; });
+            }
+            v[u] = static_cast<scalar_t>(s);
+          }
+          if (vector && 4 * q + 3 < Lo.TW && 4 * q + 3 <= xs.last) {
+            store_vector<4>(o, v);
+            return;
+          }
           GSCNN_UNROLL
           for (int u = 0; u < 4; ++u) {
             const int c = 4 * q + u;
             if (c >= Lo.TW || c > xs.last) break;
-            acc_t v = 0;
-            if (c != xs.first && c != xs.last) {
-              GSCNN_UNROLL
-              for (int i = 0; i < kTaps; ++i) v += taps.g[kTaps - 1 - i] * in[u + i];
-            } else {  // the image's first or last column: from shared memory, not `in` (by value)
-              const Ptr at = row + u + kR;
-              v = blur_adjoint_edge(tl.j0 + c, W, [at](int i) -> acc_t { return at[i]; });
-            }
-            o[u * sW] = static_cast<scalar_t>(v);
+            o[u * sW] = v[u];
           }
         });
       });
