@@ -13,6 +13,7 @@
 #include "exec.h"
 #include "gated_conv2d_math.h"
 #include "strided.h"
+#include "vector_access.h"
 
 namespace gscnn {
 namespace gcl {
@@ -931,11 +932,11 @@ struct BackwardProgramSmallC {
       if ((sh.span % 4) == 0 && (T % 4) == 0) {  // whole, aligned quads: 16-byte loads
         for (; px < p1; px += 4) {
           acc_t gq[kB][4], uq[kB][4], fq[4];
-          load4(Fb + px, fq);
+          load_vector<4>(Fb + px, fq);
           GSCNN_UNROLL
           for (int i = 0; i < kB; ++i) {
-            load4(Gb + i * ld + px, gq[i]);
-            load4(Sb + i * ld + px, uq[i]);
+            load_vector<4>(Gb + i * ld + px, gq[i]);
+            load_vector<4>(Sb + i * ld + px, uq[i]);
           }
           GSCNN_UNROLL
           for (int l = 0; l < 4; ++l) {
@@ -977,23 +978,6 @@ struct BackwardProgramSmallC {
       }
       row[a.L.bias_offset() + e] += sum;
     }
-  }
-
-  // Four consecutive values from a 16-byte aligned address: one LDS.128 on the GPU's shared
-  // memory; four element reads through the emulator's recording pointer.
-  template <typename Ptr>
-  static GSCNN_HD void load4(const Ptr& p, acc_t (&v)[4]) {
-#if defined(__CUDA_ARCH__)
-    if constexpr (std::is_same_v<Ptr, float*> && std::is_same_v<acc_t, float>) {
-      const float4 q = *reinterpret_cast<const float4*>(p);
-      v[0] = q.x;
-      v[1] = q.y;
-      v[2] = q.z;
-      v[3] = q.w;
-      return;
-    }
-#endif
-    for (int l = 0; l < 4; ++l) v[l] = static_cast<acc_t>(p[l]);
   }
 };
 
