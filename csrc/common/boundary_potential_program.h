@@ -758,7 +758,9 @@ struct Pipeline {
         const bool vector = sW == 1 && sH % 4 == 0 && j0 % 4 == 0 &&
                             reinterpret_cast<uintptr_t>(plane) % (4 * sizeof(scalar_t)) == 0;
         for_each_2d(Lo.TH, (Lo.TW + 3) / 4, t, T, [&](int r, int q) {
-          if (r > ys.last) return;
+          // no pixel of the group in the image: nothing to write (and no address past it, whose
+          // 32-bit offset with_plane_offsets does not bound)
+          if (r > ys.last || 4 * q > xs.last) return;
           // dX columns 4q .. 4q + 2R + 3: the taps of pixels 4q .. 4q + 3 (D starts R left)
           const Ptr row = sm + Lo.dX + r * Lo.DWs + 4 * q;
           scalar_t* const o = plane + ((i0 + r) * sH + (j0 + 4 * q) * sW);
