@@ -177,17 +177,41 @@ GSCNN_HD void for_each_2d(int rows, int cols, int t, int T, F&& f) {
   }
 }
 
-// Offsets into one image plane of a tensor (an (n, k) plane of P, an image of the labels): 32-bit
-// when the plane's extent allows (its elements span less than 2^31, as nearly every tensor's do),
-// 64-bit otherwise. f gets a value of the chosen type (0): one instantiation per type, the test
-// made once per call, not per element (a 64-bit multiply costs the GPU three instructions).
+// Where a region of one image plane of a tensor (an (n, k) plane of P, an image of the labels)
+// starts, and the plane's strides, in the offset type I that with_plane_offsets chose.
+template <typename I>
+struct PlaneOffsets {
+  I sH, sW;  // the plane's strides
+  I i0, j0;  // the region's first row and column (negative where a halo starts above or left)
+  // offsets of the region's row r, column c, and element (r, c) from the plane's start
+  GSCNN_HD I row(int r) const { return (i0 + r) * sH; }
+  GSCNN_HD I column(int c) const { return (j0 + c) * sW; }
+  GSCNN_HD I offset(int r, int c) const { return row(r) + column(c); }
+  // Whether every group of four columns j0 + 4q .. j0 + 4q + 3 of a row is one aligned vector
+  // access of `plane` (16 bytes in float32): rows contiguous, each starting on a multiple of four
+  // elements, the region too, the plane's pointer aligned to four elements.
+  template <typename T>
+  GSCNN_HD bool groups_of_four_aligned(const T* plane) const {
+    return sW == 1 && sH % 4 == 0 && j0 % 4 == 0 &&
+           reinterpret_cast<uintptr_t>(plane) % (4 * sizeof(T)) == 0;
+  }
+};
+
+// Offsets into one image plane of a tensor: 32-bit when the plane's extent allows (its elements
+// span less than 2^31, as nearly every tensor's do), 64-bit otherwise. f gets a PlaneOffsets of
+// the chosen type: one instantiation per type, the test made once per call, not per element (a
+// 64-bit multiply costs the GPU three instructions). i0 and j0 lie within one H or W of the
+// image (a halo's origin), so they fit the type whenever H and W do.
 template <typename F>
-GSCNN_HD void with_plane_offsets(int64_t H, int64_t W, int64_t sH, int64_t sW, F&& f) {
+GSCNN_HD void with_plane_offsets(int64_t H, int64_t W, int64_t sH, int64_t sW, int64_t i0,
+                                 int64_t j0, F&& f) {
   constexpr int64_t kMax = int64_t(1) << 31;
   if (H < kMax && W < kMax && sH < kMax && sW < kMax && (H - 1) * sH + (W - 1) * sW < kMax) {
-    f(int32_t(0));
+    using I = int32_t;
+    f(PlaneOffsets<I>{static_cast<I>(sH), static_cast<I>(sW), static_cast<I>(i0),
+                      static_cast<I>(j0)});
   } else {
-    f(int64_t(0));
+    f(PlaneOffsets<int64_t>{sH, sW, i0, j0});
   }
 }
 

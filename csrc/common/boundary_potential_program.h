@@ -102,17 +102,15 @@ struct Pipeline {
     const Span ys(oi, H, Lo.EH), xs(oj, W, Lo.EW);
     const int64_t* plane = target.plane(tl.n);
     uint32_t lo = K > kMaskClasses ? ~0u : 0u, hi = lo;
-    with_plane_offsets(H, W, target.sH, target.sW, [&](auto zero) {
-      using I = decltype(zero);
-      const I sH = static_cast<I>(target.sH), sW = static_cast<I>(target.sW);
-      const I i0 = static_cast<I>(oi), j0 = static_cast<I>(oj);
+    with_plane_offsets(H, W, target.sH, target.sW, oi, oj, [&](auto po) {
+      using I = decltype(po.sH);
       for_each_2d(Lo.EH, kVector ? Lo.EWs : Lo.EW, t, T, [&](int r, int c) {
         if (c >= Lo.EW) {  // padding
           Lb[r * Lo.EWs + c] = acc_t(-1);
           return;
         }
-        const I i = i0 + ys.clamp(r), j = j0 + xs.clamp(c);  // clamped: the replicate border
-        const int64_t y = plane[i * sH + j * sW];
+        const I i = po.i0 + ys.clamp(r), j = po.j0 + xs.clamp(c);  // clamped: the replicate border
+        const int64_t y = plane[i * po.sH + j * po.sW];
         const bool valid = y >= 0 && y < K;
         if (!valid && y != ignore_index) {
           labels::record(status, tl.n, i, j, y);
@@ -208,12 +206,9 @@ struct Pipeline {
     const scalar_t* plane = prob.plane(tl.n, k);
     const int R = radius();
     bool need = false;
-    with_plane_offsets(H, W, prob.sH, prob.sW, [&](auto zero) {
-      using I = decltype(zero);
-      const I sH = static_cast<I>(prob.sH), sW = static_cast<I>(prob.sW);
-      const I i0 = static_cast<I>(oi), j0 = static_cast<I>(oj);
+    with_plane_offsets(H, W, prob.sH, prob.sW, oi, oj, [&](auto po) {
       const auto at = [&](int r, int c) -> acc_t {
-        return static_cast<acc_t>(plane[(i0 + ys.clamp(r)) * sH + (j0 + xs.clamp(c)) * sW]);
+        return static_cast<acc_t>(plane[po.offset(ys.clamp(r), xs.clamp(c))]);
       };
       const acc_t v0 = kLoss ? at(0, 0) : acc_t(0);
       const auto check = [&](acc_t v) {
@@ -227,22 +222,21 @@ struct Pipeline {
         // the group's four pixels are consecutive, aligned and inside the image (every group away
         // from the image's left and right edges when rows are contiguous, 4-aligned, and E starts
         // on a multiple of 4), one vector store of shared memory, one address per group.
-        const bool vector = sW == 1 && sH % 4 == 0 && j0 % 4 == 0 &&
-                            reinterpret_cast<uintptr_t>(plane) % (4 * sizeof(scalar_t)) == 0;
+        const bool vector = po.groups_of_four_aligned(plane);
         for_each_2d(Lo.EH, Lo.EWs / 4, t, T, [&](int r, int q) {
           const int c0 = 4 * q;
-          const scalar_t* const row = plane + (i0 + ys.clamp(r)) * sH;
+          const scalar_t* const row = plane + po.row(ys.clamp(r));
           acc_t v[4];
           if (vector && c0 >= xs.first && c0 + 3 <= xs.last && c0 + 3 < Lo.EW) {
             scalar_t in[4];
-            load_vector<4>(row + (j0 + c0), in);
+            load_vector<4>(row + (po.j0 + c0), in);  // po.sW == 1
             GSCNN_UNROLL
             for (int u = 0; u < 4; ++u) v[u] = static_cast<acc_t>(in[u]);
           } else {
             GSCNN_UNROLL
             for (int u = 0; u < 4; ++u) {
               const int c = c0 + u;
-              v[u] = c < Lo.EW ? static_cast<acc_t>(row[(j0 + xs.clamp(c)) * sW]) : acc_t(0);
+              v[u] = c < Lo.EW ? static_cast<acc_t>(row[po.column(xs.clamp(c))]) : acc_t(0);
             }
           }
           store_vector<4>(Pb + r * Lo.EWs + c0, v);
@@ -264,13 +258,10 @@ struct Pipeline {
   // The loss backward's gradient of a skipped (tile, class): 0.
   GSCNN_HD void write_zeros(Tile tl, int64_t k, int64_t t, int64_t T) const {
     scalar_t* const plane = out.plane(tl.n, k);
-    with_plane_offsets(H, W, out.sH, out.sW, [&](auto zero) {
-      using I = decltype(zero);
-      const I sH = static_cast<I>(out.sH), sW = static_cast<I>(out.sW);
-      const I i0 = static_cast<I>(tl.i0), j0 = static_cast<I>(tl.j0);
+    with_plane_offsets(H, W, out.sH, out.sW, tl.i0, tl.j0, [&](auto po) {
       const Span ys(tl.i0, H, static_cast<int>(TH)), xs(tl.j0, W, static_cast<int>(TW));
       for_each_2d(TH, TW, t, T, [&](int r, int c) {
-        if (r <= ys.last && c <= xs.last) plane[(i0 + r) * sH + (j0 + c) * sW] = scalar_t(0);
+        if (r <= ys.last && c <= xs.last) plane[po.offset(r, c)] = scalar_t(0);
       });
     });
   }
@@ -293,12 +284,7 @@ struct Pipeline {
         const Ptr p = Pb + r * Lo.EWs + 4 * q;
         GSCNN_UNROLL
         for (int j = 0; j < kGroups; ++j) load_quad(p + 4 * j, in, 4 * j);
-        GSCNN_UNROLL
-        for (int u = 0; u < 4; ++u) {
-          out[u] = 0;
-          GSCNN_UNROLL
-          for (int i = 0; i < kTaps; ++i) out[u] += taps.g[i] * in[u + i];
-        }
+        blur_four<kTaps>(in, out);
         store_vector<4>(X + r * Lo.XWs + 4 * q, out);
         if (kLoss && present) {
           const Ptr l = Lb + r * Lo.EWs + 4 * q;
@@ -306,12 +292,7 @@ struct Pipeline {
           for (int j = 0; j < kGroups; ++j) load_quad(l + 4 * j, in, 4 * j);
           GSCNN_UNROLL
           for (int j = 0; j < 4 * kGroups; ++j) in[j] = in[j] == kk ? acc_t(1) : acc_t(0);
-          GSCNN_UNROLL
-          for (int u = 0; u < 4; ++u) {
-            out[u] = 0;  // g[i] * 1 or g[i] * 0 added: the sums of the scalar form, bit for bit
-            GSCNN_UNROLL
-            for (int i = 0; i < kTaps; ++i) out[u] += taps.g[i] * in[u + i];
-          }
+          blur_four<kTaps>(in, out);  // g[i] * 1 or g[i] * 0 added: the scalar form's sums
           store_vector<4>(Xh + r * Lo.XWs + 4 * q, out);
         }
       });
@@ -332,6 +313,19 @@ struct Pipeline {
         Xh[r * Lo.XWs + c] = sh;
       }
     });
+  }
+
+  // Four neighbouring outputs of the row blur, out[u] = sum_i g[i] in[u + i], in the order of
+  // the scalar form's sums.
+  template <int kTaps, int N>
+  GSCNN_HD void blur_four(const acc_t (&in)[N], acc_t (&out)[4]) const {
+    static_assert(N >= kTaps + 3, "the inputs of four outputs");
+    GSCNN_UNROLL
+    for (int u = 0; u < 4; ++u) {
+      out[u] = 0;
+      GSCNN_UNROLL
+      for (int i = 0; i < kTaps; ++i) out[u] += taps.g[i] * in[u + i];
+    }
   }
 
   // Four values of a buffer row (an aligned group) into in[at .. at + 3].
@@ -748,22 +742,18 @@ struct Pipeline {
     if constexpr (kVector) {
       constexpr int kTaps = 2 * kR + 1, kGroups = (4 + 2 * kR + 3) / 4;
       scalar_t* const plane = out.plane(tl.n, k);
-      with_plane_offsets(H, W, out.sH, out.sW, [&](auto zero) {
-        using I = decltype(zero);
-        const I sH = static_cast<I>(out.sH), sW = static_cast<I>(out.sW);
-        const I i0 = static_cast<I>(tl.i0), j0 = static_cast<I>(tl.j0);
+      with_plane_offsets(H, W, out.sH, out.sW, tl.i0, tl.j0, [&](auto po) {
         const Span ys(tl.i0, H, Lo.TH), xs(tl.j0, W, Lo.TW);
         // one 16-byte store (8 for the half types) where the four pixels are consecutive and
         // aligned in memory and inside the tile and the image (the loads of load_prob likewise)
-        const bool vector = sW == 1 && sH % 4 == 0 && j0 % 4 == 0 &&
-                            reinterpret_cast<uintptr_t>(plane) % (4 * sizeof(scalar_t)) == 0;
+        const bool vector = po.groups_of_four_aligned(plane);
         for_each_2d(Lo.TH, (Lo.TW + 3) / 4, t, T, [&](int r, int q) {
           // no pixel of the group in the image: nothing to write (and no address past it, whose
           // 32-bit offset with_plane_offsets does not bound)
           if (r > ys.last || 4 * q > xs.last) return;
           // dX columns 4q .. 4q + 2R + 3: the taps of pixels 4q .. 4q + 3 (D starts R left)
           const Ptr row = sm + Lo.dX + r * Lo.DWs + 4 * q;
-          scalar_t* const o = plane + ((i0 + r) * sH + (j0 + 4 * q) * sW);
+          scalar_t* const o = plane + po.offset(r, 4 * q);
           acc_t in[4 * kGroups];
           GSCNN_UNROLL
           for (int j = 0; j < kGroups; ++j) load_quad(row + 4 * j, in, 4 * j);
@@ -790,7 +780,7 @@ struct Pipeline {
           for (int u = 0; u < 4; ++u) {
             const int c = 4 * q + u;
             if (c >= Lo.TW || c > xs.last) break;
-            o[u * sW] = v[u];
+            o[u * po.sW] = v[u];
           }
         });
       });
