@@ -39,8 +39,9 @@ the same block program on the benchmark's inputs at a reduced size and counts ev
 and store (pipeline_counts, pipeline_estimate: the global accesses from the tile geometry, issue
 from the instructions per load/store of their innermost loops, every loop weighted alike; code
 called rather than inlined -- the cold image-edge paths, GSCNN_HD_COLD -- is a function of its own
-and outside the mix). The GCL backward kernels get no estimate here (benchmarks/RESULTS.md has a
-hand-derived one).
+and outside the mix). The shape stream's NCHW backward (BackwardProgramSmallC) is estimated
+from its phases: the SASS between its barriers and the trip counts of its reduction's loops
+(gcl_backward_estimate); its NHWC programs get no estimate yet.
 
 What this is not: a measurement. The floors are arithmetic; the occupancy is an upper bound
 (register allocation granularity ignored). Measured times come with a GPU (scripts/gpu_check.sh).
@@ -237,14 +238,15 @@ def benchmark_rows():
                     P * ((C + 1) + (C + 1)) * b,
                 )
             )
-            # backward reads grad_out, s, r (and recomputes alpha), writes grad_s, grad_r
+            # backward reads grad_out, grad_alpha (the benchmark's loss uses both outputs), s,
+            # r (and recomputes alpha), writes grad_s, grad_r
             for layout, op, size in (("", "", 4), (" NHWC", "_nhwc", b)):
                 rows.append(
                     (
                         f"gated_conv2d bwd C={C} {dtype}{layout}",
                         "gated_conv2d_backward_small_c" + op,
                         [P, C, 1, size],
-                        P * (C + C + 1 + C + 1) * b,
+                        P * (C + 1 + C + 1 + C + 1) * b,
                     )
                 )
     K, N, H, W = 19, 8, 800, 800
@@ -356,6 +358,89 @@ def pipeline_estimate(
     return lsu_s * 1e3, issue_s * 1e3, max(floor_s, lsu_s, issue_s) * 1e3
 
 
+# --- the shape stream's backward (BackwardProgramSmallC, NCHW): estimates from its phases --------
+
+
+def gcl_backward_estimate(code, C, T, pixels, floor_s):
+    """(load/store ms, issue ms, estimate ms) of BackwardProgramSmallC (NCHW, Cr = 1) at `pixels`
+    pixels in tiles of T (one pixel per thread), or None where its SASS is not laid out as
+    expected. Per tile, in warp-instructions and 128-byte wavefronts (csrc/common/
+    gated_conv2d_program.h gives the trip counts; the SASS the instructions per trip):
+      pixel phase  the code between the loop's first two barriers, less the padding pixels'
+                   path (the first branch after the barrier jumps over it), once per warp: its
+                   static count is its dynamic one at Cr = 1 (the loops over Cr run once);
+      reduce       the 4 x 4 dW tile loop (9 LDS.128 per four pixels) span / 4 times per work
+                   item, one item per lane; the sums of db, dw_g, db_g (loops of 16 pixels: 4
+                   LDS.128 for a plain sum, 8 for a sum of products) T / 16 times by each warp
+                   holding such an entry (a warp holding both kinds runs both loops); the
+                   reduce's code outside loops once per warp (it includes untaken paths: an
+                   over-count);
+    wavefronts: shared loads of the pixel phase one each (broadcasts of W or the thread's own
+    column), 16-byte per-thread loads four (the tile loop; the sums' rows; their DZ row, a
+    broadcast, is counted as four too: an over-count), other accesses by width; shared
+    accesses free of bank conflicts, global ones coalesced. Not counted: the once-per-block
+    staging of the parameters and the end phase (a grid-stride block runs ~39 tiles at the
+    benchmark shape), barrier waits, the idle lanes while a few warps sum db, dw_g, db_g
+    (latency that other resident blocks can hide)."""
+    bars = [a for a, op, _ in code if op.startswith("BAR")]
+    if len(bars) != 3:
+        return None
+    b1, b2, b3 = bars
+    branch = next(((a, ops) for a, op, ops in code if b1 < a < b2 and op.startswith("BRA")), None)
+    target = re.search(r"0x([0-9a-f]+)", branch[1]) if branch else None
+    if target is None or not branch[0] < int(target.group(1), 16) < b2:
+        return None
+    skip = (branch[0], int(target.group(1), 16))
+    pixel = [op for a, op, _ in code if b1 < a < b2 and not skip[0] < a < skip[1]]
+    inner = [(a, b, ops) for a, b, ops in innermost_loops(code) if b2 < a and b < b3]
+
+    def lds128(ops):
+        return sum(op.startswith("LDS.128") for op in ops)
+
+    def find(n, kind):
+        return next(
+            (
+                ops
+                for _, _, ops in inner
+                if lds128(ops) == n and any(op.startswith(kind) for op in ops)
+            ),
+            None,
+        )
+
+    tile_loop, sum_loop, dot_loop = find(9, "FFMA"), find(4, "FADD"), find(8, "FFMA")
+    if tile_loop is None or sum_loop is None or dot_loop is None:
+        return None
+    straight = [
+        op for a, op, _ in code if b2 < a < b3 and not any(s <= a <= e for s, e, _ in inner)
+    ]
+    # BackwardSmallCShared's geometry
+    kEB = (C // 4) ** 2
+    groups = T // kEB if T >= kEB else 1
+    span = -(-T // groups)
+    items = kEB * groups
+    n_small = 2 * C + 2  # db (C), dw_g (C + Cr), db_g (1) at Cr = 1
+    warps = T / 32
+    issue = warps * (len(pixel) + len(straight))
+    waves = warps * (wavefronts(pixel) + wavefronts(straight))
+    item_warps = -(-items // 32)
+    issue += item_warps * (span / 4) * len(tile_loop)
+    waves += item_warps * (span / 4) * 4 * lds128(tile_loop)
+    for w in range(-(-n_small // 32)):
+        entries = range(32 * w, min(32 * w + 32, n_small))
+        for loop, present in (
+            (sum_loop, any(e < C or e == n_small - 1 for e in entries)),
+            (dot_loop, any(C <= e < n_small - 1 for e in entries)),
+        ):
+            if present:
+                issue += (T / 16) * len(loop)
+                waves += (T / 16) * 4 * lds128(loop)
+    tiles = -(-pixels // T)
+    m = ISSUE_MODEL
+    lsu_s = tiles * waves / (SM_COUNT * m["lsu_per_clock"] * m["clock_hz"])
+    issue_s = tiles * issue / (SM_COUNT * m["issue_per_clock"] * m["clock_hz"])
+    return lsu_s * 1e3, issue_s * 1e3, max(floor_s, lsu_s, issue_s) * 1e3
+
+
 def max_threads_per_block(program):
     """The launch bound (kMaxThreads) of a program, from its name (short or mangled): 256, but 128
     for the NHWC programs that take more registers (the backward at C = 32, the half types'
@@ -460,6 +545,17 @@ def launch_table(kernel_limits, sass=None, measured=None):
                     per_pixel, sizes[0], nbytes / HBM_BYTES_PER_S["H100 SXM spec"]
                 )
                 est = f"{lsu:.3f} | {issue:.3f} | {total:.3f}"
+        if op == "gated_conv2d_backward_small_c" and sass is not None:
+            code = next((c for n, c in sass.items() if n.startswith(program)), None)
+            found = (
+                gcl_backward_estimate(
+                    code, C, threads, sizes[0], nbytes / HBM_BYTES_PER_S["H100 SXM spec"]
+                )
+                if code
+                else None
+            )
+            if found:
+                est = " | ".join(f"{x:.3f}" for x in found)
         if op.startswith("dual_task_loss") and sass is not None:
             code = next(
                 (c for n, c in sass.items() if n.startswith(program) and n.endswith("[shared]")),

@@ -89,8 +89,22 @@ def test_kernel_report(emu, tmp_path):
             for layout in ("", " NHWC"):
                 assert f"| gated_conv2d fwd C={C} {dtype}{layout} |" in table
     assert "| gated_conv2d bwd C=32 fp32 |" in table
-    bwd = next(line for line in table.splitlines() if line.startswith("| gated_conv2d bwd"))
-    assert bwd.rstrip(" |").endswith("–")
+    # The NCHW backward rows carry an estimate from their phases (gcl_backward_estimate), wider
+    # layers costing more; the NHWC backward rows none yet.
+    bwd = {}
+    for line in table.splitlines():
+        if not line.startswith("| gated_conv2d bwd"):
+            continue
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if cells[0].endswith("NHWC"):
+            assert cells[8:11] == ["–", "–", "–"], line
+            continue
+        floor = float(cells[7].split("/")[0])
+        lsu, issue, estimate = (float(c) for c in cells[8:11])
+        assert 0 < lsu and 0 < issue and estimate == pytest.approx(max(floor, lsu, issue), abs=2e-3)
+        bwd[cells[0]] = issue
+    assert len(bwd) == 6
+    assert bwd["gated_conv2d bwd C=32 fp32"] > 2 * bwd["gated_conv2d bwd C=8 fp32"]
     # The dual-task rows carry estimates from the emulator's shared-memory counts: the backward
     # (a halo of 2R + 2, four adjoint phases) moves more than the forward, both above the floor.
     lsu = {}
@@ -131,6 +145,37 @@ def test_pipeline_estimate_model():
     )
     assert lsu_v == pytest.approx(lsu)
     assert issue_v == pytest.approx(((800 + 19 * 1600) / 32 + 50) * 1e3 / issue_per_clock)
+
+
+def test_gcl_backward_estimate_model():
+    """gcl_backward_estimate on hand-made SASS: a pixel phase of 6 instructions between the first
+    two barriers (less the 2 of the padding pixels' path the first branch jumps over), the dW tile
+    loop (9 LDS.128, 11 instructions), 2 instructions of straight reduce code, the sums' loops (4
+    and 8 LDS.128; 6 and 10 instructions). C = 8, T = 128: 4 warps, 128 work items of span 4 (one
+    trip each), 18 entries of db, dw_g, db_g in one warp holding both kinds (8 trips of each)."""
+    sys.path.insert(0, os.path.join(ROOT, "scripts"))
+    import kernel_report as kr
+
+    ops = ["BAR", "BRA", "STS", "STS", "LDG.E", "FFMA", "STS", "LDS", "STG.E", "BAR"]
+    ops += ["LDS.128"] * 9 + ["FFMA", "BRA"] + ["LDS", "STS"]
+    ops += ["LDS.128"] * 4 + ["FADD", "BRA"] + ["LDS.128"] * 8 + ["FFMA", "BRA", "BAR", "EXIT"]
+    code = [(16 * i, op, "") for i, op in enumerate(ops)]
+    branch = {1: 4, 20: 10, 28: 23, 38: 29}  # instruction index -> target index
+    code = [
+        (a, op, f" {16 * branch[a // 16]:#x}" if a // 16 in branch else "") for a, op, _ in code
+    ]
+    pixels = 128 * kr.SM_COUNT * 10
+    lsu, issue, est = kr.gcl_backward_estimate(code, 8, 128, pixels, 0.0)
+    m = kr.ISSUE_MODEL
+    per_clock = kr.SM_COUNT * m["clock_hz"]
+    tiles = pixels // 128
+    issue_per_tile = 4 * (6 + 2) + 4 * 1 * 11 + 8 * (6 + 10)
+    waves_per_tile = 4 * (4 + 2) + 4 * 1 * 9 * 4 + 8 * (4 + 8) * 4
+    assert lsu == pytest.approx(tiles * waves_per_tile * 1e3 / (per_clock * m["lsu_per_clock"]))
+    assert issue == pytest.approx(tiles * issue_per_tile * 1e3 / (per_clock * m["issue_per_clock"]))
+    assert est == max(lsu, issue)
+    # not the program's layout (a barrier missing): no estimate
+    assert kr.gcl_backward_estimate([c for c in code if c[0] != 0], 8, 128, pixels, 0.0) is None
 
 
 def test_estimate_model():

@@ -708,9 +708,9 @@ struct BackwardProgram {
 //               filled (0 at padding pixels);
 //   reduce      dW = G (S F)^T as 4 x 4 register tiles: work item (entry block eb, pixel group
 //               pg) sums its block over its pixels (9 loads per 16 FMAs, 16-byte loads on the
-//               GPU) into its own slot of shared accumulators; db, dw_g, db_g are sums of G,
-//               S DZ, R DZ and DZ, each owned by one thread, added to the block's row of
-//               `partials`;
+//               GPU) into its own slots of shared accumulators (entry-major: conflict-free);
+//               db, dw_g, db_g are sums of G, S DZ, R DZ and DZ, each owned by one thread,
+//               added to the block's row of `partials`;
 //   end         the pixel groups' accumulators summed in order into the row (deterministic).
 // Every work item and every row entry belongs to exactly one thread: no atomics.
 
@@ -810,7 +810,7 @@ struct BackwardProgramSmallC {
         const int64_t eb = (o / kB) * (kC / kB) + c / kB, at = (o % kB) * kB + c % kB;
         acc_t sum = 0;
         for (int64_t pg = 0; pg < sh.groups; ++pg)
-          sum += static_cast<acc_t>(sm[sh.ACC + (pg * kEB + eb) * kB * kB + at]);
+          sum += static_cast<acc_t>(sm[sh.ACC + at * sh.items + pg * kEB + eb]);
         row[e] = sum;
       }
     });
@@ -958,11 +958,17 @@ struct BackwardProgramSmallC {
             acc[i][j] += static_cast<acc_t>(Gb[i * ld + px]) *
                          (static_cast<acc_t>(Sb[j * ld + px]) * f);
       }
-      const Ptr slot = sm + sh.ACC + item * kB * kB;
+      // entry-major slots (entry (i, j) of every item in one row): a warp's 32 items touch 32
+      // consecutive words, one wavefront per access (item-major, 16 words apart, every access
+      // was a 16-way bank conflict: 16 scalar loads and 16 stores of 16 wavefronts each)
+      const Ptr slot = sm + sh.ACC + item;
       GSCNN_UNROLL
       for (int i = 0; i < kB; ++i)
         GSCNN_UNROLL
-        for (int j = 0; j < kB; ++j) slot[i * kB + j] = static_cast<acc_t>(slot[i * kB + j]) + acc[i][j];
+        for (int j = 0; j < kB; ++j) {
+          const int at = (i * kB + j) * static_cast<int>(sh.items);
+          slot[at] = static_cast<acc_t>(slot[at]) + acc[i][j];
+        }
     }
     // db = sum G, dw_g = sum (S, R) DZ, db_g = sum DZ: rows G, S, R, DZ are contiguous, in
     // the layout's order of these entries.
