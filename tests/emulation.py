@@ -137,6 +137,10 @@ LAST_LAUNCH_FIELDS = (
     "shared_load_bytes",
     "shared_store_bytes",
     "all_barriers",
+    # the 128-byte wavefronts those loads and stores take on a GPU's shared memory (bank
+    # conflicts counted; csrc/testing/emulator.h, WarpAccesses)
+    "shared_load_wavefronts",
+    "shared_store_wavefronts",
 )
 
 

@@ -24,6 +24,37 @@ def test_shared_memory_counts(emu):
     rec = emu.last_launch()
     assert (rec["shared_loads"], rec["shared_stores"]) == (8, 8)
     assert (rec["shared_load_bytes"], rec["shared_store_bytes"], rec["all_barriers"]) == (32, 32, 1)
+    # one warp storing 8 consecutive floats, then loading its neighbours' (one wrapping round)
+    assert (rec["shared_load_wavefronts"], rec["shared_store_wavefronts"]) == (1, 1)
+
+
+@pytest.mark.parametrize(
+    "stride, width, group, uniform, threads, wavefronts",
+    [
+        (1, 1, 1, False, 32, 1),  # 32 consecutive floats: one of each bank
+        (1, 1, 1, False, 64, 2),  # two warps
+        (2, 1, 1, False, 32, 2),  # every other word: two words in each of 16 banks
+        (16, 1, 1, False, 32, 16),  # 16 words apart: 16 words in each of two banks
+        (33, 1, 1, False, 32, 1),  # an odd stride: one word per bank
+        (2, 2, 1, False, 32, 2),  # 8 bytes each, consecutive: two half-warp phases
+        (4, 4, 1, False, 32, 4),  # 16 bytes each, consecutive: four quarter-warp phases
+        (8, 4, 1, False, 32, 8),  # 16 bytes each, 32 apart: two words per bank in each quarter
+        (4, 4, 1, True, 32, 1),  # one address for every lane: a broadcast
+        (4, 4, 8, False, 32, 4),  # one address per quarter-warp: a phase each
+        (528, 4, 1, False, 8, 4),  # 8 lanes, 16 bytes 528 words apart: 4 on banks 0-3, 4 on 16-19
+    ],
+)
+def test_shared_memory_wavefronts(emu, stride, width, group, uniform, threads, wavefronts):
+    """The wavefronts the emulator counts for a warp's shared accesses (emulator.h, WarpAccesses):
+    each group of threads stores `width` floats at (t / group) * stride (or thread 0 alone, then
+    everyone loads that address), then loads them back."""
+    loads, stores = torch.ops.gscnn_testing.bank_pattern(stride, width, group, uniform, threads)
+    assert loads == wavefronts
+    # the stores: one thread per address (the group's first, or thread 0)
+    one_per_quarter = group == 8
+    assert stores == (1 if uniform else wavefronts if not one_per_quarter else 4)
+    rec_fields = emu.LAST_LAUNCH_FIELDS
+    assert rec_fields[-2:] == ("shared_load_wavefronts", "shared_store_wavefronts")
 
 
 def _pipeline_geometry(n, R, h):

@@ -30,7 +30,8 @@ struct LaunchRecord {
   std::vector<int64_t> list() const {
     return {blocks,   threads, shared_bytes,  scratch_bytes,      tile_h,
             tile_w,   barriers, variant,      shared.loads,       shared.stores,
-            shared.load_bytes, shared.store_bytes, shared.barriers};
+            shared.load_bytes, shared.store_bytes, shared.barriers, shared.load_wavefronts,
+            shared.store_wavefronts};
   }
 };
 LaunchRecord& last_launch();

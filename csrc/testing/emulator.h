@@ -18,6 +18,7 @@
 
 #include <c10/util/Exception.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
 #include <string>
@@ -34,16 +35,109 @@ struct EmuOptions {
 };
 
 // What a launch did to its blocks' shared memory, summed over every block and thread: element
-// accesses (one per shared load or store instruction a thread executes) and their bytes, and the
-// barriers met. scripts/kernel_report.py turns them into load/store-pipe time estimates.
+// accesses (one per shared load or store instruction a thread executes) and their bytes, the
+// barriers met, and the wavefronts the accesses take on the GPU (WarpAccesses).
+// scripts/kernel_report.py turns them into load/store-pipe time estimates.
 struct SharedCounts {
   int64_t loads = 0, stores = 0, load_bytes = 0, store_bytes = 0, barriers = 0;
+  int64_t load_wavefronts = 0, store_wavefronts = 0;
+};
+
+// The shared-memory wavefronts of a block's warps: the k-th access of each thread of a warp in one
+// for_each_thread pass is taken as one warp instruction (the programs' threads run the same code;
+// where they diverge, accesses of another kind or size at the same position count as another
+// instruction). An instruction's lanes are served in phases -- the whole warp for accesses of up
+// to 4 bytes, half-warps for 8 bytes, quarter-warps for 16 -- and a phase takes as many wavefronts
+// as the most distinct 32-bit words any one of the 32 banks holds among its addresses (lanes
+// reading the same word share it: a broadcast); an instruction whose lanes all use one address
+// takes one. So 32 lanes storing consecutive floats take 1, 32 lanes reading 16 consecutive bytes
+// each take 4, and 32 lanes 16 words apart take 16 (two banks, 16 words each).
+class WarpAccesses {
+ public:
+  void begin(int64_t threads) {
+    log_.assign(static_cast<size_t>(threads), {});
+    active_ = true;
+  }
+  bool active() const { return active_; }
+  void add(int32_t thread, uint32_t offset, uint32_t size, bool store) {
+    log_[static_cast<size_t>(thread)].push_back({offset, size, store});
+  }
+  // Ends the pass: adds its wavefronts to counts.
+  void end(SharedCounts& counts) {
+    active_ = false;
+    const size_t T = log_.size();
+    for (size_t w0 = 0; w0 < T; w0 += 32) {
+      const size_t w1 = w0 + 32 < T ? w0 + 32 : T;
+      size_t longest = 0;
+      for (size_t t = w0; t < w1; ++t) longest = std::max(longest, log_[t].size());
+      for (size_t k = 0; k < longest; ++k) {
+        // the lanes' k-th accesses, one instruction per (kind, size) among them
+        bool done[32] = {};
+        for (size_t first = w0; first < w1; ++first) {
+          if (k >= log_[first].size() || done[first - w0]) continue;
+          const Access a = log_[first][k];
+          lanes_.clear();
+          for (size_t t = first; t < w1; ++t) {
+            if (k >= log_[t].size() || done[t - w0]) continue;
+            const Access b = log_[t][k];
+            if (b.store != a.store || b.size != a.size) continue;
+            done[t - w0] = true;
+            lanes_.push_back({static_cast<uint32_t>(t - w0), b.offset});
+          }
+          (a.store ? counts.store_wavefronts : counts.load_wavefronts) += wavefronts(a.size);
+        }
+      }
+    }
+    log_.clear();
+  }
+
+ private:
+  struct Access {
+    uint32_t offset, size;
+    bool store;
+  };
+  struct Lane {
+    uint32_t lane, offset;
+  };
+  int64_t wavefronts(uint32_t size) const {
+    bool uniform = true;
+    for (const Lane& l : lanes_) uniform = uniform && l.offset == lanes_[0].offset;
+    if (uniform) return 1;
+    const uint32_t per_phase = size <= 4 ? 32 : size <= 8 ? 16 : size <= 16 ? 8 : 4;
+    int64_t total = 0;
+    for (uint32_t phase = 0; phase < 32 / per_phase; ++phase) {
+      uint32_t words[32 * 8];
+      int n = 0;
+      for (const Lane& l : lanes_) {
+        if (l.lane / per_phase != phase) continue;
+        for (uint32_t w = l.offset / 4; w <= (l.offset + size - 1) / 4; ++w) words[n++] = w;
+      }
+      if (n == 0) continue;
+      int most = 0;
+      for (int bank = 0; bank < 32; ++bank) {
+        int distinct = 0;
+        for (int i = 0; i < n; ++i) {
+          if (words[i] % 32 != static_cast<uint32_t>(bank)) continue;
+          bool seen = false;
+          for (int j = 0; j < i && !seen; ++j) seen = words[j] == words[i];
+          distinct += seen ? 0 : 1;
+        }
+        most = distinct > most ? distinct : most;
+      }
+      total += most;
+    }
+    return total;
+  }
+  std::vector<std::vector<Access>> log_;
+  std::vector<Lane> lanes_;
+  bool active_ = false;
 };
 
 class SharedMemoryTracker {
  public:
   explicit SharedMemoryTracker(const char* op) : op_(op) {}
   SharedCounts counts;  // counted whether or not accesses are tracked
+  WarpAccesses warps;   // the current for_each_thread pass's accesses, for the wavefronts
 
   void new_block(int64_t block, size_t bytes, bool track) {
     block_ = block;
@@ -63,6 +157,7 @@ class SharedMemoryTracker {
     check_bounds(offset, size, "reads");
     ++counts.loads;
     counts.load_bytes += static_cast<int64_t>(size);
+    count_wavefronts(offset, size, false);
     if (!track_) return;
     for (size_t w = offset / 4; w < (offset + size + 3) / 4; ++w) {
       Word& x = words_[w];
@@ -82,6 +177,7 @@ class SharedMemoryTracker {
     check_bounds(offset, size, "writes");
     ++counts.stores;
     counts.store_bytes += static_cast<int64_t>(size);
+    count_wavefronts(offset, size, true);
     if (!track_) return;
     for (size_t w = offset / 4; w < (offset + size + 3) / 4; ++w) {
       Word& x = words_[w];
@@ -104,6 +200,15 @@ class SharedMemoryTracker {
     bool written = false;
   };
 
+  // Inside a for_each_thread pass: logged per thread (WarpAccesses); elsewhere (one thread's
+  // work, e.g. a reduction's last step) one wavefront each.
+  void count_wavefronts(size_t offset, size_t size, bool store) {
+    if (warps.active()) {
+      warps.add(thread_, static_cast<uint32_t>(offset), static_cast<uint32_t>(size), store);
+    } else {
+      ++(store ? counts.store_wavefronts : counts.load_wavefronts);
+    }
+  }
   void check_bounds(size_t offset, size_t size, const char* what) const {
     TORCH_CHECK(offset + size <= bytes_, op_, ": emulated block ", block_, ": thread ", thread_,
                 " ", what, " bytes [", offset, ", ", offset + size,
@@ -217,10 +322,12 @@ class EmuExec {
 
   template <typename F>
   void for_each_thread(F&& f) {
+    tracker_->warps.begin(threads_);
     for (int64_t t = 0; t < threads_; ++t) {
       tracker_->set_thread(t);
       f(t);
     }
+    tracker_->warps.end(tracker_->counts);
   }
   void sync() {
     if (syncs_++ != opt_.skip_barrier) tracker_->barrier();

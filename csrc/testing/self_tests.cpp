@@ -63,6 +63,60 @@ at::Tensor emulator_selftest(std::string which, int64_t threads) {
   return out;
 }
 
+// Each group of `group` consecutive threads stores `width` floats (one vector store: width 1, 2
+// or 4) at float offset (t / group) * stride (its first thread stores, the others' stores land on
+// the same words too) and, after a barrier, loads them back; with `uniform`, thread 0 stores at
+// offset 0 and every thread loads from there (a broadcast). The wavefronts of one access pattern
+// (emulator.h, WarpAccesses).
+struct BankPattern {
+  static constexpr int kMaxThreads = 1024;
+  int64_t stride, width, group;
+  bool uniform;
+  template <int N, typename Ptr>
+  static void store(const Ptr& p, float v) {
+    float x[N];
+    for (int i = 0; i < N; ++i) x[i] = v;
+    store_vector<N>(p, x);
+  }
+  template <int N, typename Ptr>
+  static float load(const Ptr& p) {
+    float x[N];
+    load_vector<N>(p, x);
+    return x[0];
+  }
+  template <typename Exec>
+  void operator()(Exec& ex) const {
+    auto sm = ex.template shared<float>();
+    const auto at = [&](int64_t t) { return sm + (uniform ? 0 : t / group * stride); };
+    ex.for_each_thread([&](int64_t t) {
+      if ((uniform && t > 0) || t % group != 0) return;  // one writer per address
+      if (width == 4) store<4>(at(t), 1.0f);
+      if (width == 2) store<2>(at(t), 1.0f);
+      if (width == 1) store<1>(at(t), 1.0f);
+    });
+    ex.sync();
+    float sum = 0;
+    ex.for_each_thread([&](int64_t t) {
+      sum += width == 4 ? load<4>(at(t)) : width == 2 ? load<2>(at(t)) : load<1>(at(t));
+    });
+    (void)sum;
+  }
+};
+
+// [load wavefronts, store wavefronts] of BankPattern with `threads` threads.
+std::vector<int64_t> bank_pattern(int64_t stride, int64_t width, int64_t group, bool uniform,
+                                  int64_t threads) {
+  TORCH_CHECK(width == 1 || width == 2 || width == 4, "bank_pattern: width 1, 2 or 4");
+  TORCH_CHECK(stride % width == 0 && stride > 0 && group > 0,
+              "bank_pattern: stride a multiple of width, group positive");
+  Launch l;
+  l.threads = threads;
+  l.shared_bytes = threads * stride * static_cast<int64_t>(sizeof(float));
+  SharedCounts counts;
+  emulate("bank_pattern", BankPattern{stride, width, group, uniform}, l, EmuOptions{}, &counts);
+  return {counts.load_wavefronts, counts.store_wavefronts};
+}
+
 std::vector<int64_t> as_list(const Launch& l, int64_t tile_h = 0, int64_t tile_w = 0,
                              int64_t variant = 0) {
   return {l.blocks, l.threads, l.shared_bytes, l.scratch_bytes_per_block, tile_h, tile_w, variant};
@@ -179,6 +233,7 @@ int64_t atomic_min(const at::Tensor& values, int64_t threads) {
 TORCH_LIBRARY_FRAGMENT(gscnn_testing, m) {
   m.def("emulator_selftest(str which, int threads=32) -> Tensor", &emulator_selftest);
   m.def("select_launch(str op, int[] sizes, int[] gpu) -> int[]", &select_launch);
+  m.def("bank_pattern(int stride, int width, int group, bool uniform, int threads) -> int[]", &bank_pattern);
   m.def("intrinsics(Tensor words) -> (Tensor, Tensor, Tensor)");
   m.def("exp_nonpositive(Tensor x) -> Tensor");
   m.def("atomic_min(Tensor values, int threads) -> int");
