@@ -278,13 +278,15 @@ PIPELINE_SAMPLE = (1, 160, 160)
 
 
 def pipeline_counts(op, bf16, tile, threads, gpu):
-    """(shared-memory accesses, their bytes, tiles) of one emulated launch of a dual-task kernel
+    """(shared-memory accesses, their bytes, tiles, their wavefronts) of one emulated launch of a
+    dual-task kernel
     on the inputs of benchmarks/test_bench_dual_task_loss.py at PIPELINE_SAMPLE: its "loss"
     group's noisy softmax (every class varies in every tile: no (tile, class) is skipped whole;
     classes absent from a tile's halo skip their one-hot blur), with the tile and
     block size the op chose for the benchmark shape. The emulator counts every shared load and
-    store instruction a thread executes, a vector access of four values as one, and their bytes
-    (csrc/testing/emulator.h, SharedCounts)."""
+    store instruction a thread executes, a vector access of four values as one, their bytes, and
+    the wavefronts a warp's instruction takes, bank conflicts and idle lanes included
+    (csrc/testing/emulator.h, SharedCounts and WarpAccesses)."""
     import torch
 
     import emulation
@@ -310,26 +312,34 @@ def pipeline_counts(op, bf16, tile, threads, gpu):
         rec["shared_loads"] + rec["shared_stores"],
         rec["shared_load_bytes"] + rec["shared_store_bytes"],
         tiles,
+        rec["shared_load_wavefronts"] + rec["shared_store_wavefronts"],
     )
 
 
 def pipeline_estimate(
-    op, sizes, tile, shared_accesses_per_tile, code, floor_s, shared_bytes_per_tile=None
+    op,
+    sizes,
+    tile,
+    shared_accesses_per_tile,
+    code,
+    floor_s,
+    shared_bytes_per_tile=None,
+    shared_wavefronts_per_tile=None,
 ):
     """(load/store ms, issue ms, estimate ms) of a dual-task kernel at the benchmark shape sizes =
     [N, H, W, ...] (K = 19), from:
       shared accesses: the emulator's count per tile (pipeline_counts) times the tiles, one
-        warp-instruction per 32, and their bytes (default: 4 per access) in 128-byte wavefronts
-        per warp (a 16-byte access of 32 lanes is four);
+        warp-instruction per 32, and the emulator's wavefronts per tile (bank conflicts and
+        partly idle warps included); without them, their bytes (default: 4 per access) in
+        128-byte wavefronts per warp (a 16-byte access of 32 lanes is four);
       global accesses: per (tile, class) the probabilities over the tile and its halo E (loaded
         whether or not the class is then skipped), the backward's gradient over the tile; per tile
         (loss) the int64 labels over E: two wavefronts per 32;
-    one warp-instruction per 32 accesses, one 128-byte wavefront each (the pipelines' threads
-    walk their buffers' rows in order: 32 consecutive 4-byte values, no bank conflicts); issue
+    one warp-instruction per 32 accesses, one 128-byte wavefront each (coalesced); issue
     time: those load/store instructions times the instructions per load/store of the kernel's
-    innermost loops in the SASS (`code`), at ISSUE_MODEL's rates. Every warp is taken as full
-    (regions 34 or 42 values wide leave some lanes idle: instructions undercounted), and
-    barriers and the grid's last partial wave are not counted."""
+    innermost loops in the SASS (`code`), at ISSUE_MODEL's rates. For the issue time every warp
+    is taken as full (regions 34 or 42 values wide leave some lanes idle: instructions
+    undercounted), and barriers and the grid's last partial wave are not counted."""
     N, H, W = sizes[:3]
     K, R = 19, 3
     h = 2 * R + 2 if op.endswith("backward") else R + 1
@@ -342,7 +352,9 @@ def pipeline_estimate(
     if shared_bytes_per_tile is None:
         shared_bytes_per_tile = 4 * shared_accesses_per_tile
     memory_instructions = (shared + global_accesses) / 32 + tiles * e / 32
-    wavefronts_total = tiles * shared_bytes_per_tile / 128 + global_accesses / 32 + label_wavefronts
+    if shared_wavefronts_per_tile is None:
+        shared_wavefronts_per_tile = shared_bytes_per_tile / 128
+    wavefronts_total = tiles * shared_wavefronts_per_tile + global_accesses / 32 + label_wavefronts
     per_memory = 1.0
     if code is not None:
         counts = Counter()
@@ -361,7 +373,34 @@ def pipeline_estimate(
 # --- the shape stream's backward (BackwardProgramSmallC, NCHW): estimates from its phases --------
 
 
-def gcl_backward_estimate(code, C, T, pixels, floor_s):
+# The backward's sample for the emulator: one 64 x 64 image (32 tiles of 128 pixels in one block).
+GCL_BACKWARD_SAMPLE = (1, 64, 64)
+
+
+def gcl_backward_shared_wavefronts(C, bf16, threads, gpu):
+    """Shared-memory wavefronts per tile of `threads` pixels of the NCHW shape-stream backward,
+    emulated on the benchmark's inputs at GCL_BACKWARD_SAMPLE in one block (the per-block staging
+    and end phase shared by its 32 tiles, about as in the benchmark's ~39 per block)."""
+    import torch
+
+    import emulation
+
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    import test_bench_gated_conv2d as bench
+
+    n, h, w = GCL_BACKWARD_SAMPLE
+    dtype = torch.bfloat16 if bf16 else torch.float32
+    s, r, gw, gb, weight = bench.make_inputs("cpu", dtype, n, C, h, w, False)
+    g_out, g_alpha = bench.make_grads((s,))
+    torch.ops.gscnn_testing.gated_conv2d_backward(
+        g_out, g_alpha, s, r, gw, gb, weight, gpu, emulation.launch(threads, 1)
+    )
+    rec = emulation.last_launch()
+    tiles = -(-n * h * w // threads)
+    return (rec["shared_load_wavefronts"] + rec["shared_store_wavefronts"]) / tiles
+
+
+def gcl_backward_estimate(code, C, T, pixels, floor_s, shared_wavefronts_per_tile=None):
     """(load/store ms, issue ms, estimate ms) of BackwardProgramSmallC (NCHW, Cr = 1) at `pixels`
     pixels in tiles of T (one pixel per thread), or None where its SASS is not laid out as
     expected. Per tile, in warp-instructions and 128-byte wavefronts (csrc/common/
@@ -370,15 +409,19 @@ def gcl_backward_estimate(code, C, T, pixels, floor_s):
                    path (the first branch after the barrier jumps over it), once per warp: its
                    static count is its dynamic one at Cr = 1 (the loops over Cr run once);
       reduce       the 4 x 4 dW tile loop (9 LDS.128 per four pixels) span / 4 times per work
-                   item, one item per lane; the sums of db, dw_g, db_g (loops of 16 pixels: 4
-                   LDS.128 for a plain sum, 8 for a sum of products) T / 16 times by each warp
-                   holding such an entry (a warp holding both kinds runs both loops); the
+                   item, one item per lane; the sums of db, dw_g, db_g (their most unrolled
+                   loops: one LDS.128 per four pixels for a plain sum, two for a sum of
+                   products) T / (pixels per trip) times by each warp holding such an entry (a
+                   warp holding both kinds runs both loops; T a multiple of the unrolling); the
                    reduce's code outside loops once per warp (it includes untaken paths: an
                    over-count);
     wavefronts: shared loads of the pixel phase one each (broadcasts of W or the thread's own
     column), 16-byte per-thread loads four (the tile loop; the sums' rows; their DZ row, a
     broadcast, is counted as four too: an over-count), other accesses by width; shared
-    accesses free of bank conflicts, global ones coalesced. Not counted: the once-per-block
+    accesses free of bank conflicts, global ones coalesced. Where the emulator's count is given
+    (shared_wavefronts_per_tile, from gcl_backward_shared_wavefronts: bank conflicts and the
+    per-block phases included) it replaces every shared access's wavefronts, and only the global
+    accesses come from the SASS. Not counted: the once-per-block
     staging of the parameters and the end phase (a grid-stride block runs ~39 tiles at the
     benchmark shape), barrier waits, the idle lanes while a few warps sum db, dw_g, db_g
     (latency that other resident blocks can hide)."""
@@ -397,19 +440,19 @@ def gcl_backward_estimate(code, C, T, pixels, floor_s):
     def lds128(ops):
         return sum(op.startswith("LDS.128") for op in ops)
 
-    def find(n, kind):
-        return next(
-            (
-                ops
-                for _, _, ops in inner
-                if lds128(ops) == n and any(op.startswith(kind) for op in ops)
-            ),
-            None,
-        )
+    def has(ops, kind):
+        return any(op.startswith(kind) for op in ops)
 
-    tile_loop, sum_loop, dot_loop = find(9, "FFMA"), find(4, "FADD"), find(8, "FFMA")
-    if tile_loop is None or sum_loop is None or dot_loop is None:
+    # the dW tile loop: 9 LDS.128 and its FMAs; the sums' main loops (nvcc unrolls them): the
+    # plain sum's has FADDs and no FFMA, one LDS.128 per 4 pixels, the sum of products's FFMAs
+    # and two per 4 pixels (x and DZ); the most unrolled of each (the others are remainders)
+    tile_loop = next((ops for _, _, ops in inner if lds128(ops) == 9 and has(ops, "FFMA")), None)
+    sums = [ops for _, _, ops in inner if lds128(ops) and has(ops, "FADD") and not has(ops, "FFMA")]
+    dots = [ops for _, _, ops in inner if lds128(ops) and has(ops, "FFMA") and ops is not tile_loop]
+    if tile_loop is None or not sums or not dots:
         return None
+    sum_loop, dot_loop = max(sums, key=lds128), max(dots, key=lds128)
+    pixels_per_trip = {id(sum_loop): 4 * lds128(sum_loop), id(dot_loop): 2 * lds128(dot_loop)}
     straight = [
         op for a, op, _ in code if b2 < a < b3 and not any(s <= a <= e for s, e, _ in inner)
     ]
@@ -432,8 +475,12 @@ def gcl_backward_estimate(code, C, T, pixels, floor_s):
             (dot_loop, any(C <= e < n_small - 1 for e in entries)),
         ):
             if present:
-                issue += (T / 16) * len(loop)
-                waves += (T / 16) * 4 * lds128(loop)
+                trips = T / pixels_per_trip[id(loop)]
+                issue += trips * len(loop)
+                waves += trips * 4 * lds128(loop)
+    if shared_wavefronts_per_tile is not None:
+        global_ops = [op for op in pixel if op.startswith(("LDG", "STG"))]
+        waves = warps * wavefronts(global_ops) + shared_wavefronts_per_tile
     tiles = -(-pixels // T)
     m = ISSUE_MODEL
     lsu_s = tiles * waves / (SM_COUNT * m["lsu_per_clock"] * m["clock_hz"])
@@ -549,7 +596,12 @@ def launch_table(kernel_limits, sass=None, measured=None):
             code = next((c for n, c in sass.items() if n.startswith(program)), None)
             found = (
                 gcl_backward_estimate(
-                    code, C, threads, sizes[0], nbytes / HBM_BYTES_PER_S["H100 SXM spec"]
+                    code,
+                    C,
+                    threads,
+                    sizes[0],
+                    nbytes / HBM_BYTES_PER_S["H100 SXM spec"],
+                    gcl_backward_shared_wavefronts(C, bf16, threads, gpu),
                 )
                 if code
                 else None
@@ -561,7 +613,9 @@ def launch_table(kernel_limits, sass=None, measured=None):
                 (c for n, c in sass.items() if n.startswith(program) and n.endswith("[shared]")),
                 None,
             )
-            accesses, access_bytes, sample_tiles = pipeline_counts(op, bf16, (th, tw), threads, gpu)
+            accesses, access_bytes, sample_tiles, wavefront_count = pipeline_counts(
+                op, bf16, (th, tw), threads, gpu
+            )
             lsu, issue, total = pipeline_estimate(
                 op,
                 sizes,
@@ -570,6 +624,7 @@ def launch_table(kernel_limits, sass=None, measured=None):
                 code,
                 nbytes / HBM_BYTES_PER_S["H100 SXM spec"],
                 access_bytes / sample_tiles,
+                wavefront_count / sample_tiles,
             )
             est = f"{lsu:.3f} | {issue:.3f} | {total:.3f}"
         if measured is not None:

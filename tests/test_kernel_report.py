@@ -144,6 +144,14 @@ def test_pipeline_estimate_model():
         "dual_task_loss", [1, 32, 32], (32, 32), 800, None, 0, shared_bytes_per_tile=16 * 800
     )
     assert lsu_v == pytest.approx(lsu)
+    # the emulator's wavefronts, where given, replace the bytes (bank conflicts, idle lanes)
+    lsu_w, issue_w, _ = kr.pipeline_estimate(
+        "dual_task_loss", [1, 32, 32], (32, 32), 3200, None, 0, shared_wavefronts_per_tile=250
+    )
+    assert lsu_w == pytest.approx(
+        (250 + 19 * 1600 / 32 + 100) * 1e3 / (per_clock * m["lsu_per_clock"])
+    )
+    assert issue_w == pytest.approx(issue)
     assert issue_v == pytest.approx(((800 + 19 * 1600) / 32 + 50) * 1e3 / issue_per_clock)
 
 
@@ -176,6 +184,28 @@ def test_gcl_backward_estimate_model():
     assert est == max(lsu, issue)
     # not the program's layout (a barrier missing): no estimate
     assert kr.gcl_backward_estimate([c for c in code if c[0] != 0], 8, 128, pixels, 0.0) is None
+    # the emulator's shared wavefronts, where given, replace the shared accesses' (the pixel
+    # phase's LDG.E and STG.E, one each per warp, stay)
+    lsu_e, issue_e, _ = kr.gcl_backward_estimate(code, 8, 128, pixels, 0.0, 1000.0)
+    assert lsu_e == pytest.approx(tiles * (4 * 2 + 1000) * 1e3 / (per_clock * m["lsu_per_clock"]))
+    assert issue_e == pytest.approx(issue)
+
+
+def test_gcl_backward_shared_wavefronts(emu):
+    """The shape stream's NCHW backward at the benchmark's block of 128 threads, emulated: shared
+    wavefronts per tile of 128 pixels. Its reduce reads, per quarter-warp, row i of up to 8 blocks
+    of four rows of G and S at one pixel; the rows' slots (BackwardSmallCShared::row) put those in
+    8 different bank groups. With the rows in order it took 7495 wavefronts per tile at C = 32
+    (the S loads 4 per quarter-warp), with item-major dW slots 11623 (16-way conflicts); now
+    4423: the pixel phase 1816 (W's rows as broadcasts), the reduce 2596 (the dW tile loop's 33
+    per four pixels per warp, the sums, the slots)."""
+    sys.path.insert(0, os.path.join(ROOT, "scripts"))
+    import kernel_report as kr
+
+    gpu = emu.gpu("sm_90", regs_per_thread=128, static_smem=1024, max_threads_per_block=256)
+    per_tile = {C: kr.gcl_backward_shared_wavefronts(C, False, 128, gpu) for C in (8, 16, 32)}
+    assert per_tile[32] < 4500, per_tile
+    assert per_tile[8] < per_tile[16] < per_tile[32]
 
 
 def test_estimate_model():

@@ -718,21 +718,39 @@ template <int kC>
 struct BackwardSmallCShared {
   static constexpr int kB = 4;                                  // dW register tile: kB x kB
   static constexpr int kEB = (kC / kB) * (kC / kB);             // entry blocks of dW
-  int64_t ld, WG, G, S, R, DZ, F, ACC, groups, span, items, total;
-  GSCNN_HD BackwardSmallCShared(int64_t Cr, int64_t T) {
-    ld = (T + 3) / 4 * 4 + 4;  // 16-byte aligned rows, 4 banks apart
-    WG = kC * kC;              // W [o][c] at 0
+  int64_t ld, WG, G, rows, ACC, groups, span, items, total;
+  int64_t Cr;
+  GSCNN_HD BackwardSmallCShared(int64_t Cr_, int64_t T) : Cr(Cr_) {
+    // 16-byte aligned rows whose starts step one group of 4 banks (of 8) per row: ld = 4 mod 32
+    ld = (T + 31) / 32 * 32 + 4;
+    WG = kC * kC;  // W [o][c] at 0
     G = (WG + kC + Cr + 1 + 3) / 4 * 4;
-    S = G + kC * ld;           // G, S, R, DZ: the order of the layout's db, dw_g, db_g
-    R = S + kC * ld;
-    DZ = R + Cr * ld;
-    F = DZ + ld;
-    ACC = F + ld;
+    rows = 2 * kC + Cr + 2;  // G, S, R, DZ (the order of the layout's db, dw_g, db_g), then F
+    ACC = G + rows * ld;
     groups = T >= kEB ? T / kEB : 1;
     span = (T + groups - 1) / groups;
     items = kEB * groups;
     total = ACC + items * kB * kB;
   }
+  // Where row r of the per-pixel rows lies: G's and S's rows (2 kC, whole groups of 8) in their
+  // group of 8 rows at the slot whose start is in bank group g(r) = 3 (r / 4) + 6 (r % 4) mod 8
+  // (a permutation of the 8: 6k + {0, 6, 4, 2, 3, 1, 7, 5} for rows 8k ..), R's, DZ and F after
+  // them in order (compile-time slots for G's and S's rows of an unrolled loop). Then the
+  // reduce's 16-byte loads are free of bank conflicts -- its quarter-warps read row i of 8
+  // different blocks of four rows at one pixel (C = 32: g = 3b + 6i, distinct), of 4 blocks
+  // (C = 16), or of 2 blocks at two pixels 4 apart (C = 8: g, g + 1, g + 3, g + 4) -- and so are
+  // the sums' (8 consecutive rows from a multiple of 8). In order, row i of 8 blocks fell in 2
+  // bank groups: 4 wavefronts a quarter-warp for the C = 32 reduce's S loads instead of 1.
+  GSCNN_HD int64_t row(int64_t r) const {
+    const uint32_t u = static_cast<uint32_t>(r);  // unsigned: shifts and masks, no sign fixups
+    const uint32_t slot = u < 2u * kC ? (u & ~7u) + ((3u * (u >> 2) + 6u * (u & 3u)) & 7u) : u;
+    return G + static_cast<int64_t>(slot) * ld;
+  }
+  GSCNN_HD int64_t g(int64_t o) const { return row(o); }
+  GSCNN_HD int64_t s(int64_t c) const { return row(kC + c); }
+  GSCNN_HD int64_t r(int64_t j) const { return row(2 * kC + j); }
+  GSCNN_HD int64_t dz() const { return row(2 * kC + Cr); }
+  GSCNN_HD int64_t f() const { return row(2 * kC + Cr + 1); }
 };
 
 template <typename scalar_t, int kC, bool kNhwc = false>
@@ -821,9 +839,8 @@ struct BackwardProgramSmallC {
   GSCNN_HD void pixel_phase(Ptr sm, const Sh& sh, int64_t p, int64_t t,
                             [[maybe_unused]] const ChunkPtr& xs,
                             [[maybe_unused]] const ChunkPtr& xg) const {
-    const int64_t ld = sh.ld;
     if (p >= a.P) {  // padding pixel of the last tile: contributes nothing to the sums
-      for (int64_t i = sh.G; i < sh.ACC; i += ld) sm[i + t] = acc_t(0);
+      for (int64_t i = 0; i < sh.rows; ++i) sm[sh.row(i) + t] = acc_t(0);
       return;
     }
     const Pixel q = Pixel::of(p, a.s.px.HW, a.s.px.W);  // every tensor has the same N, H, W
@@ -853,14 +870,14 @@ struct BackwardProgramSmallC {
     for (int64_t j = 0; j < a.L.Cr; ++j) {
       const acc_t rj = static_cast<acc_t>(a.r.at(ro, j));
       z += static_cast<acc_t>(WG[kC + j]) * rj;
-      sm[sh.R + j * ld + t] = rj;
+      sm[sh.r(j) + t] = rj;
     }
     const acc_t alpha = sigmoid(z);
     const acc_t f = acc_t(1) + alpha;
-    sm[sh.F + t] = f;
+    sm[sh.f() + t] = f;
     GSCNN_UNROLL
     for (int c = 0; c < kC; ++c) {
-      sm[sh.S + c * ld + t] = x[c];
+      sm[sh.s(c) + t] = x[c];
       gu[c] = acc_t(0);
     }
     if constexpr (kNhwc) {
@@ -870,27 +887,34 @@ struct BackwardProgramSmallC {
         Tile::read_chunk(xg, i, v);
         GSCNN_UNROLL
         for (int l = 0; l < Tile::kPerChunk; ++l)
-          sm[sh.G + (i * Tile::kPerChunk + l) * ld + t] = v[l];
+          sm[sh.g(i * Tile::kPerChunk + l) + t] = v[l];
       }
     } else {
       const scalar_t* gp = &a.g.at(go, 0);
       GSCNN_UNROLL
       for (int o = 0; o < kC; ++o) {
         if (o > 0) gp += a.g.sC;
-        sm[sh.G + o * ld + t] = static_cast<acc_t>(*gp);
+        sm[sh.g(o) + t] = static_cast<acc_t>(*gp);
       }
     }
     GSCNN_UNROLL
     for (int o = 0; o < kC; ++o) {  // gu = W^T g, W's row o a broadcast read
       const Ptr w = sm + o * kC;
-      const acc_t go_ = static_cast<acc_t>(sm[sh.G + o * ld + t]);
+      const acc_t go_ = static_cast<acc_t>(sm[sh.g(o) + t]);
       GSCNN_UNROLL
-      for (int c = 0; c < kC; ++c) gu[c] += static_cast<acc_t>(w[c]) * go_;
+      for (int c0 = 0; c0 < kC; c0 += 4) {
+        // 16-byte loads, as nvcc makes of the scalar form (LDS.128), written out so that the
+        // emulator counts the accesses the GPU makes
+        acc_t wq[4];
+        load_vector<4>(w + c0, wq);
+        GSCNN_UNROLL
+        for (int u = 0; u < 4; ++u) gu[c0 + u] += wq[u] * go_;
+      }
     }
     acc_t dalpha = a.g_alpha.data ? static_cast<acc_t>(a.g_alpha.at(a.g_alpha.px.offset(q), 0))
                                 : acc_t(0);
     GSCNN_UNROLL
-    for (int c = 0; c < kC; ++c) dalpha += gu[c] * static_cast<acc_t>(sm[sh.S + c * ld + t]);
+    for (int c = 0; c < kC; ++c) dalpha += gu[c] * static_cast<acc_t>(sm[sh.s(c) + t]);
     const acc_t dz = gate_logit_grad(dalpha, alpha);
     const int64_t dro = a.dr.px.offset(q);
     if constexpr (kNhwc) {
@@ -915,18 +939,22 @@ struct BackwardProgramSmallC {
     GSCNN_NO_UNROLL
     for (int64_t j = 0; j < a.L.Cr; ++j)
       a.dr.at(dro, j) = static_cast<scalar_t>(dz * static_cast<acc_t>(WG[kC + j]));
-    sm[sh.DZ + t] = dz;
+    sm[sh.dz() + t] = dz;
   }
 
   template <typename Ptr>
   GSCNN_HD void reduce_phase(Ptr sm, const Sh& sh, acc_t* row, int64_t t, int64_t T) const {
-    const int64_t ld = sh.ld;
     for (int64_t item = t; item < sh.items; item += T) {
       const int64_t eb = item % kEB, pg = item / kEB;
       const int64_t p0 = pg * sh.span, p1 = p0 + sh.span < T ? p0 + sh.span : T;
-      const Ptr Gb = sm + sh.G + (eb / (kC / kB)) * kB * ld;
-      const Ptr Sb = sm + sh.S + (eb % (kC / kB)) * kB * ld;
-      const Ptr Fb = sm + sh.F;
+      // the rows of the item's blocks of G and S (each in its slot: Sh::row)
+      int64_t go[kB], so[kB];
+      GSCNN_UNROLL
+      for (int i = 0; i < kB; ++i) {
+        go[i] = sh.g((eb / (kC / kB)) * kB + i);
+        so[i] = sh.s((eb % (kC / kB)) * kB + i);
+      }
+      const Ptr Fb = sm + sh.f();
       acc_t acc[kB][kB] = {};
       int64_t px = p0;
       if ((sh.span % 4) == 0 && (T % 4) == 0) {  // whole, aligned quads: 16-byte loads
@@ -935,8 +963,8 @@ struct BackwardProgramSmallC {
           load_vector<4>(Fb + px, fq);
           GSCNN_UNROLL
           for (int i = 0; i < kB; ++i) {
-            load_vector<4>(Gb + i * ld + px, gq[i]);
-            load_vector<4>(Sb + i * ld + px, uq[i]);
+            load_vector<4>(sm + (go[i] + px), gq[i]);
+            load_vector<4>(sm + (so[i] + px), uq[i]);
           }
           GSCNN_UNROLL
           for (int l = 0; l < 4; ++l) {
@@ -955,8 +983,8 @@ struct BackwardProgramSmallC {
         for (int i = 0; i < kB; ++i)
           GSCNN_UNROLL
           for (int j = 0; j < kB; ++j)
-            acc[i][j] += static_cast<acc_t>(Gb[i * ld + px]) *
-                         (static_cast<acc_t>(Sb[j * ld + px]) * f);
+            acc[i][j] += static_cast<acc_t>(sm[go[i] + px]) *
+                         (static_cast<acc_t>(sm[so[j] + px]) * f);
       }
       // entry-major slots (entry (i, j) of every item in one row): a warp's 32 items touch 32
       // consecutive words, one wavefront per access (item-major, 16 words apart, every access
@@ -973,14 +1001,29 @@ struct BackwardProgramSmallC {
     // db = sum G, dw_g = sum (S, R) DZ, db_g = sum DZ: rows G, S, R, DZ are contiguous, in
     // the layout's order of these entries.
     const int64_t n_small = a.L.size() - a.L.bias_offset();
-    const Ptr DZ = sm + sh.DZ;
+    const Ptr DZ = sm + sh.dz();
     for (int64_t e = t; e < n_small; e += T) {
-      const Ptr x = sm + sh.G + e * ld;
-      acc_t sum = 0;
-      if (e < kC || e == n_small - 1) {
-        for (int64_t i = 0; i < T; ++i) sum += static_cast<acc_t>(x[i]);
+      const Ptr x = sm + sh.row(e);
+      const bool plain = e < kC || e == n_small - 1;
+      // in order of i; whole quads as 16-byte loads (rows 16-byte aligned), as nvcc makes of
+      // the scalar form, written out so that the emulator counts the accesses the GPU makes
+      acc_t sum = 0, xq[4], dq[4];
+      int64_t i = 0;
+      if (plain) {
+        for (; i + 4 <= T; i += 4) {
+          load_vector<4>(x + i, xq);
+          GSCNN_UNROLL
+          for (int u = 0; u < 4; ++u) sum += xq[u];
+        }
+        for (; i < T; ++i) sum += static_cast<acc_t>(x[i]);
       } else {
-        for (int64_t i = 0; i < T; ++i) sum += static_cast<acc_t>(x[i]) * static_cast<acc_t>(DZ[i]);
+        for (; i + 4 <= T; i += 4) {
+          load_vector<4>(x + i, xq);
+          load_vector<4>(DZ + i, dq);
+          GSCNN_UNROLL
+          for (int u = 0; u < 4; ++u) sum += xq[u] * dq[u];
+        }
+        for (; i < T; ++i) sum += static_cast<acc_t>(x[i]) * static_cast<acc_t>(DZ[i]);
       }
       row[a.L.bias_offset() + e] += sum;
     }
