@@ -39,9 +39,10 @@ the same block program on the benchmark's inputs at a reduced size and counts ev
 and store (pipeline_counts, pipeline_estimate: the global accesses from the tile geometry, issue
 from the instructions per load/store of their innermost loops, every loop weighted alike; code
 called rather than inlined -- the cold image-edge paths, GSCNN_HD_COLD -- is a function of its own
-and outside the mix). The shape stream's NCHW backward (BackwardProgramSmallC) is estimated
-from its phases: the SASS between its barriers and the trip counts of its reduction's loops
-(gcl_backward_estimate); its NHWC programs get no estimate yet.
+and outside the mix; shared wavefronts counted by the emulator, bank conflicts included). The
+shape stream's backward (BackwardProgramSmallC, NCHW and NHWC) is estimated from its phases: the
+SASS between its barriers, the trip counts of its reduction's loops, and the emulator's
+shared-memory wavefronts (gcl_backward_estimate, gcl_backward_shared_wavefronts).
 
 What this is not: a measurement. The floors are arithmetic; the occupancy is an upper bound
 (register allocation granularity ignored). Measured times come with a GPU (scripts/gpu_check.sh).
@@ -377,10 +378,11 @@ def pipeline_estimate(
 GCL_BACKWARD_SAMPLE = (1, 64, 64)
 
 
-def gcl_backward_shared_wavefronts(C, bf16, threads, gpu):
-    """Shared-memory wavefronts per tile of `threads` pixels of the NCHW shape-stream backward,
-    emulated on the benchmark's inputs at GCL_BACKWARD_SAMPLE in one block (the per-block staging
-    and end phase shared by its 32 tiles, about as in the benchmark's ~39 per block)."""
+def gcl_backward_shared_wavefronts(C, bf16, threads, gpu, nhwc=False):
+    """Shared-memory wavefronts per tile of `threads` pixels of the shape-stream backward (NCHW,
+    or NHWC: channels_last s and gradients), emulated on the benchmark's inputs at
+    GCL_BACKWARD_SAMPLE in one block (the per-block staging and end phase shared by its 32 tiles,
+    about as in the benchmark's ~39 per block)."""
     import torch
 
     import emulation
@@ -390,7 +392,8 @@ def gcl_backward_shared_wavefronts(C, bf16, threads, gpu):
 
     n, h, w = GCL_BACKWARD_SAMPLE
     dtype = torch.bfloat16 if bf16 else torch.float32
-    s, r, gw, gb, weight = bench.make_inputs("cpu", dtype, n, C, h, w, False)
+    layout = "nhwc" if nhwc else "nchw"
+    s, r, gw, gb, weight = bench.make_inputs("cpu", dtype, n, C, h, w, False, layout=layout)
     g_out, g_alpha = bench.make_grads((s,))
     torch.ops.gscnn_testing.gated_conv2d_backward(
         g_out, g_alpha, s, r, gw, gb, weight, gpu, emulation.launch(threads, 1)
@@ -401,13 +404,14 @@ def gcl_backward_shared_wavefronts(C, bf16, threads, gpu):
 
 
 def gcl_backward_estimate(code, C, T, pixels, floor_s, shared_wavefronts_per_tile=None):
-    """(load/store ms, issue ms, estimate ms) of BackwardProgramSmallC (NCHW, Cr = 1) at `pixels`
+    """(load/store ms, issue ms, estimate ms) of BackwardProgramSmallC (Cr = 1) at `pixels`
     pixels in tiles of T (one pixel per thread), or None where its SASS is not laid out as
     expected. Per tile, in warp-instructions and 128-byte wavefronts (csrc/common/
     gated_conv2d_program.h gives the trip counts; the SASS the instructions per trip):
       pixel phase  the code between the loop's first two barriers, less the padding pixels'
-                   path (the first branch after the barrier jumps over it), once per warp: its
-                   static count is its dynamic one at Cr = 1 (the loops over Cr run once);
+                   path (the first branch after the barrier jumps over it), and the tile loop's
+                   code before them (NHWC: the staging of s and g, unrolled), once per warp:
+                   its static count is its dynamic one at Cr = 1 (the loops over Cr run once);
       reduce       the 4 x 4 dW tile loop (9 LDS.128 per four pixels) span / 4 times per work
                    item, one item per lane; the sums of db, dw_g, db_g (their most unrolled
                    loops: one LDS.128 per four pixels for a plain sum, two for a sum of
@@ -435,6 +439,9 @@ def gcl_backward_estimate(code, C, T, pixels, floor_s, shared_wavefronts_per_til
         return None
     skip = (branch[0], int(target.group(1), 16))
     pixel = [op for a, op, _ in code if b1 < a < b2 and not skip[0] < a < skip[1]]
+    # the tile loop's code before its first barrier (NHWC: staging s and g in shared memory)
+    head = min((a for a, b in loops(code) if a < b1 and b > b2), default=b1)
+    pixel += [op for a, op, _ in code if head <= a < b1]
     inner = [(a, b, ops) for a, b, ops in innermost_loops(code) if b2 < a and b < b3]
 
     def lds128(ops):
@@ -479,7 +486,7 @@ def gcl_backward_estimate(code, C, T, pixels, floor_s, shared_wavefronts_per_til
                 issue += trips * len(loop)
                 waves += trips * 4 * lds128(loop)
     if shared_wavefronts_per_tile is not None:
-        global_ops = [op for op in pixel if op.startswith(("LDG", "STG"))]
+        global_ops = [op for op in pixel + straight if op.startswith(("LDG", "STG"))]
         waves = warps * wavefronts(global_ops) + shared_wavefronts_per_tile
     tiles = -(-pixels // T)
     m = ISSUE_MODEL
@@ -592,7 +599,7 @@ def launch_table(kernel_limits, sass=None, measured=None):
                     per_pixel, sizes[0], nbytes / HBM_BYTES_PER_S["H100 SXM spec"]
                 )
                 est = f"{lsu:.3f} | {issue:.3f} | {total:.3f}"
-        if op == "gated_conv2d_backward_small_c" and sass is not None:
+        if op.startswith("gated_conv2d_backward_small_c") and sass is not None:
             code = next((c for n, c in sass.items() if n.startswith(program)), None)
             found = (
                 gcl_backward_estimate(
@@ -601,7 +608,7 @@ def launch_table(kernel_limits, sass=None, measured=None):
                     threads,
                     sizes[0],
                     nbytes / HBM_BYTES_PER_S["H100 SXM spec"],
-                    gcl_backward_shared_wavefronts(C, bf16, threads, gpu),
+                    gcl_backward_shared_wavefronts(C, bf16, threads, gpu, nhwc),
                 )
                 if code
                 else None
