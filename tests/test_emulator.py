@@ -42,6 +42,7 @@ def test_shared_memory_counts(emu):
         (4, 4, 1, True, 32, 1),  # one address for every lane: a broadcast
         (4, 4, 8, False, 32, 4),  # one address per quarter-warp: a phase each
         (528, 4, 1, False, 8, 4),  # 8 lanes, 16 bytes 528 words apart: 4 on banks 0-3, 4 on 16-19
+        (8, 8, 1, False, 32, 16),  # 32 bytes each: two 16-byte accesses, each as (8, 4, ...)
     ],
 )
 def test_shared_memory_wavefronts(emu, stride, width, group, uniform, threads, wavefronts):

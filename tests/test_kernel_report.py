@@ -197,8 +197,8 @@ def test_gcl_backward_shared_wavefronts(emu):
     wavefronts per tile of 128 pixels. Its reduce reads, per quarter-warp, row i of up to 8 blocks
     of four rows of G and S at one pixel; the rows' slots (BackwardSmallCShared::row) put those in
     8 different bank groups. With the rows in order it took 7495 wavefronts per tile at C = 32
-    (the S loads 4 per quarter-warp), with item-major dW slots 11623 (16-way conflicts); now
-    4423: the pixel phase 1816 (W's rows as broadcasts), the reduce 2596 (the dW tile loop's 33
+    (the S loads 4 per quarter-warp), with item-major dW slots as well ~9400 (16-way conflicts); now
+    4417: the pixel phase 1816 (W's rows as broadcasts), the reduce ~2600 (the dW tile loop's 33
     per four pixels per warp, the sums, the slots)."""
     sys.path.insert(0, os.path.join(ROOT, "scripts"))
     import kernel_report as kr

@@ -718,7 +718,7 @@ template <int kC>
 struct BackwardSmallCShared {
   static constexpr int kB = 4;                                  // dW register tile: kB x kB
   static constexpr int kEB = (kC / kB) * (kC / kB);             // entry blocks of dW
-  int64_t ld, WG, G, rows, ACC, groups, span, items, total;
+  int64_t ld, WG, G, rows, ACC, acc_ld, groups, span, items, total;
   int64_t Cr;
   GSCNN_HD BackwardSmallCShared(int64_t Cr_, int64_t T) : Cr(Cr_) {
     // 16-byte aligned rows whose starts step one group of 4 banks (of 8) per row: ld = 4 mod 32
@@ -730,7 +730,11 @@ struct BackwardSmallCShared {
     groups = T >= kEB ? T / kEB : 1;
     span = (T + groups - 1) / groups;
     items = kEB * groups;
-    total = ACC + items * kB * kB;
+    // dW's accumulators: entry (i, j) of every item in one row of acc_ld (the reduce's lanes,
+    // consecutive items, touch consecutive words); rows kEB % 32 banks apart, so that the end
+    // phase's lanes -- consecutive entry blocks of consecutive entries of the tile -- do too
+    acc_ld = items + kEB % 32;
+    total = ACC + acc_ld * kB * kB;
   }
   // Where row r of the per-pixel rows lies: G's and S's rows (2 kC, whole groups of 8) in their
   // group of 8 rows at the slot whose start is in bank group g(r) = 3 (r / 4) + 6 (r % 4) mod 8
@@ -794,7 +798,7 @@ struct BackwardProgramSmallC {
     ex.for_each_thread([&](int64_t t) {
       for (int64_t e = t; e < n_params; e += T)
         sm[e] = static_cast<acc_t>(e < kC * kC ? a.W[e] : (e < n_params - 1 ? a.wg[e - kC * kC] : a.bg[0]));
-      for (int64_t e = t; e < sh.items * kB * kB; e += T) sm[sh.ACC + e] = acc_t(0);
+      for (int64_t e = t; e < sh.acc_ld * kB * kB; e += T) sm[sh.ACC + e] = acc_t(0);
       for (int64_t e = a.L.bias_offset() + t; e < a.L.size(); e += T) row[e] = acc_t(0);
     });
     // NHWC: the tiles of s (then ds) and g; unused otherwise.
@@ -823,13 +827,14 @@ struct BackwardProgramSmallC {
     }
     ex.sync();  // every item's accumulators, for the sums over pixel groups
     ex.for_each_thread([&](int64_t t) {
+      // entry (at, eb): at-major, so that a warp's lanes read consecutive entry blocks
       for (int64_t e = t; e < kC * kC; e += T) {
-        const int64_t o = e / kC, c = e % kC;
-        const int64_t eb = (o / kB) * (kC / kB) + c / kB, at = (o % kB) * kB + c % kB;
+        const int64_t at = e / kEB, eb = e % kEB;
+        const int64_t o = (eb / (kC / kB)) * kB + at / kB, c = (eb % (kC / kB)) * kB + at % kB;
         acc_t sum = 0;
         for (int64_t pg = 0; pg < sh.groups; ++pg)
-          sum += static_cast<acc_t>(sm[sh.ACC + at * sh.items + pg * kEB + eb]);
-        row[e] = sum;
+          sum += static_cast<acc_t>(sm[sh.ACC + at * sh.acc_ld + pg * kEB + eb]);
+        row[o * kC + c] = sum;
       }
     });
   }
@@ -994,7 +999,7 @@ struct BackwardProgramSmallC {
       for (int i = 0; i < kB; ++i)
         GSCNN_UNROLL
         for (int j = 0; j < kB; ++j) {
-          const int at = (i * kB + j) * static_cast<int>(sh.items);
+          const int at = (i * kB + j) * static_cast<int>(sh.acc_ld);
           slot[at] = static_cast<acc_t>(slot[at]) + acc[i][j];
         }
     }

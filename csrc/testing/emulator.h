@@ -51,7 +51,9 @@ struct SharedCounts {
 // as the most distinct 32-bit words any one of the 32 banks holds among its addresses (lanes
 // reading the same word share it: a broadcast); an instruction whose lanes all use one address
 // takes one. So 32 lanes storing consecutive floats take 1, 32 lanes reading 16 consecutive bytes
-// each take 4, and 32 lanes 16 words apart take 16 (two banks, 16 words each).
+// each take 4, and 32 lanes 16 words apart take 16 (two banks, 16 words each). Lanes that took
+// different branches to accesses of the same kind and size at the same position are merged into
+// one instruction (the programs' divergent branches are rare and short: an approximation).
 class WarpAccesses {
  public:
   void begin(int64_t threads) {
@@ -59,8 +61,12 @@ class WarpAccesses {
     active_ = true;
   }
   bool active() const { return active_; }
+  // An access of more than 16 bytes (four doubles) is several 16-byte accesses on the GPU
+  // (common/vector_access.h).
   void add(int32_t thread, uint32_t offset, uint32_t size, bool store) {
-    log_[static_cast<size_t>(thread)].push_back({offset, size, store});
+    auto& log = log_[static_cast<size_t>(thread)];
+    for (uint32_t at = 0; at < size; at += 16)
+      log.push_back({offset + at, size - at < 16 ? size - at : 16, store});
   }
   // Ends the pass: adds its wavefronts to counts.
   void end(SharedCounts& counts) {
@@ -103,10 +109,10 @@ class WarpAccesses {
     bool uniform = true;
     for (const Lane& l : lanes_) uniform = uniform && l.offset == lanes_[0].offset;
     if (uniform) return 1;
-    const uint32_t per_phase = size <= 4 ? 32 : size <= 8 ? 16 : size <= 16 ? 8 : 4;
+    const uint32_t per_phase = size <= 4 ? 32 : size <= 8 ? 16 : 8;  // size <= 16 (add())
     int64_t total = 0;
     for (uint32_t phase = 0; phase < 32 / per_phase; ++phase) {
-      uint32_t words[32 * 8];
+      uint32_t words[32 * 5];  // at most 8 lanes x 5 words (16 bytes, unaligned) or 32 x 2
       int n = 0;
       for (const Lane& l : lanes_) {
         if (l.lane / per_phase != phase) continue;

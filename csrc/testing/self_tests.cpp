@@ -63,8 +63,8 @@ at::Tensor emulator_selftest(std::string which, int64_t threads) {
   return out;
 }
 
-// Each group of `group` consecutive threads stores `width` floats (one vector store: width 1, 2
-// or 4) at float offset (t / group) * stride (its first thread stores, the others' stores land on
+// Each group of `group` consecutive threads stores `width` floats (one vector store: width 1, 2,
+// 4 or 8) at float offset (t / group) * stride (its first thread stores, the others' stores land on
 // the same words too) and, after a barrier, loads them back; with `uniform`, thread 0 stores at
 // offset 0 and every thread loads from there (a broadcast). The wavefronts of one access pattern
 // (emulator.h, WarpAccesses).
@@ -90,6 +90,7 @@ struct BankPattern {
     const auto at = [&](int64_t t) { return sm + (uniform ? 0 : t / group * stride); };
     ex.for_each_thread([&](int64_t t) {
       if ((uniform && t > 0) || t % group != 0) return;  // one writer per address
+      if (width == 8) store<8>(at(t), 1.0f);
       if (width == 4) store<4>(at(t), 1.0f);
       if (width == 2) store<2>(at(t), 1.0f);
       if (width == 1) store<1>(at(t), 1.0f);
@@ -97,7 +98,10 @@ struct BankPattern {
     ex.sync();
     float sum = 0;
     ex.for_each_thread([&](int64_t t) {
-      sum += width == 4 ? load<4>(at(t)) : width == 2 ? load<2>(at(t)) : load<1>(at(t));
+      sum += width == 8   ? load<8>(at(t))
+             : width == 4 ? load<4>(at(t))
+             : width == 2 ? load<2>(at(t))
+                          : load<1>(at(t));
     });
     (void)sum;
   }
@@ -106,7 +110,8 @@ struct BankPattern {
 // [load wavefronts, store wavefronts] of BankPattern with `threads` threads.
 std::vector<int64_t> bank_pattern(int64_t stride, int64_t width, int64_t group, bool uniform,
                                   int64_t threads) {
-  TORCH_CHECK(width == 1 || width == 2 || width == 4, "bank_pattern: width 1, 2 or 4");
+  TORCH_CHECK(width == 1 || width == 2 || width == 4 || width == 8,
+              "bank_pattern: width 1, 2, 4 or 8");
   TORCH_CHECK(stride % width == 0 && stride > 0 && group > 0,
               "bank_pattern: stride a multiple of width, group positive");
   Launch l;
