@@ -15,6 +15,15 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "scripts", "kernel_report.py")
 
 
+def _estimate_rows(table, prefix):
+    """(cells, HBM floor, load/store, issue, estimate) of the launch table's rows starting with
+    `prefix` (the floor at the specification bandwidth, the estimates in ms)."""
+    for line in table.splitlines():
+        if line.startswith(prefix):
+            cells = [c.strip() for c in line.strip("|").split("|")]
+            yield (cells, float(cells[7].split("/")[0]), *(float(c) for c in cells[8:11]))
+
+
 @pytest.mark.skipif(not gscnn_ops.has_cuda_kernels(), reason="built without CUDA kernels")
 def test_kernel_report(emu, tmp_path):
     from test_cuda_build import cuobjdump
@@ -73,16 +82,11 @@ def test_kernel_report(emu, tmp_path):
     assert "gated_conv2d fwd C=32 fp32" in table and "dual_task_loss bwd bf16" in table
     # The forward rows carry an estimate from their pixel loop's SASS: per-pixel counts (the loop
     # over Cr = 1 is not unrolled), never below the HBM floor; the other rows none.
-    for line in table.splitlines():
-        if not line.startswith("| gated_conv2d fwd"):
-            continue
-        cells = [c.strip() for c in line.strip("|").split("|")]
-        floor = float(cells[7].split("/")[0])
-        lsu, issue, estimate = (float(c) for c in cells[8:11])
+    for cells, floor, lsu, issue, estimate in _estimate_rows(table, "| gated_conv2d fwd"):
         assert 0 < lsu and 0 < issue and estimate == pytest.approx(max(floor, lsu, issue), abs=2e-3)
         # the measured column: the fused median where the JSON has one, else a dash
         measured = {"C=32 fp32": "0.512", "C=32 fp32 NHWC": "0.625"}
-        assert cells[11] == measured.get(cells[0].split("fwd ")[1], "–"), line
+        assert cells[11] == measured.get(cells[0].split("fwd ")[1], "–"), cells
     # NCHW and NHWC forward rows for every width and dtype
     for C in (8, 16, 32):
         for dtype in ("fp32", "bf16"):
@@ -92,12 +96,7 @@ def test_kernel_report(emu, tmp_path):
     # The backward rows (NCHW and NHWC) carry an estimate from their phases
     # (gcl_backward_estimate), wider layers costing more.
     bwd = {}
-    for line in table.splitlines():
-        if not line.startswith("| gated_conv2d bwd"):
-            continue
-        cells = [c.strip() for c in line.strip("|").split("|")]
-        floor = float(cells[7].split("/")[0])
-        lsu, issue, estimate = (float(c) for c in cells[8:11])
+    for cells, floor, lsu, issue, estimate in _estimate_rows(table, "| gated_conv2d bwd"):
         assert 0 < lsu and 0 < issue and estimate == pytest.approx(max(floor, lsu, issue), abs=2e-3)
         bwd[cells[0]] = issue
     assert len(bwd) == 12
@@ -109,13 +108,9 @@ def test_kernel_report(emu, tmp_path):
     # The dual-task rows carry estimates from the emulator's shared-memory counts: the backward
     # (a halo of 2R + 2, four adjoint phases) moves more than the forward, both above the floor.
     lsu = {}
-    for line in table.splitlines():
-        if line.startswith("| dual_task_loss"):
-            cells = [c.strip() for c in line.strip("|").split("|")]
-            floor = float(cells[7].split("/")[0])
-            l, issue, estimate = (float(c) for c in cells[8:11])
-            assert estimate == pytest.approx(max(floor, l, issue), abs=2e-3) and l > floor, line
-            lsu[cells[0]] = l
+    for cells, floor, l, issue, estimate in _estimate_rows(table, "| dual_task_loss"):
+        assert estimate == pytest.approx(max(floor, l, issue), abs=2e-3) and l > floor, cells
+        lsu[cells[0]] = l
     assert len(lsu) == 4 and lsu["dual_task_loss bwd fp32"] > 1.5 * lsu["dual_task_loss fwd fp32"]
 
 
