@@ -459,7 +459,6 @@ def gcl_backward_estimate(code, C, T, pixels, floor_s, shared_wavefronts_per_til
     if tile_loop is None or not sums or not dots:
         return None
     sum_loop, dot_loop = max(sums, key=lds128), max(dots, key=lds128)
-    pixels_per_trip = {id(sum_loop): 4 * lds128(sum_loop), id(dot_loop): 2 * lds128(dot_loop)}
     straight = [
         op for a, op, _ in code if b2 < a < b3 and not any(s <= a <= e for s, e, _ in inner)
     ]
@@ -477,12 +476,13 @@ def gcl_backward_estimate(code, C, T, pixels, floor_s, shared_wavefronts_per_til
     waves += item_warps * (span / 4) * 4 * lds128(tile_loop)
     for w in range(-(-n_small // 32)):
         entries = range(32 * w, min(32 * w + 32, n_small))
-        for loop, present in (
-            (sum_loop, any(e < C or e == n_small - 1 for e in entries)),
-            (dot_loop, any(C <= e < n_small - 1 for e in entries)),
+        # pixels per trip: 4 per LDS.128 for a plain sum, 2 for a sum of products (x and DZ)
+        for loop, pixels_per_trip, present in (
+            (sum_loop, 4 * lds128(sum_loop), any(e < C or e == n_small - 1 for e in entries)),
+            (dot_loop, 2 * lds128(dot_loop), any(C <= e < n_small - 1 for e in entries)),
         ):
             if present:
-                trips = T / pixels_per_trip[id(loop)]
+                trips = T / pixels_per_trip
                 issue += trips * len(loop)
                 waves += trips * 4 * lds128(loop)
     if shared_wavefronts_per_tile is not None:
