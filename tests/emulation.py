@@ -141,6 +141,9 @@ LAST_LAUNCH_FIELDS = (
     # conflicts counted; csrc/testing/emulator.h, WarpAccesses)
     "shared_load_wavefronts",
     "shared_store_wavefronts",
+    # what they would take free of bank conflicts (loads and stores; one per phase of up to 32
+    # distinct words)
+    "shared_conflict_free_wavefronts",
 )
 
 

@@ -29,33 +29,40 @@ def test_shared_memory_counts(emu):
 
 
 @pytest.mark.parametrize(
-    "stride, width, group, uniform, threads, wavefronts",
+    "stride, width, group, uniform, threads, wavefronts, conflict_free",
     [
-        (1, 1, 1, False, 32, 1),  # 32 consecutive floats: one of each bank
-        (1, 1, 1, False, 64, 2),  # two warps
-        (2, 1, 1, False, 32, 2),  # every other word: two words in each of 16 banks
-        (16, 1, 1, False, 32, 16),  # 16 words apart: 16 words in each of two banks
-        (33, 1, 1, False, 32, 1),  # an odd stride: one word per bank
-        (2, 2, 1, False, 32, 2),  # 8 bytes each, consecutive: two half-warp phases
-        (4, 4, 1, False, 32, 4),  # 16 bytes each, consecutive: four quarter-warp phases
-        (8, 4, 1, False, 32, 8),  # 16 bytes each, 32 apart: two words per bank in each quarter
-        (4, 4, 1, True, 32, 1),  # one address for every lane: a broadcast
-        (4, 4, 8, False, 32, 4),  # one address per quarter-warp: a phase each
-        (528, 4, 1, False, 8, 4),  # 8 lanes, 16 bytes 528 words apart: 4 on banks 0-3, 4 on 16-19
-        (8, 8, 1, False, 32, 16),  # 32 bytes each: two 16-byte accesses, each as (8, 4, ...)
+        (1, 1, 1, False, 32, 1, 1),  # 32 consecutive floats: one of each bank
+        (1, 1, 1, False, 64, 2, 2),  # two warps
+        (2, 1, 1, False, 32, 2, 1),  # every other word: two words in each of 16 banks
+        (16, 1, 1, False, 32, 16, 1),  # 16 words apart: 16 words in each of two banks
+        (33, 1, 1, False, 32, 1, 1),  # an odd stride: one word per bank
+        (2, 2, 1, False, 32, 2, 2),  # 8 bytes each, consecutive: two half-warp phases
+        (4, 4, 1, False, 32, 4, 4),  # 16 bytes each, consecutive: four quarter-warp phases
+        (8, 4, 1, False, 32, 8, 4),  # 16 bytes each, 32 apart: two words per bank in each quarter
+        (4, 4, 1, True, 32, 1, 1),  # one address for every lane: a broadcast
+        (4, 4, 8, False, 32, 4, 4),  # one address per quarter-warp: a phase each
+        (528, 4, 1, False, 8, 4, 1),  # 8 lanes 528 words apart: 4 on banks 0-3, 4 on 16-19
+        (8, 8, 1, False, 32, 16, 8),  # 32 bytes each: two 16-byte accesses, each as (8, 4, ...)
     ],
 )
-def test_shared_memory_wavefronts(emu, stride, width, group, uniform, threads, wavefronts):
+def test_shared_memory_wavefronts(
+    emu, stride, width, group, uniform, threads, wavefronts, conflict_free
+):
     """The wavefronts the emulator counts for a warp's shared accesses (emulator.h, WarpAccesses):
     each group of threads stores `width` floats at (t / group) * stride (or thread 0 alone, then
-    everyone loads that address), then loads them back."""
-    loads, stores = torch.ops.gscnn_testing.bank_pattern(stride, width, group, uniform, threads)
+    everyone loads that address), then loads them back. conflict_free: what the loads would take
+    without bank conflicts (per phase its distinct words over 32, rounded up)."""
+    loads, stores, ideal = torch.ops.gscnn_testing.bank_pattern(
+        stride, width, group, uniform, threads
+    )
     assert loads == wavefronts
+    assert ideal == 2 * conflict_free  # loads and stores (the same addresses) alike
     # the stores: one thread per address (the group's first, or thread 0)
     one_per_quarter = group == 8
     assert stores == (1 if uniform else wavefronts if not one_per_quarter else 4)
     rec_fields = emu.LAST_LAUNCH_FIELDS
-    assert rec_fields[-2:] == ("shared_load_wavefronts", "shared_store_wavefronts")
+    assert rec_fields[-3:-1] == ("shared_load_wavefronts", "shared_store_wavefronts")
+    assert rec_fields[-1] == "shared_conflict_free_wavefronts"
 
 
 def _pipeline_geometry(n, R, h):

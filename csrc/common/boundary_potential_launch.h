@@ -70,6 +70,7 @@ View4<T> view4(const at::Tensor& t) {
 
 struct TileShape {
   int64_t TH, TW;
+  bool conflict_free = false;  // the buffers' row strides (Layout): conflict-free or compact
 };
 
 inline int64_t num_tiles(const at::Tensor& prob, TileShape ts) {
@@ -104,6 +105,7 @@ Pipeline<scalar_t, kLoss, kBackward, kR> make_pipeline(const at::Tensor& prob,
   p.W = prob.size(3);
   p.TH = ts.TH;
   p.TW = ts.TW;
+  p.conflict_free = ts.conflict_free;
   p.tiles_h = (p.H + ts.TH - 1) / ts.TH;
   p.tiles_w = (p.W + ts.TW - 1) / ts.TW;
   p.ignore_index = ignore_index;
@@ -113,11 +115,13 @@ Pipeline<scalar_t, kLoss, kBackward, kR> make_pipeline(const at::Tensor& prob,
 }
 
 // Calls f(std::integral_constant<int, kR>) with kR = 3 for the paper's sigma (radius 3: sigma in
-// (2/3, 1]), the program with the radius fixed at compile time, and kR = 0 (any radius) else.
+// (2/3, 1]), the program with the radius fixed at compile time (its vector phases), and kR = 0
+// (any radius) else.
+constexpr int64_t kVectorRadius = 3;
 template <typename F>
 void with_radius(double sigma, F&& f) {
-  if (radius_of(sigma) == 3) {
-    f(std::integral_constant<int, 3>{});
+  if (radius_of(sigma) == kVectorRadius) {
+    f(std::integral_constant<int, kVectorRadius>{});
   } else {
     f(std::integral_constant<int, 0>{});
   }
@@ -125,7 +129,9 @@ void with_radius(double sigma, F&& f) {
 
 // --- GPU launch selection ---------------------------------------------------------------------
 // 256 threads per block; the largest tile of 32x32 ... 4x8 pixels whose buffers fit the device's
-// shared memory per block (32x32 for sigma ~ 1: forward ~39 KiB, backward ~76 KiB in float32);
+// shared memory per block, at sigma ~ 1 with the conflict-free row strides where they fit (32x32
+// in float32: the loss forward 52 KiB, its backward 107 KiB, 84 KiB with the compact strides on
+// GPUs of 99 KiB per block);
 // one block per tile, blocks walking the tiles grid-stride past 2^31 - 1 of them. When no tile
 // fits (large sigma: the halo alone outgrows the shared memory), 32x32 tiles with the buffers in
 // global scratch memory, and a grid of two blocks per SM (bounded scratch: about 150 MiB at
@@ -141,7 +147,14 @@ inline PipelineChoice select_pipeline(int64_t N, int64_t H, int64_t W, int64_t R
   PipelineChoice c{};
   const int64_t T = ov.threads ? ov.threads : largest_block(d, k, {256, 128, 64});
   auto bytes = [&](TileShape ts) {
-    return Layout(ts.TH, ts.TW, R, loss, backward, T).total * acc_bytes;
+    return Layout(ts.TH, ts.TW, R, loss, backward, T, ts.conflict_free).total * acc_bytes;
+  };
+  // The vector program's buffers with conflict-free row strides where they fit, else compact
+  // (Layout); the scalar program's compact (its accesses of 4 bytes gain nothing from them).
+  const auto strides = [&](TileShape ts) {
+    ts.conflict_free = R == kVectorRadius;
+    if (ts.conflict_free && bytes(ts) > max_dynamic_shared(d, k)) ts.conflict_free = false;
+    return ts;
   };
   bool scratch = ov.memory == 1;
   if (ov.tile_h > 0 && ov.tile_w > 0) {
@@ -149,21 +162,21 @@ inline PipelineChoice select_pipeline(int64_t N, int64_t H, int64_t W, int64_t R
     TORCH_CHECK(ov.tile_h <= 1024 && ov.tile_w <= 1024,
                 "boundary potential launch: a forced tile must be at most 1024 x 1024, got ",
                 ov.tile_h, " x ", ov.tile_w);
-    c.tile = {ov.tile_h, ov.tile_w};
+    c.tile = strides({ov.tile_h, ov.tile_w});
   } else {
     c.tile = {0, 0};
     if (!scratch) {
       for (const TileShape ts : {TileShape{32, 32}, TileShape{16, 32}, TileShape{16, 16},
                                  TileShape{8, 16}, TileShape{8, 8}, TileShape{4, 8}}) {
-        if (bytes(ts) <= max_dynamic_shared(d, k)) {
-          c.tile = ts;
+        if (bytes(strides(ts)) <= max_dynamic_shared(d, k)) {
+          c.tile = strides(ts);
           break;
         }
       }
     }
     if (c.tile.TH == 0) {
       scratch = true;
-      c.tile = {32, 32};
+      c.tile = {32, 32};  // compact strides in global scratch
     }
   }
   const int64_t tiles = N * ceil_div(H, c.tile.TH) * ceil_div(W, c.tile.TW);

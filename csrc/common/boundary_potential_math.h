@@ -253,15 +253,32 @@ GSCNN_HD constexpr int round4(int v) { return (v + 3) / 4 * 4; }
 // differences and their adjoints); EWs and DWs leave room for the row blur's (and its adjoint's)
 // last group: 4 + 2R inputs read as whole groups of four, the columns past EW (DW) being padding.
 // The differences of Z columns 4q .. 4q + 3 read B columns 4q .. 4q + 7 (two groups; Z column c is
-// B column c + 1), their adjoints Z columns 4q .. 4q + 7 of DGX and DGY: hence XWs and ZWs of
-// round4(ZW) + 4.
+// B column c + 1), their adjoints Z columns 4q .. 4q + 7 of DGX and DGY: hence XG = round4(ZW) / 4 + 1
+// groups of X and B computed per row, and XWs and ZWs of at least 4 XG.
+//
+// conflict_free: strides that keep the vector phases free of shared-memory bank conflicts, at the
+// price of more shared memory (the launch falls back to the compact strides where the buffers do
+// not fit). A warp's 16-byte accesses are served a quarter-warp (8 lanes, 128 bytes) at a time,
+// conflict-free when the 8 groups of four fall in distinct bank groups (group index mod 8). A phase
+// walks a region's groups row-major (for_each_2d over `width` groups per row), so lane i of a
+// quarter-warp reaches group step * (row) + column: consecutive lanes reach consecutive groups
+// except across a row's end, where the address jumps by step - width groups. That jump keeps them
+// distinct mod 8 exactly when step = width (mod 8). Hence: E's rows 8k groups longer than XG (the
+// row blur walks XG groups, reading P and L at stride EWs); in the backward, the two-row phases
+// (column blur, zeta: a row step of 2 XWs) walk W2 = XG rounded up to even groups and XWs = ZWs is
+// chosen with 2 XWs / 4 = W2 (mod 8). (Backward, 32 x 32, R = 3: XG = 11, W2 = 12, XWs = 56 (14
+// groups), EWs = 76 (19); 105 KiB instead of 84 in float32. Left: the adjoint of the differences,
+// which reads DGX and DGY at stride ZWs with DWs / 4 groups per row.)
 struct Layout {
   int TH, TW, R, h;
   int EH, EW, XW, BH, ZH, ZW, DH, DW;  // region sizes (D = tile + R, for the backward)
-  int EWs, XWs, ZWs, DWs;              // row strides
+  int XG, W2;  // groups of four of X per row the row blur computes; width of the two-row phases
+  int EG;      // groups of four of E per row the row blur reads (padding included)
+  int EWs, XWs, ZWs, DWs;  // row strides
   int L, P, X, Xh, B, Bh, keep, DGX, DGY, dB, dX, red, cls, total;
 
-  GSCNN_HD Layout(int64_t TH_, int64_t TW_, int64_t R_, bool loss, bool backward, int64_t T)
+  GSCNN_HD Layout(int64_t TH_, int64_t TW_, int64_t R_, bool loss, bool backward, int64_t T,
+                  bool conflict_free = false)
       : TH(static_cast<int>(TH_)),
         TW(static_cast<int>(TW_)),
         R(static_cast<int>(R_)),
@@ -275,9 +292,16 @@ struct Layout {
     ZW = XW - 2;
     DH = TH + 2 * R;
     DW = TW + 2 * R;
-    XWs = round4(ZW) + 4;  // >= XW + 2
-    ZWs = round4(ZW) + 4;
-    EWs = XWs + round4(2 * R);
+    XG = round4(ZW) / 4 + 1;  // 4 XG >= XW + 2
+    W2 = conflict_free && backward ? (XG + 1) / 2 * 2 : XG;
+    int xg = XG;  // XWs / 4: 2 xg = W2 (mod 8), XG <= xg <= XG + 3
+    while (conflict_free && backward && (2 * xg - W2) % 8 != 0) ++xg;
+    XWs = 4 * xg;
+    ZWs = XWs;
+    // E: room for the row blur's last group (round4(2R) past 4 XG), in whole 8 groups if
+    // conflict-free
+    EG = XG + round4(2 * R) / 4;
+    EWs = conflict_free ? 4 * XG + (round4(2 * R) + 31) / 32 * 32 : 4 * EG;
     DWs = round4(TW) + round4(2 * R);
     int o = 0;
     const auto region = [&o](bool used, int size) {

@@ -64,6 +64,7 @@ struct Pipeline {
   int64_t N, K, H, W, TH, TW, tiles_h, tiles_w;
   int64_t ignore_index;
   acc_t threshold;
+  bool conflict_free;  // the buffers' conflict-free row strides (Layout), or the compact ones
   Taps<acc_t> taps;
 
   GSCNN_HD int64_t num_tiles() const { return N * tiles_h * tiles_w; }
@@ -75,7 +76,7 @@ struct Pipeline {
     }
   }
   GSCNN_HD Layout layout(int64_t T) const {
-    return Layout(TH, TW, radius(), kLoss, kBackward, T);
+    return Layout(TH, TW, radius(), kLoss, kBackward, T, conflict_free);
   }
 
   struct Tile {
@@ -104,7 +105,7 @@ struct Pipeline {
     uint32_t lo = K > kMaskClasses ? ~0u : 0u, hi = lo;
     with_plane_offsets(H, W, target.sH, target.sW, oi, oj, [&](auto po) {
       using I = decltype(po.sH);
-      for_each_2d(Lo.EH, kVector ? Lo.EWs : Lo.EW, t, T, [&](int r, int c) {
+      for_each_2d(Lo.EH, kVector ? 4 * Lo.EG : Lo.EW, t, T, [&](int r, int c) {
         if (c >= Lo.EW) {  // padding
           Lb[r * Lo.EWs + c] = acc_t(-1);
           return;
@@ -183,7 +184,7 @@ struct Pipeline {
     const int d = 2 * Lo.R + 3, off = Lo.h - Lo.R - 1;  // Z row zr <-> E rows zr + off...
     const int64_t zi = tl.i0 - off, zj = tl.j0 - off;
     // the padding columns too (0): the backward's vector differences read whole groups of four
-    for_each_2d(Lo.ZH, kVector && kBackward ? Lo.ZWs : Lo.ZW, t, T, [&](int r, int c) {
+    for_each_2d(Lo.ZH, kVector && kBackward ? round4(Lo.ZW) : Lo.ZW, t, T, [&](int r, int c) {
       bool ok = c < Lo.ZW && zi + r >= 0 && zi + r < H && zj + c >= 0 && zj + c < W;
       for (int a = 0; a < d && ok; ++a) ok = rows[(r + a) * Lo.XWs + c] != acc_t(0);
       keep[r * Lo.ZWs + c] = ok ? acc_t(1) : acc_t(0);
@@ -223,7 +224,7 @@ struct Pipeline {
         // from the image's left and right edges when rows are contiguous, 4-aligned, and E starts
         // on a multiple of 4), one vector store of shared memory, one address per group.
         const bool vector = po.groups_of_four_aligned(plane);
-        for_each_2d(Lo.EH, Lo.EWs / 4, t, T, [&](int r, int q) {
+        for_each_2d(Lo.EH, Lo.EG, t, T, [&](int r, int q) {
           const int c0 = 4 * q;
           const scalar_t* const row = plane + po.row(ys.clamp(r));
           acc_t v[4];
@@ -279,7 +280,7 @@ struct Pipeline {
     if constexpr (kVector) {
       // Four outputs per thread from the 4 + 2R inputs after them, read as kGroups groups of 4.
       constexpr int kTaps = 2 * kR + 1, kGroups = (4 + 2 * kR + 3) / 4;
-      for_each_2d(Lo.EH, Lo.XWs / 4, t, T, [&](int r, int q) {
+      for_each_2d(Lo.EH, Lo.XG, t, T, [&](int r, int q) {
         acc_t in[4 * kGroups], out[4];
         const Ptr p = Pb + r * Lo.EWs + 4 * q;
         GSCNN_UNROLL
@@ -369,7 +370,9 @@ struct Pipeline {
         for (int j = 0; j < kRows; ++j)
           if (j < rows) store_vector<4>(dst + (r + j) * Lo.XWs + 4 * q, out[j]);
       };
-      for_each_2d((Lo.BH + kRows - 1) / kRows, Lo.XWs / 4, t, T, [&](int rr, int q) {
+      // W2 >= XG groups per row (Layout: conflict-free strides); the lanes past XG idle
+      for_each_2d((Lo.BH + kRows - 1) / kRows, Lo.W2, t, T, [&](int rr, int q) {
+        if (q >= Lo.XG) return;
         blur(sm + Lo.X, sm + Lo.B, kRows * rr, q);
         if (kLoss && present) blur(sm + Lo.Xh, sm + Lo.Bh, kRows * rr, q);
       });
@@ -528,7 +531,7 @@ struct Pipeline {
       // adjoint of the differences reads whole groups of four).
       constexpr int kRows = kColumnRows;
       const Span ys(zi0, H, Lo.ZH), xs(zj0, W, Lo.ZW);
-      for_each_2d((Lo.ZH + kRows - 1) / kRows, Lo.ZWs / 4, t, T, [&](int p, int q) {
+      for_each_2d((Lo.ZH + kRows - 1) / kRows, Lo.W2, t, T, [&](int p, int q) {
         const int r = kRows * p, rows = Lo.ZH - r < kRows ? Lo.ZH - r : kRows;
         acc_t fx[kRows][4], fy[kRows][4];
         GSCNN_UNROLL

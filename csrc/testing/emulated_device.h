@@ -31,7 +31,7 @@ struct LaunchRecord {
     return {blocks,   threads, shared_bytes,  scratch_bytes,      tile_h,
             tile_w,   barriers, variant,      shared.loads,       shared.stores,
             shared.load_bytes, shared.store_bytes, shared.barriers, shared.load_wavefronts,
-            shared.store_wavefronts};
+            shared.store_wavefronts, shared.conflict_free_wavefronts};
   }
 };
 LaunchRecord& last_launch();

@@ -41,6 +41,9 @@ struct EmuOptions {
 struct SharedCounts {
   int64_t loads = 0, stores = 0, load_bytes = 0, store_bytes = 0, barriers = 0;
   int64_t load_wavefronts = 0, store_wavefronts = 0;
+  // What the same accesses would take free of bank conflicts: per phase, its distinct words over
+  // 32 (rounded up), one for a broadcast (so wavefronts - conflict_free_wavefronts = the conflicts)
+  int64_t conflict_free_wavefronts = 0;
 };
 
 // The shared-memory wavefronts of a block's warps: the k-th access of each thread of a warp in one
@@ -90,7 +93,9 @@ class WarpAccesses {
             done[t - w0] = true;
             lanes_.push_back({static_cast<uint32_t>(t - w0), b.offset});
           }
-          (a.store ? counts.store_wavefronts : counts.load_wavefronts) += wavefronts(a.size);
+          const Wavefronts w = wavefronts(a.size);
+          (a.store ? counts.store_wavefronts : counts.load_wavefronts) += w.taken;
+          counts.conflict_free_wavefronts += w.conflict_free;
         }
       }
     }
@@ -105,12 +110,15 @@ class WarpAccesses {
   struct Lane {
     uint32_t lane, offset;
   };
-  int64_t wavefronts(uint32_t size) const {
+  struct Wavefronts {
+    int64_t taken, conflict_free;
+  };
+  Wavefronts wavefronts(uint32_t size) const {
     bool uniform = true;
     for (const Lane& l : lanes_) uniform = uniform && l.offset == lanes_[0].offset;
-    if (uniform) return 1;
+    if (uniform) return {1, 1};
     const uint32_t per_phase = size <= 4 ? 32 : size <= 8 ? 16 : 8;  // size <= 16 (add())
-    int64_t total = 0;
+    int64_t total = 0, ideal = 0;
     for (uint32_t phase = 0; phase < 32 / per_phase; ++phase) {
       uint32_t words[32 * 5];  // at most 8 lanes x 5 words (16 bytes, unaligned) or 32 x 2
       int n = 0;
@@ -119,7 +127,7 @@ class WarpAccesses {
         for (uint32_t w = l.offset / 4; w <= (l.offset + size - 1) / 4; ++w) words[n++] = w;
       }
       if (n == 0) continue;
-      int most = 0;
+      int most = 0, all = 0;
       for (int bank = 0; bank < 32; ++bank) {
         int distinct = 0;
         for (int i = 0; i < n; ++i) {
@@ -129,10 +137,12 @@ class WarpAccesses {
           distinct += seen ? 0 : 1;
         }
         most = distinct > most ? distinct : most;
+        all += distinct;
       }
       total += most;
+      ideal += (all + 31) / 32;
     }
-    return total;
+    return {total, ideal};
   }
   std::vector<std::vector<Access>> log_;
   std::vector<Lane> lanes_;
@@ -213,6 +223,7 @@ class SharedMemoryTracker {
       warps.add(thread_, static_cast<uint32_t>(offset), static_cast<uint32_t>(size), store);
     } else {
       ++(store ? counts.store_wavefronts : counts.load_wavefronts);
+      ++counts.conflict_free_wavefronts;
     }
   }
   void check_bounds(size_t offset, size_t size, const char* what) const {

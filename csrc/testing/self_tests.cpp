@@ -107,7 +107,7 @@ struct BankPattern {
   }
 };
 
-// [load wavefronts, store wavefronts] of BankPattern with `threads` threads.
+// [load wavefronts, store wavefronts, conflict-free wavefronts of both] of BankPattern with `threads` threads.
 std::vector<int64_t> bank_pattern(int64_t stride, int64_t width, int64_t group, bool uniform,
                                   int64_t threads) {
   TORCH_CHECK(width == 1 || width == 2 || width == 4 || width == 8,
@@ -119,7 +119,7 @@ std::vector<int64_t> bank_pattern(int64_t stride, int64_t width, int64_t group, 
   l.shared_bytes = threads * stride * static_cast<int64_t>(sizeof(float));
   SharedCounts counts;
   emulate("bank_pattern", BankPattern{stride, width, group, uniform}, l, EmuOptions{}, &counts);
-  return {counts.load_wavefronts, counts.store_wavefronts};
+  return {counts.load_wavefronts, counts.store_wavefronts, counts.conflict_free_wavefronts};
 }
 
 std::vector<int64_t> as_list(const Launch& l, int64_t tile_h = 0, int64_t tile_w = 0,
