@@ -7,6 +7,7 @@
 #include <ATen/OpMathType.h>
 
 #include <cstdint>
+#include <type_traits>
 
 #include "boundary_potential_math.h"
 #include "exec.h"
@@ -418,13 +419,15 @@ struct Pipeline {
   // scalar ones; the same bytes at kRows = 2). ys, xs: where the image's edges fall in Z. The
   // same sums as diff(), bit for bit. (The forward keeps diff(): with its one row per thread, the
   // groups would read half as many bytes again, and its 64 registers leave no room for two.)
-  template <int kRows, typename Ptr>
+  // kInterior: the caller knows that every pixel lies strictly inside the image (no edge's
+  // replicate border to apply, all rows present).
+  template <int kRows, bool kInterior = false, typename Ptr>
   GSCNN_HD void diff_group(Ptr Bb, const Layout& Lo, int r, int q, int rows, Span ys, Span xs,
                            acc_t (&gx)[kRows][4], acc_t (&gy)[kRows][4]) const {
     acc_t v[kRows + 2][8];
     GSCNN_UNROLL
     for (int i = 0; i < kRows + 2; ++i) {
-      if (i < rows + 2) {
+      if (kInterior || i < rows + 2) {
         const Ptr p = Bb + (r + i) * Lo.XWs + 4 * q;
         load_quad(p, v[i], 0);
         load_quad(p + 4, v[i], 4);
@@ -440,22 +443,22 @@ struct Pipeline {
       for (int u = 0; u < 4; ++u) {
         const int c = 4 * q + u;
         const acc_t self = v[j + 1][u + 1];
-        const acc_t east = c == xs.last ? self : v[j + 1][u + 2];
-        const acc_t west = c == xs.first ? self : v[j + 1][u];
-        const acc_t south = zr == ys.last ? self : v[j + 2][u + 1];
-        const acc_t north = zr == ys.first ? self : v[j][u + 1];
+        const acc_t east = !kInterior && c == xs.last ? self : v[j + 1][u + 2];
+        const acc_t west = !kInterior && c == xs.first ? self : v[j + 1][u];
+        const acc_t south = !kInterior && zr == ys.last ? self : v[j + 2][u + 1];
+        const acc_t north = !kInterior && zr == ys.first ? self : v[j][u + 1];
         gx[j][u] = acc_t(0.5) * (east - west);
         gy[j][u] = acc_t(0.5) * (south - north);
       }
     }
   }
   // The keep mask of the same pixels (one aligned group of four per row).
-  template <int kRows, typename Ptr>
+  template <int kRows, bool kInterior = false, typename Ptr>
   GSCNN_HD void keep_group(Ptr sm, const Layout& Lo, int r, int q, int rows,
                            acc_t (&kp)[kRows][4]) const {
     GSCNN_UNROLL
     for (int j = 0; j < kRows; ++j) {
-      if (j < rows) {
+      if (kInterior || j < rows) {
         load_quad(sm + Lo.keep + (r + j) * Lo.ZWs + 4 * q, kp[j], 0);
       } else {
         GSCNN_UNROLL
@@ -519,6 +522,64 @@ struct Pipeline {
 
   // --- backward -------------------------------------------------------------------------------
 
+  // kVector backward: (DGX, DGY) of kColumnRows x 4 Z pixels, rows r .. r + rows - 1, columns
+  // 4q .. 4q + 3 < round4(ZW) (0 for the pixels outside the image or past ZW). kInterior: every pixel strictly
+  // inside the image and the region (no edge's replicate border, all rows present). s: the loss's
+  // d loss / d zeta on P+ up to its sign.
+  template <bool kInterior, typename Ptr>
+  GSCNN_HD void zeta_group(Ptr sm, const Layout& Lo, Tile tl, int64_t k, bool present, acc_t s,
+                           int r, int q, int rows, Span ys, Span xs) const {
+    constexpr int kRows = kColumnRows;
+    acc_t fx[kRows][4], fy[kRows][4];
+    GSCNN_UNROLL
+    for (int j = 0; j < kRows; ++j)
+      GSCNN_UNROLL
+      for (int u = 0; u < 4; ++u) fx[j][u] = fy[j][u] = 0;
+    acc_t gx[kRows][4], gy[kRows][4], hx[kRows][4], hy[kRows][4], kp[kRows][4];
+    diff_group<kRows, kInterior>(sm + Lo.B, Lo, r, q, rows, ys, xs, gx, gy);
+    if (kLoss) {
+      keep_group<kRows, kInterior>(sm, Lo, r, q, rows, kp);
+      if (present) diff_group<kRows, kInterior>(sm + Lo.Bh, Lo, r, q, rows, ys, xs, hx, hy);
+    }
+    GSCNN_UNROLL
+    for (int j = 0; j < kRows; ++j) {
+      GSCNN_UNROLL
+      for (int u = 0; u < 4; ++u) {
+        const int c = 4 * q + u;
+        if (!kInterior && (j >= rows || c >= Lo.ZW || !ys.inside(r + j) || !xs.inside(c)))
+          continue;
+        const acc_t zeta = potential(gx[j][u], gy[j][u]);
+        acc_t dzeta = 0;
+        if (kLoss) {
+          if (kp[j][u] != acc_t(0)) {
+            const acc_t zeta_hat = present ? potential(hx[j][u], hy[j][u]) : acc_t(0);
+            if (in_band(zeta, zeta_hat, threshold)) dzeta = s * abs_grad(zeta, zeta_hat);
+          }
+        } else {
+          const int64_t zi0 = tl.i0 - Lo.R - 1, zj0 = tl.j0 - Lo.R - 1;
+          dzeta = static_cast<acc_t>(grad_zeta.at(tl.n, k, zi0 + r + j, zj0 + c));
+        }
+        const acc_t f = potential_grad_factor(dzeta, zeta);
+        fx[j][u] = f * gx[j][u];
+        fy[j][u] = f * gy[j][u];
+      }
+    }
+    GSCNN_UNROLL
+    for (int j = 0; j < kRows; ++j) {
+      if (!kInterior && j >= rows) break;
+      store_vector<4>(sm + Lo.DGX + (r + j) * Lo.ZWs + 4 * q, fx[j]);
+      store_vector<4>(sm + Lo.DGY + (r + j) * Lo.ZWs + 4 * q, fy[j]);
+    }
+  }
+  // The other groups of pixels (the image's edges, the region's odd last row): cold. It builds
+  // the Layout again from T rather than take the caller's (a reference or a copy would move the
+  // caller's to local memory, and its fields would be reloaded in the hot loop).
+  template <typename Ptr>
+  GSCNN_HD_COLD void zeta_group_edge(Ptr sm, int64_t T, Tile tl, int64_t k, bool present,
+                                     acc_t s, int r, int q, int rows, Span ys, Span xs) const {
+    zeta_group<false>(sm, layout(T), tl, k, present, s, r, q, rows, ys, xs);
+  }
+
   // d zeta on Z, turned into (DGX, DGY), the adjoints of the central differences (0 outside the
   // image and, for the loss, outside P+).
   template <typename Ptr>
@@ -528,50 +589,26 @@ struct Pipeline {
     const acc_t s = kLoss ? static_cast<acc_t>(*scale) : acc_t(0);
     if constexpr (kVector) {
       // kColumnRows rows of four pixels per thread; the padding columns past ZW get 0 (the vector
-      // adjoint of the differences reads whole groups of four).
+      // adjoint of the differences reads whole groups of four). Groups strictly inside the image
+      // and the region (every group of a tile away from the image's edges) take the straight
+      // code; the rest a cold function of their own (edge selects, per-pixel bounds tests).
       constexpr int kRows = kColumnRows;
       const Span ys(zi0, H, Lo.ZH), xs(zj0, W, Lo.ZW);
       for_each_2d((Lo.ZH + kRows - 1) / kRows, Lo.W2, t, T, [&](int p, int q) {
         const int r = kRows * p, rows = Lo.ZH - r < kRows ? Lo.ZH - r : kRows;
-        acc_t fx[kRows][4], fy[kRows][4];
-        GSCNN_UNROLL
-        for (int j = 0; j < kRows; ++j)
-          GSCNN_UNROLL
-          for (int u = 0; u < 4; ++u) fx[j][u] = fy[j][u] = 0;
-        if (4 * q < Lo.ZW) {
-          acc_t gx[kRows][4], gy[kRows][4], hx[kRows][4], hy[kRows][4], kp[kRows][4];
-          diff_group<kRows>(sm + Lo.B, Lo, r, q, rows, ys, xs, gx, gy);
-          if (kLoss) {
-            keep_group<kRows>(sm, Lo, r, q, rows, kp);
-            if (present) diff_group<kRows>(sm + Lo.Bh, Lo, r, q, rows, ys, xs, hx, hy);
-          }
+        if (4 * q >= Lo.ZW) {  // padding (a few lanes of every warp: not the cold function)
+          const acc_t zero[4] = {0, 0, 0, 0};
           GSCNN_UNROLL
           for (int j = 0; j < kRows; ++j) {
-            GSCNN_UNROLL
-            for (int u = 0; u < 4; ++u) {
-              const int c = 4 * q + u;
-              if (j >= rows || c >= Lo.ZW || !ys.inside(r + j) || !xs.inside(c)) continue;
-              const acc_t zeta = potential(gx[j][u], gy[j][u]);
-              acc_t dzeta = 0;
-              if (kLoss) {
-                if (kp[j][u] != acc_t(0)) {
-                  const acc_t zeta_hat = present ? potential(hx[j][u], hy[j][u]) : acc_t(0);
-                  if (in_band(zeta, zeta_hat, threshold)) dzeta = s * abs_grad(zeta, zeta_hat);
-                }
-              } else {
-                dzeta = static_cast<acc_t>(grad_zeta.at(tl.n, k, zi0 + r + j, zj0 + c));
-              }
-              const acc_t f = potential_grad_factor(dzeta, zeta);
-              fx[j][u] = f * gx[j][u];
-              fy[j][u] = f * gy[j][u];
-            }
+            if (j >= rows) break;
+            store_vector<4>(sm + Lo.DGX + (r + j) * Lo.ZWs + 4 * q, zero);
+            store_vector<4>(sm + Lo.DGY + (r + j) * Lo.ZWs + 4 * q, zero);
           }
-        }
-        GSCNN_UNROLL
-        for (int j = 0; j < kRows; ++j) {
-          if (j >= rows) break;
-          store_vector<4>(sm + Lo.DGX + (r + j) * Lo.ZWs + 4 * q, fx[j]);
-          store_vector<4>(sm + Lo.DGY + (r + j) * Lo.ZWs + 4 * q, fy[j]);
+        } else if (4 * q + 3 < Lo.ZW && rows == kRows && r > ys.first &&
+                   r + kRows - 1 < ys.last && 4 * q > xs.first && 4 * q + 3 < xs.last) {
+          zeta_group<true>(sm, Lo, tl, k, present, s, r, q, rows, ys, xs);
+        } else {
+          zeta_group_edge(sm, T, tl, k, present, s, r, q, rows, ys, xs);
         }
       });
       return;
