@@ -253,8 +253,8 @@ GSCNN_HD constexpr int round4(int v) { return (v + 3) / 4 * 4; }
 // differences and their adjoints); EWs and DWs leave room for the row blur's (and its adjoint's)
 // last group: 4 + 2R inputs read as whole groups of four, the columns past EW (DW) being padding.
 // The differences of Z columns 4q .. 4q + 3 read B columns 4q .. 4q + 7 (two groups; Z column c is
-// B column c + 1), their adjoints Z columns 4q .. 4q + 7 of DGX and DGY: hence XG = round4(ZW) / 4 + 1
-// groups of X and B computed per row, and XWs and ZWs of at least 4 XG.
+// B column c + 1), their adjoints Z columns 4q .. 4q + 7 of DGX and DGY: hence
+// XG = round4(ZW) / 4 + 1 groups of X and B computed per row, and XWs and ZWs of at least 4 XG.
 //
 // conflict_free: strides that keep the vector phases free of shared-memory bank conflicts, at the
 // price of more shared memory (the launch falls back to the compact strides where the buffers do
@@ -267,8 +267,9 @@ GSCNN_HD constexpr int round4(int v) { return (v + 3) / 4 * 4; }
 // row blur walks XG groups, reading P and L at stride EWs); in the backward, the two-row phases
 // (column blur, zeta: a row step of 2 XWs) walk W2 = XG rounded up to even groups and XWs = ZWs is
 // chosen with 2 XWs / 4 = W2 (mod 8). (Backward, 32 x 32, R = 3: XG = 11, W2 = 12, XWs = 56 (14
-// groups), EWs = 76 (19); 105 KiB instead of 84 in float32. Left: the adjoint of the differences,
-// which reads DGX and DGY at stride ZWs with DWs / 4 groups per row.)
+// groups), EWs = 76 (19); the loss backward's buffers 107 KiB instead of 84 in float32. Left: the
+// adjoint of the differences, which reads DGX and DGY at stride ZWs walking DWs / 4 groups per
+// row, and the row blur's stores of X, at stride XWs walking XG.)
 struct Layout {
   int TH, TW, R, h;
   int EH, EW, XW, BH, ZH, ZW, DH, DW;  // region sizes (D = tile + R, for the backward)

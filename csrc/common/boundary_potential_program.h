@@ -7,7 +7,6 @@
 #include <ATen/OpMathType.h>
 
 #include <cstdint>
-#include <type_traits>
 
 #include "boundary_potential_math.h"
 #include "exec.h"
@@ -523,9 +522,9 @@ struct Pipeline {
   // --- backward -------------------------------------------------------------------------------
 
   // kVector backward: (DGX, DGY) of kColumnRows x 4 Z pixels, rows r .. r + rows - 1, columns
-  // 4q .. 4q + 3 < round4(ZW) (0 for the pixels outside the image or past ZW). kInterior: every pixel strictly
-  // inside the image and the region (no edge's replicate border, all rows present). s: the loss's
-  // d loss / d zeta on P+ up to its sign.
+  // 4q .. 4q + 3 < round4(ZW) (0 for the pixels outside the image or past ZW). kInterior: every
+  // pixel strictly inside the image and the region (no edge's replicate border, all rows
+  // present). s: the loss's d loss / d zeta on P+ up to its sign.
   template <bool kInterior, typename Ptr>
   GSCNN_HD void zeta_group(Ptr sm, const Layout& Lo, Tile tl, int64_t k, bool present, acc_t s,
                            int r, int q, int rows, Span ys, Span xs) const {
