@@ -166,10 +166,11 @@ inline PipelineChoice select_pipeline(int64_t N, int64_t H, int64_t W, int64_t R
   } else {
     c.tile = {0, 0};
     if (!scratch) {
-      for (const TileShape ts : {TileShape{32, 32}, TileShape{16, 32}, TileShape{16, 16},
-                                 TileShape{8, 16}, TileShape{8, 8}, TileShape{4, 8}}) {
-        if (bytes(strides(ts)) <= max_dynamic_shared(d, k)) {
-          c.tile = strides(ts);
+      for (const TileShape shape : {TileShape{32, 32}, TileShape{16, 32}, TileShape{16, 16},
+                                    TileShape{8, 16}, TileShape{8, 8}, TileShape{4, 8}}) {
+        const TileShape ts = strides(shape);
+        if (bytes(ts) <= max_dynamic_shared(d, k)) {
+          c.tile = ts;
           break;
         }
       }

@@ -563,9 +563,16 @@ struct Pipeline {
         fy[j][u] = f * gy[j][u];
       }
     }
+    store_adjoints(sm, Lo, r, q, kInterior ? kRows : rows, fx, fy);
+  }
+  // (DGX, DGY) of rows r .. r + rows - 1 of a group: one 16-byte store each.
+  template <typename Ptr>
+  GSCNN_HD void store_adjoints(Ptr sm, const Layout& Lo, int r, int q, int rows,
+                               const acc_t (&fx)[kColumnRows][4],
+                               const acc_t (&fy)[kColumnRows][4]) const {
     GSCNN_UNROLL
-    for (int j = 0; j < kRows; ++j) {
-      if (!kInterior && j >= rows) break;
+    for (int j = 0; j < kColumnRows; ++j) {
+      if (j >= rows) break;
       store_vector<4>(sm + Lo.DGX + (r + j) * Lo.ZWs + 4 * q, fx[j]);
       store_vector<4>(sm + Lo.DGY + (r + j) * Lo.ZWs + 4 * q, fy[j]);
     }
@@ -596,13 +603,8 @@ struct Pipeline {
       for_each_2d((Lo.ZH + kRows - 1) / kRows, Lo.W2, t, T, [&](int p, int q) {
         const int r = kRows * p, rows = Lo.ZH - r < kRows ? Lo.ZH - r : kRows;
         if (4 * q >= Lo.ZW) {  // padding (a few lanes of every warp: not the cold function)
-          const acc_t zero[4] = {0, 0, 0, 0};
-          GSCNN_UNROLL
-          for (int j = 0; j < kRows; ++j) {
-            if (j >= rows) break;
-            store_vector<4>(sm + Lo.DGX + (r + j) * Lo.ZWs + 4 * q, zero);
-            store_vector<4>(sm + Lo.DGY + (r + j) * Lo.ZWs + 4 * q, zero);
-          }
+          const acc_t zero[kRows][4] = {};
+          store_adjoints(sm, Lo, r, q, rows, zero, zero);
         } else if (4 * q + 3 < Lo.ZW && rows == kRows && r > ys.first &&
                    r + kRows - 1 < ys.last && 4 * q > xs.first && 4 * q + 3 < xs.last) {
           zeta_group<true>(sm, Lo, tl, k, present, s, r, q, rows, ys, xs);
