@@ -642,46 +642,70 @@ struct Pipeline {
     });
   }
 
+  // kVector: dB at D row r (in the image), columns 4q .. 4q + 3 (some in the image): DGX's Z row
+  // r + 1 and DGY's Z rows r and r + 2 (and r + 1 at the image's first and last row), columns
+  // 4q .. 4q + 7, as aligned groups of four; 0 at the padding columns past DW and outside the
+  // image. kInterior: the caller knows the row is not the image's first or last and no column of
+  // the group is the image's first or last or outside it (the padding's select stays).
+  template <bool kInterior, typename Ptr>
+  GSCNN_HD void diff_adjoint_group(Ptr sm, const Layout& Lo, int r, int q, Span ys,
+                                   Span xs) const {
+    const bool first = !kInterior && r == ys.first, last = !kInterior && r == ys.last;
+    acc_t a[8], n[8], m[8], so[8], out[4] = {0, 0, 0, 0};
+    const Ptr px = sm + Lo.DGX + (r + 1) * Lo.ZWs + 4 * q;
+    const Ptr py = sm + Lo.DGY + r * Lo.ZWs + 4 * q;
+    load_quad(px, a, 0);
+    load_quad(px + 4, a, 4);
+    load_quad(py, n, 0);
+    load_quad(py + 4, n, 4);
+    load_quad(py + 2 * Lo.ZWs, so, 0);
+    load_quad(py + 2 * Lo.ZWs + 4, so, 4);
+    if (first || last) {  // the adjoint of the pixel's own value: the image's edge rows
+      load_quad(py + Lo.ZWs, m, 0);
+      load_quad(py + Lo.ZWs + 4, m, 4);
+    } else {
+      GSCNN_UNROLL
+      for (int u = 0; u < 8; ++u) m[u] = 0;
+    }
+    GSCNN_UNROLL
+    for (int u = 0; u < 4; ++u) {
+      const int c = 4 * q + u;  // Z column c + 1: a[u + 1]
+      if (c >= Lo.DW || (!kInterior && !xs.inside(c))) continue;
+      out[u] = central_difference_adjoint_at<acc_t>(!kInterior && c == xs.first,
+                                                    !kInterior && c == xs.last, a[u], a[u + 1],
+                                                    a[u + 2]) +
+               central_difference_adjoint_at<acc_t>(first, last, n[u + 1], m[u + 1], so[u + 1]);
+    }
+    store_vector<4>(sm + Lo.dB + r * Lo.DWs + 4 * q, out);
+  }
+  // The groups at the image's edges: cold (the Layout built again from T: see zeta_group_edge).
+  template <typename Ptr>
+  GSCNN_HD_COLD void diff_adjoint_group_edge(Ptr sm, int64_t T, Tile tl, int r, int q) const {
+    const Layout Lo = layout(T);
+    const Span ys(tl.i0 - Lo.R, H, Lo.DH), xs(tl.j0 - Lo.R, W, Lo.DW);
+    diff_adjoint_group<false>(sm, Lo, r, q, ys, xs);
+  }
+
   // dB on D = tile + R: transpose of the central differences (gather form).
   template <typename Ptr>
   GSCNN_HD void backward_diff(Ptr sm, const Layout& Lo, Tile tl, int64_t t, int64_t T) const {
     const int64_t di0 = tl.i0 - Lo.R, dj0 = tl.j0 - Lo.R;
     if constexpr (kVector) {
-      // Four pixels of a row per thread: DGX's Z row r + 1 and DGY's Z rows r and r + 2 (and r + 1
-      // at the image's first and last row), columns 4q .. 4q + 7, as aligned groups of four. The
-      // padding columns past DW get 0 (the vector adjoint of the column blur reads them).
+      // Four pixels of a row per thread; the padding columns past DW get 0 (the vector adjoint of
+      // the column blur reads them). Groups strictly inside the image (every group of a tile away
+      // from the image's edges, the last one's padding columns included) take the straight code;
+      // the rest a cold function (edge selects, the pixel's own adjoint at the image's edge rows).
       const Span ys(di0, H, Lo.DH), xs(dj0, W, Lo.DW);
       for_each_2d(Lo.DH, Lo.DWs / 4, t, T, [&](int r, int q) {
-        acc_t out[4] = {0, 0, 0, 0};
-        if (4 * q < Lo.DW && ys.inside(r)) {
-          const bool first = r == ys.first, last = r == ys.last;
-          acc_t a[8], n[8], m[8], so[8];
-          const Ptr px = sm + Lo.DGX + (r + 1) * Lo.ZWs + 4 * q;
-          const Ptr py = sm + Lo.DGY + r * Lo.ZWs + 4 * q;
-          load_quad(px, a, 0);
-          load_quad(px + 4, a, 4);
-          load_quad(py, n, 0);
-          load_quad(py + 4, n, 4);
-          load_quad(py + 2 * Lo.ZWs, so, 0);
-          load_quad(py + 2 * Lo.ZWs + 4, so, 4);
-          if (first || last) {  // the adjoint of the pixel's own value: the image's edge rows
-            load_quad(py + Lo.ZWs, m, 0);
-            load_quad(py + Lo.ZWs + 4, m, 4);
-          } else {
-            GSCNN_UNROLL
-            for (int u = 0; u < 8; ++u) m[u] = 0;
-          }
-          GSCNN_UNROLL
-          for (int u = 0; u < 4; ++u) {
-            const int c = 4 * q + u;  // Z column c + 1: a[u + 1]
-            if (c >= Lo.DW || !xs.inside(c)) continue;
-            out[u] = central_difference_adjoint_at<acc_t>(c == xs.first, c == xs.last, a[u],
-                                                          a[u + 1], a[u + 2]) +
-                     central_difference_adjoint_at<acc_t>(first, last, n[u + 1], m[u + 1],
-                                                          so[u + 1]);
-          }
+        const int c_last = 4 * q + 3 < Lo.DW ? 4 * q + 3 : Lo.DW - 1;
+        if (4 * q >= Lo.DW || !ys.inside(r)) {  // padding, rows outside the image: zeros
+          const acc_t zero[4] = {0, 0, 0, 0};
+          store_vector<4>(sm + Lo.dB + r * Lo.DWs + 4 * q, zero);
+        } else if (r > ys.first && r < ys.last && 4 * q > xs.first && c_last < xs.last) {
+          diff_adjoint_group<true>(sm, Lo, r, q, ys, xs);
+        } else {
+          diff_adjoint_group_edge(sm, T, tl, r, q);
         }
-        store_vector<4>(sm + Lo.dB + r * Lo.DWs + 4 * q, out);
       });
       return;
     }
@@ -728,6 +752,39 @@ struct Pipeline {
     return v;
   }
 
+  // kVector: dX at tile row r, D columns 4q .. 4q + 3 (the padding past DW too), one group of
+  // four dB values per tap; the scalar form at the image's first and last row, where the weights
+  // differ; 0 at the rows past the image. No select at the columns outside the image: dB is 0
+  // there (backward_diff), so are these sums. kInterior: the caller knows the row is strictly
+  // inside the image.
+  template <bool kInterior, typename Ptr>
+  GSCNN_HD void blur_cols_adjoint_group(Ptr sm, const Layout& Lo, int r, int q, Span ys,
+                                        int64_t i0) const {
+    const Ptr col = sm + Lo.dB + (r + kR) * Lo.DWs + 4 * q;  // dB at row r (D starts R above)
+    acc_t out[4] = {0, 0, 0, 0}, v[4];
+    if (kInterior || (r <= ys.last && r != ys.first && r != ys.last)) {
+      GSCNN_UNROLL
+      for (int i = -kR; i <= kR; ++i) {
+        load_vector<4>(col + i * Lo.DWs, v);
+        GSCNN_UNROLL
+        for (int u = 0; u < 4; ++u) out[u] += taps.g[kR - i] * v[u];
+      }
+    } else if (r <= ys.last) {  // the image's first or last row (by value: GSCNN_HD_COLD)
+      const int ld = Lo.DWs;
+      GSCNN_UNROLL
+      for (int u = 0; u < 4; ++u)
+        out[u] = blur_adjoint_edge(i0 + r, H, [col, ld, u](int i) -> acc_t { return col[i * ld + u]; });
+    }
+    store_vector<4>(sm + Lo.dX + r * Lo.DWs + 4 * q, out);
+  }
+  // The image's first and last row and the rows past it: cold (the Layout built again from T:
+  // see zeta_group_edge).
+  template <typename Ptr>
+  GSCNN_HD_COLD void blur_cols_adjoint_group_edge(Ptr sm, int64_t T, Tile tl, int r, int q) const {
+    const Layout Lo = layout(T);
+    blur_cols_adjoint_group<false>(sm, Lo, r, q, Span(tl.i0, H, Lo.TH), tl.i0);
+  }
+
   // dX on tile rows x D columns: transpose of the column blur (0 outside the image). kVector:
   // four neighbouring columns per thread, one group of four dB values per tap (the scalar form
   // at the image's first and last row, where the weights differ).
@@ -737,27 +794,16 @@ struct Pipeline {
     const int64_t dj0 = tl.j0 - Lo.R;
     const int R = radius();
     if constexpr (kVector) {
-      const Span ys(tl.i0, H, Lo.TH), xs(dj0, W, Lo.DWs);  // the padding columns too
+      // Rows strictly inside the image (every row of a tile away from the image's top and
+      // bottom): straight code; the image's first and last row and the rows past it a cold
+      // function.
+      const Span ys(tl.i0, H, Lo.TH);
       for_each_2d(Lo.TH, Lo.DWs / 4, t, T, [&](int r, int q) {
-        const int64_t y = tl.i0 + r;
-        const Ptr col = sm + Lo.dB + (r + R) * Lo.DWs + 4 * q;  // dB at row y (D starts R above)
-        acc_t out[4] = {0, 0, 0, 0}, v[4];
-        if (r <= ys.last && r != ys.first && r != ys.last) {
-          GSCNN_UNROLL
-          for (int i = -kR; i <= kR; ++i) {
-            load_vector<4>(col + i * Lo.DWs, v);
-            GSCNN_UNROLL
-            for (int u = 0; u < 4; ++u) out[u] += taps.g[kR - i] * v[u];
-          }
-        } else if (r <= ys.last) {  // the image's first or last row (by value: GSCNN_HD_COLD)
-          const int ld = Lo.DWs;
-          GSCNN_UNROLL
-          for (int u = 0; u < 4; ++u)
-            out[u] = blur_adjoint_edge(y, H, [col, ld, u](int i) -> acc_t { return col[i * ld + u]; });
+        if (r > ys.first && r < ys.last) {
+          blur_cols_adjoint_group<true>(sm, Lo, r, q, ys, tl.i0);
+        } else {
+          blur_cols_adjoint_group_edge(sm, T, tl, r, q);
         }
-        GSCNN_UNROLL
-        for (int u = 0; u < 4; ++u) out[u] = xs.inside(4 * q + u) ? out[u] : acc_t(0);
-        store_vector<4>(sm + Lo.dX + r * Lo.DWs + 4 * q, out);
       });
       return;
     }
@@ -773,6 +819,49 @@ struct Pipeline {
     });
   }
 
+  // kVector: dP at four neighbouring pixels of a tile row, columns c0 .. c0 + 3 (c0 <= xs.last),
+  // from dX's columns c0 .. c0 + 2R + 3 at `row` (D starts R left), written at o (column stride
+  // sW; one vector store where `vector` and the four lie in the tile and the image). kInterior:
+  // the caller knows that the four lie in the tile and none is the image's first or last column.
+  template <bool kInterior, typename Ptr, typename I>
+  GSCNN_HD void blur_rows_adjoint_group(Ptr row, scalar_t* o, I sW, bool vector, int c0, int TW,
+                                        Span xs, int64_t j0) const {
+    constexpr int kTaps = 2 * kR + 1, kGroups = (4 + 2 * kR + 3) / 4;
+    acc_t in[4 * kGroups];
+    GSCNN_UNROLL
+    for (int j = 0; j < kGroups; ++j) load_quad(row + 4 * j, in, 4 * j);
+    scalar_t v[4];
+    GSCNN_UNROLL
+    for (int u = 0; u < 4; ++u) {
+      const int c = c0 + u;
+      acc_t s = 0;
+      if (kInterior || (c != xs.first && c != xs.last)) {
+        GSCNN_UNROLL
+        for (int i = 0; i < kTaps; ++i) s += taps.g[kTaps - 1 - i] * in[u + i];
+      } else if (c < TW && c < xs.last + 1) {
+        // the image's first or last column: from shared memory, not `in` (by value)
+        const Ptr at = row + u + kR;
+        s = blur_adjoint_edge(j0 + c, W, [at](int i) -> acc_t { return at[i]; });
+      }
+      v[u] = static_cast<scalar_t>(s);
+    }
+    if (vector && (kInterior || (c0 + 3 < TW && c0 + 3 <= xs.last))) {
+      store_vector<4>(o, v);
+      return;
+    }
+    GSCNN_UNROLL
+    for (int u = 0; u < 4; ++u) {
+      const int c = c0 + u;
+      if (!kInterior && (c >= TW || c > xs.last)) break;
+      o[u * sW] = v[u];
+    }
+  }
+  template <typename Ptr, typename I>
+  GSCNN_HD_COLD void blur_rows_adjoint_group_edge(Ptr row, scalar_t* o, I sW, bool vector, int c0,
+                                                  int TW, Span xs, int64_t j0) const {
+    blur_rows_adjoint_group<false>(row, o, sW, vector, c0, TW, xs, j0);
+  }
+
   // dP on the tile: transpose of the row blur; written to grad_prob. kVector: four neighbouring
   // pixels per thread from the 4 + 2R values of dX around them, read as groups of four (the
   // scalar form at the image's first and last column).
@@ -781,7 +870,6 @@ struct Pipeline {
                                    int64_t t, int64_t T) const {
     const int R = radius();
     if constexpr (kVector) {
-      constexpr int kTaps = 2 * kR + 1, kGroups = (4 + 2 * kR + 3) / 4;
       scalar_t* const plane = out.plane(tl.n, k);
       with_plane_offsets(H, W, out.sH, out.sW, tl.i0, tl.j0, [&](auto po) {
         const Span ys(tl.i0, H, Lo.TH), xs(tl.j0, W, Lo.TW);
@@ -795,33 +883,12 @@ struct Pipeline {
           // dX columns 4q .. 4q + 2R + 3: the taps of pixels 4q .. 4q + 3 (D starts R left)
           const Ptr row = sm + Lo.dX + r * Lo.DWs + 4 * q;
           scalar_t* const o = plane + po.offset(r, 4 * q);
-          acc_t in[4 * kGroups];
-          GSCNN_UNROLL
-          for (int j = 0; j < kGroups; ++j) load_quad(row + 4 * j, in, 4 * j);
-          scalar_t v[4];
-          GSCNN_UNROLL
-          for (int u = 0; u < 4; ++u) {
-            const int c = 4 * q + u;
-            acc_t s = 0;
-            if (c != xs.first && c != xs.last) {
-              GSCNN_UNROLL
-              for (int i = 0; i < kTaps; ++i) s += taps.g[kTaps - 1 - i] * in[u + i];
-            } else if (c < Lo.TW && c < xs.last + 1) {
-              // the image's first or last column: from shared memory, not `in` (by value)
-              const Ptr at = row + u + kR;
-              s = blur_adjoint_edge(tl.j0 + c, W, [at](int i) -> acc_t { return at[i]; });
-            }
-            v[u] = static_cast<scalar_t>(s);
-          }
-          if (vector && 4 * q + 3 < Lo.TW && 4 * q + 3 <= xs.last) {
-            store_vector<4>(o, v);
-            return;
-          }
-          GSCNN_UNROLL
-          for (int u = 0; u < 4; ++u) {
-            const int c = 4 * q + u;
-            if (c >= Lo.TW || c > xs.last) break;
-            o[u * po.sW] = v[u];
+          // Groups inside the tile with no column the image's first or last (every group of a
+          // tile away from the image's edges): straight code; the rest a cold function.
+          if (4 * q > xs.first && 4 * q + 3 < xs.last && 4 * q + 3 < Lo.TW) {
+            blur_rows_adjoint_group<true>(row, o, po.sW, vector, 4 * q, Lo.TW, xs, tl.j0);
+          } else {
+            blur_rows_adjoint_group_edge(row, o, po.sW, vector, 4 * q, Lo.TW, xs, tl.j0);
           }
         });
       });
