@@ -392,8 +392,9 @@ def test_emulated_cuda_row_strides_free_of_bank_conflicts():
     take the conflict-free row strides (common/boundary_potential_math.h, Layout), on an sm_89
     (99 KiB per block) the backward's take the compact ones. Both give bit-identical results, and
     the emulator's wavefronts (bank conflicts counted) stay near what the same accesses take free
-    of conflicts with the first (forward 2.7 %, backward 19 % over: the adjoint of the
-    differences and the row blur's stores of X are left), not with the second (42 %)."""
+    of conflicts with the first (forward 2.7 %, backward 14 % over: the row blur's stores of X
+    and the loads of the labels and probabilities are left; 19 % while the adjoint of the
+    differences walked one row of 10 groups), not with the second (42 %)."""
     g = torch.Generator().manual_seed(0)
     N, K, H, W = 1, 3, 64, 64
     prob = torch.softmax(3 * torch.randn(N, K, H, W, generator=g), 1)
@@ -428,7 +429,7 @@ def test_emulated_cuda_row_strides_free_of_bank_conflicts():
     for a, b in zip(results["sm_90"], results["sm_89"]):
         assert torch.equal(a, b)
     assert excess["sm_90"][0] < 0.05 and excess["sm_89"][0] < 0.05
-    assert excess["sm_90"][1] < 0.22
+    assert excess["sm_90"][1] < 0.16
     assert excess["sm_89"][1] > 0.35
 
 

@@ -265,11 +265,10 @@ GSCNN_HD constexpr int round4(int v) { return (v + 3) / 4 * 4; }
 // except across a row's end, where the address jumps by step - width groups. That jump keeps them
 // distinct mod 8 exactly when step = width (mod 8). Hence: E's rows 8k groups longer than XG (the
 // row blur walks XG groups, reading P and L at stride EWs); in the backward, the two-row phases
-// (column blur, zeta: a row step of 2 XWs) walk W2 = XG rounded up to even groups and XWs = ZWs is
-// chosen with 2 XWs / 4 = W2 (mod 8). (Backward, 32 x 32, R = 3: XG = 11, W2 = 12, XWs = 56 (14
-// groups), EWs = 76 (19); the loss backward's buffers 107 KiB instead of 84 in float32. Left: the
-// adjoint of the differences, which reads DGX and DGY at stride ZWs walking DWs / 4 groups per
-// row, and the row blur's stores of X, at stride XWs walking XG.)
+// (column blur, zeta, the adjoint of the differences: a row step of 2 XWs) walk W2 = XG rounded up
+// to even groups and XWs = ZWs is chosen with 2 XWs / 4 = W2 (mod 8). (Backward, 32 x 32, R = 3:
+// XG = 11, W2 = 12, XWs = 56 (14 groups), EWs = 76 (19); the loss backward's buffers 107 KiB
+// instead of 84 in float32. Left: the row blur's stores of X, at stride XWs walking XG.)
 struct Layout {
   int TH, TW, R, h;
   int EH, EW, XW, BH, ZH, ZW, DH, DW;  // region sizes (D = tile + R, for the backward)

@@ -691,20 +691,35 @@ struct Pipeline {
   GSCNN_HD void backward_diff(Ptr sm, const Layout& Lo, Tile tl, int64_t t, int64_t T) const {
     const int64_t di0 = tl.i0 - Lo.R, dj0 = tl.j0 - Lo.R;
     if constexpr (kVector) {
-      // Four pixels of a row per thread; the padding columns past DW get 0 (the vector adjoint of
-      // the column blur reads them). Groups strictly inside the image (every group of a tile away
-      // from the image's edges, the last one's padding columns included) take the straight code;
-      // the rest a cold function (edge selects, the pixel's own adjoint at the image's edge rows).
+      // Four pixels of kColumnRows rows per thread (each row on its own: they share no loads);
+      // the padding columns past DW get 0 (the vector adjoint of the column blur reads them).
+      // Groups strictly inside the image (every group of a tile away from the image's edges, the
+      // last one's padding columns included) take the straight code; the rest a cold function
+      // (edge selects, the pixel's own adjoint at the image's edge rows). The walk is the W2
+      // groups of the two-row phases (the lanes past DWs / 4 idle): with the conflict-free
+      // strides consecutive lanes then reach distinct bank groups across a row pair's end too, in
+      // DGX and DGY (pair step 2 ZWs / 4 = W2 mod 8) and in dB (the active lanes' count is its
+      // stride). One row of DWs / 4 = 10 groups at stride 14 put half again as many wavefronts
+      // on this phase.
+      constexpr int kRows = kColumnRows;
+      const int walk = Lo.W2 > Lo.DWs / 4 ? Lo.W2 : Lo.DWs / 4;
       const Span ys(di0, H, Lo.DH), xs(dj0, W, Lo.DW);
-      for_each_2d(Lo.DH, Lo.DWs / 4, t, T, [&](int r, int q) {
+      for_each_2d((Lo.DH + kRows - 1) / kRows, walk, t, T, [&](int p, int q) {
+        if (4 * q >= Lo.DWs) return;
         const int c_last = 4 * q + 3 < Lo.DW ? 4 * q + 3 : Lo.DW - 1;
-        if (4 * q >= Lo.DW || !ys.inside(r)) {  // padding, rows outside the image: zeros
-          const acc_t zero[4] = {0, 0, 0, 0};
-          store_vector<4>(sm + Lo.dB + r * Lo.DWs + 4 * q, zero);
-        } else if (r > ys.first && r < ys.last && 4 * q > xs.first && c_last < xs.last) {
-          diff_adjoint_group<true>(sm, Lo, r, q, ys, xs);
-        } else {
-          diff_adjoint_group_edge(sm, T, tl, r, q);
+        const bool columns_inside = 4 * q > xs.first && c_last < xs.last;
+        GSCNN_UNROLL
+        for (int j = 0; j < kRows; ++j) {
+          const int r = kRows * p + j;
+          if (r >= Lo.DH) break;
+          if (4 * q >= Lo.DW || !ys.inside(r)) {  // padding, rows outside the image: zeros
+            const acc_t zero[4] = {0, 0, 0, 0};
+            store_vector<4>(sm + Lo.dB + r * Lo.DWs + 4 * q, zero);
+          } else if (columns_inside && r > ys.first && r < ys.last) {
+            diff_adjoint_group<true>(sm, Lo, r, q, ys, xs);
+          } else {
+            diff_adjoint_group_edge(sm, T, tl, r, q);
+          }
         }
       });
       return;
