@@ -39,7 +39,8 @@ the same block program on the benchmark's inputs at a reduced size and counts ev
 and store (pipeline_counts, pipeline_estimate: the global accesses from the tile geometry, issue
 from the instructions per load/store of their innermost loops, every loop weighted alike; code
 called rather than inlined -- the cold image-edge paths, GSCNN_HD_COLD -- is a function of its own
-and outside the mix; shared wavefronts counted by the emulator, bank conflicts included). The
+and outside the mix; shared wavefronts counted by the emulator, bank conflicts included; a
+table after the launches splits them by phase, PIPELINE_PHASES). The
 shape stream's backward (BackwardProgramSmallC, NCHW and NHWC) is estimated from its phases: the
 SASS between its barriers, the trip counts of its reduction's loops, and the emulator's
 shared-memory wavefronts (gcl_backward_estimate, gcl_backward_shared_wavefronts).
@@ -314,7 +315,52 @@ def pipeline_counts(op, bf16, tile, threads, gpu):
         rec["shared_load_bytes"] + rec["shared_store_bytes"],
         tiles,
         rec["shared_load_wavefronts"] + rec["shared_store_wavefronts"],
+        emulation.last_launch_passes(),
     )
+
+
+# The dual-task program's phases (dtl::Pipeline::operator(), common/boundary_potential_program.h)
+# by the ordinal of their lambda in its source (emulation.last_launch_passes: ordinals 5 and 8 are
+# a barrier's predicate and a helper, not passes). tests/test_kernel_report.py checks that the
+# forward and the backward run the phases named here.
+PIPELINE_PHASES = {
+    1: "labels into E (per tile)",
+    2: "keep rows, class groups (per tile)",
+    3: "keep mask, the tile's classes (per tile)",
+    4: "probabilities into E",
+    6: "zeros for a skipped class (backward)",
+    7: "probabilities into E (potential)",
+    9: "row blur",
+    10: "column blur",
+    11: "zeta (forward)",
+    12: "zeta and its adjoint (backward)",
+    13: "adjoint of the differences",
+    14: "adjoint of the column blur",
+    15: "adjoint of the row blur",
+    16: "the threads' sums (per tile, forward)",
+    17: "block reduction (per tile, forward)",
+}
+
+
+def phase_table(phases):
+    """Markdown lines: the emulated shared-memory wavefronts per tile of each dual-task kernel's
+    phases, with what they would take free of bank conflicts. phases: {case: (passes, tiles)}."""
+    cases = list(phases)
+    sites = []
+    for passes, _ in phases.values():
+        sites += [p[0] for p in passes if p[0] not in sites]
+    lines = [
+        "| phase | " + " | ".join(f"{c} (free of conflicts)" for c in cases) + " |",
+        "|---|" + "---:|" * len(cases),
+    ]
+    for site in sorted(sites):
+        cells = []
+        for passes, tiles in phases.values():
+            p = next((p for p in passes if p[0] == site), None)
+            cells.append(f"{p[1] / tiles:,.0f} ({p[2] / tiles:,.0f})" if p else "–")
+        name = PIPELINE_PHASES.get(site, f"pass {site}")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def pipeline_estimate(
@@ -525,7 +571,9 @@ def measured_medians(path):
     return found
 
 
-def launch_table(kernel_limits, sass=None, measured=None):
+def launch_table(kernel_limits, sass=None, measured=None, phases=None):
+    """The launch table's lines; phases, if given, receives the float32 dual-task kernels'
+    per-phase wavefronts ({case: (passes, sample tiles)}, for phase_table)."""
     sys.path.insert(0, os.path.join(ROOT, "tests"))
     import torch
 
@@ -620,9 +668,11 @@ def launch_table(kernel_limits, sass=None, measured=None):
                 (c for n, c in sass.items() if n.startswith(program) and n.endswith("[shared]")),
                 None,
             )
-            accesses, access_bytes, sample_tiles, wavefront_count = pipeline_counts(
+            accesses, access_bytes, sample_tiles, wavefront_count, passes = pipeline_counts(
                 op, bf16, (th, tw), threads, gpu
             )
+            if phases is not None and not bf16:
+                phases[name] = (passes, sample_tiles)
             lsu, issue, total = pipeline_estimate(
                 op,
                 sizes,
@@ -739,8 +789,18 @@ def main(argv=None):
         print("|---|---|---:|---:|---|---:|---:|---:|---:|---:|---:|" + extra)
         by_short = {short[m]: r for m, r in res.items()}
         sass = {short[m]: funcs[m] for m in res if m in funcs}
-        for line in launch_table(by_short, sass, measured):
+        phases = {}
+        for line in launch_table(by_short, sass, measured, phases):
             print(line)
+        if phases:
+            print(
+                "\n## Dual-task kernels: shared-memory wavefronts per phase\n\n"
+                "Emulated on the benchmark's inputs at the report's sample size (the launches "
+                "above), per tile, summed over the classes; in brackets what the same accesses "
+                "would take free of bank conflicts (partly idle quarter-warps count whole).\n"
+            )
+            for line in phase_table(phases):
+                print(line)
     return 0
 
 

@@ -152,6 +152,15 @@ def last_launch():
     return dict(zip(LAST_LAUNCH_FIELDS, torch.ops.gscnn_testing.last_launch()))
 
 
+def last_launch_passes():
+    """The shared-memory wavefronts of the last emulated launch per pass site (one
+    for_each_thread call of the program: a phase), in the order the sites first ran:
+    [(site, wavefronts, conflict-free wavefronts)], site being the pass's lambda's ordinal in
+    the program's source (from 1)."""
+    flat = torch.ops.gscnn_testing.last_launch_passes()
+    return [tuple(flat[i : i + 3]) for i in range(0, len(flat), 3)]
+
+
 _loaded = False
 
 

@@ -204,6 +204,61 @@ def test_gcl_backward_shared_wavefronts(emu):
     assert per_tile[8] < per_tile[16] < per_tile[32]
 
 
+def test_pipeline_phases(emu):
+    """The emulator's wavefronts per pass site (emulation.last_launch_passes) add up to the
+    launch's, and the dual-task kernels run the phases kernel_report.PIPELINE_PHASES names them
+    by (the ordinals of the program's lambdas: adding one shifts them, and this goes red). At the
+    benchmark's launch on an H100, the adjoint of the differences is free of bank conflicts."""
+    sys.path.insert(0, os.path.join(ROOT, "scripts"))
+    import kernel_report as kr
+
+    gpu = emu.gpu("sm_90", regs_per_thread=128, static_smem=1024, max_threads_per_block=256)
+    sites = {}
+    for op in ("dual_task_loss", "dual_task_loss_backward"):
+        kr.pipeline_counts(op, False, (32, 32), 256, gpu)
+        rec, passes = emu.last_launch(), emu.last_launch_passes()
+        total = rec["shared_load_wavefronts"] + rec["shared_store_wavefronts"]
+        assert sum(p[1] for p in passes) == total
+        assert sum(p[2] for p in passes) == rec["shared_conflict_free_wavefronts"]
+        assert all(p[1] >= p[2] > 0 for p in passes), passes
+        sites[op] = {p[0]: p for p in passes}
+    named = {name: site for site, name in kr.PIPELINE_PHASES.items()}
+    assert set(sites["dual_task_loss"]) == {
+        named[n]
+        for n in (
+            "labels into E (per tile)",
+            "keep rows, class groups (per tile)",
+            "keep mask, the tile's classes (per tile)",
+            "probabilities into E",
+            "row blur",
+            "column blur",
+            "zeta (forward)",
+            "the threads' sums (per tile, forward)",
+            "block reduction (per tile, forward)",
+        )
+    }
+    backward = sites["dual_task_loss_backward"]
+    assert set(backward) == {
+        named[n]
+        for n in (
+            "labels into E (per tile)",
+            "keep rows, class groups (per tile)",
+            "keep mask, the tile's classes (per tile)",
+            "probabilities into E",
+            "row blur",
+            "column blur",
+            "zeta and its adjoint (backward)",
+            "adjoint of the differences",
+            "adjoint of the column blur",
+            "adjoint of the row blur",
+        )
+    }
+    _, taken, free = backward[named["adjoint of the differences"]]
+    assert taken < 1.01 * free
+    lines = kr.phase_table({"bwd": (list(backward.values()), 25)})
+    assert any(line.startswith("| adjoint of the differences | ") for line in lines)
+
+
 def test_estimate_model():
     """estimate_ms on a hand-made mix (3 loads/stores, 40 instructions per pixel-warp)."""
     sys.path.insert(0, os.path.join(ROOT, "scripts"))

@@ -33,6 +33,13 @@ struct LaunchRecord {
             shared.load_bytes, shared.store_bytes, shared.barriers, shared.load_wavefronts,
             shared.store_wavefronts, shared.conflict_free_wavefronts};
   }
+  // [site, wavefronts, conflict-free wavefronts] per pass site (SharedCounts::passes), flattened.
+  std::vector<int64_t> pass_list() const {
+    std::vector<int64_t> out;
+    for (const auto& p : shared.passes)
+      out.insert(out.end(), {p.site, p.wavefronts, p.conflict_free_wavefronts});
+    return out;
+  }
 };
 LaunchRecord& last_launch();
 

@@ -22,6 +22,7 @@
 #include <cstdint>
 #include <cstring>
 #include <string>
+#include <typeinfo>
 #include <vector>
 
 #include "../common/launch.h"
@@ -44,7 +45,35 @@ struct SharedCounts {
   // What the same accesses would take free of bank conflicts: per phase, its distinct words over
   // 32 (rounded up), one for a broadcast (so wavefronts - conflict_free_wavefronts = the conflicts)
   int64_t conflict_free_wavefronts = 0;
+  // The same per pass site (a for_each_thread call of the program: one phase), in the order the
+  // sites first ran. site: the ordinal of the pass's lambda in its enclosing function, in source
+  // order from 1 (from its mangled name, "...E_" for the first, "...E<n>_" for the n + 2-th;
+  // 0 where the name has no such ending).
+  struct Pass {
+    int64_t site = 0, wavefronts = 0, conflict_free_wavefronts = 0;
+  };
+  std::vector<Pass> passes;
+  void add_pass(int64_t site, int64_t wavefronts, int64_t conflict_free) {
+    auto it = std::find_if(passes.begin(), passes.end(),
+                           [site](const Pass& p) { return p.site == site; });
+    if (it == passes.end()) it = passes.insert(passes.end(), Pass{site, 0, 0});
+    it->wavefronts += wavefronts;
+    it->conflict_free_wavefronts += conflict_free;
+  }
+  int64_t wavefronts() const { return load_wavefronts + store_wavefronts; }
 };
+
+// The ordinal of a lambda in its enclosing function from its type's mangled name (Itanium ABI:
+// a closure type ends "E_" for the first lambda of a signature, "E<n>_" for the n + 2-th), 0 if
+// the name is not a closure's. The programs' passes take one lambda each.
+inline int64_t lambda_ordinal(const char* mangled) {
+  const std::string n(mangled);
+  if (n.size() < 2 || n.back() != '_') return 0;
+  size_t i = n.size() - 1;
+  while (i > 0 && n[i - 1] >= '0' && n[i - 1] <= '9') --i;
+  if (i == 0 || n[i - 1] != 'E') return 0;
+  return i == n.size() - 1 ? 1 : std::stoll(n.substr(i, n.size() - 1 - i)) + 2;
+}
 
 // The shared-memory wavefronts of a block's warps: the k-th access of each thread of a warp in one
 // for_each_thread pass is taken as one warp instruction (the programs' threads run the same code;
@@ -344,7 +373,11 @@ class EmuExec {
       tracker_->set_thread(t);
       f(t);
     }
-    tracker_->warps.end(tracker_->counts);
+    SharedCounts& c = tracker_->counts;
+    const int64_t wavefronts = c.wavefronts(), conflict_free = c.conflict_free_wavefronts;
+    tracker_->warps.end(c);
+    static const int64_t site = lambda_ordinal(typeid(F).name());  // one per instantiation
+    c.add_pass(site, c.wavefronts() - wavefronts, c.conflict_free_wavefronts - conflict_free);
   }
   void sync() {
     if (syncs_++ != opt_.skip_barrier) tracker_->barrier();

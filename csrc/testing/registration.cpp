@@ -21,6 +21,7 @@ LaunchRecord& last_launch() {
 
 namespace {
 std::vector<int64_t> last_launch_list() { return last_launch().list(); }
+std::vector<int64_t> last_launch_passes() { return last_launch().pass_list(); }
 }  // namespace
 
 TORCH_LIBRARY(gscnn_testing, m) {
@@ -58,6 +59,9 @@ TORCH_LIBRARY(gscnn_testing, m) {
   // [blocks, threads, shared_bytes, scratch_bytes, tile_h, tile_w, barriers of block 0, variant,
   // shared loads, shared stores, their bytes, barriers of all blocks] of the last emulated launch.
   m.def("last_launch() -> int[]", &last_launch_list);
+  // [site, wavefronts, conflict-free wavefronts] of each pass site of the last launch, in the
+  // order the sites first ran (emulator.h, SharedCounts::passes), flattened.
+  m.def("last_launch_passes() -> int[]", &last_launch_passes);
 }
 
 }  // namespace testing
