@@ -223,36 +223,28 @@ def test_pipeline_phases(emu):
         assert all(p[1] >= p[2] > 0 for p in passes), passes
         sites[op] = {p[0]: p for p in passes}
     named = {name: site for site, name in kr.PIPELINE_PHASES.items()}
-    assert set(sites["dual_task_loss"]) == {
-        named[n]
-        for n in (
-            "labels into E (per tile)",
-            "keep rows, class groups (per tile)",
-            "keep mask, the tile's classes (per tile)",
-            "probabilities into E",
-            "row blur",
-            "column blur",
-            "zeta (forward)",
-            "the threads' sums (per tile, forward)",
-            "block reduction (per tile, forward)",
-        )
-    }
+    shared = (  # the phases both run: the tile's labels and masks, the class's blurs
+        "labels into E (per tile)",
+        "keep rows, class groups (per tile)",
+        "keep mask, the tile's classes (per tile)",
+        "probabilities into E",
+        "row blur",
+        "column blur",
+    )
+    forward_only = (
+        "zeta (forward)",
+        "the threads' sums (per tile, forward)",
+        "block reduction (per tile, forward)",
+    )
+    backward_only = (
+        "zeta and its adjoint (backward)",
+        "adjoint of the differences",
+        "adjoint of the column blur",
+        "adjoint of the row blur",
+    )
+    assert set(sites["dual_task_loss"]) == {named[n] for n in shared + forward_only}
     backward = sites["dual_task_loss_backward"]
-    assert set(backward) == {
-        named[n]
-        for n in (
-            "labels into E (per tile)",
-            "keep rows, class groups (per tile)",
-            "keep mask, the tile's classes (per tile)",
-            "probabilities into E",
-            "row blur",
-            "column blur",
-            "zeta and its adjoint (backward)",
-            "adjoint of the differences",
-            "adjoint of the column blur",
-            "adjoint of the row blur",
-        )
-    }
+    assert set(backward) == {named[n] for n in shared + backward_only}
     _, taken, free = backward[named["adjoint of the differences"]]
     assert taken < 1.01 * free
     lines = kr.phase_table({"bwd": (list(backward.values()), 25)})
