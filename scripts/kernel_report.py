@@ -280,8 +280,8 @@ PIPELINE_SAMPLE = (1, 160, 160)
 
 
 def pipeline_counts(op, bf16, tile, threads, gpu):
-    """(shared-memory accesses, their bytes, tiles, their wavefronts) of one emulated launch of a
-    dual-task kernel
+    """(shared-memory accesses, their bytes, tiles, their wavefronts, the wavefronts per pass site
+    (emulation.last_launch_passes)) of one emulated launch of a dual-task kernel
     on the inputs of benchmarks/test_bench_dual_task_loss.py at PIPELINE_SAMPLE: its "loss"
     group's noisy softmax (every class varies in every tile: no (tile, class) is skipped whole;
     classes absent from a tile's halo skip their one-hot blur), with the tile and

@@ -241,7 +241,16 @@ def test_torch_compile_fullgraph():
 # (tile_h, tile_w, threads): the production launch (0: the op's own selection for an H100), tiles
 # smaller than the image with halos crossing borders, tiles larger than the image, a thread count
 # that divides nothing, one thread, a full block.
-LAUNCHES = [(0, 0, 0), (4, 5, 7), (8, 8, 32), (3, 16, 1), (32, 32, 256), (1, 1, 3), (16, 8, 64)]
+LAUNCHES = [
+    (0, 0, 0),
+    (4, 5, 7),
+    (8, 8, 32),
+    (3, 16, 1),
+    (32, 32, 256),
+    (1, 1, 3),
+    (16, 8, 64),
+    (8, 22, 64),  # the conflict-free strides with an odd XG: the two-row walk wider than XG
+]
 
 
 def emulated(op, *args, tile=(0, 0), threads=0, blocks=0, memory=-1, gpu="sm_90"):

@@ -294,7 +294,9 @@ struct Layout {
     DW = TW + 2 * R;
     XG = round4(ZW) / 4 + 1;  // 4 XG >= XW + 2
     W2 = conflict_free && backward ? (XG + 1) / 2 * 2 : XG;
-    int xg = XG;  // XWs / 4: 2 xg = W2 (mod 8), XG <= xg <= XG + 3
+    // XWs / 4: 2 xg = W2 (mod 8), W2 <= xg <= W2 + 3 (at least the walk of the two-row phases,
+    // whose last group's lanes store zeros: with xg = XG < W2, for odd XG, they wrote past the row)
+    int xg = W2;
     while (conflict_free && backward && (2 * xg - W2) % 8 != 0) ++xg;
     XWs = 4 * xg;
     ZWs = XWs;

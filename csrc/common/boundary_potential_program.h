@@ -642,7 +642,8 @@ struct Pipeline {
     });
   }
 
-  // kVector: dB at D row r (in the image), columns 4q .. 4q + 3 (some in the image): DGX's Z row
+  // kVector: dB at D row r (in the image), columns 4q .. 4q + 3 (some in the image and before
+  // DW: the caller stores the other groups' zeros itself): DGX's Z row
   // r + 1 and DGY's Z rows r and r + 2 (and r + 1 at the image's first and last row), columns
   // 4q .. 4q + 7, as aligned groups of four; 0 at the padding columns past DW and outside the
   // image. kInterior: the caller knows the row is not the image's first or last and no column of
@@ -712,7 +713,8 @@ struct Pipeline {
         for (int j = 0; j < kRows; ++j) {
           const int r = kRows * p + j;
           if (r >= Lo.DH) break;
-          if (4 * q >= Lo.DW || !ys.inside(r)) {  // padding, rows outside the image: zeros
+          if (4 * q >= Lo.DW || 4 * q > xs.last || c_last < xs.first || !ys.inside(r)) {
+            // padding, groups and rows outside the image: zeros
             const acc_t zero[4] = {0, 0, 0, 0};
             store_vector<4>(sm + Lo.dB + r * Lo.DWs + 4 * q, zero);
           } else if (columns_inside && r > ys.first && r < ys.last) {

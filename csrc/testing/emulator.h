@@ -46,9 +46,11 @@ struct SharedCounts {
   // 32 (rounded up), one for a broadcast (so wavefronts - conflict_free_wavefronts = the conflicts)
   int64_t conflict_free_wavefronts = 0;
   // The same per pass site (a for_each_thread call of the program: one phase), in the order the
-  // sites first ran. site: the ordinal of the pass's lambda in its enclosing function, in source
-  // order from 1 (from its mangled name, "...E_" for the first, "...E<n>_" for the n + 2-th;
-  // 0 where the name has no such ending).
+  // sites first ran. site: the ordinal of the pass's lambda among the lambdas of the same
+  // signature in its enclosing function, in source order from 1 (from its mangled name, "...E_"
+  // for the first, "...E<n>_" for the n + 2-th; 0 where the name has no such ending). Passes in
+  // different functions (a program's helpers) can share an ordinal and are then added together;
+  // the dual-task program's passes all lie in its operator().
   struct Pass {
     int64_t site = 0, wavefronts = 0, conflict_free_wavefronts = 0;
   };
