@@ -114,8 +114,11 @@ def _extension():
     opt = ["-O0", "-g"] if debug else ["-O3"]
     # -fno-math-errno: our code never reads errno, and without it GCC keeps a scalar libm call
     # per sqrt / exp to set errno, which blocks the vectorisation of the CPU kernels' loops.
-    # (It changes no value: errno only.)
-    cxx = opt + ["-fopenmp", "-fno-math-errno", "-DGSCNN_OPS_PYTHON_MODULE"]
+    # -fno-trapping-math: our code never unmasks or reads the floating-point exception flags,
+    # and without it GCC will not turn a comparison or division under a select into branch-free
+    # vector code ("control flow in loop"): the loss's masks and zeta's adjoint stayed scalar.
+    # (Neither changes a value: errno and the exception flags only.)
+    cxx = opt + ["-fopenmp", "-fno-math-errno", "-fno-trapping-math", "-DGSCNN_OPS_PYTHON_MODULE"]
     sources = ["csrc/ops.cpp"] + sorted(glob.glob("csrc/cpu/*.cpp"))
     if _want_cuda():
         sources += sorted(glob.glob("csrc/cuda/*.cu")) + sorted(glob.glob("csrc/cuda/*.cpp"))

@@ -8,7 +8,7 @@
 //   E = tile + h (h = R + 1 forward, 2R + 2 backward), loaded with clamped coordinates
 //   X = E rows x (tile + h - R) columns    row blur          B = tile + h - R   column blur
 //   Z = tile + h - R - 1                  zeta (forward: the tile; backward: tile + R + 1)
-//   D = tile + R                          dB (backward), then dX on tile rows x D columns
+//   D = tile + R                          dB (backward), then dX on D columns, one row at a time
 // Every pass is a loop over a buffer row with unit stride, which the compiler vectorises. Borders:
 // B rows and columns outside the image are overwritten with the edge row / column, so the
 // central differences need no clamping (the forward's replicate border); in the backward the
@@ -84,6 +84,54 @@ inline acc_t row_sum(const acc_t* __restrict row, int64_t n) {
   return s;
 }
 
+// Min and max of the rows handed to add(), lane-blocked so that it vectorises; finite() is false
+// if any value was a NaN or an infinity (then min and max are meaningless).
+template <typename acc_t>
+struct RowRange {
+  static constexpr int kLanes = 16;
+  acc_t lo[kLanes], hi[kLanes], nonfinite[kLanes];
+  RowRange() {
+    for (int l = 0; l < kLanes; ++l) {
+      lo[l] = std::numeric_limits<acc_t>::infinity();
+      hi[l] = -lo[l];
+      nonfinite[l] = 0;
+    }
+  }
+  void add(const acc_t* __restrict row, int64_t n) {
+    int64_t c = 0;
+    for (; c + kLanes <= n; c += kLanes)
+      for (int l = 0; l < kLanes; ++l) {
+        const acc_t v = row[c + l];
+        lo[l] = v < lo[l] ? v : lo[l];
+        hi[l] = v > hi[l] ? v : hi[l];
+        nonfinite[l] += v - v;  // NaN for a NaN or an infinity
+      }
+    for (int l = 0; c < n; ++c, ++l) {
+      const acc_t v = row[c];
+      lo[l] = v < lo[l] ? v : lo[l];
+      hi[l] = v > hi[l] ? v : hi[l];
+      nonfinite[l] += v - v;
+    }
+  }
+  acc_t min() const { return *std::min_element(lo, lo + kLanes); }
+  acc_t max() const { return *std::max_element(hi, hi + kLanes); }
+  bool finite() const {
+    acc_t nf = 0;
+    for (int l = 0; l < kLanes; ++l) nf += nonfinite[l];
+    return nf == acc_t(0);
+  }
+};
+
+// The adjoint of zeta = |grad B| / sqrt(2) at one pixel: d zeta / d grad B = grad B / (2 zeta), so
+// (fx, fy) = (gx, gy) * f with f = dz / (2 zeta), 0 where zeta = 0 (its subgradient). The
+// denominator is made safe before the select so that the row loops have no branch to keep them
+// from vectorising; the value is that of the plain division.
+template <typename acc_t>
+inline acc_t zeta_adjoint_factor(acc_t zeta, acc_t dz) {
+  const acc_t safe = zeta > acc_t(0) ? zeta : acc_t(1);
+  return zeta > acc_t(0) ? dz / (acc_t(2) * safe) : acc_t(0);
+}
+
 template <typename Program>
 struct TileKernel {
   using scalar_t = typename Program::scalar_type;
@@ -94,10 +142,16 @@ struct TileKernel {
   int64_t R, nt, h;
   acc_t g[2 * dtl::kMaxRadius + 1];
 
-  // Per-core buffers (row-major, the row strides below).
-  std::vector<acc_t> P, X, B, O, Xh, Bh, FX, FY, dB, dX, tmp, tmp2;
+  // Per-core buffers (row-major, the row strides below). Whole regions: X, B (and their one-hot
+  // twins Xh, Bh), FX, FY, dB. Single rows: in (a row of P or of the one-hot labels, blurred
+  // along the row as soon as it is made), dx (a row of the column blur's adjoint, blurred back
+  // along the row at once), tmp, tmp2, hat (scratch): each region pass that is not written whole
+  // is a trip through L2 saved (the backward's ten regions of 48 x 272 floats did not fit in it).
+  std::vector<acc_t> X, B, Xh, Bh, FX, FY, dB, in, dx, tmp, tmp2, hat;
   std::vector<int32_t> lab;       // E: class, or -1 (ignore or bad)
-  std::vector<uint8_t> keep, present;
+  std::vector<acc_t> keep;        // Z: 1 where the loss may count the pixel, else 0 (acc_t, not
+                                  // uint8: the row loops that test it then vectorise)
+  std::vector<uint8_t> present;
   std::vector<uint8_t> ignore_rows;  // E rows x Z columns: an ignore label in the row window
 
   explicit TileKernel(const Program& prog) : p(prog) {
@@ -106,13 +160,12 @@ struct TileKernel {
     h = kBackward ? 2 * R + 2 : R + 1;
     for (int64_t i = 0; i < nt; ++i) g[i] = p.taps.g[i];
     const int64_t EH = p.TH + 2 * h, EW = p.TW + 2 * h;
-    P.resize(EH * EW);
     X.resize(EH * EW);
     B.resize(EH * EW);
+    in.resize(EW);
     tmp.resize(EW);
     tmp2.resize(EW);
     if (kLoss) {
-      O.resize(EH * EW);
       Xh.resize(EH * EW);
       Bh.resize(EH * EW);
       lab.resize(EH * EW);
@@ -124,14 +177,20 @@ struct TileKernel {
       FX.resize(EH * EW);
       FY.resize(EH * EW);
       dB.resize(EH * EW);
-      dX.resize(EH * EW);
+      dx.resize(EW);
+      hat.resize(3 * EW);
     }
   }
 
-  // Separable blur: mid (EH x XW) = rows of `in` blurred, out (BH x XW) = columns of mid blurred.
-  template <int kNt>
-  void blur(const acc_t* in, acc_t* mid, acc_t* out, int64_t EH, int64_t XW, int64_t ld) const {
-    for (int64_t r = 0; r < EH; ++r) weighted_rows<kNt>(mid + r * ld, in + r * ld, 1, g, nt, XW);
+  // Separable blur of the EH rows that make_row(r, row) writes (EW values each) into the row
+  // buffer `in`: mid (EH x XW) = each row blurred as soon as it is made, out (BH x XW) = the
+  // columns of mid blurred.
+  template <int kNt, typename MakeRow>
+  void blur(MakeRow&& make_row, acc_t* mid, acc_t* out, int64_t EH, int64_t XW, int64_t ld) {
+    for (int64_t r = 0; r < EH; ++r) {
+      make_row(r, in.data());
+      weighted_rows<kNt>(mid + r * ld, in.data(), 1, g, nt, XW);
+    }
     for (int64_t r = 0; r + 2 * R < EH; ++r)
       weighted_rows<kNt>(out + r * ld, mid + r * ld, ld, g, nt, XW);
   }
@@ -181,10 +240,10 @@ struct TileKernel {
     const int64_t d = 2 * R + 3;
     for (int64_t r = 0; r < ZH; ++r) {
       const int64_t y = zy0 + r;
-      uint8_t* k = keep.data() + r * ld;
+      acc_t* k = keep.data() + r * ld;
       for (int64_t c = 0; c < ZW; ++c) {
         const int64_t x = zx0 + c;
-        k[c] = y >= 0 && y < H && x >= 0 && x < W;
+        k[c] = y >= 0 && y < H && x >= 0 && x < W ? acc_t(1) : acc_t(0);
       }
     }
     if (!any_ignore) return bad;
@@ -198,10 +257,10 @@ struct TileKernel {
       }
     }
     for (int64_t r = 0; r < ZH; ++r) {
-      uint8_t* k = keep.data() + r * ld;
+      acc_t* k = keep.data() + r * ld;
       for (int64_t a = 0; a < d; ++a) {
         const uint8_t* o = ignore_rows.data() + (r + a) * ld;
-        for (int64_t c = 0; c < ZW; ++c) k[c] &= !o[c];
+        for (int64_t c = 0; c < ZW; ++c) k[c] = o[c] ? acc_t(0) : k[c];
       }
     }
     return bad;
@@ -225,6 +284,48 @@ struct TileKernel {
     }
   }
 
+  // The loss's terms on one row of the tile: a = |zeta - zeta_hat| and m = 1 on P+ (a kept pixel
+  // where zeta or zeta_hat exceeds the threshold), else 0. Selects, no branches: vectorised.
+  static inline void loss_row(const acc_t* __restrict keep, const acc_t* __restrict zeta,
+                              const acc_t* __restrict zh, acc_t thr, int64_t n,
+                              acc_t* __restrict a, acc_t* __restrict m) {
+    for (int64_t c = 0; c < n; ++c) {
+      const bool in = (keep[c] > acc_t(0)) & ((zeta[c] > thr) | (zh[c] > thr));
+      const acc_t d = zeta[c] > zh[c] ? zeta[c] - zh[c] : zh[c] - zeta[c];
+      a[c] = in ? d : acc_t(0);
+      m[c] = in ? acc_t(1) : acc_t(0);
+    }
+  }
+
+  // (fx, fy) *= the adjoint factor of zeta on Z row columns [c0, c1), for the loss: dz = scale *
+  // sign(zeta - zeta_hat) on P+, else 0; kHat = false: zeta_hat = 0 (no pixel of the class).
+  template <bool kHat>
+  static inline void zeta_adjoint_loss_row(const acc_t* __restrict keep,
+                                           const acc_t* __restrict zeta,
+                                           const acc_t* __restrict zh, acc_t thr, acc_t scale,
+                                           int64_t c0, int64_t c1, acc_t* __restrict fx,
+                                           acc_t* __restrict fy) {
+    for (int64_t c = c0; c < c1; ++c) {
+      const acc_t hat = kHat ? zh[c] : acc_t(0);
+      const bool in = (keep[c] > acc_t(0)) & ((zeta[c] > thr) | (hat > thr));
+      const acc_t dz = in ? scale * dtl::abs_grad(zeta[c], hat) : acc_t(0);
+      const acc_t f = zeta_adjoint_factor(zeta[c], dz);
+      fx[c] *= f;
+      fy[c] *= f;
+    }
+  }
+
+  // The same for the potential, dz the upstream gradient.
+  static inline void zeta_adjoint_row(const acc_t* __restrict zeta, const acc_t* __restrict dz,
+                                      int64_t c0, int64_t c1, acc_t* __restrict fx,
+                                      acc_t* __restrict fy) {
+    for (int64_t c = c0; c < c1; ++c) {
+      const acc_t f = zeta_adjoint_factor(zeta[c], dz[c]);
+      fx[c] *= f;
+      fy[c] *= f;
+    }
+  }
+
   template <int kNt>
   void run_tile(int64_t tile) {
     const auto tl = p.tile_of(tile);
@@ -245,52 +346,29 @@ struct TileKernel {
     const int64_t zc0 = std::clamp<int64_t>(-zx0, 0, ZW), zc1 = std::clamp<int64_t>(W - zx0, zc0, ZW);
 
     for (int64_t k = 0; k < p.K; ++k) {
-      // P over E, and (loss) its range for the skip test.
+      // Row r of P over E (the replicate border's clamped coordinates).
       const scalar_t* base = p.prob.data + n * p.prob.sN + k * p.prob.sK;
-      constexpr int kLanes = 16;
-      acc_t lo[kLanes], hi[kLanes], nonfinite[kLanes];
-      for (int l = 0; l < kLanes; ++l) {
-        lo[l] = std::numeric_limits<acc_t>::infinity();
-        hi[l] = -lo[l];
-        nonfinite[l] = 0;
-      }
-      for (int64_t r = 0; r < EH; ++r) {
-        acc_t* row = P.data() + r * ld;
+      auto prob_row = [&](int64_t r, acc_t* row) {
         load_clamped_row(row, base + std::clamp<int64_t>(ey0 + r, 0, H - 1) * p.prob.sH,
                          p.prob.sW, ex0, EW, W);
-        if (kLoss) {
-          int64_t c = 0;
-          for (; c + kLanes <= EW; c += kLanes)
-            for (int l = 0; l < kLanes; ++l) {
-              const acc_t v = row[c + l];
-              lo[l] = v < lo[l] ? v : lo[l];
-              hi[l] = v > hi[l] ? v : hi[l];
-              nonfinite[l] += v - v;  // NaN for a NaN or an infinity
-            }
-          for (int l = 0; c < EW; ++c, ++l) {
-            const acc_t v = row[c];
-            lo[l] = v < lo[l] ? v : lo[l];
-            hi[l] = v > hi[l] ? v : hi[l];
-            nonfinite[l] += v - v;
-          }
-        }
-      }
+      };
       const bool has_class = kLoss && present[k];
       if (kLoss && !has_class) {
         // Exact skip: zeta_hat = 0 on the whole tile, and zeta <= (max - min) / 2 (a blur is an
         // average, a central difference half a difference of two averages, zeta <= max(|gx|,
         // |gy|)), so if that bound is <= threshold no pixel of the tile is in P+. The margin
-        // covers the rounding of the blurs, differences and square root.
-        acc_t mn = lo[0], mx = hi[0], nf = 0;
-        for (int l = 0; l < kLanes; ++l) {
-          mn = std::min(mn, lo[l]);
-          mx = std::max(mx, hi[l]);
-          nf += nonfinite[l];
+        // covers the rounding of the blurs, differences and square root. (The range is taken
+        // only here: a class present in the tile is never skipped.)
+        RowRange<acc_t> range;
+        for (int64_t r = 0; r < EH; ++r) {
+          prob_row(r, in.data());
+          range.add(in.data(), EW);
         }
+        const acc_t mn = range.min(), mx = range.max();
         const acc_t eps = std::numeric_limits<acc_t>::epsilon();
         const acc_t margin = acc_t(8 * R + 16) * eps * (std::max(std::abs(mn), std::abs(mx)) +
                                                         std::abs(thr));
-        if (nf == acc_t(0) && acc_t(0.5) * (mx - mn) + margin <= thr) {
+        if (range.finite() && acc_t(0.5) * (mx - mn) + margin <= thr) {
           if (kBackward) {
             for (int64_t r = 0; r < th; ++r) {
               scalar_t* out = &p.out.at(n, k, i0 + r, j0);
@@ -300,16 +378,15 @@ struct TileKernel {
           continue;
         }
       }
-      blur<kNt>(P.data(), X.data(), B.data(), EH, XW, ld);
+      blur<kNt>(prob_row, X.data(), B.data(), EH, XW, ld);
       replicate_border(B.data(), BH, XW, ld, by0, bx0);
       if (has_class) {
         const int32_t kk = static_cast<int32_t>(k);
-        for (int64_t r = 0; r < EH; ++r) {
-          const int32_t* l = lab.data() + r * ld;
-          acc_t* o = O.data() + r * ld;
+        auto one_hot_row = [&](int64_t r, acc_t* __restrict o) {
+          const int32_t* __restrict l = lab.data() + r * ld;
           for (int64_t c = 0; c < EW; ++c) o[c] = l[c] == kk ? acc_t(1) : acc_t(0);
-        }
-        blur<kNt>(O.data(), Xh.data(), Bh.data(), EH, XW, ld);
+        };
+        blur<kNt>(one_hot_row, Xh.data(), Bh.data(), EH, XW, ld);
         replicate_border(Bh.data(), BH, XW, ld, by0, bx0);
       }
 
@@ -331,15 +408,9 @@ struct TileKernel {
           } else {
             std::fill_n(zh, tw, acc_t(0));
           }
-          const uint8_t* kp = keep.data() + r * ld;
           acc_t* a = tmp.data();
           acc_t* m = gx;  // 1 on P+, else 0 (gx, gy are no longer needed)
-          for (int64_t c = 0; c < tw; ++c) {
-            const bool in = (kp[c] != 0) & ((zeta[c] > thr) | (zh[c] > thr));  // no branches
-            const acc_t d = zeta[c] > zh[c] ? zeta[c] - zh[c] : zh[c] - zeta[c];
-            a[c] = in ? d : acc_t(0);
-            m[c] = in ? acc_t(1) : acc_t(0);
-          }
+          loss_row(keep.data() + r * ld, zeta, zh, thr, tw, a, m);
           sum += static_cast<double>(row_sum(a, tw));
           count += static_cast<double>(row_sum(m, tw));
         }
@@ -358,33 +429,22 @@ struct TileKernel {
         if (y < 0 || y >= H || zc0 == zc1) continue;
         acc_t* zeta = tmp.data();
         zeta_row(B.data(), ld, r, zc0, zc1, fx, fy, zeta);
-        acc_t* dz = tmp2.data();
         if (kLoss) {
-          const uint8_t* kp = keep.data() + r * ld;
+          const acc_t* kp = keep.data() + r * ld;
           if (has_class) {
-            acc_t* zh = dB.data();  // a free row: dB is written after every (FX, FY) row
-            acc_t* hx = dX.data();
-            acc_t* hy = dX.data() + ld;
+            acc_t* zh = hat.data();
+            acc_t* hx = zh + EW;
+            acc_t* hy = hx + EW;
             zeta_row(Bh.data(), ld, r, zc0, zc1, hx, hy, zh);
-            for (int64_t c = zc0; c < zc1; ++c) {
-              const bool in = (kp[c] != 0) & ((zeta[c] > thr) | (zh[c] > thr));
-              dz[c] = in ? scale * dtl::abs_grad(zeta[c], zh[c]) : acc_t(0);
-            }
+            zeta_adjoint_loss_row<true>(kp, zeta, zh, thr, scale, zc0, zc1, fx, fy);
           } else {
-            const bool zero_in_band = acc_t(0) > thr;  // zeta_hat = 0
-            for (int64_t c = zc0; c < zc1; ++c) {
-              const bool in = (kp[c] != 0) & ((zeta[c] > thr) | zero_in_band);
-              dz[c] = in ? scale * dtl::abs_grad(zeta[c], acc_t(0)) : acc_t(0);
-            }
+            zeta_adjoint_loss_row<false>(kp, zeta, nullptr, thr, scale, zc0, zc1, fx, fy);
           }
         } else {
+          acc_t* dz = tmp2.data();
           load_clamped_row(dz + zc0, gz_base + y * p.grad_zeta.sH, p.grad_zeta.sW, zx0 + zc0,
                            zc1 - zc0, W);
-        }
-        for (int64_t c = zc0; c < zc1; ++c) {
-          const acc_t f = zeta[c] > acc_t(0) ? dz[c] / (acc_t(2) * zeta[c]) : acc_t(0);
-          fx[c] *= f;
-          fy[c] *= f;
+          zeta_adjoint_row(zeta, dz, zc0, zc1, fx, fy);
         }
       }
       // dB on D = Z shrunk by 1 (origin dy0, dx0): the transposed central differences, with the
@@ -409,8 +469,9 @@ struct TileKernel {
         if (dx0 + dc0 == 0) d[dc0] -= acc_t(0.5) * fx[dc0 + 1];
         if (dx0 + dc1 == W) d[dc1 - 1] += acc_t(0.5) * fx[dc1];
       }
-      // dX on tile rows x D columns (transposed column blur), then dP on the tile (transposed
-      // row blur); the image's first and last row / column take the replicate border's weights.
+      // Row by row: a row of dX on D columns (transposed column blur), then that row of dP
+      // (transposed row blur); the image's first and last row / column take the replicate
+      // border's weights.
       acc_t w[2 * dtl::kMaxRadius + 1];
       auto edge_weights = [&](int64_t at, int64_t len) {
         for (int64_t i = 0; i < nt; ++i) {
@@ -420,24 +481,22 @@ struct TileKernel {
       };
       for (int64_t r = 0; r < th; ++r) {
         const int64_t y = i0 + r;
+        acc_t* d = dx.data();
         if (y == 0 || y == H - 1) {
           edge_weights(y, H);
-          weighted_rows<0>(dX.data() + r * ld, dB.data() + r * ld, ld, w, nt, DW);
+          weighted_rows<0>(d, dB.data() + r * ld, ld, w, nt, DW);
         } else {
-          weighted_rows<kNt>(dX.data() + r * ld, dB.data() + r * ld, ld, g, nt, DW);
+          weighted_rows<kNt>(d, dB.data() + r * ld, ld, g, nt, DW);
         }
-      }
-      for (int64_t r = 0; r < th; ++r) {
-        const acc_t* dx = dX.data() + r * ld;
         acc_t* v = tmp.data();
-        weighted_rows<kNt>(v, dx, 1, g, nt, tw);
+        weighted_rows<kNt>(v, d, 1, g, nt, tw);
         if (j0 == 0) {
           edge_weights(0, W);
-          weighted_rows<0>(v, dx, 1, w, nt, 1);
+          weighted_rows<0>(v, d, 1, w, nt, 1);
         }
         if (j0 + tw == W) {
           edge_weights(W - 1, W);
-          weighted_rows<0>(v + tw - 1, dx + tw - 1, 1, w, nt, 1);
+          weighted_rows<0>(v + tw - 1, d + tw - 1, 1, w, nt, 1);
         }
         scalar_t* out = &p.out.at(n, k, i0 + r, j0);
         for (int64_t c = 0; c < tw; ++c) out[c * p.out.sW] = static_cast<scalar_t>(v[c]);
