@@ -151,7 +151,7 @@ struct TileKernel {
   std::vector<int32_t> lab;       // E: class, or -1 (ignore or bad)
   std::vector<acc_t> keep;        // Z: 1 where the loss may count the pixel, else 0 (acc_t, not
                                   // uint8: the row loops that test it then vectorise)
-  std::vector<uint8_t> present;
+  std::vector<uint8_t> present;  // present[k + 1]: class k in E (present[0] takes the -1s)
   std::vector<uint8_t> ignore_rows;  // E rows x Z columns: an ignore label in the row window
 
   explicit TileKernel(const Program& prog) : p(prog) {
@@ -171,7 +171,7 @@ struct TileKernel {
       lab.resize(EH * EW);
       keep.resize(EH * EW);
       ignore_rows.resize(EH * EW);
-      present.resize(p.K);
+      present.resize(p.K + 1);
     }
     if (kBackward) {
       FX.resize(EH * EW);
@@ -221,21 +221,43 @@ struct TileKernel {
     std::fill(present.begin(), present.end(), uint8_t(0));
     int64_t bad = 0;
     bool any_ignore = false;
+    const int64_t sW = p.target.sW;
+    // class(v): v if it is a class, else -1. Columns outside the image repeat the edge label (the
+    // replicate border), those inside are converted with unit stride where the labels allow:
+    // branch-free, so vectorised; the rare rows with a -1 are then looked at one label at a time.
+    auto class_of = [K](int64_t v) {
+      return static_cast<uint64_t>(v) < static_cast<uint64_t>(K) ? static_cast<int32_t>(v)
+                                                                  : int32_t(-1);
+    };
+    const int64_t lo = std::clamp<int64_t>(-ex0, 0, EW), hi = std::clamp<int64_t>(W - ex0, lo, EW);
     for (int64_t r = 0; r < EH; ++r) {
       const int64_t y = std::clamp<int64_t>(ey0 + r, 0, H - 1);
-      int32_t* row = lab.data() + r * ld;
-      for (int64_t c = 0; c < EW; ++c) {
-        const int64_t x = std::clamp<int64_t>(ex0 + c, 0, W - 1);
-        const int64_t v = p.target.at(n, y, x);
-        const bool valid = v >= 0 && v < K;
-        if (!valid && v != p.ignore_index) {
-          labels::record(p.status, n, y, x, v);
-          ++bad;
-        }
-        if (valid) present[v] = 1;
-        any_ignore |= !valid;
-        row[c] = valid ? static_cast<int32_t>(v) : -1;
+      const int64_t* t = p.target.data + n * p.target.sN + y * p.target.sH;
+      int32_t* __restrict row = lab.data() + r * ld;
+      const int32_t first = class_of(t[0]), last = class_of(t[(W - 1) * sW]);
+      for (int64_t c = 0; c < lo; ++c) row[c] = first;
+      const int64_t* __restrict src = t + (ex0 + lo) * sW;
+      if (sW == 1) {
+        for (int64_t c = lo; c < hi; ++c) row[c] = class_of(src[c - lo]);
+      } else {
+        for (int64_t c = lo; c < hi; ++c) row[c] = class_of(src[(c - lo) * sW]);
       }
+      for (int64_t c = hi; c < EW; ++c) row[c] = last;
+      int32_t any = 0;
+      for (int64_t c = 0; c < EW; ++c) any |= row[c];  // negative iff a -1 is in the row
+      if (any < 0) {
+        any_ignore = true;
+        for (int64_t c = 0; c < EW; ++c) {
+          if (row[c] >= 0) continue;
+          const int64_t x = std::clamp<int64_t>(ex0 + c, 0, W - 1);
+          const int64_t v = p.target.at(n, y, x);
+          if (v != p.ignore_index) {
+            labels::record(p.status, n, y, x, v);
+            ++bad;
+          }
+        }
+      }
+      for (int64_t c = 0; c < EW; ++c) present[row[c] + 1] = 1;
     }
     const int64_t d = 2 * R + 3;
     for (int64_t r = 0; r < ZH; ++r) {
@@ -352,7 +374,7 @@ struct TileKernel {
         load_clamped_row(row, base + std::clamp<int64_t>(ey0 + r, 0, H - 1) * p.prob.sH,
                          p.prob.sW, ex0, EW, W);
       };
-      const bool has_class = kLoss && present[k];
+      const bool has_class = kLoss && present[k + 1];
       if (kLoss && !has_class) {
         // Exact skip: zeta_hat = 0 on the whole tile, and zeta <= (max - min) / 2 (a blur is an
         // average, a central difference half a difference of two averages, zeta <= max(|gx|,
