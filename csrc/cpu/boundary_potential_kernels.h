@@ -18,12 +18,17 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <limits>
 #include <type_traits>
 #include <vector>
 
 #include "../common/boundary_potential_launch.h"
 #include "cpu_isa.h"
+
+#if defined(GSCNN_CPU_X86_VARIANTS)
+#include <immintrin.h>  // streaming stores (simd_impl.h)
+#endif
 
 namespace gscnn {
 namespace cpu {

@@ -1,7 +1,9 @@
 // The CPU kernels of boundary_potential and dual_task_loss, compiled once per instruction set:
-// the including file defines GSCNN_CPU_ISA (the namespace) after including
-// boundary_potential_kernels.h and, for the AVX builds, after `#pragma GCC target`.
-// No #include here: every header must come before the pragma (see gated_conv2d_kernels.h).
+// the including file defines GSCNN_CPU_ISA (the namespace) and GSCNN_CPU_VECTOR_BYTES (for
+// simd_impl.h) after including boundary_potential_kernels.h and, for the AVX builds, after
+// `#pragma GCC target`.
+// No #include here but simd_impl.h (ours, itself without #include): every header must come
+// before the pragma (see gated_conv2d_kernels.h).
 //
 // The math is that of common/boundary_potential_math.h; the geometry of a tile is the GPU
 // program's (regions E, X, B, Z, D of the Layout there), with the tile clipped to the image:
@@ -16,8 +18,8 @@
 // interior weights everywhere except on the image's first and last row and column, which get the
 // replicate-border weights of blur_adjoint_weight.
 
-#if !defined(GSCNN_CPU_ISA)
-#error "define GSCNN_CPU_ISA before including boundary_potential_kernels_impl.h"
+#if !defined(GSCNN_CPU_ISA) || !defined(GSCNN_CPU_VECTOR_BYTES)
+#error "define GSCNN_CPU_ISA and GSCNN_CPU_VECTOR_BYTES before including boundary_potential_kernels_impl.h"
 #endif
 
 // The build passes -fno-math-errno (setup.py, CMakeLists.txt): the loops that take zeta's square
@@ -26,6 +28,9 @@
 namespace gscnn {
 namespace cpu {
 namespace GSCNN_CPU_ISA {
+
+#include "simd_impl.h"  // stream_row, stream_fence (no #include of its own)
+
 namespace {
 
 // out[c] = sum_i w[i] * src[i * step + c] for c < n: the blurs and their adjoints. kNt > 0: the
@@ -392,10 +397,8 @@ struct TileKernel {
                                                         std::abs(thr));
         if (range.finite() && acc_t(0.5) * (mx - mn) + margin <= thr) {
           if (kBackward) {
-            for (int64_t r = 0; r < th; ++r) {
-              scalar_t* out = &p.out.at(n, k, i0 + r, j0);
-              for (int64_t c = 0; c < tw; ++c) out[c * p.out.sW] = scalar_t(0);
-            }
+            std::fill_n(tmp.data(), tw, acc_t(0));
+            for (int64_t r = 0; r < th; ++r) write_out_row(n, k, i0 + r, j0, tmp.data(), tw);
           }
           continue;
         }
@@ -420,8 +423,7 @@ struct TileKernel {
         for (int64_t r = 0; r < th; ++r) {
           zeta_row(B.data(), ld, r, 0, tw, gx, gy, zeta);
           if (!kLoss) {
-            scalar_t* out = &p.out.at(n, k, i0 + r, j0);
-            for (int64_t c = 0; c < tw; ++c) out[c * p.out.sW] = static_cast<scalar_t>(zeta[c]);
+            write_out_row(n, k, i0 + r, j0, zeta, tw);
             continue;
           }
           acc_t* zh = tmp2.data();
@@ -520,14 +522,24 @@ struct TileKernel {
           edge_weights(W - 1, W);
           weighted_rows<0>(v + tw - 1, d + tw - 1, 1, w, nt, 1);
         }
-        scalar_t* out = &p.out.at(n, k, i0 + r, j0);
-        for (int64_t c = 0; c < tw; ++c) out[c * p.out.sW] = static_cast<scalar_t>(v[c]);
+        write_out_row(n, k, i0 + r, j0, v, tw);
       }
     }
     if (kLoss && !kBackward) {
       p.partials[3 * tile] = sum;
       p.partials[3 * tile + 1] = count;
       p.partials[3 * tile + 2] = static_cast<double>(bad);
+    }
+  }
+
+  // Output row (n, k, y), columns x0 .. x0 + len - 1 = v[0 .. len): streamed where unit-stride
+  // (stream_row; run_pipeline fences), else one strided store per value.
+  void write_out_row(int64_t n, int64_t k, int64_t y, int64_t x0, const acc_t* v, int64_t len) {
+    scalar_t* out = &p.out.at(n, k, y, x0);
+    if (p.out.sW == 1) {
+      stream_row(out, v, len);
+    } else {
+      for (int64_t c = 0; c < len; ++c) out[c * p.out.sW] = static_cast<scalar_t>(v[c]);
     }
   }
 
@@ -545,6 +557,7 @@ void run_pipeline(const Program& program) {
   at::parallel_for(0, tiles, 1, [&](int64_t begin, int64_t end) {
     TileKernel<Program> kernel(program);
     for (int64_t tile = begin; tile < end; ++tile) kernel.template run_tile<kNt>(tile);
+    stream_fence();
   });
 }
 

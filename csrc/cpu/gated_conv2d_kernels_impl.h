@@ -2,7 +2,8 @@
 // GSCNN_CPU_ISA (the namespace) and GSCNN_CPU_VECTOR_BYTES (its register width) after including
 // gated_conv2d_kernels.h and, for the AVX variants, after a `#pragma GCC target`, so that these
 // loops over pixels vectorise with wide registers.
-// No #include here: every header must come before the pragma (see gated_conv2d_kernels.h).
+// No #include here but simd_impl.h (ours, itself without #include): every header must come
+// before the pragma (see gated_conv2d_kernels.h).
 //
 // Pixels are processed in tiles of kTile consecutive pixels of one image, every pass over a tile a
 // unit-stride loop over its pixels, one channel row at a time. Whole tiles of NCHW tensors of the
@@ -19,6 +20,9 @@
 namespace gscnn {
 namespace cpu {
 namespace GSCNN_CPU_ISA {
+
+#include "simd_impl.h"  // Simd, vload, stream_vector, stream_fence (no #include of its own)
+
 namespace {
 
 constexpr int64_t kTile = 128;
@@ -65,21 +69,6 @@ struct TileOffsets {
     }
   }
 };
-
-// Vectors of the accumulation type at the including file's register width (GSCNN_CPU_VECTOR_BYTES):
-// GCC/Clang vector types, for the loops the auto-vectoriser does not block or fuse by itself.
-template <typename acc_t>
-struct Simd {
-  typedef acc_t type __attribute__((vector_size(GSCNN_CPU_VECTOR_BYTES)));
-  static constexpr int lanes = GSCNN_CPU_VECTOR_BYTES / sizeof(acc_t);
-};
-
-template <typename acc_t>
-typename Simd<acc_t>::type vload(const acc_t* p) {
-  typename Simd<acc_t>::type v;
-  std::memcpy(&v, p, sizeof(v));
-  return v;
-}
 
 // The next tile's pixels of one channel, prefetched while this one is copied: a copied tile reads
 // C short runs (kTile pixels) far apart, too many concurrent streams for the hardware prefetchers
@@ -134,44 +123,6 @@ TileRows<acc_t> tile_rows(const Strided4d<const T>& v, const TileOffsets& at, in
     for (int64_t t = len; t < kTile; ++t) row[t] = acc_t(0);
   }
   return {buf, kTile};
-}
-
-// One vector written with a non-temporal (streaming) store; dst aligned to the vector's width.
-// Streaming stores write whole cache lines without reading them first. A plain store to a line
-// not in cache reads the line first (read for ownership), and the outputs (N*C*H*W, written once,
-// never read by the kernel) are not in cache: measured on a 2-core Xeon, the stores of grad_s
-// then stalled the backward for ~30 % of its time. The caller ends its chunk of work with
-// stream_fence().
-template <typename acc_t>
-inline void stream_vector(acc_t* dst, const typename Simd<acc_t>::type& v) {
-#if defined(GSCNN_CPU_X86_VARIANTS)
-  if constexpr (std::is_same_v<acc_t, float>) {
-#if GSCNN_CPU_VECTOR_BYTES >= 64
-    _mm512_stream_ps(dst, reinterpret_cast<const __m512&>(v));
-#elif GSCNN_CPU_VECTOR_BYTES == 32
-    _mm256_stream_ps(dst, reinterpret_cast<const __m256&>(v));
-#else
-    _mm_stream_ps(dst, reinterpret_cast<const __m128&>(v));
-#endif
-  } else {
-#if GSCNN_CPU_VECTOR_BYTES >= 64
-    _mm512_stream_pd(dst, reinterpret_cast<const __m512d&>(v));
-#elif GSCNN_CPU_VECTOR_BYTES == 32
-    _mm256_stream_pd(dst, reinterpret_cast<const __m256d&>(v));
-#else
-    _mm_stream_pd(dst, reinterpret_cast<const __m128d&>(v));
-#endif
-  }
-#else
-  std::memcpy(dst, &v, sizeof(v));
-#endif
-}
-
-// Orders this thread's streaming stores before whatever follows (the end of a parallel chunk).
-inline void stream_fence() {
-#if defined(GSCNN_CPU_X86_VARIANTS)
-  _mm_sfence();
-#endif
 }
 
 // Writes channel c of a tile of tensor v: pixels t0 .. t0 + lanes - 1 get value(t0), a vector,
