@@ -219,11 +219,27 @@ void tile_gemm_rows(const acc_t* A, int64_t i, int64_t K, const TileRows<acc_t>&
   constexpr int VL = Simd<acc_t>::lanes;
   static_assert(kTile % (2 * VL) == 0, "kTile must hold whole pairs of vectors");
   for (int64_t t0 = 0; t0 < kTile; t0 += 2 * VL) {
-    V v[NB][2] = {};
-    for (int64_t k = 0; k < K; ++k) {
-      V x0, x1;
+    // The accumulators start from the k = 0 products, not from zero: GCC turned `V v[NB][2] =
+    // {}` into a `rep stos` of the array per block, ~10 % of the backward's time on an AMD EPYC
+    // (perf annotate, 2026-12-02). The same values (0 + x = x; only a zero's sign may differ).
+    V v[NB][2];
+    auto load = [&](int64_t k, V& x0, V& x1) {
       std::memcpy(&x0, X.row(k) + t0, sizeof(V));
       std::memcpy(&x1, X.row(k) + t0 + VL, sizeof(V));
+    };
+    if (K == 0) {
+      for (int b = 0; b < NB; ++b) v[b][0] = v[b][1] = V{};
+    } else {
+      V x0, x1;
+      load(0, x0, x1);
+      for (int b = 0; b < NB; ++b) {
+        v[b][0] = A[b * K] * x0;
+        v[b][1] = A[b * K] * x1;
+      }
+    }
+    for (int64_t k = 1; k < K; ++k) {
+      V x0, x1;
+      load(k, x0, x1);
       for (int b = 0; b < NB; ++b) {
         const acc_t a = A[b * K + k];
         v[b][0] += a * x0;
