@@ -12,7 +12,9 @@
 #include <ATen/ops/empty.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #include "../common/gated_conv2d_launch.h"
@@ -21,7 +23,7 @@
 #include "cpu_isa.h"
 
 #if defined(GSCNN_CPU_X86_VARIANTS)
-#include <immintrin.h>  // streaming stores (gated_conv2d_kernels_impl.h)
+#include <immintrin.h>  // streaming stores (simd_impl.h)
 #endif
 
 namespace gscnn {

@@ -1,8 +1,9 @@
 // Vector helpers shared by the CPU kernels' per-ISA builds: the vector type of the including
 // file's register width, and streaming stores. Included by the *_kernels_impl.h files inside
 // their namespace gscnn::cpu::GSCNN_CPU_ISA, after `#pragma GCC target`, so each build gets its
-// own copy (in its own namespace: the builds' copies never merge). No #include here: <cstring>,
-// <type_traits> and, on x86, <immintrin.h> come from the *_kernels.h header before the pragma.
+// own copy (in its own namespace: the builds' copies never merge). No #include here: <algorithm>,
+// <cstdint>, <cstring>, <type_traits> and, on x86, <immintrin.h> come from the *_kernels.h header
+// before the pragma.
 
 #if !defined(GSCNN_CPU_ISA) || !defined(GSCNN_CPU_VECTOR_BYTES)
 #error "define GSCNN_CPU_ISA and GSCNN_CPU_VECTOR_BYTES before including simd_impl.h"
