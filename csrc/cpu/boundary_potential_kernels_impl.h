@@ -153,6 +153,9 @@ struct TileKernel {
   // along the row at once), tmp, tmp2, hat (scratch): each region pass that is not written whole
   // is a trip through L2 saved (the backward's ten regions of 48 x 272 floats did not fit in it).
   std::vector<acc_t> X, B, Xh, Bh, FX, FY, dB, in, dx, tmp, tmp2, hat;
+  // Rows of zeros (1) in the blur's middle region and in its output, by row (blur): the one-hot
+  // labels' rows without the class, and what they blur to (see blur).
+  std::vector<uint8_t> mid_zero, out_zero;
   std::vector<int32_t> lab;       // E: class, or -1 (ignore or bad)
   std::vector<acc_t> keep;        // Z: 1 where the loss may count the pixel, else 0 (acc_t, not
                                   // uint8: the row loops that test it then vectorise)
@@ -168,6 +171,8 @@ struct TileKernel {
     X.resize(EH * EW);
     B.resize(EH * EW);
     in.resize(EW);
+    mid_zero.resize(EH);
+    out_zero.resize(EH);
     tmp.resize(EW);
     tmp2.resize(EW);
     if (kLoss) {
@@ -189,16 +194,38 @@ struct TileKernel {
 
   // Separable blur of the EH rows that make_row(r, row) writes (EW values each) into the row
   // buffer `in`: mid (EH x XW) = each row blurred as soon as it is made, out (BH x XW) = the
-  // columns of mid blurred.
+  // columns of mid blurred. make_row returns false for a row of zeros (a row of the one-hot labels
+  // without the class: most of them where a class covers a small part of a tile): its blur is a
+  // row of +0 (the weighted sum of +0 is +0), written as such without the taps, and so is an
+  // output row whose 2R + 1 rows of mid are all zero; out_zero[r] records which (the same values
+  // bit for bit as blurring them).
   template <int kNt, typename MakeRow>
   void blur(MakeRow&& make_row, acc_t* mid, acc_t* out, int64_t EH, int64_t XW, int64_t ld) {
     for (int64_t r = 0; r < EH; ++r) {
-      make_row(r, in.data());
-      weighted_rows<kNt>(mid + r * ld, in.data(), 1, g, nt, XW);
+      mid_zero[r] = !make_row(r, in.data());
+      if (mid_zero[r]) {
+        std::fill_n(mid + r * ld, XW, acc_t(0));
+      } else {
+        weighted_rows<kNt>(mid + r * ld, in.data(), 1, g, nt, XW);
+      }
     }
-    for (int64_t r = 0; r + 2 * R < EH; ++r)
-      weighted_rows<kNt>(out + r * ld, mid + r * ld, ld, g, nt, XW);
+    int64_t zeros = 0;  // zero rows of mid among r .. r + 2R - 1 (then r + 2R joins)
+    for (int64_t i = 0; i < 2 * R && i < EH; ++i) zeros += mid_zero[i];
+    for (int64_t r = 0; r + 2 * R < EH; ++r) {
+      zeros += mid_zero[r + 2 * R];
+      out_zero[r] = zeros == nt;
+      if (out_zero[r]) {
+        std::fill_n(out + r * ld, XW, acc_t(0));
+      } else {
+        weighted_rows<kNt>(out + r * ld, mid + r * ld, ld, g, nt, XW);
+      }
+      zeros -= mid_zero[r];
+    }
   }
+
+  // Whether the three rows of a blurred map around Z row r are zero: then so are its central
+  // differences and zeta there (sqrt(+0) = +0).
+  bool zero_around(int64_t r) const { return out_zero[r] && out_zero[r + 1] && out_zero[r + 2]; }
 
   // B holds BH x XW values with origin (by0, bx0): rows / columns outside the image become copies
   // of the image's edge row / column (the replicate border of the central differences).
@@ -216,6 +243,14 @@ struct TileKernel {
     const int64_t rl = std::clamp<int64_t>(-by0, 0, BH), rh = std::clamp<int64_t>(H - by0, rl, BH);
     for (int64_t r = 0; r < rl; ++r) std::copy_n(Bb + rl * ld, XW, Bb + r * ld);
     for (int64_t r = rh; r < BH; ++r) std::copy_n(Bb + (rh - 1) * ld, XW, Bb + r * ld);
+  }
+  // The same for the zero-row flags of the last blur (the copied rows are zero where their
+  // originals are).
+  void replicate_zero_rows(int64_t BH, int64_t by0) {
+    const int64_t rl = std::clamp<int64_t>(-by0, 0, BH);
+    const int64_t rh = std::clamp<int64_t>(p.H - by0, rl, BH);
+    for (int64_t r = 0; r < rl; ++r) out_zero[r] = out_zero[rl];
+    for (int64_t r = rh; r < BH; ++r) out_zero[r] = out_zero[rh - 1];
   }
 
   // Labels of E, their bad values recorded; the classes present; the keep mask on Z (no ignore
@@ -378,6 +413,7 @@ struct TileKernel {
       auto prob_row = [&](int64_t r, acc_t* row) {
         load_clamped_row(row, base + std::clamp<int64_t>(ey0 + r, 0, H - 1) * p.prob.sH,
                          p.prob.sW, ex0, EW, W);
+        return true;  // not known to be zero (blur)
       };
       const bool has_class = kLoss && present[k + 1];
       if (kLoss && !has_class) {
@@ -409,10 +445,17 @@ struct TileKernel {
         const int32_t kk = static_cast<int32_t>(k);
         auto one_hot_row = [&](int64_t r, acc_t* __restrict o) {
           const int32_t* __restrict l = lab.data() + r * ld;
-          for (int64_t c = 0; c < EW; ++c) o[c] = l[c] == kk ? acc_t(1) : acc_t(0);
+          int32_t any = 0;
+          for (int64_t c = 0; c < EW; ++c) {
+            const int32_t on = l[c] == kk;
+            o[c] = on ? acc_t(1) : acc_t(0);
+            any |= on;
+          }
+          return any != 0;
         };
         blur<kNt>(one_hot_row, Xh.data(), Bh.data(), EH, XW, ld);
         replicate_border(Bh.data(), BH, XW, ld, by0, bx0);
+        replicate_zero_rows(BH, by0);
       }
 
       if (!kBackward) {
@@ -427,9 +470,9 @@ struct TileKernel {
             continue;
           }
           acc_t* zh = tmp2.data();
-          if (has_class) {
+          if (has_class && !zero_around(r)) {
             zeta_row(Bh.data(), ld, r, 0, tw, gx, gy, zh);
-          } else {
+          } else {  // no pixel of the class in the tile's E, or none near this row
             std::fill_n(zh, tw, acc_t(0));
           }
           acc_t* a = tmp.data();
@@ -455,13 +498,13 @@ struct TileKernel {
         zeta_row(B.data(), ld, r, zc0, zc1, fx, fy, zeta);
         if (kLoss) {
           const acc_t* kp = keep.data() + r * ld;
-          if (has_class) {
+          if (has_class && !zero_around(r)) {
             acc_t* zh = hat.data();
             acc_t* hx = zh + EW;
             acc_t* hy = hx + EW;
             zeta_row(Bh.data(), ld, r, zc0, zc1, hx, hy, zh);
             zeta_adjoint_loss_row<true>(kp, zeta, zh, thr, scale, zc0, zc1, fx, fy);
-          } else {
+          } else {  // zeta_hat = 0 on this row (as in the forward)
             zeta_adjoint_loss_row<false>(kp, zeta, nullptr, thr, scale, zc0, zc1, fx, fy);
           }
         } else {
