@@ -59,6 +59,7 @@ def fused_loss_and_grad(prob, target, sigma=1.0, threshold=DUAL_TASK_THRESHOLD, 
 SHAPES = [  # N, K, H, W
     (2, 3, 13, 17),
     (1, 4, 40, 300),  # wider than a CPU tile (256 columns): tiles meet inside the image
+    (1, 3, 36, 600),  # a CPU tile whose halo is inside the columns: its rows read in place
     (1, 2, 70, 9),  # taller than a CPU tile (32 rows)
     (2, 2, 1, 1),
     (1, 3, 1, 12),  # one row: the halo is all replicate border
