@@ -175,6 +175,26 @@ def test_strided_and_channels_last_inputs():
     torch.testing.assert_close(z, reference.boundary_potential(prob))
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_in_place_reads_equal_copies_bit_for_bit(dtype):
+    """The CPU kernel reads unit-stride rows inside the image in place (the skip test's range in
+    vectors, interior rows blurred where they are) and copies the rest (any other stride: the
+    scalar range, clamped row copies); both must give the same values bit for bit. Classes 3 .. 5
+    are in no label (their pairs take the range test; most are skipped), the others cover part
+    of each tile (rows of the one-hot labels without the class), and 600 columns give tiles whose
+    halo is inside the image."""
+    N, K, H, W = 1, 6, 40, 600
+    target = blob_labels(N, H, W, 3, seed=7, ignore_frac=0.1)
+    prob = peaked_prob(target, K, dtype=dtype, noise=1e-3, seed=7)
+    loss, g = fused_loss_and_grad(prob, target)
+    loss_cl, g_cl = fused_loss_and_grad(prob.contiguous(memory_format=torch.channels_last), target)
+    assert loss.item() > 0
+    assert torch.equal(loss, loss_cl) and torch.equal(g, g_cl)
+    z = gscnn_ops.boundary_potential(prob)
+    z_cl = gscnn_ops.boundary_potential(prob.contiguous(memory_format=torch.channels_last))
+    assert torch.equal(z, z_cl)
+
+
 def test_deterministic():
     prob = rand_prob(2, 5, 50, 300, dtype=torch.float32)
     target = blob_labels(2, 50, 300, 5, ignore_frac=0.1)

@@ -89,8 +89,9 @@ inline acc_t row_sum(const acc_t* __restrict row, int64_t n) {
   return s;
 }
 
-// Min and max of the rows handed to add(), lane-blocked so that it vectorises; finite() is false
-// if any value was a NaN or an infinity (then min and max are meaningless).
+// Min and max of the rows handed to add() (explicit vectors for unit-stride rows of acc_t, else
+// scalar over 16 rotating lanes); finite() is false if any value was a NaN or an infinity (then
+// min and max are meaningless).
 template <typename acc_t>
 struct RowRange {
   static constexpr int kLanes = 16;
