@@ -4,15 +4,18 @@ potential, a kornia-style pipeline (a 2-D Gaussian blur as one depthwise conv2d,
 gradient as a depthwise 2-output conv2d, as kornia.filters.gaussian_blur2d + spatial_gradient do;
 written here with conv2d, no kornia needed), in one run.
 
-Groups are "<device>-<loss|loss_confident|potential>-fwdbwd-<dtype>", each comparing the
+Groups are "<device>-<loss|loss_confident|loss_scene|potential>-fwdbwd-<dtype>", each comparing the
 implementations on identical inputs. How time and memory are measured: conftest.py. Shapes:
 K = 19 classes (Cityscapes); CPU (2, 19, 256, 512) float32; CUDA (8, 19, 800, 800) float32 and
 bfloat16.
 
 Inputs: "loss" and "potential" use a noisy softmax (random logits plus a margin for the label's
 class: every class varies in every tile, nothing can be skipped); "loss_confident" a confident
-one, flat away from the label boundaries as a trained network's output is, where most (tile,
-class) pairs hold no label of the class and a flat probability, which the fused kernels skip.
+one, flat away from the label boundaries as a trained network's output is, on the same labels
+(16 x 16 blocks of random classes: many classes near every tile); "loss_scene" the confident
+softmax of street scenes (gscnn_ops.data.render_scene: large regions, a handful of classes per
+tile as in Cityscapes), where most (tile, class) pairs hold no label of the class and a flat
+probability, which the fused kernels skip exactly.
 "floor" is the time to read the input and write a tensor of its size once (a clone): the memory
 traffic a fused forward + backward cannot avoid, measured in the same run.
 
@@ -20,6 +23,7 @@ traffic a fused forward + backward cannot avoid, measured in the same run.
         --benchmark-json=out.json && python benchmarks/summarize.py out.json
 """
 
+import functools
 import math
 
 import pytest
@@ -28,6 +32,7 @@ import torch.nn.functional as F
 
 import gscnn_ops
 from gscnn_ops import reference
+from gscnn_ops.data import render_scene
 
 K = 19
 SIGMA = 1.0
@@ -39,6 +44,7 @@ DEVICE_DTYPES = (("cpu", torch.float32), ("cuda", torch.float32), ("cuda", torch
 IMPLS = {
     "loss": ("fused", "eager", "compiled", "floor"),
     "loss_confident": ("fused", "eager", "floor"),
+    "loss_scene": ("fused", "eager", "floor"),
     "potential": ("fused", "eager", "compiled", "kornia_style", "floor"),
 }
 
@@ -77,6 +83,8 @@ def dtl_impls():
         ("potential", "kornia_style"): kornia_style_potential,
         ("loss_confident", "fused"): gscnn_ops.dual_task_loss,
         ("loss_confident", "eager"): reference.dual_task_loss,
+        ("loss_scene", "fused"): gscnn_ops.dual_task_loss,
+        ("loss_scene", "eager"): reference.dual_task_loss,
     }
 
 
@@ -99,16 +107,34 @@ def _params():
     return out
 
 
-def make_inputs(device, dtype, n, h, w, seed=0, confident=False):
+@functools.lru_cache(maxsize=4)
+def scene_labels(n, h, w, seed=0):
+    """The labels of n synthetic street scenes (train ids, 255 ignored; about a second per
+    800 x 800 scene, hence the cache; callers must not write to the result)."""
+    return torch.stack([render_scene(seed + i, h, w)[1] for i in range(n)])
+
+
+def make_inputs(device, dtype, n, h, w, seed=0, confident=False, scene=False):
     """Labels made of 16x16 blocks of random classes with an ignore stripe, and the softmax of
     random logits plus a margin of 4 for the label's class (noisy: every class varies
     everywhere), or (confident) of a margin of 12 smoothed over 9x9 pixels plus noise of 0.3
-    (flat away from the boundaries)."""
+    (flat away from the boundaries). scene: the labels of synthetic street scenes instead of
+    blocks, with the confident softmax."""
     g = torch.Generator().manual_seed(seed)
-    labels = torch.randint(0, K, (n, (h + 15) // 16, (w + 15) // 16), generator=g)
-    labels = labels.repeat_interleave(16, 1).repeat_interleave(16, 2)[:, :h, :w].contiguous()
-    labels[:, : max(1, h // 10)] = IGNORE
-    one_hot = F.one_hot(labels % K, K).permute(0, 3, 1, 2).float()
+    if scene:
+        labels, confident = scene_labels(n, h, w, seed).clone(), True
+    else:
+        labels = torch.randint(0, K, (n, (h + 15) // 16, (w + 15) // 16), generator=g)
+        labels = labels.repeat_interleave(16, 1).repeat_interleave(16, 2)[:, :h, :w].contiguous()
+        labels[:, : max(1, h // 10)] = IGNORE
+    return inputs_from_labels(labels, device, dtype, g, confident)
+
+
+def inputs_from_labels(labels, device, dtype, g, confident):
+    """(prob, labels, grad_zeta) for int64 labels (N, H, W): make_inputs's softmax of them,
+    random numbers from the generator g."""
+    n, h, w = labels.shape
+    one_hot = F.one_hot(labels % K, K).permute(0, 3, 1, 2).float()  # ignored pixels: class 8
     if confident:
         logits = F.avg_pool2d(12 * one_hot, 9, 1, 4, count_include_pad=False)
         logits = logits + 0.3 * torch.randn(n, K, h, w, generator=g)
@@ -167,7 +193,13 @@ def test_dual_task_loss(
         pytest.skip("gscnn_ops was built without its CUDA kernels")
     st = settings[device]
     prob, target, grad_zeta = make_inputs(
-        device, dtype, st.n, st.h, st.w, confident=what == "loss_confident"
+        device,
+        dtype,
+        st.n,
+        st.h,
+        st.w,
+        confident=what == "loss_confident",
+        scene=what == "loss_scene",
     )
     fn = floor if impl == "floor" else dtl_impls[(what, impl)]
     call = make_call(fn, what, prob, target, grad_zeta, device)
@@ -194,7 +226,11 @@ def test_dual_task_loss(
         err = (x.detach().double() - ref).abs().max().item() / scale
         # The comparison pipelines' float32 convolutions (49-tap 2-D kernels through oneDNN)
         # round more than the fused kernels' float32 accumulation: a looser bound for them.
-        tol = _TOL[dtype] * (1 if impl == "fused" or dtype != torch.float32 else 5)
+        # On the street scenes the float32 gradient's largest error is 1.7e-4 of its largest
+        # value in eager float32 as in the fused op (measured 2026-12-03; the two agree to 1e-9
+        # there): that bound for every implementation.
+        loose = dtype == torch.float32 and (impl != "fused" or what == "loss_scene")
+        tol = _TOL[dtype] * (5 if loose else 1)
         assert err <= tol, f"{what} {impl}: {name} relative max error {err:.3g}"
     del got
 

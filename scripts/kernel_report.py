@@ -251,11 +251,13 @@ def benchmark_rows():
                         P * (C + 1 + C + 1 + C + 1) * b,
                     )
                 )
+    # The dual-task rows on the benchmark's noisy softmax ("loss" group), and in float32 on its
+    # street scenes ("loss_scene": the inputs the exact skip is for; same launch and floor).
     K, N, H, W = 19, 8, 800, 800
-    for dtype, b in (("fp32", 4), ("bf16", 2)):
+    for dtype, b, inputs in (("fp32", 4, ""), ("bf16", 2, ""), ("fp32", 4, " scene")):
         rows.append(
             (
-                f"dual_task_loss fwd {dtype}",
+                f"dual_task_loss fwd {dtype}{inputs}",
                 "dual_task_loss",
                 [N, H, W, 3, 4],
                 N * K * H * W * b + N * H * W * 8,
@@ -263,7 +265,7 @@ def benchmark_rows():
         )
         rows.append(
             (
-                f"dual_task_loss bwd {dtype}",
+                f"dual_task_loss bwd {dtype}{inputs}",
                 "dual_task_loss_backward",
                 [N, H, W, 3, 4],
                 2 * N * K * H * W * b + N * H * W * 8,
@@ -277,14 +279,20 @@ def benchmark_rows():
 # The benchmark's own inputs at a reduced size: one 160 x 160 image, 25 tiles of 32 x 32 (the same
 # 16 x 16 label blocks, ignore stripe and softmax statistics; counts per tile scale to 800 x 800).
 PIPELINE_SAMPLE = (1, 160, 160)
+# The street scene of the benchmark's "loss_scene" group at its size (its first image, 800 x 800):
+# its tiles at the report's sample size would see a scene shrunk five times, many more classes
+# per tile. The sample is instead the scene's five 160 x 160 crops on its diagonal (sky,
+# buildings, the horizon, road; 125 tiles of the real scale: only the crops' edges replicate).
+SCENE_SAMPLE = (1, 800, 800)
 
 
-def pipeline_counts(op, bf16, tile, threads, gpu):
+def pipeline_counts(op, bf16, tile, threads, gpu, scene=False):
     """(shared-memory accesses, their bytes, tiles, their wavefronts, the wavefronts per pass site
     (emulation.last_launch_passes)) of one emulated launch of a dual-task kernel
     on the inputs of benchmarks/test_bench_dual_task_loss.py at PIPELINE_SAMPLE: its "loss"
     group's noisy softmax (every class varies in every tile: no (tile, class) is skipped whole;
-    classes absent from a tile's halo skip their one-hot blur), with the tile and
+    classes absent from a tile's halo skip their one-hot blur), or (scene) its "loss_scene"
+    group's street scene (most (tile, class) pairs skipped whole), with the tile and
     block size the op chose for the benchmark shape. The emulator counts every shared load and
     store instruction a thread executes, a vector access of four values as one, their bytes, and
     the wavefronts a warp's instruction takes, bank conflicts and idle lanes included
@@ -298,9 +306,16 @@ def pipeline_counts(op, bf16, tile, threads, gpu):
 
     from gscnn_ops.ops.dual_task_loss import DUAL_TASK_THRESHOLD
 
-    n, h, w = PIPELINE_SAMPLE
     dtype = torch.bfloat16 if bf16 else torch.float32
-    prob, target, _ = bench.make_inputs("cpu", dtype, n, h, w)
+    if scene:
+        labels = bench.scene_labels(1, *SCENE_SAMPLE[1:])[0]
+        c = PIPELINE_SAMPLE[1]
+        crops = torch.stack([labels[i * c : (i + 1) * c, i * c : (i + 1) * c] for i in range(5)])
+        g = torch.Generator().manual_seed(0)
+        prob, target, _ = bench.inputs_from_labels(crops, "cpu", dtype, g, confident=True)
+    else:
+        prob, target, _ = bench.make_inputs("cpu", dtype, *PIPELINE_SAMPLE)
+    n, _, h, w = prob.shape
     args = (bench.SIGMA, DUAL_TASK_THRESHOLD, bench.IGNORE, gpu, emulation.launch(threads, 0, tile))
     t = torch.ops.gscnn_testing
     _, count = t.dual_task_loss(prob, target, *args)
@@ -668,10 +683,11 @@ def launch_table(kernel_limits, sass=None, measured=None, phases=None):
                 (c for n, c in sass.items() if n.startswith(program) and n.endswith("[shared]")),
                 None,
             )
+            scene = "scene" in name.split()
             accesses, access_bytes, sample_tiles, wavefront_count, passes = pipeline_counts(
-                op, bf16, (th, tw), threads, gpu
+                op, bf16, (th, tw), threads, gpu, scene
             )
-            if phases is not None and not bf16:
+            if phases is not None and not bf16 and not scene:
                 phases[name] = (passes, sample_tiles)
             lsu, issue, total = pipeline_estimate(
                 op,

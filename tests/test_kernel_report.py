@@ -106,12 +106,19 @@ def test_kernel_report(emu, tmp_path):
             > 2 * bwd[f"gated_conv2d bwd C=8 fp32{layout}"]
         )
     # The dual-task rows carry estimates from the emulator's shared-memory counts: the backward
-    # (a halo of 2R + 2, four adjoint phases) moves more than the forward, both above the floor.
+    # (a halo of 2R + 2, four adjoint phases) moves more than the forward, on the noisy softmax
+    # both above the floor.
     lsu = {}
     for cells, floor, l, issue, estimate in _estimate_rows(table, "| dual_task_loss"):
-        assert estimate == pytest.approx(max(floor, l, issue), abs=2e-3) and l > floor, cells
+        assert estimate == pytest.approx(max(floor, l, issue), abs=2e-3), cells
+        assert l > floor or cells[0].endswith(" scene"), cells
         lsu[cells[0]] = l
-    assert len(lsu) == 4 and lsu["dual_task_loss bwd fp32"] > 1.5 * lsu["dual_task_loss fwd fp32"]
+    assert len(lsu) == 6 and lsu["dual_task_loss bwd fp32"] > 1.5 * lsu["dual_task_loss fwd fp32"]
+    # On street scenes (the "loss_scene" inputs) the exact skip leaves most (tile, class) pairs
+    # out: less than half the shared traffic of the noisy softmax, where nothing is skipped.
+    for direction in ("fwd", "bwd"):
+        noisy = lsu[f"dual_task_loss {direction} fp32"]
+        assert lsu[f"dual_task_loss {direction} fp32 scene"] < 0.5 * noisy
 
 
 def test_pipeline_estimate_model():
