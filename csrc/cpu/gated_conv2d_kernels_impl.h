@@ -7,9 +7,10 @@
 //
 // Pixels are processed in tiles of kTile consecutive pixels of one image, every pass over a tile a
 // unit-stride loop over its pixels, one channel row at a time. Whole tiles of NCHW tensors of the
-// accumulation type are read and written where they lie; other tiles (strided, partial, float16 /
-// bfloat16) are copied into small buffers laid out [channel][pixel] first (the same arithmetic:
-// the results do not depend on which). Nothing of size N*C*H*W is written besides the outputs.
+// accumulation type are written where they lie, and read there up to kInPlaceMaxChannels
+// channels; other tiles (wider, strided, partial, float16 / bfloat16) are copied into small
+// buffers laid out [channel][pixel] first (the same arithmetic: the results do not depend on
+// which). Nothing of size N*C*H*W is written besides the outputs.
 // The backward pass reduces parameter gradients into a fixed number of partial rows (a function
 // of the problem size only) that are summed in order: deterministic for any thread count.
 
@@ -99,14 +100,25 @@ bool in_place(const TileOffsets& at, int64_t len) {
   return std::is_same_v<std::remove_const_t<T>, acc_t> && at.consecutive && len == kTile;
 }
 
-// The `channels` channels of a tile: in place where in_place() allows (every pass then reads the
-// tensor itself: the copy, a load and a store per value, was the largest single pass of the
-// backward at C = 8), else copied into buf[c * kTile + t], converted and zero-padded for t >= len.
+// The most channel rows of one tensor a tile reads in place. In place, a tile's channel rows lie
+// H * W values apart: for most image sizes a multiple of 4 KiB, so the rows' same pixels share one
+// L1 set (and, 64 KiB apart, one L2 set), which holds 8 lines on the x86 cores we target. The
+// passes over a tile read each row many times (the GEMMs once per block of output rows); with
+// more rows than ways they come back from L3. Copied, the rows lie 512 bytes apart. Measured on
+// the AVX2 AMD EPYC (2026-12-03, one process alternating the two per call, 15-20 rounds): at
+// C = 32 copying made the forward 10-20 % faster and the backward 5-15 %, at C = 16 no change,
+// at C = 8 in place stayed faster (the copy's load and store per value cost more there).
+constexpr int64_t kInPlaceMaxChannels = 16;
+
+// The `channels` channels of a tile: in place where in_place() allows and there are at most
+// kInPlaceMaxChannels of them (every pass then reads the tensor itself: the copy, a load and a
+// store per value, was the largest single pass of the backward at C = 8), else copied into
+// buf[c * kTile + t], converted and zero-padded for t >= len.
 template <typename T, typename acc_t>
 TileRows<acc_t> tile_rows(const Strided4d<const T>& v, const TileOffsets& at, int64_t len,
                           int64_t channels, acc_t* buf) {
   if constexpr (std::is_same_v<T, acc_t>) {
-    if (in_place<T, acc_t>(at, len)) {
+    if (in_place<T, acc_t>(at, len) && channels <= kInPlaceMaxChannels) {
       return {v.data + at.off[0], v.sC};
     }
   }
@@ -254,11 +266,28 @@ void tile_gemm_rows(const acc_t* A, int64_t i, int64_t K, const TileRows<acc_t>&
   }
 }
 
+// Rows of A per register block: NB rows x 2 vectors of accumulators. Each accumulator takes one
+// FMA per k, so with fewer independent accumulators than the FMA's latency times its throughput
+// (4 cycles x 2 per cycle on Zen 3 and Skylake: 8) the loop waits on its own dependency chains;
+// four rows are exactly eight. Six rows (twelve accumulators, two loads and six broadcasts per
+// twelve FMAs: the 6 x 16 shape of BLIS's Haswell kernel) fill AVX2's sixteen registers. AVX-512
+// keeps four (not measured: no AVX-512 machine on 2026-12-03).
+constexpr int kGemmRows = GSCNN_CPU_VECTOR_BYTES == 32 ? 6 : 4;
+// Whether a block of six rows (or columns) is taken from `remaining`: not when eight remain (two
+// blocks of four then, not six and two).
+constexpr bool take_six(int64_t remaining) { return remaining >= 6 && remaining != 8; }
+
 template <typename acc_t, typename Then>
 void tile_gemm(const acc_t* A, int64_t rows, int64_t K, const TileRows<acc_t>& X, acc_t* Y,
                Then then) {
   int64_t i = 0;
+  if constexpr (kGemmRows == 6) {
+    for (; take_six(rows - i); i += 6) tile_gemm_rows<6>(A + i * K, i, K, X, Y + i * kTile, then);
+  }
   for (; i + 4 <= rows; i += 4) tile_gemm_rows<4>(A + i * K, i, K, X, Y + i * kTile, then);
+  if constexpr (kGemmRows == 6) {
+    for (; i + 2 <= rows; i += 2) tile_gemm_rows<2>(A + i * K, i, K, X, Y + i * kTile, then);
+  }
   for (; i < rows; ++i) tile_gemm_rows<1>(A + i * K, i, K, X, Y + i * kTile, then);
 }
 template <typename acc_t>
@@ -306,7 +335,8 @@ void outer_block(const TileRows<acc_t>& G, const TileRows<acc_t>& U, int64_t str
   }
 }
 
-// Register budget: 32 vector registers with AVX-512 (16 accumulators + 8 operands), 16 below.
+// Register budget: 32 vector registers with AVX-512 (16 accumulators + 8 operands), 16 below;
+// with AVX2 blocks of 2 x 6 where the columns allow (twelve accumulators, as in tile_gemm).
 constexpr int kOuterRows = GSCNN_CPU_VECTOR_BYTES >= 64 ? 4 : 2;
 constexpr int kOuterCols = 4;
 
@@ -314,8 +344,16 @@ template <int BO, typename acc_t>
 void outer_rows(const TileRows<acc_t>& G, const TileRows<acc_t>& U, int64_t cols, int64_t stride,
                 acc_t* lanes) {
   int64_t d = 0;
+  if constexpr (kGemmRows == 6) {
+    for (; take_six(cols - d); d += 6)
+      outer_block<BO, 6>(G, {U.row(d), U.ld}, stride, lanes + d * kLanes);
+  }
   for (; d + kOuterCols <= cols; d += kOuterCols)
     outer_block<BO, kOuterCols>(G, {U.row(d), U.ld}, stride, lanes + d * kLanes);
+  if constexpr (kGemmRows == 6) {
+    for (; d + 2 <= cols; d += 2)
+      outer_block<BO, 2>(G, {U.row(d), U.ld}, stride, lanes + d * kLanes);
+  }
   for (; d < cols; ++d) outer_block<BO, 1>(G, {U.row(d), U.ld}, stride, lanes + d * kLanes);
 }
 
