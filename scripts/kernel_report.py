@@ -335,25 +335,26 @@ def pipeline_counts(op, bf16, tile, threads, gpu, scene=False):
 
 
 # The dual-task program's phases (dtl::Pipeline::operator(), common/boundary_potential_program.h)
-# by the ordinal of their lambda in its source (emulation.last_launch_passes: ordinals 5 and 8 are
+# by the ordinal of their lambda in its source (emulation.last_launch_passes: ordinals 5 and 9 are
 # a barrier's predicate and a helper, not passes). tests/test_kernel_report.py checks that the
 # forward and the backward run the phases named here.
 PIPELINE_PHASES = {
     1: "labels into E (per tile)",
     2: "keep rows, class groups (per tile)",
     3: "keep mask, the tile's classes (per tile)",
-    4: "probabilities into E",
+    4: "skip test (probabilities a thread does not hold into E)",
     6: "zeros for a skipped class (backward)",
-    7: "probabilities into E (potential)",
-    9: "row blur",
-    10: "column blur",
-    11: "zeta (forward)",
-    12: "zeta and its adjoint (backward)",
-    13: "adjoint of the differences",
-    14: "adjoint of the column blur",
-    15: "adjoint of the row blur",
-    16: "the threads' sums (per tile, forward)",
-    17: "block reduction (per tile, forward)",
+    7: "probabilities into E (held over the skip test)",
+    8: "probabilities into E (potential)",
+    10: "row blur",
+    11: "column blur",
+    12: "zeta (forward)",
+    13: "zeta and its adjoint (backward)",
+    14: "adjoint of the differences",
+    15: "adjoint of the column blur",
+    16: "adjoint of the row blur",
+    17: "the threads' sums (per tile, forward)",
+    18: "block reduction (per tile, forward)",
 }
 
 
@@ -395,9 +396,12 @@ def pipeline_estimate(
         partly idle warps included); without them, their bytes (default: 4 per access) in
         128-byte wavefronts per warp (a 16-byte access of 32 lanes is four);
       global accesses: per (tile, class) the probabilities over the tile and its halo E (loaded
-        whether or not the class is then skipped), the backward's gradient over the tile; per tile
-        (loss) the int64 labels over E: two wavefronts per 32;
-    one warp-instruction per 32 accesses, one 128-byte wavefront each (coalesced); issue
+        whether or not the class is then skipped), the backward's gradient over the tile (zeros
+        for a skipped class), one access per group of four values (the kernels' 16-byte loads
+        and stores: the clamped groups at the image's left and right edges, scalar, are under 2 %
+        of them at the benchmark shape and counted as one); per tile (loss) the int64 labels
+        over E, one access each, two wavefronts per 32;
+    one warp-instruction per 32 accesses, one 128-byte wavefront per 32 values (coalesced); issue
     time: those load/store instructions times the instructions per load/store of the kernel's
     innermost loops in the SASS (`code`), at ISSUE_MODEL's rates. For the issue time every warp
     is taken as full (regions 34 or 42 values wide leave some lanes idle: instructions
@@ -408,7 +412,9 @@ def pipeline_estimate(
     th, tw = tile
     tiles = N * -(-H // th) * -(-W // tw)
     e = (th + 2 * h) * (tw + 2 * h)
-    global_accesses = tiles * K * (e + (th * tw if op.endswith("backward") else 0))
+    tile_values = th * tw if op.endswith("backward") else 0
+    global_values = tiles * K * (e + tile_values)
+    global_accesses = tiles * K * ((th + 2 * h) * -(-(tw + 2 * h) // 4) + -(-tile_values // 4))
     label_wavefronts = tiles * 2 * e / 32
     shared = tiles * shared_accesses_per_tile
     if shared_bytes_per_tile is None:
@@ -416,7 +422,7 @@ def pipeline_estimate(
     memory_instructions = (shared + global_accesses) / 32 + tiles * e / 32
     if shared_wavefronts_per_tile is None:
         shared_wavefronts_per_tile = shared_bytes_per_tile / 128
-    wavefronts_total = tiles * shared_wavefronts_per_tile + global_accesses / 32 + label_wavefronts
+    wavefronts_total = tiles * shared_wavefronts_per_tile + global_values / 32 + label_wavefronts
     per_memory = 1.0
     if code is not None:
         counts = Counter()
@@ -687,7 +693,7 @@ def launch_table(kernel_limits, sass=None, measured=None, phases=None):
             accesses, access_bytes, sample_tiles, wavefront_count, passes = pipeline_counts(
                 op, bf16, (th, tw), threads, gpu, scene
             )
-            if phases is not None and not bf16 and not scene:
+            if phases is not None and not bf16:
                 phases[name] = (passes, sample_tiles)
             lsu, issue, total = pipeline_estimate(
                 op,
@@ -812,7 +818,8 @@ def main(argv=None):
             print(
                 "\n## Dual-task kernels: shared-memory wavefronts per phase\n\n"
                 "Emulated on the benchmark's inputs at the report's sample size (the launches "
-                "above), per tile, summed over the classes; in brackets what the same accesses "
+                'above; "scene": the street scene\'s crops, where most (tile, class) pairs are '
+                "skipped), per tile, summed over the classes; in brackets what the same accesses "
                 "would take free of bank conflicts (partly idle quarter-warps count whole).\n"
             )
             for line in phase_table(phases):

@@ -338,11 +338,13 @@ def test_emulated_cuda_dual_task_loss(tile_h, tile_w, threads, shape, sigma):
     )
 
 
+@pytest.mark.parametrize("W", [70, 72])
 @pytest.mark.parametrize("tile_h,tile_w,threads", [(0, 0, 0), (8, 8, 32), (16, 8, 64), (3, 16, 1)])
-def test_emulated_cuda_skipping_is_exact(tile_h, tile_w, threads):
+def test_emulated_cuda_skipping_is_exact(tile_h, tile_w, threads, W):
     """The block program skips (tile, class) pairs that cannot reach P+ (a barrier that ORs the
-    threads' verdicts): most pairs here, next to pairs only one condition would skip."""
-    N, K, H, W = 2, 5, 40, 70
+    threads' verdicts): most pairs here, next to pairs only one condition would skip. W = 72:
+    rows 4-aligned, a skipped pair's zeros are stored four at a time (70: pixel by pixel)."""
+    N, K, H = 2, 5, 40
     labels = blob_labels(N, H, W, 2, seed=3, ignore_frac=0.2)
     prob = peaked_prob(labels, K, noise=1e-3)
     prob[0, 4, 20:, 50:] += 0.1  # class 4: in no label, but with an edge

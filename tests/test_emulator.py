@@ -304,7 +304,11 @@ def test_every_barrier_is_needed(emu, name):
     barriers = emu.last_launch()["barriers"]
     assert barriers >= 1
     # Remove each barrier that block 0 meets in turn (the first 24: every barrier of a loop body
-    # comes around well before that).
+    # comes around well before that). A vote's barrier (sync_any) may order no data: the
+    # dual-task loss's skip test holds its values in registers over it (the emulator says so).
+    votes = 0
     for k in range(min(barriers, 24)):
-        with pytest.raises(RuntimeError, match="shared-memory race"):
+        with pytest.raises(RuntimeError, match="shared-memory race|a vote's") as e:
             run(emu, k)
+        votes += "a vote's" in str(e.value)
+    assert (votes > 0) == name.startswith("dual_task_loss"), (name, votes)

@@ -125,7 +125,8 @@ def test_pipeline_estimate_model():
     """pipeline_estimate on hand-made counts: one 32 x 32 image, one 32 x 32 tile, the forward
     (halo R + 1 = 4: E = 40 x 40), 3200 shared accesses, no SASS (one instruction per load/store):
     wavefronts = (3200 shared + 19 x 1600 probabilities) / 32 + 2 x 1600 / 32 for the int64
-    labels; load/store instructions = the same with one per 32 labels."""
+    labels; load/store instructions = (3200 + 19 x 400 groups of four probabilities) / 32 + one
+    per 32 labels."""
     sys.path.insert(0, os.path.join(ROOT, "scripts"))
     import kernel_report as kr
 
@@ -135,12 +136,17 @@ def test_pipeline_estimate_model():
     wavefronts = (3200 + 19 * 1600) / 32 + 100
     assert lsu == pytest.approx(wavefronts * 1e3 / (per_clock * m["lsu_per_clock"]))
     issue_per_clock = per_clock * m["issue_per_clock"]
-    assert issue == pytest.approx(((3200 + 19 * 1600) / 32 + 50) * 1e3 / issue_per_clock)
+    assert issue == pytest.approx(((3200 + 19 * 400) / 32 + 50) * 1e3 / issue_per_clock)
     assert est == max(lsu, issue)
     # the backward: halo 2R + 2 = 8 (E = 48 x 48) and the gradient written over the tile
-    lsu_b, _, _ = kr.pipeline_estimate("dual_task_loss_backward", [1, 32, 32], (32, 32), 0, None, 0)
+    lsu_b, issue_b, _ = kr.pipeline_estimate(
+        "dual_task_loss_backward", [1, 32, 32], (32, 32), 0, None, 0
+    )
     wavefronts_b = 19 * (2304 + 1024) / 32 + 2 * 2304 / 32
     assert lsu_b == pytest.approx(wavefronts_b * 1e3 / (per_clock * m["lsu_per_clock"]))
+    # 48 rows of 12 groups loaded, 256 groups of the gradient stored
+    instructions_b = 19 * (48 * 12 + 256) / 32 + 2304 / 32
+    assert issue_b == pytest.approx(instructions_b * 1e3 / issue_per_clock)
     # vector accesses: 800 instructions moving 16 bytes each are 3200 / 32 wavefronts (four per
     # warp-instruction) but 800 / 32 instructions
     lsu_v, issue_v, _ = kr.pipeline_estimate(
@@ -155,7 +161,7 @@ def test_pipeline_estimate_model():
         (250 + 19 * 1600 / 32 + 100) * 1e3 / (per_clock * m["lsu_per_clock"])
     )
     assert issue_w == pytest.approx(issue)
-    assert issue_v == pytest.approx(((800 + 19 * 1600) / 32 + 50) * 1e3 / issue_per_clock)
+    assert issue_v == pytest.approx(((800 + 19 * 400) / 32 + 50) * 1e3 / issue_per_clock)
 
 
 def test_gcl_backward_estimate_model():
@@ -227,14 +233,18 @@ def test_pipeline_phases(emu):
         total = rec["shared_load_wavefronts"] + rec["shared_store_wavefronts"]
         assert sum(p[1] for p in passes) == total
         assert sum(p[2] for p in passes) == rec["shared_conflict_free_wavefronts"]
-        assert all(p[1] >= p[2] > 0 for p in passes), passes
-        sites[op] = {p[0]: p for p in passes}
-    named = {name: site for site, name in kr.PIPELINE_PHASES.items()}
+        assert all(p[1] >= p[2] >= 0 for p in passes), passes
+        named = {name: site for site, name in kr.PIPELINE_PHASES.items()}
+        # the skip test stores nothing at this launch: every thread holds its groups of E in
+        # registers over the vote
+        skip_test = [p for p in passes if p[0] == named[kr.PIPELINE_PHASES[4]]]
+        assert [p[1] for p in skip_test] == [0], passes
+        sites[op] = {p[0]: p for p in passes if p[1] > 0}
     shared = (  # the phases both run: the tile's labels and masks, the class's blurs
         "labels into E (per tile)",
         "keep rows, class groups (per tile)",
         "keep mask, the tile's classes (per tile)",
-        "probabilities into E",
+        "probabilities into E (held over the skip test)",
         "row blur",
         "column blur",
     )

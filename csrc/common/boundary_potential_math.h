@@ -154,6 +154,20 @@ struct Span {
 // global loads, conflict-free shared memory). Regions of a block's buffers: 32-bit indices (their
 // sizes are far below 2^31; 64-bit index arithmetic costs the GPU two to four instructions per
 // operation).
+// Walk2d is that walk as a cursor (cols > 0), for code that unrolls its first steps.
+struct Walk2d {
+  int r, c, dr, dc, cols;
+  GSCNN_HD Walk2d(int cols_, int t, int T)
+      : r(t / cols_), c(t % cols_), dr(T / cols_), dc(T % cols_), cols(cols_) {}
+  GSCNN_HD void next() {
+    r += dr;
+    c += dc;
+    if (c >= cols) {
+      c -= cols;
+      ++r;
+    }
+  }
+};
 template <typename F>
 GSCNN_HD void for_each_2d(int rows, int cols, int t, int T, F&& f) {
 #if !defined(__CUDA_ARCH__)  // the GPU never runs blocks of one thread: no code for them there
@@ -164,17 +178,7 @@ GSCNN_HD void for_each_2d(int rows, int cols, int t, int T, F&& f) {
   }
 #endif
   if (cols <= 0) return;
-  int r = t / cols, c = t % cols;
-  const int dr = T / cols, dc = T % cols;
-  while (r < rows) {
-    f(r, c);
-    r += dr;
-    c += dc;
-    if (c >= cols) {
-      c -= cols;
-      ++r;
-    }
-  }
+  for (Walk2d w(cols, t, T); w.r < rows; w.next()) f(w.r, w.c);
 }
 
 // Where a region of one image plane of a tensor (an (n, k) plane of P, an image of the labels)

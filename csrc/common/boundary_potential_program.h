@@ -191,14 +191,26 @@ struct Pipeline {
     });
   }
 
+  // The loss's skip test (kVector) keeps a thread's first kHeldGroups groups of four of E in
+  // registers across its barrier, and stores them to P only for a class that is not skipped
+  // (store_held, then a barrier before the row blur): on street scenes most (tile, class) pairs
+  // are skipped, and their stores were a third of the forward's shared-memory wavefronts. The
+  // production launch (256 threads, 32 x 32 tiles: E 40 x 44 values forward, 48 x 52 backward,
+  // with the padding) holds them all; a smaller block stores the rest at once.
+  static constexpr int kHeldGroups = kBackward ? 3 : 2;
+  struct Held {
+    acc_t v[kHeldGroups][4];
+  };
+
   // Channel k of P over E (clamped coordinates: the replicate border). Loss: returns whether
   // this thread's part of E rules out skipping class k (flat_within_threshold,
   // common/boundary_potential_math.h): a probability farther than the bound allows from v0, the
   // probability at E's origin, which every thread reads. (A label of class k in E also rules
-  // it out: the tile's class mask says so.)
+  // it out: the tile's class mask says so.) held (kVector loss): where the thread's first
+  // kHeldGroups groups go instead of P (store_held writes them there).
   template <typename Ptr>
-  GSCNN_HD bool load_prob(Ptr sm, const Layout& Lo, Tile tl, int64_t k, int64_t t,
-                          int64_t T) const {
+  GSCNN_HD bool load_prob(Ptr sm, const Layout& Lo, Tile tl, int64_t k, int64_t t, int64_t T,
+                          Held* held = nullptr) const {
     const Ptr Pb = sm + Lo.P;
     const int64_t oi = tl.i0 - Lo.h, oj = tl.j0 - Lo.h;
     // E's rows and columns clamped into the image (the replicate border) as 32-bit positions,
@@ -224,10 +236,9 @@ struct Pipeline {
         // from the image's left and right edges when rows are contiguous, 4-aligned, and E starts
         // on a multiple of 4), one vector store of shared memory, one address per group.
         const bool vector = po.groups_of_four_aligned(plane);
-        for_each_2d(Lo.EH, Lo.EG, t, T, [&](int r, int q) {
+        const auto group = [&](int r, int q, acc_t(&v)[4]) {
           const int c0 = 4 * q;
           const scalar_t* const row = plane + po.row(ys.clamp(r));
-          acc_t v[4];
           if (vector && c0 >= xs.first && c0 + 3 <= xs.last && c0 + 3 < Lo.EW) {
             scalar_t in[4];
             load_vector<4>(row + (po.j0 + c0), in);  // po.sW == 1
@@ -240,11 +251,21 @@ struct Pipeline {
               v[u] = c < Lo.EW ? static_cast<acc_t>(row[po.column(xs.clamp(c))]) : acc_t(0);
             }
           }
-          store_vector<4>(Pb + r * Lo.EWs + c0, v);
           GSCNN_UNROLL
           for (int u = 0; u < 4; ++u)
             if (c0 + u < Lo.EW) check(v[u]);
-        });
+        };
+        Walk2d w(Lo.EG, t, T);
+        if (kLoss && held != nullptr) {
+          GSCNN_UNROLL
+          for (int i = 0; i < kHeldGroups; ++i, w.next())
+            if (w.r < Lo.EH) group(w.r, w.c, held->v[i]);
+        }
+        for (; w.r < Lo.EH; w.next()) {
+          acc_t v[4];
+          group(w.r, w.c, v);
+          store_vector<4>(Pb + w.r * Lo.EWs + 4 * w.c, v);
+        }
         return;
       }
       for_each_2d(Lo.EH, Lo.EW, t, T, [&](int r, int c) {
@@ -256,11 +277,40 @@ struct Pipeline {
     return need;
   }
 
-  // The loss backward's gradient of a skipped (tile, class): 0.
+  // The groups load_prob held (the same walk): into P.
+  template <typename Ptr>
+  GSCNN_HD void store_held(Ptr sm, const Layout& Lo, int64_t t, int64_t T,
+                           const Held& held) const {
+    Walk2d w(Lo.EG, t, T);
+    GSCNN_UNROLL
+    for (int i = 0; i < kHeldGroups; ++i, w.next())
+      if (w.r < Lo.EH) store_vector<4>(sm + Lo.P + w.r * Lo.EWs + 4 * w.c, held.v[i]);
+  }
+
+  // The loss backward's gradient of a skipped (tile, class): 0. kVector: groups of four pixels
+  // of a row, one 16-byte store (8 for the half types) where they are consecutive, aligned and
+  // inside the tile and the image (as backward_blur_rows stores a class's gradient).
   GSCNN_HD void write_zeros(Tile tl, int64_t k, int64_t t, int64_t T) const {
     scalar_t* const plane = out.plane(tl.n, k);
     with_plane_offsets(H, W, out.sH, out.sW, tl.i0, tl.j0, [&](auto po) {
       const Span ys(tl.i0, H, static_cast<int>(TH)), xs(tl.j0, W, static_cast<int>(TW));
+      if constexpr (kVector) {
+        const bool vector = po.groups_of_four_aligned(plane);
+        const int tw = static_cast<int>(TW);
+        for_each_2d(static_cast<int>(TH), (tw + 3) / 4, t, T, [&](int r, int q) {
+          const int c0 = 4 * q;
+          if (r > ys.last || c0 > xs.last) return;  // nothing of the group in the image
+          scalar_t* const o = plane + po.offset(r, c0);
+          if (vector && c0 + 3 < tw && c0 + 3 <= xs.last) {
+            const scalar_t zero[4] = {scalar_t(0), scalar_t(0), scalar_t(0), scalar_t(0)};
+            store_vector<4>(o, zero);
+            return;
+          }
+          for (int u = 0; u < 4 && c0 + u < tw && c0 + u <= xs.last; ++u)
+            o[u * po.sW] = scalar_t(0);
+        });
+        return;
+      }
       for_each_2d(TH, TW, t, T, [&](int r, int c) {
         if (r <= ys.last && c <= xs.last) plane[po.offset(r, c)] = scalar_t(0);
       });
@@ -922,11 +972,11 @@ struct Pipeline {
 
   // --- the block program ----------------------------------------------------------------------
   // Blocks walk the tiles grid-stride. Per tile: (loss) labels, then the keep mask and the
-  // classes present in E; per class k:
-  // load (the loss: skip the class if no thread needs it, a barrier that ORs the threads'
-  // answers), blur the rows, blur the columns, then the forward's zeta or the backward's four
-  // adjoint phases; (loss forward) the tile's block reduction. A barrier separates two phases only where
-  // the later one reads what another thread wrote in the earlier one, or overwrites what another
+  // classes present in E; per class k: load (the loss: skip the class if no thread needs it, a
+  // barrier that ORs the threads' answers; kVector: then store the held groups, a barrier), blur
+  // the rows, blur the columns, then the forward's zeta or the backward's four adjoint phases;
+  // (loss forward) the tile's block reduction. A barrier separates two phases only where the
+  // later one reads what another thread wrote in the earlier one, or overwrites what another
   // thread read there (tests/test_emulator.py removes each barrier in turn and checks that
   // the emulator's race detector objects).
   template <typename Exec>
@@ -936,6 +986,7 @@ struct Pipeline {
     const int64_t T = ex.threads();
     const Layout Lo = layout(T);
     auto st = ex.template registers<LossState<acc_t>>();
+    auto held = ex.template registers<Held>();  // kVector loss: E's groups across the skip test
     for (int64_t tile = ex.block(); tile < num_tiles(); tile += ex.grid()) {
       const Tile tl = tile_of(tile);
       if (kLoss) {
@@ -958,11 +1009,16 @@ struct Pipeline {
         if (kLoss) {
           // Exact skipping: a class that no thread needs is done (backward: gradient 0).
           ex.for_each_thread([&](int64_t t) {
-            st(t).need = load_prob(sm, Lo, tl, k, t, T) || st(t).present(k);
+            st(t).need = load_prob(sm, Lo, tl, k, t, T, kVector ? &held(t) : nullptr) ||
+                         st(t).present(k);
           });
           if (!ex.sync_any([&](int64_t t) { return st(t).need; })) {
             if (kBackward) ex.for_each_thread([&](int64_t t) { write_zeros(tl, k, t, T); });
             continue;
+          }
+          if (kVector) {
+            ex.for_each_thread([&](int64_t t) { store_held(sm, Lo, t, T, held(t)); });
+            ex.sync();
           }
         } else {
           ex.for_each_thread([&](int64_t t) { load_prob(sm, Lo, tl, k, t, T); });

@@ -384,15 +384,19 @@ class EmuExec {
   void sync() {
     if (syncs_++ != opt_.skip_barrier) tracker_->barrier();
   }
-  // A barrier that also tells every thread whether pred(t) held for any thread t.
+  // A barrier that also tells every thread whether pred(t) held for any thread t. Removed (a
+  // test's skip_barrier), the vote is still taken, so that the race detector can say whether the
+  // barrier also orders data; the GPU has no vote without it (vote_removed: emulate reports it).
   template <typename F>
   bool sync_any(F&& pred) {
     bool any = false;
     for (int64_t t = 0; t < threads_; ++t) any |= static_cast<bool>(pred(t));
+    vote_removed_ = vote_removed_ || syncs_ == opt_.skip_barrier;
     sync();
     return any;
   }
   int64_t barriers_seen() const { return syncs_; }
+  bool vote_removed() const { return vote_removed_; }
 
   template <typename T>
   TrackedPtr<T> shared() const {
@@ -418,6 +422,7 @@ class EmuExec {
   SharedMemoryTracker* tracker_;
   const EmuOptions& opt_;
   int64_t syncs_ = 0;
+  bool vote_removed_ = false;
 };
 
 // Runs `program` over the grid of `launch`. Shared memory (or the scratch slice, which the GPU
@@ -438,6 +443,10 @@ int64_t emulate(const char* op, const Program& program, const Launch& launch,
     EmuExec ex(b, launch.blocks, launch.threads, memory.data(), &tracker, opt);
     program(ex);
     if (b == 0) first_block_barriers = ex.barriers_seen();
+    // No race without it, but the barrier was a vote's (sync_any): needed all the same.
+    TORCH_CHECK(!ex.vote_removed(), op, ": barrier ", opt.skip_barrier,
+                " removed without a shared-memory race: it is a vote's (sync_any), needed for "
+                "the vote itself");
   }
   if (counts) *counts = tracker.counts;
   return first_block_barriers;
