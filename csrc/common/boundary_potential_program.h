@@ -289,7 +289,7 @@ struct Pipeline {
 
   // The loss backward's gradient of a skipped (tile, class): 0. kVector: groups of four pixels
   // of a row, one 16-byte store (8 for the half types) where they are consecutive, aligned and
-  // inside the tile and the image (as backward_blur_rows stores a class's gradient).
+  // inside the tile and the image (store_group, as backward_blur_rows stores a gradient).
   GSCNN_HD void write_zeros(Tile tl, int64_t k, int64_t t, int64_t T) const {
     scalar_t* const plane = out.plane(tl.n, k);
     with_plane_offsets(H, W, out.sH, out.sW, tl.i0, tl.j0, [&](auto po) {
@@ -300,14 +300,8 @@ struct Pipeline {
         for_each_2d(static_cast<int>(TH), (tw + 3) / 4, t, T, [&](int r, int q) {
           const int c0 = 4 * q;
           if (r > ys.last || c0 > xs.last) return;  // nothing of the group in the image
-          scalar_t* const o = plane + po.offset(r, c0);
-          if (vector && c0 + 3 < tw && c0 + 3 <= xs.last) {
-            const scalar_t zero[4] = {scalar_t(0), scalar_t(0), scalar_t(0), scalar_t(0)};
-            store_vector<4>(o, zero);
-            return;
-          }
-          for (int u = 0; u < 4 && c0 + u < tw && c0 + u <= xs.last; ++u)
-            o[u * po.sW] = scalar_t(0);
+          const scalar_t zero[4] = {scalar_t(0), scalar_t(0), scalar_t(0), scalar_t(0)};
+          store_group<false>(plane + po.offset(r, c0), po.sW, vector, c0, tw, xs, zero);
         });
         return;
       }
@@ -912,6 +906,14 @@ struct Pipeline {
       }
       v[u] = static_cast<scalar_t>(s);
     }
+    store_group<kInterior>(o, sW, vector, c0, TW, xs, v);
+  }
+  // Four gradient values of a tile row, columns c0 .. c0 + 3 (c0 <= xs.last), at o (column
+  // stride sW): one vector store where `vector` and the four lie in the tile and the image, else
+  // those that do one by one. kInterior: the caller knows that the four lie in the tile and image.
+  template <bool kInterior, typename I>
+  static GSCNN_HD void store_group(scalar_t* o, I sW, bool vector, int c0, int TW, Span xs,
+                                   const scalar_t (&v)[4]) {
     if (vector && (kInterior || (c0 + 3 < TW && c0 + 3 <= xs.last))) {
       store_vector<4>(o, v);
       return;
