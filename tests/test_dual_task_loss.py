@@ -424,9 +424,10 @@ def test_emulated_cuda_row_strides_free_of_bank_conflicts():
     take the conflict-free row strides (common/boundary_potential_math.h, Layout), on an sm_89
     (99 KiB per block) the backward's take the compact ones. Both give bit-identical results, and
     the emulator's wavefronts (bank conflicts counted) stay near what the same accesses take free
-    of conflicts with the first (forward 2.7 %, backward 14 % over: the row blur's stores of X
+    of conflicts with the first (forward 2.9 %, backward 14 % over: the row blur's stores of X
     and the loads of the labels and probabilities are left; 19 % while the adjoint of the
-    differences walked one row of 10 groups), not with the second (42 %)."""
+    differences walked one row of 10 groups, and in the forward while its two-row column blur
+    walked XG = 9 groups, not W2 = 10), not with the second (42 %)."""
     g = torch.Generator().manual_seed(0)
     N, K, H, W = 1, 3, 64, 64
     prob = torch.softmax(3 * torch.randn(N, K, H, W, generator=g), 1)

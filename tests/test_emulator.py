@@ -77,9 +77,9 @@ def _pipeline_geometry(n, R, h):
 
 
 def _column_blur_loads(BH, XWs, R, rows):
-    """The column blur's vector loads: each thread takes `rows` rows of four columns (2 in the
-    backward, 1 in the forward) and loads the 2R + rows groups of four they need (the last rows
-    of B too: a missing row re-reads X's last row)."""
+    """The column blur's vector loads: each thread takes `rows` rows of four columns (2, forward
+    and backward) and loads the 2R + rows groups of four they need (the last rows of B too: a
+    missing row re-reads X's last row)."""
     return XWs // 4 * -(-BH // rows) * (2 * R + rows)
 
 
@@ -88,16 +88,16 @@ def test_shared_memory_counts_of_the_potential_pipeline(emu):
     common/boundary_potential_program.h), one 16 x 16 tile, sigma = 1 (R = 3, 7 taps), halo
     h = R + 1: per class, P stored over E = 24 x 24 and its padding columns in groups of four;
     the row blur loads 3 groups of four and stores one per four values of X (24 x 18, rows padded
-    to 20), the column blur loads 7 groups and stores one per four values of B (18 x 18); the
-    central differences load 4 values per pixel (scalar in the forward: groups of four would read
-    more bytes); three barriers. Float64: 8-byte values, 32-byte groups."""
+    to 20), the column blur loads 8 groups per two rows of four values of B (18 x 18) and stores
+    one per four; the central differences load 4 values per pixel (scalar in the forward);
+    three barriers. Float64: 8-byte values, 32-byte groups."""
     K, n, R, h = 2, 16, 3, 4
     g = torch.Generator().manual_seed(0)
     prob = torch.softmax(torch.randn(1, K, n, n, generator=g, dtype=torch.float64), 1)
     torch.ops.gscnn_testing.boundary_potential(prob, 1.0, emu.gpu(), emu.launch(64, 1, (n, n)))
     E, XWs, EWs, groups = _pipeline_geometry(n, R, h)
     BH = E - 2 * R
-    vector_loads = E * XWs // 4 * groups + _column_blur_loads(BH, XWs, R, 1)
+    vector_loads = E * XWs // 4 * groups + _column_blur_loads(BH, XWs, R, 2)
     vector_stores = E * EWs // 4 + (E + BH) * XWs // 4
     rec = emu.last_launch()
     assert rec["shared_stores"] == K * vector_stores
@@ -109,16 +109,15 @@ def test_shared_memory_counts_of_the_potential_pipeline(emu):
 
 def _absent_class_savings(backward, n, R, h):
     """What a class absent from a tile's halo saves: its one-hot's row blur (E x XWs values, the
-    row blur's groups per four) and column blur (one row of four per thread in the forward, two
-    in the backward), and zeta_hat's central differences: in the forward 4 scalar loads per
-    pixel of the tile (Z = tile); in the backward two rows of four pixels of Z = tile + R + 1 per
-    thread, from two groups of four in each of the 4 rows of B around them (8 vector loads per 8
-    pixels). Returns (loads, stores)."""
+    row blur's groups per four) and column blur (two rows of four per thread), and zeta_hat's
+    central differences: in the forward 4 scalar loads per pixel of the tile (Z = tile); in the
+    backward two rows of four pixels of Z = tile + R + 1 per thread, from two groups of four in
+    each of the 4 rows of B around them (8 vector loads per 8 pixels). Returns (loads, stores)."""
     E, XWs, EWs, groups = _pipeline_geometry(n, R, h)
     BH = E - 2 * R
     Z = BH - 2
     differences = (Z // 2) * (Z // 4) * 8 if backward else 4 * n * n
-    loads = E * XWs // 4 * groups + _column_blur_loads(BH, XWs, R, 2 if backward else 1)
+    loads = E * XWs // 4 * groups + _column_blur_loads(BH, XWs, R, 2)
     return loads + differences, (E + BH) * XWs // 4
 
 

@@ -272,7 +272,9 @@ GSCNN_HD constexpr int round4(int v) { return (v + 3) / 4 * 4; }
 // (column blur, zeta, the adjoint of the differences: a row step of 2 XWs) walk W2 = XG rounded up
 // to even groups and XWs = ZWs is chosen with 2 XWs / 4 = W2 (mod 8). (Backward, 32 x 32, R = 3:
 // XG = 11, W2 = 12, XWs = 56 (14 groups), EWs = 76 (19); the loss backward's buffers 107 KiB
-// instead of 84 in float32. Left: the row blur's stores of X, at stride XWs walking XG.)
+// instead of 84 in float32. Left: the row blur's stores of X, at stride XWs walking XG.) The
+// forward keeps XWs = 4 XG (the row blur's stores walk XG groups at that step) and walks its
+// two-row column blur over W2 = 2 XG (mod 8) groups instead, a few lanes idle.
 struct Layout {
   int TH, TW, R, h;
   int EH, EW, XW, BH, ZH, ZW, DH, DW;  // region sizes (D = tile + R, for the backward)
@@ -297,10 +299,16 @@ struct Layout {
     DH = TH + 2 * R;
     DW = TW + 2 * R;
     XG = round4(ZW) / 4 + 1;  // 4 XG >= XW + 2
-    W2 = conflict_free && backward ? (XG + 1) / 2 * 2 : XG;
-    // XWs / 4: 2 xg = W2 (mod 8), W2 <= xg <= W2 + 3 (at least the walk of the two-row phases,
-    // whose last group's lanes store zeros: with xg = XG < W2, for odd XG, they wrote past the row)
-    int xg = W2;
+    // XWs / 4 = xg. Backward: W2 = XG rounded up to even, 2 xg = W2 (mod 8), W2 <= xg <= W2 + 3
+    // (at least the walk of the two-row phases, whose last group's lanes store zeros: with
+    // xg = XG < W2, for odd XG, they wrote past the row). Forward: xg = XG (the row blur's walk),
+    // and the column blur, its one two-row phase, walks W2 >= XG groups with W2 = 2 XG (mod 8)
+    // (its lanes past XG do nothing; 32 x 32, R = 3: XG = 9, W2 = 10).
+    W2 = XG;
+    if (conflict_free && backward) W2 = (XG + 1) / 2 * 2;
+    if (conflict_free && !backward)
+      while ((W2 - 2 * XG) % 8 != 0) ++W2;
+    int xg = backward ? W2 : XG;
     while (conflict_free && backward && (2 * xg - W2) % 8 != 0) ++xg;
     XWs = 4 * xg;
     ZWs = XWs;
