@@ -403,7 +403,7 @@ struct Pipeline {
         for (int i = 0; i < kTaps + kRows - 1; ++i) {
           // B's last row of an odd count has no partner: its partner's last tap re-reads X's
           // last row (its sums are not stored), so that every thread runs the same straight code
-          const int xr = kRows == 1 || r + i < Lo.EH - 1 ? r + i : Lo.EH - 1;
+          const int xr = r + i < Lo.EH - 1 ? r + i : Lo.EH - 1;
           load_vector<4>(src + xr * Lo.XWs + 4 * q, v);
           GSCNN_UNROLL
           for (int j = 0; j < kRows; ++j)
